@@ -1,0 +1,18 @@
+"""ActionRunner: a Celery-style task API over Amazon SQS FIFO that keeps FIFO's promises.
+
+    >>> from actionrunner import action
+    >>> @action(group="tenant:{tenant_id}")
+    ... def recalc_leaderboard(tenant_id: str, season: int) -> dict: ...
+    >>> recalc_leaderboard.delay(tenant_id="t1", season=3)   # doctest: +SKIP
+
+``celery -A actionrunner worker -c 4`` runs them.
+"""
+
+from __future__ import annotations
+
+from .action import Action, action
+from .app import app
+from .settings import Settings, get_settings
+
+__all__ = ["Action", "Settings", "action", "app", "get_settings"]
+__version__ = "0.1.0"

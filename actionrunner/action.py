@@ -1,0 +1,278 @@
+"""Actions: Celery tasks that travel on an SQS FIFO queue, with validated inputs.
+
+    >>> from actionrunner import action
+    >>> @action(group="tenant:{tenant_id}")
+    ... def recalc_leaderboard(tenant_id: str, season: int) -> dict:
+    ...     return {"tenant": tenant_id, "season": season}
+    >>> recalc_leaderboard.delay(tenant_id="t1", season=3)          # doctest: +SKIP
+    <AsyncResult: ...>
+
+* ``group`` (template over the inputs, or a callable) gives the MessageGroupId: actions of one group
+  run one at a time in order; different groups run in parallel. Without it, every call of the
+  action shares one group named after the action.
+* ``key`` (template or callable) is the idempotency key; the MessageDeduplicationId is a hash of the
+  action's name and that key. Without it, the key is the canonical JSON of the inputs, so the same
+  call sent twice within SQS's 5-minute window runs once.
+* Inputs are validated from the type hints (pydantic) when the action is *sent*: a bad call raises
+  :class:`~actionrunner.errors.ActionInputError` naming each bad field, and nothing is sent.
+  The worker validates them again and calls the function with the typed values.
+* Per call, kombu's own spelling overrides: ``apply_async(kwargs=..., MessageGroupId="x",
+  MessageDeduplicationId="y")``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Task
+from celery.result import AsyncResult
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from . import keys
+from .errors import ActionDefinitionError, ActionError, ActionInputError
+from .logging import log_event
+
+#: Misspellings kombu would silently ignore, and what to write instead.
+_MISSPELLED_OPTIONS = {
+    "message_group_id": "MessageGroupId",
+    "group_id": "MessageGroupId",
+    "message_deduplication_id": "MessageDeduplicationId",
+    "deduplication_id": "MessageDeduplicationId",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedCall:
+    """A validated call of an action, ready to send."""
+
+    kwargs: dict[str, Any]  #: the inputs as JSON-able values (what goes on the wire)
+    group: str  #: MessageGroupId
+    dedup_id: str  #: MessageDeduplicationId
+
+
+def _field_errors(exc: ValidationError) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(part) for part in err["loc"]) or "(inputs)"
+        errors[loc] = err["msg"]
+    return errors
+
+
+def build_input_model(fn: Callable[..., Any], *, bound: bool) -> type[BaseModel]:
+    """A pydantic model of ``fn``'s parameters, from its type hints."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception as exc:  # an annotation that does not resolve
+        raise ActionDefinitionError(f"{fn.__qualname__}: cannot read its type hints: {exc}") from exc
+    params = list(inspect.signature(fn).parameters.values())
+    if bound:
+        params = params[1:]
+    fields: dict[str, Any] = {}
+    for param in params:
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise ActionDefinitionError(
+                f"{fn.__qualname__}: *{param.name} is not supported; declare each input by name "
+                "so it can be validated and sent as JSON"
+            )
+        default = ... if param.default is param.empty else param.default
+        fields[param.name] = (hints.get(param.name, Any), default)
+    return create_model(  # type: ignore[call-overload,no-any-return]
+        f"{fn.__name__}_inputs",
+        __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=False),
+        **fields,
+    )
+
+
+class Action(Task):  # type: ignore[misc]
+    """Base class of every ``@action``: validated inputs, FIFO ids, structured logs."""
+
+    #: Requests carry the SQS message's attributes to the action (receive count, sent time...).
+    Request = "actionrunner.worker.request:ActionRequest"
+    #: Delete the message only after the action ran.
+    acks_late = True
+    #: Results are reported through logs and run status, not a Celery result backend.
+    ignore_result = True
+    typing = False
+
+    #: MessageGroupId template / callable (``None``: the action's name).
+    message_group: keys.IdSpec | None = None
+    #: Idempotency key template / callable (``None``: the canonical inputs).
+    idempotency_key: keys.IdSpec | None = None
+    #: The pydantic model of the inputs (built from the type hints).
+    input_model: type[BaseModel]
+    #: Names of the inputs, in declaration order.
+    input_names: tuple[str, ...] = ()
+
+    # -- validation ------------------------------------------------------------------------
+    def validate_inputs(self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> BaseModel:
+        """The inputs as the action's model; :class:`ActionInputError` naming each bad field."""
+        kwargs = dict(kwargs or {})
+        if len(args) > len(self.input_names):
+            raise ActionInputError(
+                self.name,
+                {"(args)": f"takes {len(self.input_names)} inputs, {len(args)} positional given"},
+            )
+        for name, value in zip(self.input_names, args, strict=False):
+            if name in kwargs:
+                raise ActionInputError(self.name, {name: "given both by position and by name"})
+            kwargs[name] = value
+        try:
+            return self.input_model.model_validate(kwargs)
+        except ValidationError as exc:
+            raise ActionInputError(self.name, _field_errors(exc)) from None
+
+    def prepare(
+        self,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        group: str | None = None,
+        dedup_id: str | None = None,
+    ) -> PreparedCall:
+        """Validate a call and compute its wire inputs, MessageGroupId and dedup id."""
+        model = self.validate_inputs(args, kwargs)
+        values = {name: getattr(model, name) for name in self.input_names}
+        wire = model.model_dump(mode="json")
+        try:
+            if group is None:
+                group = (
+                    keys.render(self.message_group, values)
+                    if self.message_group is not None
+                    else self.name
+                )
+            if dedup_id is None:
+                key = (
+                    keys.render(self.idempotency_key, values)
+                    if self.idempotency_key is not None
+                    else keys.default_key(wire)
+                )
+                dedup_id = keys.dedup_id(self.name, key)
+        except (KeyError, AttributeError, IndexError, ValueError) as exc:
+            raise ActionError(f"action {self.name!r}: cannot compute its group or key: {exc!r}") from exc
+        keys.check_id(self.name, "MessageGroupId", group)
+        keys.check_id(self.name, "MessageDeduplicationId", dedup_id)
+        return PreparedCall(kwargs=wire, group=group, dedup_id=dedup_id)
+
+    # -- sending ---------------------------------------------------------------------------
+    def apply_async(  # type: ignore[override]
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        task_id: str | None = None,
+        producer: Any = None,
+        link: Any = None,
+        link_error: Any = None,
+        shadow: str | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Validate and send; returns once SQS accepted the message (see Celery's apply_async)."""
+        for wrong, right in _MISSPELLED_OPTIONS.items():
+            if wrong in options:
+                raise ActionError(f"action {self.name!r}: {wrong}= is not an SQS option; use {right}=")
+        call = self.prepare(
+            args or (),
+            kwargs,
+            group=options.pop("MessageGroupId", None),
+            dedup_id=options.pop("MessageDeduplicationId", None),
+        )
+        dedup_id = call.dedup_id
+        retries = options.get("retries") or 0
+        if retries:  # a Celery retry is a new message: it must not be dropped as a duplicate
+            dedup_id = keys.dedup_id(self.name, f"{call.dedup_id}:retry:{retries}")
+        result = super().apply_async(
+            (), call.kwargs, task_id, producer, link, link_error, shadow,
+            MessageGroupId=call.group, MessageDeduplicationId=dedup_id, **options,
+        )
+        if not self.app.conf.task_always_eager:
+            log_event("sent", action=self.name, id=result.id, group=call.group, dedup_id=dedup_id)
+        return result
+
+    def delay_many(self, calls: Iterable[Mapping[str, Any]]) -> list[AsyncResult]:
+        """Send many calls (keyword inputs each) with SendMessageBatch, ten per request.
+
+        Every call is validated before anything is sent. Entries SQS refuses for a transient
+        reason are retried; if some still fail, :class:`~actionrunner.errors.SendError` lists their
+        positions and all the others were sent.
+        """
+        prepared = [self.prepare((), call) for call in calls]
+        results: list[AsyncResult] = []
+        with self.app.producer_or_acquire() as producer:
+            with producer.channel.batch():
+                for call in prepared:
+                    results.append(
+                        Task.apply_async(
+                            self, (), call.kwargs, producer=producer,
+                            MessageGroupId=call.group, MessageDeduplicationId=call.dedup_id,
+                        )
+                    )
+        for call, result in zip(prepared, results, strict=True):
+            log_event("sent", action=self.name, id=result.id, group=call.group, dedup_id=call.dedup_id)
+        return results
+
+    # -- running ---------------------------------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        model = self.validate_inputs(args, kwargs)
+        values = {name: getattr(model, name) for name in self.input_names}
+        if self.request.called_directly:
+            return super().__call__(**values)
+        return self.run(**values)
+
+
+def action(
+    fn: Callable[..., Any] | None = None,
+    *,
+    group: keys.IdSpec | None = None,
+    key: keys.IdSpec | None = None,
+    name: str | None = None,
+    app: Any = None,
+    **options: Any,
+) -> Any:
+    """Declare an action. Use as ``@action`` or ``@action(group=..., key=..., rate_limit=...)``.
+
+    ``options`` are Celery task options (``rate_limit``, ``time_limit``, ``bind``...); an unknown
+    one is an error here, not a silent no-op.
+    """
+
+    def decorate(func: Callable[..., Any]) -> Action:
+        for option in options:
+            if not hasattr(Action, option):
+                raise ActionDefinitionError(
+                    f"@action on {func.__qualname__}: unknown option {option!r}"
+                )
+        bound = bool(options.get("bind"))
+        model = build_input_model(func, bound=bound)
+        names = tuple(model.model_fields)
+        for label, spec in (("group", group), ("key", key)):
+            if isinstance(spec, str):
+                unknown = keys.template_fields(spec) - set(names)
+                if unknown:
+                    raise ActionDefinitionError(
+                        f"@action on {func.__qualname__}: {label} template {spec!r} names "
+                        f"{sorted(unknown)}, which are not inputs (inputs: {list(names)})"
+                    )
+            elif spec is not None and not callable(spec):
+                raise ActionDefinitionError(
+                    f"@action on {func.__qualname__}: {label}= must be a template string or a callable"
+                )
+        target = app
+        if target is None:
+            from .app import app as target
+        return target.task(  # type: ignore[no-any-return]
+            func,
+            base=Action,
+            name=name,
+            # a plain function stored on the class would turn into a method: keep it static
+            message_group=staticmethod(group) if callable(group) else group,
+            idempotency_key=staticmethod(key) if callable(key) else key,
+            input_model=model,
+            input_names=names,
+            **options,
+        )
+
+    if fn is not None:
+        return decorate(fn)
+    return decorate

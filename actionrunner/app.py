@@ -1,0 +1,75 @@
+"""The Celery application: ``celery -A actionrunner worker -c N`` finds it here.
+
+Configuration comes from the module named by ``ACTIONRUNNER_CELERY_CONFIG_MODULE``
+(``celeryconfig``, at the repository root) when it can be imported, else straight from the
+settings. Action modules load from ``tasks`` and ``ACTIONRUNNER_IMPORTS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from celery import Celery, signals
+
+from . import sqs  # noqa: F401  (registers the actionrunner:// transport)
+from .worker import lifecycle  # noqa: F401  (connects the lifecycle log signals)
+from .celery_config import celery_config
+from .errors import ConfigurationError
+from .settings import get_settings
+
+
+def _load_config() -> Any:
+    settings = get_settings()
+    try:
+        return importlib.import_module(settings.celery_config_module)
+    except ModuleNotFoundError as exc:
+        if exc.name != settings.celery_config_module:
+            raise
+        return celery_config(settings)
+
+
+def create_app() -> Celery:
+    """A new Celery app configured from the settings."""
+    celery = Celery("actionrunner", task_cls="actionrunner.action:Action")
+    celery.config_from_object(_load_config())
+    return celery
+
+
+app = create_app()
+
+
+def import_action_modules(celery: Celery = app) -> None:
+    """Import every module of actions; a clear error for one that cannot be imported."""
+    for module in celery.conf.imports or ():
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"cannot import action module {module!r} (from ACTIONRUNNER_IMPORTS or the "
+                f"defaults): {exc}; check the name and that it is on PYTHONPATH"
+            ) from exc
+
+
+@signals.setup_logging.connect
+def _setup_logging(loglevel: Any = None, **_: Any) -> None:
+    from .logging import configure
+
+    settings = get_settings()
+    configure(loglevel or settings.log_level, settings.log_format)
+
+
+@signals.worker_init.connect
+@signals.beat_init.connect
+def _preflight(sender: Any = None, **_: Any) -> None:
+    """Fail fast, with what to do, when the queue is missing or the endpoint is unreachable."""
+    from .provision import check_queues
+
+    try:
+        import_action_modules(app)
+        check_queues(get_settings())
+    except ConfigurationError as exc:
+        from .logging import get_logger
+
+        get_logger("actionrunner").critical("configuration-error", error=str(exc))
+        raise SystemExit(f"actionrunner: {exc}") from None

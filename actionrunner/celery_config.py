@@ -1,0 +1,66 @@
+"""Celery settings derived from ActionRunner's :class:`~actionrunner.settings.Settings`.
+
+``celeryconfig.py`` at the repository root starts from :func:`celery_config` and may override
+any key; ``celery -A actionrunner ...`` loads it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu import Exchange, Queue
+
+from . import constants as C
+from .settings import Settings
+
+#: SQS system attributes every receive asks for.
+SYSTEM_ATTRIBUTES = [
+    "ApproximateReceiveCount",
+    "ApproximateFirstReceiveTimestamp",
+    "SentTimestamp",
+    "MessageGroupId",
+    "MessageDeduplicationId",
+    "SequenceNumber",
+]
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery configuration for ``settings``."""
+    queue = Queue(settings.queue_name, Exchange(settings.queue_name, type="direct"),
+                  routing_key=settings.queue_name)
+    return {
+        "broker_url": f"{C.TRANSPORT_ALIAS}://",
+        "broker_transport_options": {
+            "region": settings.region,
+            "endpoint_url": settings.sqs_endpoint_url,
+            "is_secure": (settings.sqs_endpoint_url or "https").startswith("https"),
+            # resolved once with GetQueueUrl; never created implicitly
+            "queue_names": [settings.queue_name],
+            "max_message_bytes": settings.max_message_bytes,
+            "visibility_timeout": settings.visibility_timeout,
+            "wait_time_seconds": settings.wait_time_seconds,
+            "polling_interval": settings.polling_interval,
+            "fetch_message_attributes": {"MessageSystemAttributeNames": SYSTEM_ATTRIBUTES},
+            "client-config": {"connect_timeout": settings.connect_timeout},
+        },
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": 3,
+        "task_default_queue": settings.queue_name,
+        "task_queues": [queue],
+        "task_create_missing_queues": False,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+        "worker_enable_remote_control": False,
+        "imports": settings.all_imports,
+        "beat_schedule": {},
+        "timezone": "UTC",
+        "enable_utc": True,
+    }

@@ -1,0 +1,41 @@
+"""Every name, prefix and limit ActionRunner relies on, in one place."""
+
+from __future__ import annotations
+
+#: Environment prefix of every ActionRunner setting (``ACTIONRUNNER_QUEUE_NAME``...).
+ENV_PREFIX = "ACTIONRUNNER_"
+
+#: Default SQS FIFO queue the actions travel on.
+DEFAULT_QUEUE_NAME = "actions.fifo"
+#: Default FIFO dead-letter queue.
+DEFAULT_DLQ_NAME = "actions-dlq.fifo"
+#: Region used when neither ``AWS_REGION`` nor ``AWS_DEFAULT_REGION`` is set.
+DEFAULT_REGION = "us-east-1"
+
+#: SQS's hard cap on one message (body plus attributes), in bytes.
+SQS_MAX_MESSAGE_BYTES = 1_048_576
+#: SQS bills every started chunk of this many bytes as one request.
+SQS_BILLING_CHUNK_BYTES = 65_536
+#: Entries per SendMessageBatch / DeleteMessageBatch / ChangeMessageVisibilityBatch.
+SQS_MAX_BATCH = 10
+#: Longest long poll SQS allows.
+SQS_MAX_WAIT_SECONDS = 20
+#: Visibility can never be extended past this many seconds after the receive.
+SQS_MAX_VISIBILITY_SECONDS = 43_200
+#: FIFO deduplication window: a repeated MessageDeduplicationId within it is dropped.
+SQS_DEDUP_WINDOW_SECONDS = 300
+#: MessageGroupId and MessageDeduplicationId are at most this long.
+SQS_MAX_ID_LENGTH = 128
+
+#: Address the embedded emulator binds to: loopback only.
+LOCAL_HOST = "127.0.0.1"
+#: Port of moto's server (DynamoDB, S3, SNS, CloudWatch... and SQS unless a faster one serves it).
+LOCAL_MOTO_PORT = 5055
+#: Port of the fast SQS-compatible server (fauxqs) used for deep local backlogs.
+LOCAL_SQS_PORT = 5056
+#: Credentials the local emulator accepts (any value works; these are never real).
+LOCAL_ACCESS_KEY = "test"
+LOCAL_SECRET_KEY = "test"
+
+#: Name of the kombu transport alias ActionRunner registers (``broker_url = "actionrunner://"``).
+TRANSPORT_ALIAS = "actionrunner"

@@ -1,0 +1,76 @@
+"""Message group and deduplication ids, computed from an action's inputs.
+
+Both are deterministic: the same action with the same inputs gets the same ids, so a repeated
+send within SQS's 5-minute deduplication window is dropped by SQS itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import string
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+from . import constants as C
+from .errors import ActionDefinitionError, MessageIdError
+
+#: What a group or key may be: a ``str.format`` template over the inputs, or a callable.
+IdSpec = str | Callable[..., Any]
+
+#: Characters SQS accepts in MessageGroupId and MessageDeduplicationId.
+_ID_CHARS = re.compile(r"^[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]+$")
+
+
+def canonical_json(value: Any) -> bytes:
+    """``value`` as JSON with sorted keys and no whitespace: equal inputs, equal bytes."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+
+
+def template_fields(template: str) -> set[str]:
+    """The top-level input names a ``str.format`` template refers to."""
+    fields = set()
+    for _, field, _, _ in string.Formatter().parse(template):
+        if field is None:
+            continue
+        if field == "" or field.isdigit():
+            raise ActionDefinitionError(
+                f"template {template!r} uses a positional field; name the input, e.g. '{{tenant_id}}'"
+            )
+        fields.add(re.split(r"[.\[]", field, maxsplit=1)[0])
+    return fields
+
+
+def render(spec: IdSpec, inputs: Mapping[str, Any]) -> str:
+    """Apply a template or callable ``spec`` to the validated inputs."""
+    if callable(spec):
+        return str(spec(**inputs))
+    return spec.format_map(inputs)
+
+
+def check_id(action: str, kind: str, value: str) -> str:
+    """``value`` if SQS accepts it as a MessageGroupId / MessageDeduplicationId, else an error."""
+    if not isinstance(value, str) or not value:
+        raise MessageIdError(action, kind, value, "is empty; SQS needs 1 to 128 characters")
+    if len(value) > C.SQS_MAX_ID_LENGTH:
+        raise MessageIdError(
+            action, kind, value, f"is {len(value)} characters; SQS accepts at most 128"
+        )
+    if not _ID_CHARS.match(value):
+        raise MessageIdError(
+            action, kind, value,
+            "has characters SQS refuses (letters, digits and ASCII punctuation only, no spaces)",
+        )
+    return value
+
+
+def dedup_id(action: str, key: str) -> str:
+    """The MessageDeduplicationId of ``action`` called with idempotency key ``key``."""
+    return hashlib.sha256(f"{action}\x00{key}".encode()).hexdigest()
+
+
+def default_key(jsonable_inputs: Mapping[str, Any]) -> str:
+    """The idempotency key of a call when the action declares none: its canonical inputs."""
+    return hashlib.sha256(canonical_json(dict(jsonable_inputs))).hexdigest()

@@ -1,0 +1,123 @@
+"""Structured logs: one JSON object per line, through structlog and the standard library.
+
+Every lifecycle event of every action is one line (``event`` is the name)::
+
+    {"event": "succeeded", "action": "tasks.demo.hello", "id": "…", "group": "…",
+     "dedup_id": "…", "attempt": 1, "queue_wait_ms": 12.5, "duration_ms": 0.8,
+     "outcome": "succeeded", "level": "info", "timestamp": "…", "logger": "actionrunner.lifecycle"}
+
+Events: ``sent``, ``started``, ``succeeded``, ``failed``, ``retrying``, ``dead-lettered``.
+Celery's own log records go through the same formatter, so a worker's output is all JSON.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO
+
+import orjson
+import structlog
+
+#: The lifecycle events an action goes through.
+LIFECYCLE_EVENTS = ("sent", "started", "succeeded", "failed", "retrying", "dead-lettered")
+#: Name of the logger lifecycle events are written to.
+LIFECYCLE_LOGGER = "actionrunner.lifecycle"
+
+_configured = False
+
+
+def _orjson_dumps(obj: Any, **_: Any) -> str:
+    return orjson.dumps(obj, default=str).decode()
+
+
+def _shared_processors() -> list[Any]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+    ]
+
+
+def formatter(fmt: str = "json") -> logging.Formatter:
+    """A stdlib formatter that renders structlog and plain records alike."""
+    renderer: Any = (
+        structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_shared_processors(),
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+
+
+def _configure_structlog() -> None:
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *_shared_processors(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+
+
+def configure(level: str | int = "INFO", fmt: str = "json", stream: TextIO | None = None) -> None:
+    """Send every log record of the process to ``stream`` (stderr) as ``fmt``; idempotent."""
+    global _configured
+    _configure_structlog()
+    handler = logging.StreamHandler(stream or sys.__stderr__)
+    handler.setFormatter(formatter(fmt))
+    handler.set_name("actionrunner")
+    root = logging.getLogger()
+    ours = logging.getLogger("actionrunner")
+    for old in list(ours.handlers):  # the fallback of _ensure_lifecycle_output
+        if old.get_name() == "actionrunner-fallback":
+            ours.removeHandler(old)
+    for old in list(root.handlers):
+        if old.get_name() == "actionrunner":
+            root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level if isinstance(level, int) else level.upper())
+    _configured = True
+
+
+def _ensure_lifecycle_output() -> None:
+    """In a process that configured no logging (a script calling ``.delay()``), still write
+    lifecycle lines, on the ``actionrunner`` logger only: the root logger is left alone."""
+    global _configured
+    if _configured:
+        return
+    _configured = True
+    _configure_structlog()
+    if logging.getLogger().handlers:
+        return
+    from .settings import get_settings
+
+    settings = get_settings()
+    ours = logging.getLogger("actionrunner")
+    if not ours.handlers:
+        handler = logging.StreamHandler(sys.__stderr__)
+        handler.setFormatter(formatter(settings.log_format))
+        handler.set_name("actionrunner-fallback")
+        ours.addHandler(handler)
+        ours.setLevel(settings.log_level.upper())
+
+
+def get_logger(name: str = "actionrunner") -> Any:
+    """A structlog logger; its records go wherever the process's logging sends them."""
+    if not structlog.is_configured():
+        _configure_structlog()
+    return structlog.get_logger(name)
+
+
+def log_event(event: str, *, level: int = logging.INFO, **fields: Any) -> None:
+    """Write one lifecycle line: ``event`` plus the fields that are not ``None``."""
+    _ensure_lifecycle_output()
+    logger = get_logger(LIFECYCLE_LOGGER)
+    logger.log(level, event, **{k: v for k, v in fields.items() if v is not None})

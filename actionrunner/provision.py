@@ -1,0 +1,178 @@
+"""Create, or check, the SQS queues the settings describe. Idempotent; reports drift.
+
+For the queue and its dead-letter queue, :func:`plan` compares what exists with what the settings
+ask for and lists the :class:`Change` s; :func:`apply` carries them out. Running it twice makes no
+change the second time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+from .errors import EndpointUnreachable, QueueMisconfigured, QueueMissing
+from .settings import Settings
+
+#: Attributes whose values are JSON documents (compared parsed, not as text).
+JSON_ATTRIBUTES = frozenset({"RedrivePolicy", "RedriveAllowPolicy"})
+#: Attributes some local emulators accept but never store (moto drops RedriveAllowPolicy). Against
+#: a custom endpoint, their absence is reported as ``unsupported`` instead of drift.
+EMULATOR_OPTIONAL = frozenset({"RedriveAllowPolicy"})
+
+
+@dataclass(frozen=True)
+class Change:
+    """One difference between a queue and the settings."""
+
+    queue: str
+    kind: Literal["create", "update", "unsupported"]
+    attribute: str | None = None
+    current: str | None = None
+    desired: str | None = None
+
+    def __str__(self) -> str:
+        if self.kind == "create":
+            return f"{self.queue}: missing → create"
+        if self.kind == "unsupported":
+            return f"{self.queue}: {self.attribute} is not kept by this endpoint (emulator); skipped"
+        return f"{self.queue}: {self.attribute} {self.current!r} → {self.desired!r}"
+
+
+def _normalize(name: str, value: str | None) -> Any:
+    if value is None:
+        return None
+    if name in JSON_ATTRIBUTES:
+        try:
+            doc = json.loads(value)
+        except ValueError:
+            return value
+        return {k: (str(v) if not isinstance(v, list) else sorted(map(str, v))) for k, v in doc.items()}
+    return str(value).lower() if value in ("true", "false", "True", "False") else str(value)
+
+
+def _arn(region: str, account: str, name: str) -> str:
+    return f"arn:aws:sqs:{region}:{account}:{name}"
+
+
+def _queue_url(client: Any, name: str, endpoint: str | None) -> str | None:
+    try:
+        return client.get_queue_url(QueueName=name)["QueueUrl"]
+    except EndpointConnectionError as exc:
+        raise EndpointUnreachable("SQS", endpoint, exc) from exc
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if "NonExistentQueue" in code or code == "QueueDoesNotExist":
+            return None
+        raise
+
+
+def _account_of(client: Any, url: str | None, settings: Settings) -> str:
+    if url:
+        arn = client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        return arn["Attributes"]["QueueArn"].split(":")[4]
+    try:
+        import boto3
+
+        sts = boto3.session.Session().client(
+            "sts", region_name=settings.region, endpoint_url=settings.dynamodb_endpoint_url
+        )
+        return str(sts.get_caller_identity()["Account"])
+    except (BotoCoreError, ClientError):
+        return "000000000000"
+
+
+def desired_attributes(settings: Settings, account: str) -> dict[str, dict[str, str]]:
+    """The attributes of the queue and the DLQ, as SQS spells them."""
+    common = {
+        "FifoQueue": "true",
+        "ContentBasedDeduplication": "false",
+        "MessageRetentionPeriod": str(settings.message_retention_seconds),
+        "MaximumMessageSize": str(settings.max_message_bytes),
+        "VisibilityTimeout": str(settings.visibility_timeout),
+    }
+    queue_arn = _arn(settings.region, account, settings.queue_name)
+    dlq_arn = _arn(settings.region, account, settings.dlq_name)
+    return {
+        settings.dlq_name: {
+            **common,
+            "RedriveAllowPolicy": json.dumps(
+                {"redrivePermission": "byQueue", "sourceQueueArns": [queue_arn]}
+            ),
+        },
+        settings.queue_name: {
+            **common,
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": settings.max_receive_count}
+            ),
+        },
+    }
+
+
+def plan(settings: Settings, client: Any | None = None) -> list[Change]:
+    """What :func:`apply` would change: queues to create and attributes that drifted (plus
+    ``unsupported`` notes, which :func:`apply` leaves alone)."""
+    client = client or settings.client("sqs")
+    urls = {name: _queue_url(client, name, settings.sqs_endpoint_url)
+            for name in (settings.dlq_name, settings.queue_name)}
+    account = _account_of(client, next((u for u in urls.values() if u), None), settings)
+    changes: list[Change] = []
+    for name, attributes in desired_attributes(settings, account).items():
+        url = urls[name]
+        if url is None:
+            changes.append(Change(name, "create"))
+            continue
+        current = client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        for attribute, want in attributes.items():
+            have = current.get(attribute)
+            if have is None and attribute in EMULATOR_OPTIONAL and settings.sqs_endpoint_url:
+                changes.append(Change(name, "unsupported", attribute, None, want))
+                continue
+            if _normalize(attribute, have) != _normalize(attribute, want):
+                changes.append(Change(name, "update", attribute, have, want))
+    return changes
+
+
+def apply(settings: Settings, client: Any | None = None) -> list[Change]:
+    """Create missing queues and correct drifted attributes; returns what it changed."""
+    client = client or settings.client("sqs")
+    changes = [change for change in plan(settings, client) if change.kind != "unsupported"]
+    if not changes:
+        return []
+    urls = {name: _queue_url(client, name, settings.sqs_endpoint_url)
+            for name in (settings.dlq_name, settings.queue_name)}
+    account = _account_of(client, next((u for u in urls.values() if u), None), settings)
+    wanted = desired_attributes(settings, account)
+    for change in changes:  # the DLQ comes first: the queue's RedrivePolicy points at it
+        attributes = wanted[change.queue]
+        if change.kind == "create":
+            client.create_queue(QueueName=change.queue, Attributes=attributes)
+        elif change.attribute == "FifoQueue":
+            raise QueueMisconfigured(change.queue, ["is not a FIFO queue; delete and re-create it"])
+        else:
+            client.set_queue_attributes(
+                QueueUrl=urls[change.queue], Attributes={change.attribute: attributes[change.attribute]}
+            )
+    return changes
+
+
+def check_queues(settings: Settings, client: Any | None = None) -> None:
+    """Raise a clear :class:`~actionrunner.errors.ConfigurationError` unless the queue and its
+    DLQ exist and the queue is FIFO with a redrive policy. (Other drift is reported by
+    ``actionrunner provision --check``.)"""
+    client = client or settings.client("sqs")
+    for name in (settings.queue_name, settings.dlq_name):
+        url = _queue_url(client, name, settings.sqs_endpoint_url)
+        if url is None:
+            raise QueueMissing(name, settings.sqs_endpoint_url)
+    url = _queue_url(client, settings.queue_name, settings.sqs_endpoint_url)
+    attrs = client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    problems = []
+    if attrs.get("FifoQueue", "").lower() != "true":
+        problems.append("it is not a FIFO queue")
+    if "RedrivePolicy" not in attrs:
+        problems.append("it has no RedrivePolicy (dead-letter queue)")
+    if problems:
+        raise QueueMisconfigured(settings.queue_name, problems)

@@ -1,0 +1,155 @@
+"""One typed settings object for the whole deployment.
+
+Every ``ACTIONRUNNER_*`` environment variable (or a ``.env`` file in the working directory) maps
+to a field here. The AWS endpoint and region follow boto3's own conventions (``AWS_ENDPOINT_URL``,
+``AWS_ENDPOINT_URL_SQS``, ``AWS_ENDPOINT_URL_DYNAMODB``, ``AWS_REGION``), so the same code runs
+against real AWS or the local emulator::
+
+    >>> from actionrunner.settings import Settings
+    >>> Settings(queue_name="orders.fifo").dlq_name
+    'actions-dlq.fifo'
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from . import constants as C
+
+
+def _fifo_name(value: str, field: str) -> str:
+    if not value.endswith(".fifo"):
+        raise ValueError(
+            f"{field}={value!r} must end with '.fifo': ActionRunner only runs on SQS FIFO queues "
+            f"(try {value + '.fifo'!r})"
+        )
+    if len(value) > 80:
+        raise ValueError(f"{field}={value!r} is longer than SQS's 80 characters")
+    return value
+
+
+class Settings(BaseSettings):
+    """ActionRunner's settings. Environment prefix ``ACTIONRUNNER_``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=C.ENV_PREFIX,
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+    )
+
+    # -- queues ------------------------------------------------------------------------------
+    #: The SQS FIFO queue actions are sent to and workers receive from.
+    queue_name: str = C.DEFAULT_QUEUE_NAME
+    #: The FIFO dead-letter queue.
+    dlq_name: str = C.DEFAULT_DLQ_NAME
+    #: Receives after which SQS itself moves a message to the DLQ (the crash safety net).
+    max_receive_count: int = Field(default=10, ge=1, le=1000)
+    #: Seconds a received message stays hidden; short, so a crashed worker's messages return fast.
+    visibility_timeout: int = Field(default=30, ge=0, le=C.SQS_MAX_VISIBILITY_SECONDS)
+    #: Seconds SQS keeps a message (queue and DLQ).
+    message_retention_seconds: int = Field(default=1_209_600, ge=60, le=1_209_600)
+    #: Largest message accepted at send time; also the queue's MaximumMessageSize.
+    max_message_bytes: int = Field(default=C.SQS_MAX_MESSAGE_BYTES, ge=1024, le=C.SQS_MAX_MESSAGE_BYTES)
+    #: Long-poll wait of a receive. 20 on AWS; short against moto, whose long poll spins a CPU.
+    wait_time_seconds: int = Field(default=C.SQS_MAX_WAIT_SECONDS, ge=0, le=C.SQS_MAX_WAIT_SECONDS)
+    #: Pause between receives that returned nothing.
+    polling_interval: float = Field(default=1.0, ge=0)
+
+    # -- actions -----------------------------------------------------------------------------
+    #: Extra modules of actions to import in every process (comma separated).
+    imports: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: Modules of this deployment's own actions, imported unless set to empty.
+    default_imports: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["tasks"])
+    #: Python module that holds Celery settings (``celeryconfig.py`` at the repository root).
+    celery_config_module: str = "celeryconfig"
+
+    # -- logs --------------------------------------------------------------------------------
+    log_level: str = "INFO"
+    #: ``json`` (one JSON object per line) or ``console`` (coloured, for humans).
+    log_format: Literal["json", "console"] = "json"
+
+    # -- AWS (boto3's own variable names) ----------------------------------------------------
+    region: str = Field(
+        default=C.DEFAULT_REGION,
+        validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION", "ACTIONRUNNER_REGION"),
+    )
+    sqs_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL"),
+    )
+    dynamodb_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"),
+    )
+    #: Seconds to wait for a TCP connection to an AWS endpoint before giving up.
+    connect_timeout: float = Field(default=5.0, gt=0)
+
+    @field_validator("queue_name")
+    @classmethod
+    def _queue_is_fifo(cls, value: str) -> str:
+        return _fifo_name(value, "ACTIONRUNNER_QUEUE_NAME")
+
+    @field_validator("dlq_name")
+    @classmethod
+    def _dlq_is_fifo(cls, value: str) -> str:
+        return _fifo_name(value, "ACTIONRUNNER_DLQ_NAME")
+
+    @field_validator("imports", "default_imports", mode="before")
+    @classmethod
+    def _split_modules(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("sqs_endpoint_url", "dynamodb_endpoint_url")
+    @classmethod
+    def _endpoint_has_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(
+                f"AWS endpoint {value!r} needs a scheme, e.g. 'http://127.0.0.1:{C.LOCAL_MOTO_PORT}'"
+            )
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _queues_differ(self) -> Settings:
+        if self.queue_name == self.dlq_name:
+            raise ValueError(
+                f"ACTIONRUNNER_QUEUE_NAME and ACTIONRUNNER_DLQ_NAME are both {self.queue_name!r}; "
+                "the dead-letter queue must be a queue of its own"
+            )
+        return self
+
+    @property
+    def all_imports(self) -> list[str]:
+        """Every module of actions to import, the deployment's own first."""
+        seen: dict[str, None] = dict.fromkeys([*self.default_imports, *self.imports])
+        return list(seen)
+
+    def client(self, service: Literal["sqs", "dynamodb", "s3", "sns", "cloudwatch"], **kw: Any) -> Any:
+        """A boto3 client for ``service`` at the configured endpoint and region."""
+        import boto3
+        from botocore.config import Config
+
+        endpoint = {"sqs": self.sqs_endpoint_url, "dynamodb": self.dynamodb_endpoint_url}.get(
+            service, self.dynamodb_endpoint_url
+        )
+        config = Config(
+            connect_timeout=self.connect_timeout,
+            read_timeout=max(self.wait_time_seconds + 10, 30),
+            retries={"mode": "standard", "max_attempts": 3},
+            max_pool_connections=32,
+        )
+        return boto3.session.Session().client(
+            service, region_name=self.region, endpoint_url=endpoint, config=config, **kw
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return Settings()

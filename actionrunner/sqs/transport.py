@@ -1,0 +1,221 @@
+"""kombu's SQS transport, extended for ActionRunner.
+
+What it adds to ``kombu.transport.SQS``:
+
+* the endpoint comes from the settings (boto3's ``AWS_ENDPOINT_URL`` conventions), not from the
+  broker URL;
+* queue URLs are resolved once with GetQueueUrl, and never created implicitly: a missing queue
+  is a :class:`~actionrunner.errors.QueueMissing` that says to run ``actionrunner provision``;
+* every message is checked against the queue's size limit before it is sent
+  (:class:`~actionrunner.errors.PayloadTooLarge`);
+* :meth:`Channel.batch` collects the messages published inside it and sends them with
+  SendMessageBatch, retrying the entries SQS refused.
+
+Select it with ``broker_url = "actionrunner://"`` (the alias is registered on import).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport.SQS import Channel as SQSChannel
+from kombu.transport.SQS import Transport as SQSTransport
+from kombu.utils.json import dumps
+from kombu.utils.objects import cached_property
+
+from .. import constants as C
+from ..errors import EndpointUnreachable, PayloadTooLarge, QueueMissing, SendError
+
+#: Error codes of a batch entry that are worth sending again.
+RETRYABLE_ENTRY_CODES = frozenset(
+    {"InternalError", "ServiceUnavailable", "ThrottlingException", "RequestThrottled",
+     "KmsThrottled", "InternalFailure"}
+)
+
+
+def register() -> None:
+    """Make ``actionrunner://`` broker URLs select this transport."""
+    TRANSPORT_ALIASES.setdefault(C.TRANSPORT_ALIAS, f"{__name__}:Transport")
+
+
+def resolve_queue_url(client: Any, name: str, endpoint: str | None) -> str:
+    """The URL of queue ``name``; a clear error when it is missing or nothing answers."""
+    try:
+        return client.get_queue_url(QueueName=name)["QueueUrl"]
+    except EndpointConnectionError as exc:
+        raise EndpointUnreachable("SQS", endpoint, exc) from exc
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if "NonExistentQueue" in code or code == "QueueDoesNotExist":
+            raise QueueMissing(name, endpoint) from exc
+        raise
+
+
+class _Batch:
+    """Messages collected by :meth:`Channel.batch`, sent on exit."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, dict[str, Any]]] = []
+
+
+class Channel(SQSChannel):
+    """SQS channel with settings-driven endpoint, strict queues, size checks and batching."""
+
+    _batch: _Batch | None = None
+
+    # -- configuration ---------------------------------------------------------------------
+    @cached_property
+    def endpoint_url(self) -> str | None:  # type: ignore[override]
+        return self.transport_options.get("endpoint_url") or super().endpoint_url
+
+    @cached_property
+    def max_message_bytes(self) -> int:
+        return int(self.transport_options.get("max_message_bytes", C.SQS_MAX_MESSAGE_BYTES))
+
+    @cached_property
+    def predefined_queues(self) -> dict[str, dict[str, Any]]:  # type: ignore[override]
+        """Every queue this deployment uses, with its URL resolved once (GetQueueUrl)."""
+        names = self.transport_options.get("queue_names") or []
+        queues = dict(self.transport_options.get("predefined_queues") or {})
+        if names:
+            client = self._new_boto_client(
+                service="sqs",
+                region=self.region,
+                access_key_id=self.conninfo.userid,
+                secret_access_key=self.conninfo.password,
+            )
+            for name in names:
+                if name not in queues:
+                    queues[name] = {"url": resolve_queue_url(client, name, self.endpoint_url)}
+        return queues
+
+    # -- sending ---------------------------------------------------------------------------
+    def _encode_entry(self, queue: str, message: dict[str, Any]) -> dict[str, Any]:
+        """The SendMessage parameters for ``message``, refusing one over the size limit."""
+        properties = message.get("properties", {})
+        entry: dict[str, Any] = {}
+        if "message_attributes" in properties:
+            entry["MessageAttributes"] = properties.pop("message_attributes")
+        if queue.endswith(".fifo"):
+            entry["MessageGroupId"] = properties.get("MessageGroupId", "default")
+            dedup = properties.get("MessageDeduplicationId")
+            if dedup is None:
+                raise SendError(
+                    f"message for FIFO queue {queue!r} has no MessageDeduplicationId; "
+                    "send it through an @action so it gets a deterministic one"
+                )
+            entry["MessageDeduplicationId"] = dedup
+        body = dumps(message)
+        if self.sqs_base64_encoding:
+            from kombu.asynchronous.aws.sqs.message import AsyncMessage
+
+            body = AsyncMessage().encode(body)
+        entry["MessageBody"] = body
+        size = len(body.encode("utf-8"))
+        if size > self.max_message_bytes:
+            name = message.get("headers", {}).get("task", "?")
+            raise PayloadTooLarge(name, size, self.max_message_bytes)
+        return entry
+
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        entry = self._encode_entry(queue, message)
+        if self._batch is not None:
+            self._batch.entries.append((queue, entry))
+            return
+        q_url = self._new_queue(queue)
+        self.sqs(queue=self.canonical_queue_name(queue)).send_message(QueueUrl=q_url, **entry)
+
+    @contextlib.contextmanager
+    def batch(self, *, max_attempts: int = 5) -> Iterator[_Batch]:
+        """Collect the messages published inside the block; send them with SendMessageBatch.
+
+        Entries SQS refuses with a transient error are sent again (with backoff) up to
+        ``max_attempts`` times; if any is still refused, :class:`SendError` lists them by their
+        position in the block, and every other message was accepted.
+        """
+        if self._batch is not None:
+            yield self._batch
+            return
+        batch = self._batch = _Batch()
+        try:
+            yield batch
+        finally:
+            self._batch = None
+        self.send_batch(batch.entries, max_attempts=max_attempts)
+
+    def send_batch(
+        self, entries: list[tuple[str, dict[str, Any]]], *, max_attempts: int = 5
+    ) -> None:
+        """Send ``(queue, SendMessage parameters)`` pairs, ten per SendMessageBatch call."""
+        pending: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        for index, (queue, entry) in enumerate(entries):
+            pending.setdefault(queue, []).append((index, entry))
+        failed: list[tuple[int, str, str]] = []
+        for queue, items in pending.items():
+            failed.extend(self._send_queue_batch(queue, items, max_attempts))
+        if failed:
+            failed.sort()
+            raise SendError(
+                f"SQS refused {len(failed)} of {len(entries)} messages "
+                f"(first: #{failed[0][0]} {failed[0][1]}: {failed[0][2]}); the others were sent",
+                failed,
+            )
+
+    def _send_queue_batch(
+        self, queue: str, items: list[tuple[int, dict[str, Any]]], max_attempts: int
+    ) -> list[tuple[int, str, str]]:
+        q_url = self._new_queue(queue)
+        client = self.sqs(queue=self.canonical_queue_name(queue))
+        final: list[tuple[int, str, str]] = []
+        todo = items
+        for attempt in range(max_attempts):
+            retry: list[tuple[int, dict[str, Any]]] = []
+            for start in range(0, len(todo), C.SQS_MAX_BATCH):
+                chunk = todo[start : start + C.SQS_MAX_BATCH]
+                request = [{"Id": str(index), **entry} for index, entry in chunk]
+                by_id = dict(chunk)
+                try:
+                    response = client.send_message_batch(QueueUrl=q_url, Entries=request)
+                except (ClientError, BotoCoreError) as exc:
+                    # The whole call failed: none of its entries is known to be sent.
+                    if isinstance(exc, ClientError):
+                        error = exc.response.get("Error", {})
+                        code, text = error.get("Code", "ClientError"), error.get("Message", "")
+                        transient = code in RETRYABLE_ENTRY_CODES
+                    else:
+                        code, text, transient = type(exc).__name__, str(exc), True
+                    if transient and attempt + 1 < max_attempts:
+                        retry.extend(chunk)
+                    else:
+                        final.extend((index, code, text) for index, _ in chunk)
+                    continue
+                for failure in response.get("Failed", []):
+                    index = int(failure["Id"])
+                    code = failure.get("Code", "")
+                    transient = not failure.get("SenderFault") or code in RETRYABLE_ENTRY_CODES
+                    if transient and attempt + 1 < max_attempts:
+                        retry.append((index, by_id[index]))
+                    else:
+                        final.append((index, code, failure.get("Message", "")))
+            if not retry:
+                break
+            time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random() / 2))
+            todo = retry
+        return final
+
+
+class Transport(SQSTransport):
+    """kombu's SQS transport with ActionRunner's :class:`Channel`."""
+
+    Channel = Channel
+    driver_type = "sqs"
+    driver_name = "actionrunner-sqs"
+
+
+register()

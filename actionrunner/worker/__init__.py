@@ -1,0 +1,1 @@
+"""The worker side: how received SQS messages become running actions."""

@@ -1,0 +1,88 @@
+"""Lifecycle log lines of actions as they run: started, succeeded, failed, retrying.
+
+Connected to Celery's task signals, so they fire in the process that runs the action.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from celery import signals
+
+from ..logging import log_event
+
+_started: dict[str, float] = {}
+
+
+def _is_action(task: Any) -> bool:
+    from ..action import Action
+
+    return isinstance(task, Action)
+
+
+def _common(task: Any) -> dict[str, Any]:
+    request = task.request
+    sqs = getattr(request, "sqs", None) or {}
+    delivery_info = request.delivery_info or {}
+    return {
+        "action": task.name,
+        "id": request.id,
+        "group": sqs.get("group"),
+        "dedup_id": sqs.get("dedup_id"),
+        "attempt": sqs.get("receive_count"),
+        "queue": delivery_info.get("routing_key"),
+    }
+
+
+def _duration_ms(task_id: str | None) -> float | None:
+    start = _started.pop(task_id or "", None)
+    return None if start is None else round((time.perf_counter() - start) * 1000, 3)
+
+
+@signals.task_prerun.connect
+def _on_prerun(sender: Any = None, task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    if not _is_action(task) or task.request.called_directly:
+        return
+    _started[task_id or ""] = time.perf_counter()
+    sqs = getattr(task.request, "sqs", None) or {}
+    sent = sqs.get("sent_timestamp_ms")
+    wait = None if sent is None else max(0.0, round(time.time() * 1000 - sent, 1))
+    log_event("started", **_common(task), queue_wait_ms=wait)
+
+
+@signals.task_success.connect
+def _on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
+    if not _is_action(sender) or sender.request.called_directly:
+        return
+    log_event(
+        "succeeded", **_common(sender), duration_ms=_duration_ms(sender.request.id),
+        outcome="succeeded",
+    )
+
+
+@signals.task_failure.connect
+def _on_failure(
+    sender: Any = None, task_id: str | None = None, exception: BaseException | None = None, **_: Any
+) -> None:
+    if not _is_action(sender):
+        return
+    log_event(
+        "failed", **_common(sender), duration_ms=_duration_ms(task_id), outcome="failed",
+        error_type=type(exception).__name__ if exception else None,
+        error=str(exception)[:500] if exception else None,
+        level=40,
+    )
+
+
+@signals.task_retry.connect
+def _on_retry(sender: Any = None, request: Any = None, reason: Any = None, **_: Any) -> None:
+    if not _is_action(sender):
+        return
+    log_event(
+        "retrying", **_common(sender), duration_ms=_duration_ms(getattr(request, "id", None)),
+        outcome="retrying",
+        error_type=type(reason).__name__ if isinstance(reason, BaseException) else None,
+        error=str(reason)[:500] if reason is not None else None,
+        level=30,
+    )

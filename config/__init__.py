@@ -1,0 +1,1 @@
+"""This deployment's configuration: schedules (``schedules.py``) and environment files."""
