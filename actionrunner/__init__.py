@@ -10,9 +10,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .action import Action, action
-from .app import app
 from .settings import Settings, get_settings
 
 __all__ = ["Action", "Settings", "action", "app", "get_settings"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # The Celery app is built on first use (``celery -A actionrunner`` asks for it), so that
+    # ``import actionrunner`` works, and the CLI can report bad settings, before it exists.
+    if name == "app":
+        from .app import app
+
+        return app
+    raise AttributeError(f"module 'actionrunner' has no attribute {name!r}")

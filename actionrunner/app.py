@@ -56,7 +56,7 @@ def _setup_logging(loglevel: Any = None, **_: Any) -> None:
     from .logging import configure
 
     settings = get_settings()
-    configure(loglevel or settings.log_level, settings.log_format)
+    configure(loglevel or settings.log_level, settings.log_format, actions_level=settings.log_level)
 
 
 @signals.worker_init.connect
@@ -69,7 +69,4 @@ def _preflight(sender: Any = None, **_: Any) -> None:
         import_action_modules(app)
         check_queues(get_settings())
     except ConfigurationError as exc:
-        from .logging import get_logger
-
-        get_logger("actionrunner").critical("configuration-error", error=str(exc))
         raise SystemExit(f"actionrunner: {exc}") from None

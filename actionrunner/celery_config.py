@@ -53,7 +53,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_backend": None,
         "task_ignore_result": True,
         "task_acks_late": True,
-        "worker_prefetch_multiplier": 1,
+        "worker_prefetch_multiplier": 10,
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
         "worker_send_task_events": False,

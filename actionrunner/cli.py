@@ -81,11 +81,11 @@ def provision(
 
     settings = _settings()
     changes = prov.plan(settings) if check else prov.apply(settings)
-    notes = [c for c in prov.plan(settings) if c.kind == "unsupported"] if not check else []
-    shown = changes + notes
-    if shown:
-        _print_changes(shown, applied=not check)
     drift = [c for c in changes if c.kind != "unsupported"]
+    if drift:
+        _print_changes(drift, applied=not check)
+    for note in (c for c in prov.plan(settings) if c.kind == "unsupported"):
+        console.print(f"note: {note}", markup=False)
     where = settings.sqs_endpoint_url or f"AWS {settings.region}"
     if check and drift:
         console.print(f"[red]{len(drift)} difference(s) from the settings at {where}[/]; "
@@ -227,3 +227,7 @@ def main() -> None:
     except ActionRunnerError as exc:
         console.print(f"actionrunner: {exc}", style="red", markup=False)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -31,8 +31,11 @@ SqsServer = Literal["moto", "fauxqs"]
 
 #: fauxqs release the local stack is tested with.
 FAUXQS_VERSION = "1.9.2"
-#: Where ``scripts/bootstrap`` installs fauxqs (``npm install --prefix``).
-FAUXQS_PREFIX = Path(os.environ.get("ACTIONRUNNER_FAUXQS_PREFIX", Path.cwd() / ".local" / "fauxqs"))
+#: Where ``scripts/bootstrap`` installs fauxqs (``npm ci --prefix deploy/local``, from the lockfile).
+FAUXQS_PREFIX = Path(
+    os.environ.get("ACTIONRUNNER_FAUXQS_PREFIX")
+    or Path(__file__).resolve().parents[1] / "deploy" / "local"
+)
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -47,16 +50,16 @@ def free_port(host: str = C.LOCAL_HOST) -> int:
 
 
 def fauxqs_command() -> list[str]:
-    """The command that starts fauxqs, or a ConfigurationError that says how to install it."""
-    candidates = [FAUXQS_PREFIX / "node_modules" / ".bin" / "fauxqs"]
-    found = next((str(path) for path in candidates if path.exists()), None) or shutil.which("fauxqs")
-    if not found:
+    """The command that serves fauxqs on loopback, or an error that says how to install it."""
+    node = shutil.which("node")
+    installed = (FAUXQS_PREFIX / "node_modules" / "fauxqs" / "dist" / "app.js").exists()
+    if not node or not installed:
         raise ConfigurationError(
             f"fauxqs (the fast local SQS server) is not installed under {FAUXQS_PREFIX}; run "
-            f"`npm install --prefix {FAUXQS_PREFIX} fauxqs@{FAUXQS_VERSION}` (scripts/bootstrap "
-            "does it), or use moto for SQS with --sqs moto"
+            f"`npm ci --prefix {FAUXQS_PREFIX}` (scripts/bootstrap "
+            "does it; it needs Node.js 20+), or serve SQS from moto with --sqs moto"
         )
-    return [found]
+    return [node, str(Path(__file__).with_name("fauxqs_serve.mjs"))]
 
 
 @dataclass
@@ -69,6 +72,7 @@ class Server:
     port: int
     env: dict[str, str] = field(default_factory=dict)
     log_path: Path | None = None
+    ready_path: str = "/"
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -96,7 +100,7 @@ class Server:
                     + (f"; see {self.log_path}" if self.log_path else "")
                 )
             try:
-                urllib.request.urlopen(self.url + "/", timeout=1).close()
+                urllib.request.urlopen(self.url + self.ready_path, timeout=1).close()
                 return
             except urllib.error.HTTPError:
                 return  # it answers HTTP: it is up
@@ -143,9 +147,9 @@ class LocalAWS:
         if sqs == "fauxqs":
             self.fast_sqs = Server(
                 "fauxqs", fauxqs_command(), host, sqs_port,
-                env={"FAUXQS_HOST": host, "FAUXQS_PORT": str(sqs_port), "PORT": str(sqs_port),
-                     "HOST": host, "FAUXQS_DEFAULT_REGION": region},
-                log_path=log("fauxqs"),
+                env={"FAUXQS_DIR": str(FAUXQS_PREFIX), "FAUXQS_PORT": str(sqs_port),
+                     "FAUXQS_REGION": region},
+                log_path=log("fauxqs"), ready_path="/health",
             )
 
     @property

@@ -67,8 +67,17 @@ def _configure_structlog() -> None:
     )
 
 
-def configure(level: str | int = "INFO", fmt: str = "json", stream: TextIO | None = None) -> None:
-    """Send every log record of the process to ``stream`` (stderr) as ``fmt``; idempotent."""
+def configure(
+    level: str | int = "INFO",
+    fmt: str = "json",
+    stream: TextIO | None = None,
+    actions_level: str | int | None = None,
+) -> None:
+    """Send every log record of the process to ``stream`` (stderr) as ``fmt``; idempotent.
+
+    ``level`` is the root level (Celery's ``-l``); ``actions_level`` (default: ``level``) is the
+    level of ActionRunner's own loggers and the deployment's ``tasks``, so lifecycle lines are
+    written even when Celery runs at its default WARNING."""
     global _configured
     _configure_structlog()
     handler = logging.StreamHandler(stream or sys.__stderr__)
@@ -84,6 +93,11 @@ def configure(level: str | int = "INFO", fmt: str = "json", stream: TextIO | Non
             root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level if isinstance(level, int) else level.upper())
+    ours_level = level if actions_level is None else actions_level
+    for name in ("actionrunner", "tasks"):
+        logging.getLogger(name).setLevel(
+            ours_level if isinstance(ours_level, int) else ours_level.upper()
+        )
     _configured = True
 
 

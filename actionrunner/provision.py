@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 from .errors import EndpointUnreachable, QueueMisconfigured, QueueMissing
 from .settings import Settings
@@ -69,19 +69,27 @@ def _queue_url(client: Any, name: str, endpoint: str | None) -> str | None:
         raise
 
 
-def _account_of(client: Any, url: str | None, settings: Settings) -> str:
-    if url:
-        arn = client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
-        return arn["Attributes"]["QueueArn"].split(":")[4]
-    try:
-        import boto3
+def _account_of(client: Any, urls: dict[str, str | None]) -> str:
+    """The account id in the ARNs of this endpoint's queues (AWS: yours; emulators: their own)."""
+    for url in urls.values():
+        if url:
+            arn = client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+            return str(arn["Attributes"]["QueueArn"].split(":")[4])
+    return "000000000000"  # no queue yet: only "create" changes, which need no ARN
 
-        sts = boto3.session.Session().client(
-            "sts", region_name=settings.region, endpoint_url=settings.dynamodb_endpoint_url
+
+def _current(client: Any, url: str) -> dict[str, str]:
+    # RedriveAllowPolicy is asked for by name too: some servers leave it out of "All" (fauxqs),
+    # others refuse the name (moto)
+    try:
+        response = client.get_queue_attributes(
+            QueueUrl=url, AttributeNames=["All", "RedriveAllowPolicy"]
         )
-        return str(sts.get_caller_identity()["Account"])
-    except (BotoCoreError, ClientError):
-        return "000000000000"
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "InvalidAttributeName":
+            raise
+        response = client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
+    return dict(response.get("Attributes", {}))
 
 
 def desired_attributes(settings: Settings, account: str) -> dict[str, dict[str, str]]:
@@ -99,13 +107,15 @@ def desired_attributes(settings: Settings, account: str) -> dict[str, dict[str, 
         settings.dlq_name: {
             **common,
             "RedriveAllowPolicy": json.dumps(
-                {"redrivePermission": "byQueue", "sourceQueueArns": [queue_arn]}
+                {"redrivePermission": "byQueue", "sourceQueueArns": [queue_arn]},
+                separators=(",", ":"),
             ),
         },
         settings.queue_name: {
             **common,
             "RedrivePolicy": json.dumps(
-                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": settings.max_receive_count}
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": settings.max_receive_count},
+                separators=(",", ":"),
             ),
         },
     }
@@ -113,18 +123,18 @@ def desired_attributes(settings: Settings, account: str) -> dict[str, dict[str, 
 
 def plan(settings: Settings, client: Any | None = None) -> list[Change]:
     """What :func:`apply` would change: queues to create and attributes that drifted (plus
-    ``unsupported`` notes, which :func:`apply` leaves alone)."""
+    ``unsupported`` notes, which :func:`apply` leaves alone). The DLQ comes first."""
     client = client or settings.client("sqs")
     urls = {name: _queue_url(client, name, settings.sqs_endpoint_url)
             for name in (settings.dlq_name, settings.queue_name)}
-    account = _account_of(client, next((u for u in urls.values() if u), None), settings)
+    wanted = desired_attributes(settings, _account_of(client, urls))
     changes: list[Change] = []
-    for name, attributes in desired_attributes(settings, account).items():
+    for name, attributes in wanted.items():
         url = urls[name]
         if url is None:
             changes.append(Change(name, "create"))
             continue
-        current = client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        current = _current(client, url)
         for attribute, want in attributes.items():
             have = current.get(attribute)
             if have is None and attribute in EMULATOR_OPTIONAL and settings.sqs_endpoint_url:
@@ -136,26 +146,40 @@ def plan(settings: Settings, client: Any | None = None) -> list[Change]:
 
 
 def apply(settings: Settings, client: Any | None = None) -> list[Change]:
-    """Create missing queues and correct drifted attributes; returns what it changed."""
+    """Create missing queues and correct drifted attributes; returns what it changed.
+
+    The DLQ is made first and the ARNs come from the server, so the queue's RedrivePolicy points
+    at the DLQ whatever account id the endpoint uses.
+    """
     client = client or settings.client("sqs")
-    changes = [change for change in plan(settings, client) if change.kind != "unsupported"]
-    if not changes:
-        return []
-    urls = {name: _queue_url(client, name, settings.sqs_endpoint_url)
-            for name in (settings.dlq_name, settings.queue_name)}
-    account = _account_of(client, next((u for u in urls.values() if u), None), settings)
-    wanted = desired_attributes(settings, account)
-    for change in changes:  # the DLQ comes first: the queue's RedrivePolicy points at it
-        attributes = wanted[change.queue]
-        if change.kind == "create":
-            client.create_queue(QueueName=change.queue, Attributes=attributes)
-        elif change.attribute == "FifoQueue":
-            raise QueueMisconfigured(change.queue, ["is not a FIFO queue; delete and re-create it"])
-        else:
-            client.set_queue_attributes(
-                QueueUrl=urls[change.queue], Attributes={change.attribute: attributes[change.attribute]}
-            )
-    return changes
+    done: list[Change] = []
+    for name in (settings.dlq_name, settings.queue_name):
+        urls = {n: _queue_url(client, n, settings.sqs_endpoint_url)
+                for n in (settings.dlq_name, settings.queue_name)}
+        attributes = desired_attributes(settings, _account_of(client, urls))[name]
+        if urls[name] is None:
+            try:
+                client.create_queue(QueueName=name, Attributes=attributes)
+            except ClientError as exc:  # a server that refuses an optional attribute
+                optional = {k: v for k, v in attributes.items() if k not in EMULATOR_OPTIONAL}
+                if not settings.sqs_endpoint_url or optional == attributes:
+                    raise
+                del exc
+                client.create_queue(QueueName=name, Attributes=optional)
+            done.append(Change(name, "create"))
+            continue
+        current = _current(client, urls[name])  # type: ignore[arg-type]
+        for attribute, want in attributes.items():
+            have = current.get(attribute)
+            if have is None and attribute in EMULATOR_OPTIONAL and settings.sqs_endpoint_url:
+                continue
+            if _normalize(attribute, have) == _normalize(attribute, want):
+                continue
+            if attribute == "FifoQueue":
+                raise QueueMisconfigured(name, ["is not a FIFO queue; delete and re-create it"])
+            client.set_queue_attributes(QueueUrl=urls[name], Attributes={attribute: want})
+            done.append(Change(name, "update", attribute, have, want))
+    return done
 
 
 def check_queues(settings: Settings, client: Any | None = None) -> None:
@@ -168,7 +192,7 @@ def check_queues(settings: Settings, client: Any | None = None) -> None:
         if url is None:
             raise QueueMissing(name, settings.sqs_endpoint_url)
     url = _queue_url(client, settings.queue_name, settings.sqs_endpoint_url)
-    attrs = client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    attrs = _current(client, url)  # type: ignore[arg-type]
     problems = []
     if attrs.get("FifoQueue", "").lower() != "true":
         problems.append("it is not a FIFO queue")

@@ -1,0 +1,199 @@
+"""Fixtures: a real local AWS (moto in server mode, and fauxqs) over HTTP on 127.0.0.1, and real
+``celery -A actionrunner worker`` processes.
+
+The emulator's address must be in the environment before ``actionrunner`` is imported (its
+settings are read once), so this module picks the ports and sets the variables first.
+``ACTIONRUNNER_TEST_SQS=fauxqs`` serves SQS from fauxqs instead of moto.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LOGS = ROOT / ".local" / "test-logs"
+SQS_SERVER = os.environ.get("ACTIONRUNNER_TEST_SQS", "moto")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+MOTO_PORT, SQS_PORT = _free_port(), _free_port()
+RECORD_DIR = Path(tempfile.mkdtemp(prefix="actionrunner-test-"))
+TEST_ENV = {
+    "AWS_ENDPOINT_URL": f"http://127.0.0.1:{MOTO_PORT}",
+    "AWS_ENDPOINT_URL_SQS": f"http://127.0.0.1:{SQS_PORT if SQS_SERVER == 'fauxqs' else MOTO_PORT}",
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "test",
+    "AWS_SECRET_ACCESS_KEY": "test",
+    "ACTIONRUNNER_WAIT_TIME_SECONDS": "1",  # moto's long poll spins a CPU
+    "ACTIONRUNNER_POLLING_INTERVAL": "0.1",
+    "ACTIONRUNNER_IMPORTS": "tests.actions",
+    "ACTIONRUNNER_LOG_LEVEL": "INFO",
+    "ACTIONRUNNER_TEST_RECORD_DIR": str(RECORD_DIR),
+}
+for _key in [k for k in os.environ if k.startswith(("ACTIONRUNNER_", "AWS_"))]:
+    del os.environ[_key]
+os.environ.update(TEST_ENV)
+
+from actionrunner import provision  # noqa: E402
+from actionrunner.local import LocalAWS  # noqa: E402
+from actionrunner.settings import Settings, get_settings  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def aws() -> Iterator[LocalAWS]:
+    """The local AWS, with the default queues provisioned. Stopped (by PID) after the session."""
+    emulator = LocalAWS(sqs=SQS_SERVER, moto_port=MOTO_PORT, sqs_port=SQS_PORT, log_dir=LOGS)  # type: ignore[arg-type]
+    with emulator:
+        provision.apply(get_settings())
+        yield emulator
+
+
+@pytest.fixture
+def settings(aws: LocalAWS) -> Settings:
+    return get_settings()
+
+
+@pytest.fixture
+def sqs(aws: LocalAWS) -> Any:
+    return get_settings().client("sqs")
+
+
+@pytest.fixture
+def queue_url(sqs: Any, settings: Settings) -> str:
+    """The action queue's URL, with what is visible in it (and its DLQ) deleted before the test.
+
+    (PurgeQueue is limited to once a minute; tests also tell their own messages by a token.)
+    """
+    for name in (settings.queue_name, settings.dlq_name):
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
+            for message in messages:
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return str(sqs.get_queue_url(QueueName=settings.queue_name)["QueueUrl"])
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """The decoded body of a message kombu sent (a base64-encoded JSON envelope)."""
+    return base64.b64decode(message["Body"]).decode()
+
+
+def receive_all(
+    sqs: Any, url: str, expected: int, timeout: float = 20.0, token: str | None = None
+) -> list[dict[str, Any]]:
+    """Receive (and delete) until ``expected`` messages arrived (those containing ``token`` when
+    given; others are deleted too); with all system attributes."""
+    got: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < expected and time.monotonic() < deadline:
+        response = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+            MessageSystemAttributeNames=["All"],
+        )
+        for message in response.get("Messages", []):
+            if token is None or token in message_text(message):
+                got.append(message)
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return got
+
+
+class Worker:
+    """A ``celery -A actionrunner worker`` subprocess and its JSON log lines."""
+
+    def __init__(self, log_path: Path, proc: subprocess.Popen[bytes]):
+        self.log_path, self.proc = log_path, proc
+
+    def events(self) -> list[dict[str, Any]]:
+        found = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    found.append(json.loads(line))
+                except ValueError:
+                    continue
+        return found
+
+    def lifecycle(self, event: str | None = None, **match: Any) -> list[dict[str, Any]]:
+        return [
+            e for e in self.events()
+            if e.get("logger") == "actionrunner.lifecycle"
+            and (event is None or e.get("event") == event)
+            and all(e.get(k) == v for k, v in match.items())
+        ]
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = predicate()
+            if result:
+                return result
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited ({self.proc.returncode}) waiting for {what}:\n"
+                                     + self.log_path.read_text()[-3000:])
+            time.sleep(0.1)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}; worker log tail:\n"
+                             + self.log_path.read_text()[-3000:])
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        self.wait_for(lambda: any("ready." in str(e.get("event")) for e in self.events()),
+                      timeout, "the worker to be ready")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return int(self.proc.returncode)
+
+
+@pytest.fixture
+def start_worker(aws: LocalAWS, request: pytest.FixtureRequest) -> Iterator[Callable[..., Worker]]:
+    """Start ``celery -A actionrunner worker -c N`` (from the repository root, as a user would)."""
+    workers: list[Worker] = []
+
+    def start(concurrency: int = 2, env: dict[str, str] | None = None, wait: bool = True,
+              args: tuple[str, ...] = ()) -> Worker:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        log_path = LOGS / f"{request.node.name}-worker{len(workers)}.log"
+        log = open(log_path, "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "actionrunner", "worker", "-c", str(concurrency),
+             "--without-mingle", "--without-gossip", "-l", "INFO", *args],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        )
+        log.close()
+        worker = Worker(log_path, proc)
+        workers.append(worker)
+        if wait:
+            worker.wait_ready()
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.fixture
+def record_dir() -> Path:
+    return RECORD_DIR

@@ -1,0 +1,90 @@
+"""Sending actions to a real local SQS server (over HTTP), read back with boto3."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from actionrunner import keys
+from actionrunner.errors import ActionInputError, PayloadTooLarge
+from tests.actions import record
+from tests.conftest import message_text, receive_all
+
+pytestmark = pytest.mark.integration
+
+
+def _body(message: dict[str, Any]) -> dict[str, Any]:
+    return dict(json.loads(message_text(message)))
+
+
+def test_group_and_dedup_id_arrive_at_sqs_as_computed(sqs: Any, queue_url: str) -> None:
+    # Given an action whose group is a template over its inputs
+    token = uuid.uuid4().hex
+    # When it is sent with .delay()
+    result = record.delay(bucket="b1", token=token)
+    # Then SQS holds one message in that group, with the deterministic dedup id
+    [message] = receive_all(sqs, queue_url, 1, token=token)
+    attrs = message["Attributes"]
+    assert attrs["MessageGroupId"] == "rec:b1"
+    expected = record.prepare(kwargs={"bucket": "b1", "token": token}).dedup_id
+    assert attrs["MessageDeduplicationId"] == expected
+    assert expected == keys.dedup_id(record.name, keys.default_key(
+        {"bucket": "b1", "token": token, "sleep_s": 0.0}))
+    envelope = _body(message)
+    assert envelope["headers"]["id"] == result.id
+    assert envelope["headers"]["task"] == "tests.actions.record"
+
+
+def test_per_call_override_wins(sqs: Any, queue_url: str) -> None:
+    token = uuid.uuid4().hex
+    record.apply_async(
+        kwargs={"bucket": "b1", "token": token},
+        MessageGroupId="override-group", MessageDeduplicationId="override-dedup-" + token,
+    )
+    [message] = receive_all(sqs, queue_url, 1, token=token)
+    assert message["Attributes"]["MessageGroupId"] == "override-group"
+    assert message["Attributes"]["MessageDeduplicationId"].startswith("override-dedup-")
+
+
+def test_a_duplicate_within_the_window_is_dropped_by_sqs(sqs: Any, queue_url: str) -> None:
+    token = uuid.uuid4().hex
+    record.delay(bucket="dup", token=token)
+    record.delay(bucket="dup", token=token)
+    record.delay(bucket="dup", token=token + "-other")
+    messages = receive_all(sqs, queue_url, 3, timeout=5, token=token)
+    assert len(messages) == 2
+
+
+def test_bad_input_raises_and_sends_nothing(sqs: Any, queue_url: str) -> None:
+    with pytest.raises(ActionInputError) as caught:
+        record.delay(bucket="b1-nothing-sent", token=123, sleep_s="slow")
+    assert set(caught.value.field_errors) == {"token", "sleep_s"}
+    assert receive_all(sqs, queue_url, 1, timeout=2, token="b1-nothing-sent") == []
+
+
+def test_payload_over_the_queue_limit_is_refused_at_send_time(sqs: Any, queue_url: str) -> None:
+    # Given the queue's limit of 1 MiB
+    # When an action is sent with a 2 MB input
+    with pytest.raises(PayloadTooLarge) as caught:
+        record.delay(bucket="big-nothing-sent", token="x" * 2_000_000)
+    # Then the error names the size and the limit, and nothing was sent
+    assert caught.value.limit == 1_048_576
+    assert caught.value.size > 2_000_000
+    assert "over the queue's limit" in str(caught.value)
+    assert receive_all(sqs, queue_url, 1, timeout=2, token="big-nothing-sent") == []
+
+
+def test_delay_many_sends_in_batches_and_validates_everything_first(sqs: Any, queue_url: str) -> None:
+    run = uuid.uuid4().hex
+    with pytest.raises(ActionInputError):
+        record.delay_many([{"bucket": "m", "token": f"{run}-ok"}, {"bucket": "m", "token": None}])
+    assert receive_all(sqs, queue_url, 1, timeout=2, token=run) == []
+
+    results = record.delay_many([{"bucket": f"m{i % 3}", "token": f"{run}-{i}"} for i in range(25)])
+    assert len({r.id for r in results}) == 25
+    messages = receive_all(sqs, queue_url, 25, token=run)
+    assert sorted(_body(m)["headers"]["id"] for m in messages) == sorted(r.id for r in results)
+    assert {m["Attributes"]["MessageGroupId"] for m in messages} == {"rec:m0", "rec:m1", "rec:m2"}
