@@ -121,6 +121,8 @@ def dev(
     concurrency: Annotated[int, typer.Option("-c", "--concurrency", help="Worker processes.")] = 2,
     sqs: SqsOption = "fauxqs",
     beat: Annotated[bool, typer.Option(help="Also run celery beat.")] = True,
+    moto_port: int = C.LOCAL_MOTO_PORT,
+    sqs_port: int = C.LOCAL_SQS_PORT,
 ) -> None:
     """The whole stack on the embedded local AWS: emulator, queues, worker and beat."""
     from . import provision as prov
@@ -129,7 +131,8 @@ def dev(
     logs = Path(".local/logs")
     stop = _Stop()
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
-    with LocalAWS(sqs=sqs, log_dir=logs) as aws:  # type: ignore[arg-type]
+    with LocalAWS(sqs=sqs, moto_port=moto_port, sqs_port=sqs_port,  # type: ignore[arg-type]
+                  log_dir=logs) as aws:
         env = {**os.environ, **aws.env()}
         if sqs == "moto":
             env.setdefault("ACTIONRUNNER_WAIT_TIME_SECONDS", "1")  # moto's long poll spins a CPU
@@ -154,9 +157,17 @@ def dev(
             for name, proc in children:
                 table.add_row(name, f"pid {proc.pid}, JSON logs below")
             console.print(table)
-            console.print("send an action from another shell:\n"
-                          "  set -a; . config/local.env; set +a\n"
-                          "  actionrunner submit tasks.demo.hello --json '{\"name\": \"you\"}'")
+            pids = [(s.name, s.process.pid) for s in aws.servers if s.process]
+            pids += [(name, proc.pid) for name, proc in children]
+            console.print("processes: " + ", ".join(f"{n} pid={p}" for n, p in pids),
+                          soft_wrap=True, markup=False)
+            default_ports = (moto_port, sqs_port) == (C.LOCAL_MOTO_PORT, C.LOCAL_SQS_PORT)
+            point = ("  set -a; . config/local.env; set +a" if default_ports and sqs == "fauxqs" else
+                     "\n".join(f"  export {k}={v}" for k, v in aws.env().items()))
+            console.print("send an action from another shell:\n" + point + "\n"
+                          "  actionrunner submit tasks.demo.hello --json '{\"name\": \"you\"}'\n"
+                          "  # or: python -c 'from tasks.demo import hello; hello.delay(name=\"you\")'",
+                          markup=False)
             stop.wait(poll=lambda: any(p.poll() is not None for _, p in children))
             for name, proc in children:
                 if proc.poll() is not None:

@@ -1,0 +1,79 @@
+"""`actionrunner dev`: the whole stack in one command, an action from another shell, clean Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, SQS_SERVER, _free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_dev_runs_the_stack_and_stops_all_of_it_on_ctrl_c(tmp_path: Path) -> None:
+    moto_port, sqs_port = _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
+    log = tmp_path / "dev.log"
+    with open(log, "wb") as out:
+        dev = subprocess.Popen(
+            [sys.executable, "-m", "actionrunner.cli", "dev", "-c", "2", "--sqs", SQS_SERVER,
+             "--moto-port", str(moto_port), "--sqs-port", str(sqs_port)],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "celery@" not in log.read_text(errors="replace") or "ready." not in log.read_text(errors="replace"):
+            assert dev.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        text = log.read_text()
+        assert f"http://127.0.0.1:{moto_port}" in text and "actions.fifo" in text
+        # From another shell: point at the stack as dev says, and submit
+        shell = {**env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
+                 "AWS_ENDPOINT_URL_SQS": f"http://127.0.0.1:{sqs_port if SQS_SERVER == 'fauxqs' else moto_port}"}
+        name = uuid.uuid4().hex[:8]
+        sent = subprocess.run(
+            [sys.executable, "-m", "actionrunner.cli", "submit", "tasks.demo.hello", "--json",
+             json.dumps({"name": name})], cwd=ROOT, env=shell, capture_output=True, text=True, timeout=60,
+        )
+        assert sent.returncode == 0, sent.stderr
+        run_id = sent.stdout.strip()
+        while True:
+            lines = [json.loads(l) for l in log.read_text(errors="replace").splitlines() if l.startswith("{")]
+            done = [l for l in lines if l.get("event") == "succeeded" and l.get("id") == run_id]
+            if done:
+                break
+            assert time.monotonic() < deadline + 30, log.read_text()[-3000:]
+            time.sleep(0.2)
+        assert any(l.get("event") == "greeted" and l.get("name") == name for l in lines)
+        pids = [int(p) for p in re.findall(r"pid=(\d+)", log.read_text())]
+        assert len(pids) == (4 if SQS_SERVER == "fauxqs" else 3), log.read_text()  # emulator, worker, beat
+    finally:
+        dev.send_signal(signal.SIGINT)
+        assert dev.wait(60) == 0, log.read_text()[-3000:]
+    # Every process dev started is gone
+    text = log.read_text()
+    assert "stack stopped" in text
+    assert [p for p in pids if _alive(p)] == []
+    for port in (moto_port, sqs_port):
+        import socket
+
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still served"
