@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import inspect
+import random
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from celery.result import AsyncResult
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from . import keys
-from .errors import ActionDefinitionError, ActionError, ActionInputError
+from .errors import ActionDefinitionError, ActionError, ActionInputError, RetryLater
 from .logging import log_event
 
 #: Misspellings kombu would silently ignore, and what to write instead.
@@ -102,6 +103,21 @@ class Action(Task):  # type: ignore[misc]
     message_group: keys.IdSpec | None = None
     #: Idempotency key template / callable (``None``: the canonical inputs).
     idempotency_key: keys.IdSpec | None = None
+    # -- failures (see actionrunner/worker/request.py) ----------------------------------------
+    #: Runs of one message before it is dead-lettered (1 = no retry).
+    max_attempts: int = 3
+    #: Exceptions that are retried; any other goes to the DLQ at once.
+    retry_for: tuple[type[BaseException], ...] = (Exception,)
+    #: Backoff before attempt n+1: ``min(retry_backoff_max, retry_backoff * 2**(n-1))``, jittered.
+    retry_backoff: float = 1.0
+    retry_backoff_max: float = 60.0
+    retry_jitter: bool = True
+    #: What the rest of the group does when a message fails for good: ``"continue"`` (the message
+    #: goes to the DLQ and the group goes on) or ``"hold"`` (the message stays at the head of its
+    #: group, hidden for ``hold_seconds`` at a time, until the queue's redrive policy moves it).
+    on_exhausted: str = "continue"
+    hold_seconds: int = 300
+
     #: The pydantic model of the inputs (built from the type hints).
     input_model: type[BaseModel]
     #: Names of the inputs, in declaration order.
@@ -214,6 +230,20 @@ class Action(Task):  # type: ignore[misc]
         return results
 
     # -- running ---------------------------------------------------------------------------
+    def retry(  # type: ignore[override]
+        self, args: Any = None, kwargs: Any = None, exc: BaseException | None = None,
+        throw: bool = True, eta: Any = None, countdown: float | None = None, **options: Any,
+    ) -> Any:
+        """Run again later *on the same message* (no republish: order and group are kept)."""
+        if self.request.called_directly:
+            raise exc or RetryLater("retry called outside a worker")
+        raise RetryLater(exc=exc, when=countdown)
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt ``attempt`` (1-based)."""
+        delay = min(self.retry_backoff_max, self.retry_backoff * 2 ** max(0, attempt - 1))
+        return random.uniform(delay / 2, delay) if self.retry_jitter else delay
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         model = self.validate_inputs(args, kwargs)
         values = {name: getattr(model, name) for name in self.input_names}
@@ -243,6 +273,12 @@ def action(
                 raise ActionDefinitionError(
                     f"@action on {func.__qualname__}: unknown option {option!r}"
                 )
+        if options.get("on_exhausted", "continue") not in ("continue", "hold"):
+            raise ActionDefinitionError(
+                f"@action on {func.__qualname__}: on_exhausted must be 'continue' or 'hold'"
+            )
+        if int(options.get("max_attempts", 1)) < 1:
+            raise ActionDefinitionError(f"@action on {func.__qualname__}: max_attempts must be >= 1")
         bound = bool(options.get("bind"))
         model = build_input_model(func, bound=bound)
         names = tuple(model.model_fields)

@@ -13,7 +13,7 @@ from typing import Any
 from celery import Celery, signals
 
 from . import sqs  # noqa: F401  (registers the actionrunner:// transport)
-from .worker import lifecycle  # noqa: F401  (connects the lifecycle log signals)
+from .worker import lifecycle, shutdown  # noqa: F401  (connect the lifecycle and shutdown signals)
 from .celery_config import celery_config
 from .errors import ConfigurationError
 from .settings import get_settings

@@ -35,11 +35,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "endpoint_url": settings.sqs_endpoint_url,
             "is_secure": (settings.sqs_endpoint_url or "https").startswith("https"),
             # resolved once with GetQueueUrl; never created implicitly
-            "queue_names": [settings.queue_name],
+            "queue_names": [settings.queue_name, settings.dlq_name],
+            "dlq_name": settings.dlq_name,
             "max_message_bytes": settings.max_message_bytes,
             "visibility_timeout": settings.visibility_timeout,
             "wait_time_seconds": settings.wait_time_seconds,
             "polling_interval": settings.polling_interval,
+            "heartbeat_interval": settings.heartbeat_interval,
             "fetch_message_attributes": {"MessageSystemAttributeNames": SYSTEM_ATTRIBUTES},
             "client-config": {"connect_timeout": settings.connect_timeout},
         },
@@ -53,7 +55,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_backend": None,
         "task_ignore_result": True,
         "task_acks_late": True,
-        "worker_prefetch_multiplier": 10,
+        "task_acks_on_failure": False,  # failures: retry on the message, or dead-letter
+        "task_acks_on_timeout": False,
+        "task_reject_on_worker_lost": False,
+        # messages held per worker: max(10, concurrency x 2), running or waiting their group's turn
+        "worker_prefetch_multiplier": 2,
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
         "worker_send_task_events": False,

@@ -14,6 +14,8 @@ The tree::
     │   └── PayloadTooLarge         the encoded message exceeds the queue's size limit
     └── SendError                   SQS did not accept a message (after retries)
 
+Control-flow signals (not failures): :class:`RetryLater` (raised by ``self.retry()`` in an action).
+
 Errors carry the context a caller needs to act on them (``field_errors``, ``size``, ``limit``,
 ``failed``...).
 """
@@ -129,3 +131,22 @@ class SendError(ActionRunnerError):
     def __init__(self, message: str, failed: list[tuple[int, str, str]] | None = None):
         self.failed = failed or []
         super().__init__(message)
+
+
+# -- control flow --------------------------------------------------------------------------------
+from celery.exceptions import Retry as _CeleryRetry  # noqa: E402
+
+
+class RetryLater(_CeleryRetry):
+    """Run this action again later, on the same message (raised by ``Action.retry``).
+
+    ``when`` is the delay in seconds (``None``: the action's backoff). Unlike Celery's ``Retry``,
+    nothing is republished: the worker keeps the message and its place in the group.
+    """
+
+    def __init__(self, message: str | None = None, exc: BaseException | None = None,
+                 when: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, exc, when, **kwargs)
+
+    def __reduce__(self) -> Any:
+        return type(self), (self.message, self.exc, self.when)

@@ -57,8 +57,13 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(default=C.SQS_MAX_MESSAGE_BYTES, ge=1024, le=C.SQS_MAX_MESSAGE_BYTES)
     #: Long-poll wait of a receive. 20 on AWS; short against moto, whose long poll spins a CPU.
     wait_time_seconds: int = Field(default=C.SQS_MAX_WAIT_SECONDS, ge=0, le=C.SQS_MAX_WAIT_SECONDS)
-    #: Pause between receives that returned nothing.
-    polling_interval: float = Field(default=1.0, ge=0)
+    #: Pause between receives that returned nothing (and between checks while the worker is full).
+    polling_interval: float = Field(default=0.1, ge=0)
+    #: Seconds between visibility extensions of held messages (default: a third of the timeout).
+    heartbeat_interval: float | None = Field(default=None, gt=0)
+    #: On SIGTERM, seconds running actions get to finish before the worker releases their
+    #: messages and stops (waiting messages are released at once).
+    shutdown_timeout: float = Field(default=60.0, ge=0)
 
     # -- actions -----------------------------------------------------------------------------
     #: Extra modules of actions to import in every process (comma separated).

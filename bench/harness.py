@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,3 +81,161 @@ def worker(app: str, concurrency: int, log_name: str, *extra: str) -> Iterator[s
                 proc.kill()
                 proc.wait()
         log.close()
+
+
+# -- shared by the ordering / throughput / requests / fairness benchmarks ----------------------
+
+#: Both sides poll alike: 1 s long poll, 0.1 s between empty receives (stock_app reads these too).
+POLL_ENV = {"ACTIONRUNNER_WAIT_TIME_SECONDS": "1", "ACTIONRUNNER_POLLING_INTERVAL": "0.1"}
+#: ... and ActionRunner's worker loads the probe action (bench/actions.py).
+BENCH_ENV = {**POLL_ENV, "ACTIONRUNNER_IMPORTS": "bench.actions"}
+SIDES = ("ActionRunner", "stock Celery")
+
+
+@contextlib.contextmanager
+def environ(**env: str) -> Iterator[None]:
+    """Set environment variables for the block (worker processes inherit them)."""
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def quiet_sender() -> None:
+    """No JSON line per send in the bench process (it sends thousands)."""
+    from actionrunner.logging import configure
+
+    configure("WARNING", actions_level="WARNING")
+
+
+def stock_queue(settings: Settings, name: str = "stock.fifo") -> str:
+    """Create stock Celery's FIFO queue on the same server; env STOCK_QUEUE_URL/NAME point at it.
+
+    Set before ``bench.stock_app`` is first imported: it reads them once.
+    """
+    client = settings.client("sqs")
+    url: str = client.create_queue(QueueName=name, Attributes={"FifoQueue": "true"})["QueueUrl"]
+    os.environ.update({"STOCK_QUEUE_URL": url, "STOCK_QUEUE_NAME": name})
+    return url
+
+
+def record_file(name: str) -> Path:
+    """A fresh (empty) record file bench/out/NAME.jsonl for the probe to append to."""
+    OUT.mkdir(exist_ok=True)
+    path = OUT / f"{name}.jsonl"
+    path.unlink(missing_ok=True)
+    path.touch()
+    return path
+
+
+def count_records(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The probe's records: {side, group, seq, run, start, end, pid} per execution."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def wait_records(path: Path, count: int, timeout: float, proc: subprocess.Popen[bytes] | None = None,
+                 every: float = 0.05) -> float | None:
+    """Seconds until ``path`` holds ``count`` records; None after ``timeout`` or if ``proc`` died."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if count_records(path) >= count:
+            return time.monotonic() - start
+        if proc is not None and proc.poll() is not None:
+            return None
+        time.sleep(every)
+    return None
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The p-th percentile (0-100), linear between closest ranks; NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * p / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def fmt(value: float | None, spec: str = ",.1f", missing: str = "-") -> str:
+    """A figure for a table cell; ``missing`` for None/NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    return format(value, spec)
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot (headless), or None when matplotlib is not installed: plots are optional."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+#: The Celery app each side's worker runs.
+WORKER_APP = {"ActionRunner": "actionrunner", "stock Celery": "bench.stock_app"}
+
+
+def probe_queue(side: str, settings: Settings) -> str:
+    """URL of the queue ``side`` sends to (stock's: created by :func:`stock_queue` first)."""
+    if side == "ActionRunner":
+        url: str = settings.client("sqs").get_queue_url(QueueName=settings.queue_name)["QueueUrl"]
+        return url
+    return os.environ["STOCK_QUEUE_URL"]
+
+
+def send_probes(side: str, calls: list[tuple[str, int]], run: str, sleep_ms: int = 0) -> float:
+    """Send probe(group, seq) calls in this order; the seconds it took.
+
+    ActionRunner sends with ``delay_many`` (SendMessageBatch); stock Celery with ``apply_async``,
+    one message per request, group ``bench:{group}`` and a random dedup id.
+    """
+    start = time.monotonic()
+    if side == "ActionRunner":
+        from bench.actions import probe
+
+        for first in range(0, len(calls), 1000):
+            probe.delay_many([{"group": g, "seq": s, "sleep_ms": sleep_ms, "run": run}
+                              for g, s in calls[first : first + 1000]])
+    else:
+        for group, seq in calls:
+            send_probe(side, group, seq, run, sleep_ms)
+    return time.monotonic() - start
+
+
+def send_probe(side: str, group: str, seq: int, run: str, sleep_ms: int = 0) -> None:
+    """Send one probe call (``delay`` / ``apply_async``)."""
+    kwargs = {"group": group, "seq": seq, "sleep_ms": sleep_ms, "run": run}
+    if side == "ActionRunner":
+        from bench.actions import probe
+
+        probe.delay(**kwargs)
+    else:
+        from bench.stock_app import probe as stock_probe
+
+        stock_probe.apply_async(kwargs=kwargs, MessageGroupId=f"bench:{group}",
+                                MessageDeduplicationId=uuid.uuid4().hex)
+
+
+@contextlib.contextmanager
+def probe_worker(side: str, concurrency: int, log_name: str, record: Path, **env: str
+                 ) -> Iterator[subprocess.Popen[bytes]]:
+    """``side``'s worker, recording probe executions to ``record``."""
+    with environ(ACTIONRUNNER_BENCH_RECORD=str(record), **env), \
+            worker(WORKER_APP[side], concurrency, log_name) as proc:
+        yield proc

@@ -10,6 +10,8 @@ from urllib.parse import urlparse
 
 from celery import Celery
 
+from bench.probe import run_probe
+
 endpoint = urlparse(os.environ.get("AWS_ENDPOINT_URL_SQS", "http://127.0.0.1:5056"))
 queue_name = os.environ.get("STOCK_QUEUE_NAME", "stock.fifo")
 
@@ -31,3 +33,9 @@ app.conf.update(
 @app.task(name="stock.noop")
 def noop(shard: int, n: int) -> None:
     """Does nothing."""
+
+
+@app.task(name="stock.probe")
+def probe(group: str, seq: int, sleep_ms: int = 0, run: str = "") -> None:
+    """The same probe as bench/actions.py: sleep ``sleep_ms`` and record the execution."""
+    run_probe("stock", group, seq, sleep_ms, run)

@@ -31,6 +31,7 @@ from kombu.utils.objects import cached_property
 
 from .. import constants as C
 from ..errors import EndpointUnreachable, PayloadTooLarge, QueueMissing, SendError
+from .fifo import FifoConsumer
 
 #: Error codes of a batch entry that are worth sending again.
 RETRYABLE_ENTRY_CODES = frozenset(
@@ -64,8 +65,9 @@ class _Batch:
         self.entries: list[tuple[str, dict[str, Any]]] = []
 
 
-class Channel(SQSChannel):
-    """SQS channel with settings-driven endpoint, strict queues, size checks and batching."""
+class Channel(FifoConsumer, SQSChannel):
+    """SQS channel with settings-driven endpoint, strict queues, size checks and batching, and
+    FIFO-keeping consumption (:class:`~actionrunner.sqs.fifo.FifoConsumer`)."""
 
     _batch: _Batch | None = None
 

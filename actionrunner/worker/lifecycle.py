@@ -1,6 +1,8 @@
-"""Lifecycle log lines of actions as they run: started, succeeded, failed, retrying.
+"""Lifecycle log lines of actions as they run: started, succeeded, failed.
 
-Connected to Celery's task signals, so they fire in the process that runs the action.
+Connected to Celery's task signals, so they fire in the process that runs the action. (What
+happens to a failed message next — retrying, dead-lettered, held — is logged by the worker's main
+process, in :mod:`actionrunner.worker.request`.)
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ def _common(task: Any) -> dict[str, Any]:
         "id": request.id,
         "group": sqs.get("group"),
         "dedup_id": sqs.get("dedup_id"),
-        "attempt": sqs.get("receive_count"),
+        "attempt": sqs.get("attempt"),
+        "receive_count": sqs.get("receive_count"),
         "queue": delivery_info.get("routing_key"),
     }
 
@@ -72,17 +75,4 @@ def _on_failure(
         error_type=type(exception).__name__ if exception else None,
         error=str(exception)[:500] if exception else None,
         level=40,
-    )
-
-
-@signals.task_retry.connect
-def _on_retry(sender: Any = None, request: Any = None, reason: Any = None, **_: Any) -> None:
-    if not _is_action(sender):
-        return
-    log_event(
-        "retrying", **_common(sender), duration_ms=_duration_ms(getattr(request, "id", None)),
-        outcome="retrying",
-        error_type=type(reason).__name__ if isinstance(reason, BaseException) else None,
-        error=str(reason)[:500] if reason is not None else None,
-        level=30,
     )

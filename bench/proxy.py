@@ -1,0 +1,154 @@
+"""A counting reverse proxy for SQS: what a client asks of the server, by API call.
+
+    with CountingProxy("http://127.0.0.1:5056") as proxy:
+        os.environ["AWS_ENDPOINT_URL_SQS"] = proxy.url     # point the client under test at it
+        ...
+        proxy.counts()   # Counter({"ReceiveMessage": 12, "DeleteMessageBatch": 5, ...})
+
+A threaded HTTP server on 127.0.0.1 that forwards every request, unchanged, to the real endpoint
+and counts it by its ``X-Amz-Target`` header (``AmazonSQS.ReceiveMessage`` is counted as
+``ReceiveMessage``; the old query protocol's ``Action=`` is understood too). The ``Host`` header is
+rewritten to the upstream's, so queue URLs the server hands out are its own: fauxqs builds queue
+URLs from the Host header and matches them by exact string. ReceiveMessage responses with no
+message are also counted, as ``ReceiveMessage (empty)``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+#: Request headers that describe one connection, not the request: never forwarded.
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "upgrade",
+              "host", "content-length"}
+EMPTY_RECEIVE = "ReceiveMessage (empty)"
+
+
+def api_name(headers: http.client.HTTPMessage, body: bytes) -> str:
+    """``ReceiveMessage`` from ``X-Amz-Target: AmazonSQS.ReceiveMessage`` (or ``Action=``)."""
+    target = headers.get("X-Amz-Target")
+    if target:
+        return target.rsplit(".", 1)[-1]
+    action = parse_qs(body.decode("latin-1")).get("Action")
+    return action[0] if action else "(other)"
+
+
+class CountingProxy:
+    """Forward to ``upstream`` (``http://host:port``), counting requests by API call."""
+
+    def __init__(self, upstream: str, host: str = "127.0.0.1", port: int = 0) -> None:
+        target = urlparse(upstream)
+        self.upstream_host, self.upstream_port = target.hostname or "127.0.0.1", target.port or 80
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self.server = ThreadingHTTPServer((host, port), self._handler_class())
+        self.server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def counts(self) -> Counter[str]:
+        """A copy of the counts so far."""
+        with self._lock:
+            return Counter(self._counts)
+
+    def reset(self) -> Counter[str]:
+        """The counts so far, and start again from zero."""
+        with self._lock:
+            counts, self._counts = self._counts, Counter()
+        return counts
+
+    def _count(self, *names: str) -> None:
+        with self._lock:
+            self._counts.update(names)
+
+    def _upstream(self, fresh: bool = False) -> http.client.HTTPConnection:
+        """This thread's keep-alive connection to the upstream."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None or fresh:
+            if conn is not None:
+                conn.close()
+            conn = http.client.HTTPConnection(self.upstream_host, self.upstream_port, timeout=60)
+            self._local.conn = conn
+        return conn
+
+    def forward(self, method: str, path: str, headers: dict[str, str], body: bytes
+                ) -> tuple[int, list[tuple[str, str]], bytes]:
+        headers = {**headers, "Host": f"{self.upstream_host}:{self.upstream_port}",
+                   "Content-Length": str(len(body))}
+        for attempt in (1, 2):  # an idle keep-alive connection the server closed: reconnect once
+            conn = self._upstream(fresh=attempt == 2)
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                response = conn.getresponse()
+                return response.status, response.getheaders(), response.read()
+            except (ConnectionError, http.client.HTTPException):
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as boto3 expects
+
+            def _relay(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                name = api_name(self.headers, body)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+                try:
+                    status, out_headers, out = proxy.forward(self.command, self.path, headers, body)
+                except OSError as exc:
+                    self.send_error(502, f"upstream: {exc}")
+                    return
+                names = [name]
+                if name == "ReceiveMessage" and status == 200 and b"Messages" not in out:
+                    names.append(EMPTY_RECEIVE)
+                elif name == "ReceiveMessage" and status == 200 and out.startswith(b"{"):
+                    try:
+                        if not json.loads(out).get("Messages"):
+                            names.append(EMPTY_RECEIVE)
+                    except ValueError:
+                        pass
+                proxy._count(*names)
+                self.send_response_only(status)
+                for key, value in out_headers:
+                    if key.lower() not in HOP_BY_HOP:
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            do_POST = do_GET = do_PUT = do_DELETE = _relay
+
+            def log_message(self, *args: object) -> None:  # quiet
+                pass
+
+        return Handler
+
+    def start(self) -> CountingProxy:
+        self._thread = threading.Thread(target=self.server.serve_forever, name="sqs-proxy",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        if self._thread:
+            self._thread.join(5)
+
+    def __enter__(self) -> CountingProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
