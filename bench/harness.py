@@ -92,6 +92,14 @@ BENCH_ENV = {**POLL_ENV, "ACTIONRUNNER_IMPORTS": "bench.actions"}
 SIDES = ("ActionRunner", "stock Celery")
 
 
+def make_console() -> Any:
+    """A rich console; 150 columns wide when writing to a file or pipe (rich's default: 80)."""
+    from rich.console import Console
+
+    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(width=150) if wide else Console()
+
+
 @contextlib.contextmanager
 def environ(**env: str) -> Iterator[None]:
     """Set environment variables for the block (worker processes inherit them)."""

@@ -27,3 +27,38 @@ def record(bucket: str, token: str, sleep_s: float = 0.0) -> str:
 def explode(token: str) -> None:
     """Always fails."""
     raise ValueError(f"boom {token}")
+
+
+def _append_json(name: str, line: dict) -> None:
+    import json
+
+    data = (json.dumps(line) + "\n").encode()
+    fd = os.open(_record_path() / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+@action(group="probe:{run}:{group}")
+def probe(run: str, group: str, seq: int, sleep_s: float = 0.0, fail_times: int = 0) -> None:
+    """Record start/end of each run (one JSON line) to ``{run}.jsonl``; fail the first
+    ``fail_times`` attempts."""
+    start = time.time()
+    attempts_file = _record_path() / f"{run}-{group}-{seq}.attempts"
+    with open(attempts_file, "a") as out:
+        out.write("x")
+    attempt = len(attempts_file.read_text())
+    if sleep_s:
+        time.sleep(sleep_s)
+    ok = attempt > fail_times
+    _append_json(f"{run}.jsonl", {"group": group, "seq": seq, "start": start, "end": time.time(),
+                                 "pid": os.getpid(), "attempt": attempt, "ok": ok})
+    if not ok:
+        raise RuntimeError(f"flaky failure {attempt}/{fail_times}")
+
+
+@action(group="boom:{run}", max_attempts=2, retry_backoff=0.2, retry_backoff_max=0.5)
+def boom(run: str, n: int = 0) -> None:
+    """Always fails; two attempts, then the DLQ."""
+    raise ValueError(f"boom {run} {n}")

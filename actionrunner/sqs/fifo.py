@@ -50,6 +50,7 @@ class Held:
     queue_url: str
     receipt_handle: str
     attempt: int = 0
+    running: bool = False
     received_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -106,6 +107,17 @@ class FifoConsumer:
             else:
                 self._loop1(queue)  # type: ignore[attr-defined]
 
+    def _get_from_sqs(self, queue_name: str, queue_url: str, connection: Any, count: int = 1,
+                      callback: Any = None) -> Any:
+        # The worker sets the visibility of what it receives (the heartbeat keeps it up), so a
+        # crashed worker's messages come back after this short timeout whatever the queue says.
+        return connection.receive_message(
+            queue_name, queue_url, number_messages=count,
+            visibility_timeout=int(self.transport_options.get("visibility_timeout", 30)),  # type: ignore[attr-defined]
+            wait_time_seconds=self.wait_time_seconds,  # type: ignore[attr-defined]
+            callback=callback,
+        )
+
     def _on_messages_ready(self, queue: str, qname: str, messages: dict[str, Any]) -> int:
         msgs = messages.get("Messages") or []
         if not msgs:
@@ -130,6 +142,7 @@ class FifoConsumer:
 
     def _deliver(self, held: Held) -> None:
         held.attempt += 1
+        held.running = False
         payload = copy.deepcopy(held.payload) if held.attempt > 1 else held.payload
         payload["properties"]["delivery_info"]["actionrunner_attempt"] = held.attempt
         held.callback(payload)
@@ -165,11 +178,18 @@ class FifoConsumer:
             self.dead_letter(delivery_tag, {"error_type": "Rejected",
                                             "error": "rejected by the worker (unknown or invalid message)"})
 
+    def mark_running(self, delivery_tag: str) -> None:
+        """The worker started running the message (it is no longer only reserved)."""
+        held = self._held.get(delivery_tag)
+        if held is not None:
+            held.running = True
+
     def retry_later(self, delivery_tag: str, delay: float) -> None:
         """Hand the message to the worker again after ``delay`` seconds; its group waits."""
         held = self._held.get(delivery_tag)
         if held is None:
             return
+        held.running = False
         self.hub.call_later(max(0.0, delay), self._deliver_if_held, held)  # type: ignore[attr-defined]
 
     def _deliver_if_held(self, held: Held) -> None:
@@ -238,10 +258,12 @@ class FifoConsumer:
 
     # -- shutdown --------------------------------------------------------------------------
     def release_waiting(self) -> int:
-        """Stop handing out messages and make every waiting one visible again now."""
+        """Stop handing out messages and make every one that is not running visible again now:
+        those waiting their group's turn, reserved by Celery but not started, or backing off."""
         if self._dispatcher is None or self._housekeeper is None:
             return 0
         waiting = self._dispatcher.close()
+        waiting += [h for h in list(self._held.values()) if not h.running and h.attempt > 0]
         for item in waiting:
             self._held.pop(item.receipt_handle, None)
         self._housekeeper.release([(w.queue_url, w.receipt_handle) for w in waiting], 0)

@@ -90,6 +90,12 @@ class ActionRequest(Request):
             log_event("dead-lettered", **self._fields(), outcome="dead-lettered", **error, level=40)
 
     # -- Celery's hooks --------------------------------------------------------------------
+    def on_accepted(self, pid: Any, time_accepted: float) -> None:
+        super().on_accepted(pid, time_accepted)
+        channel = self._channel()
+        if channel is not None:
+            channel.mark_running(self.message.delivery_tag)
+
     def on_retry(self, exc_info: Any) -> None:
         if self._channel() is None:
             return super().on_retry(exc_info)  # type: ignore[no-any-return]
