@@ -49,6 +49,9 @@ class EndpointUnreachable(ConfigurationError):
         )
         super().__init__(f"cannot reach {service} at {where}: {cause!s}; {hint}")
 
+    def __reduce__(self) -> Any:  # survive pickling between worker processes
+        return type(self), (self.service, self.endpoint, None)
+
 
 class QueueMissing(ConfigurationError):
     """The queue (or its dead-letter queue) does not exist."""
@@ -61,6 +64,9 @@ class QueueMissing(ConfigurationError):
             "create it with `actionrunner provision` (or set ACTIONRUNNER_QUEUE_NAME)"
         )
 
+    def __reduce__(self) -> Any:  # survive pickling between worker processes
+        return type(self), (self.queue_name, self.endpoint)
+
 
 class QueueMisconfigured(ConfigurationError):
     """The queue exists but differs from what the settings describe."""
@@ -72,6 +78,9 @@ class QueueMisconfigured(ConfigurationError):
             f"SQS queue {queue_name!r} differs from the settings: {'; '.join(problems)}; "
             "run `actionrunner provision --fix` to apply the settings"
         )
+
+    def __reduce__(self) -> Any:  # survive pickling between worker processes
+        return type(self), (self.queue_name, self.problems)
 
 
 # -- calls of actions ----------------------------------------------------------------------------
@@ -95,6 +104,9 @@ class ActionInputError(ActionError, ValueError):
         details = "; ".join(f"{field}: {msg}" for field, msg in field_errors.items())
         super().__init__(f"invalid input for action {action!r}: {details}")
 
+    def __reduce__(self) -> Any:  # survive pickling between worker processes
+        return type(self), (self.action, self.field_errors)
+
 
 class MessageIdError(ActionError, ValueError):
     """A MessageGroupId or MessageDeduplicationId is not acceptable to SQS."""
@@ -103,7 +115,11 @@ class MessageIdError(ActionError, ValueError):
         self.action = action
         self.kind = kind
         self.value = value
+        self.problem = problem
         super().__init__(f"action {action!r}: {kind} {value!r} {problem}")
+
+    def __reduce__(self) -> Any:  # survive pickling between worker processes
+        return type(self), (self.action, self.kind, self.value, self.problem)
 
 
 class PayloadTooLarge(ActionError, ValueError):
@@ -119,6 +135,9 @@ class PayloadTooLarge(ActionError, ValueError):
             "a table key) instead of the data itself"
         )
 
+    def __reduce__(self) -> Any:  # survive pickling between worker processes
+        return type(self), (self.action, self.size, self.limit)
+
 
 # -- sending -------------------------------------------------------------------------------------
 class SendError(ActionRunnerError):
@@ -131,6 +150,9 @@ class SendError(ActionRunnerError):
     def __init__(self, message: str, failed: list[tuple[int, str, str]] | None = None):
         self.failed = failed or []
         super().__init__(message)
+
+    def __reduce__(self) -> Any:  # survive pickling between worker processes
+        return type(self), (str(self), self.failed)
 
 
 # -- control flow --------------------------------------------------------------------------------

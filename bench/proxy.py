@@ -6,7 +6,7 @@
         proxy.counts()   # Counter({"ReceiveMessage": 12, "DeleteMessageBatch": 5, ...})
 
 A threaded HTTP server on 127.0.0.1 that forwards every request, unchanged, to the real endpoint
-and counts it by its ``X-Amz-Target`` header (``AmazonSQS.ReceiveMessage`` is counted as
+and counts it, when it arrives, by its ``X-Amz-Target`` header (``AmazonSQS.ReceiveMessage`` is counted as
 ``ReceiveMessage``; the old query protocol's ``Action=`` is understood too). The ``Host`` header is
 rewritten to the upstream's, so queue URLs the server hands out are its own: fauxqs builds queue
 URLs from the Host header and matches them by exact string. ReceiveMessage responses with no
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import sys
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,6 +38,21 @@ def api_name(headers: http.client.HTTPMessage, body: bytes) -> str:
     return action[0] if action else "(other)"
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that went away (a worker stopped mid long poll) is not worth a traceback."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+def has_messages(body: bytes) -> bool:
+    """Whether a ReceiveMessage response (JSON, or the query protocol's XML) holds a message."""
+    try:
+        return bool(json.loads(body).get("Messages"))
+    except ValueError:
+        return b"<Message>" in body
+
+
 class CountingProxy:
     """Forward to ``upstream`` (``http://host:port``), counting requests by API call."""
 
@@ -44,9 +60,10 @@ class CountingProxy:
         target = urlparse(upstream)
         self.upstream_host, self.upstream_port = target.hostname or "127.0.0.1", target.port or 80
         self._counts: Counter[str] = Counter()
+        self._epoch = 0  # bumped by reset(): a response is counted in its request's window only
         self._lock = threading.Lock()
         self._local = threading.local()
-        self.server = ThreadingHTTPServer((host, port), self._handler_class())
+        self.server = _Server((host, port), self._handler_class())
         self.server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -64,11 +81,15 @@ class CountingProxy:
         """The counts so far, and start again from zero."""
         with self._lock:
             counts, self._counts = self._counts, Counter()
+            self._epoch += 1
         return counts
 
-    def _count(self, *names: str) -> None:
+    def _count(self, name: str, epoch: int | None = None) -> int:
+        """Count ``name`` (if still in window ``epoch``); the current window."""
         with self._lock:
-            self._counts.update(names)
+            if epoch in (None, self._epoch):
+                self._counts[name] += 1
+            return self._epoch
 
     def _upstream(self, fresh: bool = False) -> http.client.HTTPConnection:
         """This thread's keep-alive connection to the upstream."""
@@ -104,22 +125,15 @@ class CountingProxy:
             def _relay(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 name = api_name(self.headers, body)
+                epoch = proxy._count(name)  # on arrival: a long poll counts when it starts
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
                 try:
                     status, out_headers, out = proxy.forward(self.command, self.path, headers, body)
                 except OSError as exc:
                     self.send_error(502, f"upstream: {exc}")
                     return
-                names = [name]
-                if name == "ReceiveMessage" and status == 200 and b"Messages" not in out:
-                    names.append(EMPTY_RECEIVE)
-                elif name == "ReceiveMessage" and status == 200 and out.startswith(b"{"):
-                    try:
-                        if not json.loads(out).get("Messages"):
-                            names.append(EMPTY_RECEIVE)
-                    except ValueError:
-                        pass
-                proxy._count(*names)
+                if name == "ReceiveMessage" and status == 200 and not has_messages(out):
+                    proxy._count(EMPTY_RECEIVE, epoch)
                 self.send_response_only(status)
                 for key, value in out_headers:
                     if key.lower() not in HOP_BY_HOP:

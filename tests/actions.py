@@ -62,3 +62,17 @@ def probe(run: str, group: str, seq: int, sleep_s: float = 0.0, fail_times: int 
 def boom(run: str, n: int = 0) -> None:
     """Always fails; two attempts, then the DLQ."""
     raise ValueError(f"boom {run} {n}")
+
+
+@action(group="hold:{run}", max_attempts=1, on_exhausted="hold", hold_seconds=2)
+def fragile_head(run: str, fail_receives: int = 1) -> None:
+    """Fails on its first ``fail_receives`` runs; held (not dead-lettered) when it does."""
+    attempts_file = _record_path() / f"{run}-head.attempts"
+    with open(attempts_file, "a") as out:
+        out.write("x")
+    attempt = len(attempts_file.read_text())
+    _append_json(f"{run}.jsonl", {"group": "head", "seq": 0, "start": time.time(),
+                                 "end": time.time(), "attempt": attempt,
+                                 "ok": attempt > fail_receives, "pid": os.getpid()})
+    if attempt <= fail_receives:
+        raise RuntimeError("not yet")

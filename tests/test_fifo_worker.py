@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.actions import boom, probe
+from tests.actions import boom, fragile_head, probe
 from tests.conftest import Worker, receive_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -182,3 +182,74 @@ def _kill_tree(pid: int) -> None:
             os.kill(int(child), signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_hold_policy_keeps_the_rest_of_the_group_behind_a_failed_head(
+    start_worker: Callable[..., Worker], queue_url: str, record_dir: Path, sqs: Any, settings: Any
+) -> None:
+    # Given a head with on_exhausted="hold" that fails on its first receive, and a follower
+    run = uuid.uuid4().hex[:8]
+    head = fragile_head.delay(run=run)
+    probe.apply_async(kwargs={"run": run, "group": "follower", "seq": 1}, MessageGroupId=f"hold:{run}")
+    worker = start_worker(concurrency=2)
+    # Then the head is held (not dead-lettered), comes back after hold_seconds and succeeds...
+    worker.wait_for(lambda: len(runs(record_dir, run)) == 3, timeout=60, what="head twice + follower")
+    records = sorted(runs(record_dir, run), key=lambda r: r["start"])
+    assert [(r["group"], r["ok"]) for r in records] == [("head", False), ("head", True), ("follower", True)]
+    [held] = worker.lifecycle("held", id=head.id)
+    assert held["receive_count"] == 1
+    assert records[1]["start"] - records[0]["start"] >= 1.5  # hidden for hold_seconds
+    # ...and nothing went to the DLQ
+    assert worker.lifecycle("dead-lettered") == []
+
+
+def test_sigterm_gives_running_actions_the_shutdown_timeout_then_releases_them(
+    start_worker: Callable[..., Worker], queue_url: str, record_dir: Path
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    probe.delay(run=run, group="long", seq=0, sleep_s=8)
+    first = start_worker(concurrency=1, env={"ACTIONRUNNER_SHUTDOWN_TIMEOUT": "2"})
+    first.wait_for(lambda: first.lifecycle("started"), timeout=30, what="the long action to start")
+    began = time.monotonic()
+    first.proc.send_signal(signal.SIGTERM)
+    first.proc.wait(30)
+    assert time.monotonic() - began < 10
+    assert first.lifecycle("shutdown-timeout")
+    assert runs(record_dir, run) == []  # it was stopped, not finished
+    # The released message runs at once on the next worker (not after the 30 s visibility timeout)
+    second = start_worker(concurrency=1)
+    second.wait_for(lambda: runs(record_dir, run), timeout=20, what="the released action")
+    assert time.monotonic() - began < 25
+
+
+def test_undeliverable_messages_go_to_the_dlq_at_once_not_away(
+    start_worker: Callable[..., Worker], queue_url: str, sqs: Any, settings: Any
+) -> None:
+    # Given a message whose inputs do not validate (sent around the validation), and one for an
+    # action this worker does not know
+    from celery import Task
+
+    from actionrunner.app import app
+
+    run = uuid.uuid4().hex[:8]
+    bad = Task.apply_async(probe, (), {"run": run, "group": "g", "seq": "not-a-number"},
+                           MessageGroupId=f"bad:{run}", MessageDeduplicationId=f"bad-{run}")
+    app.send_task("tests.actions.no_such_action", kwargs={"run": run},
+                  MessageGroupId=f"unknown:{run}", MessageDeduplicationId=f"unknown-{run}")
+    worker = start_worker()
+    # Then the invalid one is dead-lettered on its first attempt (retrying cannot fix it)
+    [dead] = worker.wait_for(lambda: worker.lifecycle("dead-lettered", id=bad.id), timeout=30,
+                             what="the invalid message in the DLQ")
+    assert dead["error_type"] == "ActionInputError" and dead["attempt"] == 1
+    # And both are in the DLQ, none deleted unprocessed
+    dlq_url = sqs.get_queue_url(QueueName=settings.dlq_name)["QueueUrl"]
+    groups = set()
+    deadline = time.monotonic() + 20
+    while len(groups) < 2 and time.monotonic() < deadline:
+        for m in sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+                                     MessageSystemAttributeNames=["All"],
+                                     MessageAttributeNames=["All"]).get("Messages", []):
+            group = m["Attributes"]["MessageGroupId"]
+            if run in group:
+                groups.add((group, m["MessageAttributes"]["actionrunner.error_type"]["StringValue"]))
+    assert groups == {(f"bad:{run}", "ActionInputError"), (f"unknown:{run}", "Rejected")}

@@ -86,9 +86,10 @@ class FifoConsumer:
 
     @property
     def capacity(self) -> int:
-        """Messages this channel holds at most (running + waiting), at least one receive's worth."""
+        """Messages this channel holds at most (running, reserved or waiting their turn): Celery's
+        prefetch count, and at least two receives' worth, so one can be in flight while ten run."""
         prefetch = self.qos.prefetch_count or 0  # type: ignore[attr-defined]
-        return max(C.SQS_MAX_BATCH, prefetch)
+        return max(2 * C.SQS_MAX_BATCH, prefetch)
 
     def _room(self) -> int:
         if self._dispatcher is None:
@@ -102,10 +103,12 @@ class FifoConsumer:
     def _schedule_queue(self, queue: str) -> None:
         if queue in self._active_queues:  # type: ignore[attr-defined]
             closed = self._dispatcher is not None and self._dispatcher.closed
-            if self._room() > 0 and not closed:
-                self._get_bulk_async(queue, callback=promise(self._loop1, (queue,)))  # type: ignore[attr-defined]
-            else:
+            if closed:
                 self._loop1(queue)  # type: ignore[attr-defined]
+            elif self._room() > 0:
+                self._get_bulk_async(queue, callback=promise(self._loop1, (queue,)))  # type: ignore[attr-defined]
+            else:  # full: look again soon (a local check, not a request)
+                self.hub.call_later(0.02, self._schedule_queue, queue)  # type: ignore[attr-defined]
 
     def _get_from_sqs(self, queue_name: str, queue_url: str, connection: Any, count: int = 1,
                       callback: Any = None) -> Any:

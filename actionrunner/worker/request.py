@@ -24,6 +24,7 @@ from celery.worker.request import Request
 from celery.worker.state import task_ready
 from kombu.utils.encoding import safe_repr
 
+from ..errors import ActionInputError
 from ..logging import log_event
 
 
@@ -72,7 +73,9 @@ class ActionRequest(Request):
         task, channel = self.task, self._channel()
         attempt = int(self.sqs.get("attempt") or 1)
         error = {"error_type": type(exc).__name__, "error": str(exc)[:1000], "attempts": attempt}
-        retryable = isinstance(exc, Retry) or isinstance(exc, tuple(task.retry_for))
+        retryable = isinstance(exc, Retry) or (
+            isinstance(exc, tuple(task.retry_for)) and not isinstance(exc, ActionInputError)
+        )  # a message whose inputs do not validate will not validate next time either
         task_ready(self)
         if retryable and attempt < task.max_attempts:
             delay = float(countdown) if countdown is not None else task.backoff(attempt)

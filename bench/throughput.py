@@ -1,0 +1,143 @@
+"""Throughput: end-to-end actions/s draining a backlog of no-op actions, against what the server allows.
+
+    actionrunner bench throughput [--count 2000] [--groups 100] [-c 2] [--sqs fauxqs|moto] [--quick]
+
+On one private SQS server, for each side: send COUNT no-op probe actions in GROUPS groups
+(ActionRunner: ``delay_many``, SendMessageBatch; stock Celery: ``apply_async``, one request each),
+then start one worker ``-c N`` and time worker start → every action recorded. Then the *bound*:
+a bare boto3 loop on the same server (SendMessageBatch 10 at a time, then ReceiveMessage 10 +
+DeleteMessageBatch until all are received) — what one sequential client gets from this server.
+
+Columns: send and drain times and rates; *steady* is first action start → last action end (drain
+without the worker's start-up); *% of bound* compares each rate with the bare loop's. A worker with
+-c N can beat a sequential loop in principle; here all three share the machine's cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import uuid
+from typing import Any
+
+from rich.table import Table
+
+from bench import harness as h
+
+console = h.make_console()
+
+
+def run_side(side: str, args: argparse.Namespace, settings: Any) -> dict[str, Any]:
+    calls = [(f"g{i % args.groups}", i) for i in range(args.count)]
+    run = uuid.uuid4().hex
+    tag = f"throughput-{'ar' if side == 'ActionRunner' else 'stock'}"
+    record = h.record_file(tag)
+    sent = h.send_probes(side, calls, run)
+    with h.probe_worker(side, args.concurrency, f"{tag}-worker", record) as proc:
+        t0 = time.time()
+        drain = h.wait_records(record, args.count, args.timeout, proc)
+        h.wait_drained(settings.client("sqs"), h.probe_queue(side, settings), 30)
+    records = [r for r in h.read_records(record) if r["run"] == run]
+    steady = max(r["end"] for r in records) - min(r["start"] for r in records) if records else None
+    return {"send_s": sent, "drain_s": drain, "steady_s": steady,
+            "done": sorted(r["end"] - t0 for r in records)}
+
+
+def run_bound(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
+    """The bare boto3 loop: SendMessageBatch ×10, then ReceiveMessage 10 + DeleteMessageBatch."""
+    client = settings.client("sqs")
+    url = client.create_queue(QueueName="raw.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    body = '{"group": "g0", "seq": 0, "sleep_ms": 0, "run": ""}'
+    start = time.monotonic()
+    for first in range(0, args.count, 10):
+        entries = [{"Id": str(i), "MessageBody": body, "MessageGroupId": f"bench:g{i % args.groups}",
+                    "MessageDeduplicationId": uuid.uuid4().hex}
+                   for i in range(first, min(first + 10, args.count))]
+        client.send_message_batch(QueueUrl=url, Entries=entries)
+    sent = time.monotonic() - start
+    received, done = 0, []
+    start = time.monotonic()
+    deadline = start + args.timeout
+    while received < args.count and time.monotonic() < deadline:
+        messages = client.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                                          WaitTimeSeconds=1).get("Messages", [])
+        if messages:
+            client.delete_message_batch(QueueUrl=url, Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)])
+            received += len(messages)
+            done += [time.monotonic() - start] * len(messages)
+    drain = time.monotonic() - start if received >= args.count else None
+    return {"send_s": sent, "drain_s": drain, "steady_s": drain, "done": done}
+
+
+def plot(results: dict[str, dict[str, Any]], path: str) -> str | None:
+    plt = h.pyplot()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, r in results.items():
+        ax.plot(r["done"], range(1, len(r["done"]) + 1), label=name)
+    ax.set_xlabel("seconds since worker start (bound: since first receive)")
+    ax.set_ylabel("actions done")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="actionrunner bench throughput", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--groups", type=int, default=100)
+    parser.add_argument("--concurrency", "-c", type=int, default=2)
+    parser.add_argument("--sqs", choices=["fauxqs", "moto"], default="fauxqs")
+    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--no-stock", dest="stock", action="store_false")
+    parser.add_argument("--quick", action="store_true", help="500 actions")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.count = min(args.count, 500)
+    h.quiet_sender()
+    sides = h.SIDES if args.stock else h.SIDES[:1]
+
+    results: dict[str, dict[str, Any]] = {}
+    with h.local_stack(args.sqs, **h.BENCH_ENV) as (_, settings):
+        h.stock_queue(settings)
+        console.print(f"SQS from {args.sqs}: {args.count:,} no-op actions in {args.groups} groups, "
+                      f"worker -c {args.concurrency}")
+        for side in sides:
+            results[side] = run_side(side, args, settings)
+            console.print(f"  {side}: drained in {h.fmt(results[side]['drain_s'])} s")
+        results["bound: bare boto3 loop"] = run_bound(args, settings)
+
+    bound = results["bound: bare boto3 loop"]
+
+    def rate(seconds: float | None) -> float | None:
+        return args.count / seconds if seconds else None
+
+    def share(ours: float | None, theirs: float | None) -> str:
+        return h.fmt(ours / theirs * 100 if ours and theirs else None, ".0f") + " %"
+
+    table = Table(title=f"throughput: {args.count:,} no-op actions, {args.groups} groups, "
+                        f"-c {args.concurrency} ({args.sqs})")
+    for col in ("", "send (s)", "send/s", "% of bound", "drain (s)", "drain/s", "% of bound",
+                "steady/s", "send + drain (s)"):
+        table.add_column(col, justify="right")
+    for name, r in results.items():
+        send_rate, drain_rate = rate(r["send_s"]), rate(r["drain_s"])
+        table.add_row(
+            name, h.fmt(r["send_s"]), h.fmt(send_rate, ",.0f"),
+            share(send_rate, rate(bound["send_s"])), h.fmt(r["drain_s"], ".1f", "timeout"),
+            h.fmt(drain_rate, ",.0f"), share(drain_rate, rate(bound["drain_s"])),
+            h.fmt(rate(r["steady_s"]), ",.0f"),
+            h.fmt(r["send_s"] + r["drain_s"] if r["drain_s"] else None),
+        )
+    console.print(table)
+    path = plot(results, str(h.OUT / f"throughput-{args.sqs}.png"))
+    console.print(f"plot: {path}" if path else "(matplotlib not installed: no plot)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
