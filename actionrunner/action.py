@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import random
 import typing
@@ -186,6 +187,9 @@ class Action(Task):  # type: ignore[misc]
         **options: Any,
     ) -> AsyncResult:
         """Validate and send; returns once SQS accepted the message (see Celery's apply_async)."""
+        if not is_action(self):  # one of Celery's built-in tasks (the app's task_cls is Action)
+            return super().apply_async(args, kwargs, task_id, producer, link, link_error, shadow,
+                                       **options)
         for wrong, right in _MISSPELLED_OPTIONS.items():
             if wrong in options:
                 raise ActionError(f"action {self.name!r}: {wrong}= is not an SQS option; use {right}=")
@@ -239,17 +243,53 @@ class Action(Task):  # type: ignore[misc]
             raise exc or RetryLater("retry called outside a worker")
         raise RetryLater(exc=exc, when=countdown)
 
+    def continue_with(self, **changes: Any) -> AsyncResult:
+        """From inside a running action: send this action again with ``changes`` to its inputs,
+        in the same message group — a long job as a chain of short, ordered, resumable steps::
+
+            @action(group="migrate:{table}")
+            def migrate(table: str, cursor: int = 0) -> None:
+                ...  # one chunk
+                if more:
+                    migrate.continue_with(cursor=cursor + CHUNK)
+
+        The continuation's dedup id derives from the current message and the changes, so a
+        redelivered step does not start a second chain.
+        """
+        request = self.request
+        if request.called_directly:
+            raise ActionError(f"{self.name}.continue_with() works only inside a running action")
+        sqs = getattr(request, "sqs", None) or {}
+        current = dict(request.kwargs or {})
+        unknown = set(changes) - set(self.input_names)
+        if unknown:
+            raise ActionInputError(self.name, {name: "not an input of this action" for name in unknown})
+        step = hashlib.sha256(keys.canonical_json(changes)).hexdigest()[:32]
+        dedup = keys.dedup_id(self.name, f"{sqs.get('dedup_id') or request.id}:next:{step}")
+        return self.apply_async(
+            kwargs={**current, **changes},
+            MessageGroupId=sqs.get("group") or None,
+            MessageDeduplicationId=dedup,
+        )
+
     def backoff(self, attempt: int) -> float:
         """Seconds to wait after failed attempt ``attempt`` (1-based)."""
         delay = min(self.retry_backoff_max, self.retry_backoff * 2 ** max(0, attempt - 1))
         return random.uniform(delay / 2, delay) if self.retry_jitter else delay
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not is_action(self):
+            return super().__call__(*args, **kwargs)
         model = self.validate_inputs(args, kwargs)
         values = {name: getattr(model, name) for name in self.input_names}
         if self.request.called_directly:
             return super().__call__(**values)
         return self.run(**values)
+
+
+def is_action(task: Any) -> bool:
+    """True for tasks declared with ``@action`` (not Celery's built-in tasks)."""
+    return isinstance(task, Action) and getattr(task, "input_model", None) is not None
 
 
 def action(

@@ -63,10 +63,18 @@ def _setup_logging(loglevel: Any = None, **_: Any) -> None:
 @signals.beat_init.connect
 def _preflight(sender: Any = None, **_: Any) -> None:
     """Fail fast, with what to do, when the queue is missing or the endpoint is unreachable."""
-    from .provision import check_queues
+    from .provision import check_queues, check_table
 
     try:
         import_action_modules(app)
         check_queues(get_settings())
+        check_table(get_settings())
     except ConfigurationError as exc:
         raise SystemExit(f"actionrunner: {exc}") from None
+
+
+@signals.worker_init.connect
+def _worker_observers(**_: Any) -> None:
+    from .runs import install_worker_observer
+
+    install_worker_observer(get_settings())

@@ -68,6 +68,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_enable_remote_control": False,
         "imports": settings.all_imports,
         "beat_schedule": {},
+        "beat_scheduler": "actionrunner.beat:Scheduler",
         "timezone": "UTC",
         "enable_utc": True,
     }

@@ -81,6 +81,7 @@ def provision(
 
     settings = _settings()
     changes = prov.plan(settings) if check else prov.apply(settings)
+    changes += prov.plan_table(settings) if check else prov.apply_table(settings)
     drift = [c for c in changes if c.kind != "unsupported"]
     if drift:
         _print_changes(drift, applied=not check)
@@ -91,8 +92,9 @@ def provision(
         console.print(f"[red]{len(drift)} difference(s) from the settings at {where}[/]; "
                       "run `actionrunner provision` to apply them")
         raise typer.Exit(1)
-    console.print(f"[green]queues {settings.queue_name} and {settings.dlq_name} are as the settings "
-                  f"say at {where}[/]" + (f" ({len(drift)} change(s) applied)" if drift and not check else ""))
+    console.print(f"[green]queues {settings.queue_name} and {settings.dlq_name}, and table "
+                  f"{settings.state_table}, are as the settings say at {where}[/]"
+                  + (f" ({len(drift)} change(s) applied)" if drift and not check else ""))
 
 
 @cli.command("local-aws")
@@ -123,8 +125,9 @@ def dev(
     beat: Annotated[bool, typer.Option(help="Also run celery beat.")] = True,
     moto_port: int = C.LOCAL_MOTO_PORT,
     sqs_port: int = C.LOCAL_SQS_PORT,
+    api_port: Annotated[int, typer.Option(help="Admin API port (0: no API).")] = 8000,
 ) -> None:
-    """The whole stack on the embedded local AWS: emulator, queues, worker and beat."""
+    """The whole stack on the embedded local AWS: emulator, queues, worker, beat and admin API."""
     from . import provision as prov
     from .local import LocalAWS
 
@@ -139,13 +142,23 @@ def dev(
         os.environ.update(env)
         settings = _settings()
         prov.apply(settings)
-        commands = {"worker": ["worker", "-c", str(concurrency), "--loglevel", settings.log_level]}
+        prov.apply_table(settings)
+        celery = [sys.executable, "-m", "celery", "-A", "actionrunner"]
+        commands = {"worker": [*celery, "worker", "-c", str(concurrency), "--loglevel",
+                               settings.log_level]}
         if beat:
-            commands["beat"] = ["beat", "--schedule", str(logs.parent / "celerybeat-schedule")]
+            commands["beat"] = [*celery, "beat", "--schedule", str(logs.parent / "celerybeat-schedule")]
+        token = None
+        if api_port:
+            from .api.auth import new_token
+
+            token, entry = new_token("dev", ["submit", "admin"])
+            env["ACTIONRUNNER_API_TOKENS"] = json.dumps(
+                [*(t.model_dump() for t in settings.api_tokens), entry.model_dump()])
+            commands["api"] = [sys.executable, "-m", "actionrunner.cli", "api", "--port", str(api_port)]
         try:
-            for name, args in commands.items():
-                proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "actionrunner", *args],
-                                        env=env, start_new_session=True)
+            for name, argv in commands.items():
+                proc = subprocess.Popen(argv, env=env, start_new_session=True)
                 children.append((name, proc))
             table = Table(title="ActionRunner dev stack (Ctrl-C stops everything)")
             table.add_column("part")
@@ -155,7 +168,8 @@ def dev(
             table.add_row("queue", f"{settings.queue_name} → DLQ {settings.dlq_name} "
                                    f"(maxReceiveCount {settings.max_receive_count})")
             for name, proc in children:
-                table.add_row(name, f"pid {proc.pid}, JSON logs below")
+                where = f"http://127.0.0.1:{api_port}/docs, " if name == "api" else ""
+                table.add_row(name, f"{where}pid {proc.pid}, JSON logs below")
             console.print(table)
             pids = [(s.name, s.process.pid) for s in aws.servers if s.process]
             pids += [(name, proc.pid) for name, proc in children]
@@ -168,6 +182,11 @@ def dev(
                           "  actionrunner submit tasks.demo.hello --json '{\"name\": \"you\"}'\n"
                           "  # or: python -c 'from tasks.demo import hello; hello.delay(name=\"you\")'",
                           markup=False)
+            if token:
+                console.print(f"admin API token (submit, admin) for this session: {token}\n"
+                              f"  curl -H 'Authorization: Bearer {token}' -d '{{\"name\": \"you\"}}' "
+                              f"http://127.0.0.1:{api_port}/v1/actions/tasks.demo.hello",
+                              markup=False, soft_wrap=True)
             stop.wait(poll=lambda: any(p.poll() is not None for _, p in children))
             for name, proc in children:
                 if proc.poll() is not None:
@@ -197,10 +216,10 @@ def submit(
 
     import_action_modules(app)
     task = app.tasks.get(name)
-    from .action import Action
+    from .action import is_action
 
-    if not isinstance(task, Action):
-        known = sorted(n for n, t in app.tasks.items() if isinstance(t, Action))
+    if not is_action(task):
+        known = sorted(n for n, t in app.tasks.items() if is_action(t))
         raise ActionRunnerError(f"no action named {name!r}; known actions: {', '.join(known)}")
     try:
         kwargs = json.loads(inputs)
@@ -211,6 +230,108 @@ def submit(
     options = {"MessageGroupId": group} if group else {}
     result = task.apply_async(kwargs=kwargs, **options)
     print(result.id)
+
+
+@cli.command()
+def api(
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = C.LOCAL_HOST,
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+) -> None:
+    """Serve the admin HTTP API (uvicorn); OpenAPI docs at /docs."""
+    import uvicorn
+
+    from .api import create_app
+    from .logging import configure
+
+    settings = _settings()
+    configure(settings.log_level, settings.log_format)
+    if not settings.api_tokens:
+        console.print("note: no ACTIONRUNNER_API_TOKENS: every request will get 401; make one with "
+                      "`actionrunner api-token`", markup=False)
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+
+
+@cli.command("api-token")
+def api_token(
+    name: Annotated[str, typer.Option(help="A name for the token (shown in logs and 403s).")] = "default",
+    scopes: Annotated[str, typer.Option(help="Comma separated: submit, admin.")] = "submit",
+) -> None:
+    """Make a bearer token: prints the token (keep it secret) and the hashed entry to configure."""
+    from .api.auth import new_token
+
+    wanted = [s.strip() for s in scopes.split(",") if s.strip()]
+    bad = [s for s in wanted if s not in ("submit", "admin")]
+    if bad:
+        raise ActionRunnerError(f"unknown scope(s) {bad}; use submit and/or admin")
+    token, entry = new_token(name, wanted)  # type: ignore[arg-type]
+    console.print("token (give it to the client; it is not stored anywhere):", markup=False)
+    print(token)
+    console.print("add to ACTIONRUNNER_API_TOKENS (a JSON list):", markup=False)
+    print(json.dumps([entry.model_dump()]))
+
+
+dlq_cli = typer.Typer(help="The dead-letter queue: list, show, redrive, purge.", no_args_is_help=True)
+cli.add_typer(dlq_cli, name="dlq")
+
+
+@dlq_cli.command("list")
+def dlq_list(limit: int = 100) -> None:
+    """List messages in the DLQ with their recorded failure."""
+    from .dlq import DeadLetterQueue
+
+    letters = DeadLetterQueue(_settings()).list(limit)
+    table = Table(title=f"DLQ: {len(letters)} message(s)")
+    for column in ("message", "group", "action", "run", "error", "attempts"):
+        table.add_column(column, overflow="fold")
+    for d in letters:
+        table.add_row(d.message_id, d.group, d.action or "?", d.run_id or "?",
+                      f"{d.failure.get('error_type', '')}: {d.failure.get('error', '')}",
+                      d.failure.get("attempts", ""))
+    Console().print(table)
+
+
+@dlq_cli.command("show")
+def dlq_show(message_id: str) -> None:
+    """Show one DLQ message (failure and envelope headers) as JSON."""
+    from .dlq import DeadLetterQueue
+
+    for letter in DeadLetterQueue(_settings()).list(1000):
+        if letter.message_id == message_id:
+            print(json.dumps(letter.summary(), indent=2))
+            return
+    raise ActionRunnerError(f"no message {message_id!r} in the DLQ (looked at up to 1,000)")
+
+
+@dlq_cli.command("redrive")
+def dlq_redrive(
+    group: Annotated[str | None, typer.Option(help="Only this MessageGroupId.")] = None,
+    action: Annotated[str | None, typer.Option(help="Only this action.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many.")] = None,
+) -> None:
+    """Move DLQ messages back to the queue (in order within each group)."""
+    from rich.progress import Progress
+
+    from .dlq import DeadLetterQueue
+
+    dlq = DeadLetterQueue(_settings())
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("redriving", total=limit or dlq.depth() or None)
+        result = dlq.redrive(group=group, action=action, limit=limit,
+                             progress=lambda n: progress.advance(task, n))
+    console.print(f"moved {result['moved']}, left {result['skipped']}", markup=False)
+
+
+@dlq_cli.command("purge")
+def dlq_purge(
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+) -> None:
+    """Delete every message in the DLQ."""
+    from .dlq import DeadLetterQueue
+
+    settings = _settings()
+    if not yes and not typer.confirm(f"delete every message in {settings.dlq_name}?"):
+        raise typer.Exit(1)
+    console.print(f"purged {DeadLetterQueue(settings).purge()} message(s)", markup=False)
 
 
 @cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -6,6 +6,7 @@ The tree::
     ├── ConfigurationError          settings or infrastructure are not usable
     │   ├── EndpointUnreachable     nothing answers at the configured AWS endpoint
     │   ├── QueueMissing            the queue or DLQ does not exist (run `actionrunner provision`)
+    │   ├── TableMissing            the DynamoDB state table does not exist (same remedy)
     │   └── QueueMisconfigured      the queue exists but is not what the settings describe
     ├── ActionError                 a call of an action is wrong; nothing was sent
     │   ├── ActionInputError        the inputs do not match the action's type hints
@@ -66,6 +67,21 @@ class QueueMissing(ConfigurationError):
 
     def __reduce__(self) -> Any:  # survive pickling between worker processes
         return type(self), (self.queue_name, self.endpoint)
+
+
+class TableMissing(ConfigurationError):
+    """The DynamoDB state table does not exist."""
+
+    def __init__(self, table: str, endpoint: str | None):
+        self.table = table
+        self.endpoint = endpoint
+        super().__init__(
+            f"DynamoDB table {table!r} does not exist at {endpoint or 'AWS'}; "
+            "create it with `actionrunner provision` (or set ACTIONRUNNER_STATE_TABLE)"
+        )
+
+    def __reduce__(self) -> Any:  # survive pickling between worker processes
+        return type(self), (self.table, self.endpoint)
 
 
 class QueueMisconfigured(ConfigurationError):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import orjson
@@ -130,8 +131,28 @@ def get_logger(name: str = "actionrunner") -> Any:
     return structlog.get_logger(name)
 
 
-def log_event(event: str, *, level: int = logging.INFO, **fields: Any) -> None:
-    """Write one lifecycle line: ``event`` plus the fields that are not ``None``."""
+#: Called with ``(event, fields, result)`` after each lifecycle line (e.g. the run-status writer).
+LifecycleObserver = Callable[[str, dict[str, Any], Any], None]
+_observers: list[LifecycleObserver] = []
+
+
+def observe(observer: LifecycleObserver) -> LifecycleObserver:
+    """Register a function called after every lifecycle event of this process."""
+    if observer not in _observers:
+        _observers.append(observer)
+    return observer
+
+
+def log_event(event: str, *, level: int = logging.INFO, result: Any = None, **fields: Any) -> None:
+    """Write one lifecycle line (``event`` plus the fields that are not ``None``), then tell the
+    observers (``result``, the action's return value, goes to them, not into the line)."""
     _ensure_lifecycle_output()
-    logger = get_logger(LIFECYCLE_LOGGER)
-    logger.log(level, event, **{k: v for k, v in fields.items() if v is not None})
+    present = {k: v for k, v in fields.items() if v is not None}
+    get_logger(LIFECYCLE_LOGGER).log(level, event, **present)
+    for observer in _observers:
+        try:
+            observer(event, present, result)
+        except Exception:  # an observer must never break the action's lifecycle
+            get_logger("actionrunner").warning("lifecycle-observer-failed", event=event,
+                                               observer=getattr(observer, "__name__", "?"),
+                                               exc_info=True)

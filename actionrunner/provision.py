@@ -1,8 +1,9 @@
-"""Create, or check, the SQS queues the settings describe. Idempotent; reports drift.
+"""Create, or check, the SQS queues and the DynamoDB state table the settings describe.
+Idempotent; reports drift.
 
-For the queue and its dead-letter queue, :func:`plan` compares what exists with what the settings
-ask for and lists the :class:`Change` s; :func:`apply` carries them out. Running it twice makes no
-change the second time.
+For the queue, its dead-letter queue and the state table, :func:`plan` compares what exists with
+what the settings ask for and lists the :class:`Change` s; :func:`apply` carries them out. Running
+it twice makes no change the second time.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, Literal
 
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from .errors import EndpointUnreachable, QueueMisconfigured, QueueMissing
+from .errors import EndpointUnreachable, QueueMisconfigured, QueueMissing, TableMissing
 from .settings import Settings
 
 #: Attributes whose values are JSON documents (compared parsed, not as text).
@@ -180,6 +181,83 @@ def apply(settings: Settings, client: Any | None = None) -> list[Change]:
             client.set_queue_attributes(QueueUrl=urls[name], Attributes={attribute: want})
             done.append(Change(name, "update", attribute, have, want))
     return done
+
+
+# -- the DynamoDB state table -------------------------------------------------------------------
+#: The state table's shape: one table for all ActionRunner state (idempotency, run status, rate
+#: buckets, API idempotency keys), told apart by the prefix of ``pk``; items expire by TTL.
+STATE_KEY = "pk"
+STATE_TTL_ATTRIBUTE = "expires_at"
+
+
+def _table_status(client: Any, name: str, endpoint: str | None) -> dict[str, Any] | None:
+    try:
+        return dict(client.describe_table(TableName=name)["Table"])
+    except EndpointConnectionError as exc:
+        raise EndpointUnreachable("DynamoDB", endpoint, exc) from exc
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            return None
+        raise
+
+
+def _ttl_attribute(client: Any, name: str) -> str | None:
+    description = client.describe_time_to_live(TableName=name).get("TimeToLiveDescription", {})
+    if description.get("TimeToLiveStatus") in ("ENABLED", "ENABLING"):
+        return str(description.get("AttributeName"))
+    return None
+
+
+def plan_table(settings: Settings, client: Any | None = None) -> list[Change]:
+    """What :func:`apply_table` would change on the state table."""
+    client = client or settings.client("dynamodb")
+    table = _table_status(client, settings.state_table, settings.dynamodb_endpoint_url)
+    if table is None:
+        return [Change(settings.state_table, "create")]
+    changes = []
+    keys = [(k["AttributeName"], k["KeyType"]) for k in table.get("KeySchema", [])]
+    if keys != [(STATE_KEY, "HASH")]:
+        changes.append(Change(settings.state_table, "update", "KeySchema", str(keys),
+                              f"[('{STATE_KEY}', 'HASH')]"))
+    ttl = _ttl_attribute(client, settings.state_table)
+    if ttl != STATE_TTL_ATTRIBUTE:
+        changes.append(Change(settings.state_table, "update", "TimeToLive", ttl, STATE_TTL_ATTRIBUTE))
+    return changes
+
+
+def apply_table(settings: Settings, client: Any | None = None) -> list[Change]:
+    """Create the state table (on-demand capacity) with TTL on ``expires_at``."""
+    client = client or settings.client("dynamodb")
+    changes = plan_table(settings, client)
+    for change in changes:
+        if change.kind == "create":
+            client.create_table(
+                TableName=settings.state_table, BillingMode="PAY_PER_REQUEST",
+                AttributeDefinitions=[{"AttributeName": STATE_KEY, "AttributeType": "S"}],
+                KeySchema=[{"AttributeName": STATE_KEY, "KeyType": "HASH"}],
+            )
+            client.get_waiter("table_exists").wait(TableName=settings.state_table,
+                                                   WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+            client.update_time_to_live(
+                TableName=settings.state_table,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": STATE_TTL_ATTRIBUTE},
+            )
+        elif change.attribute == "TimeToLive":
+            client.update_time_to_live(
+                TableName=settings.state_table,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": STATE_TTL_ATTRIBUTE},
+            )
+        else:
+            raise QueueMisconfigured(settings.state_table,
+                                     [f"{change.attribute} is {change.current}; re-create the table"])
+    return changes
+
+
+def check_table(settings: Settings, client: Any | None = None) -> None:
+    """Raise a clear error unless the state table exists."""
+    client = client or settings.client("dynamodb")
+    if _table_status(client, settings.state_table, settings.dynamodb_endpoint_url) is None:
+        raise TableMissing(settings.state_table, settings.dynamodb_endpoint_url)
 
 
 def check_queues(settings: Settings, client: Any | None = None) -> None:

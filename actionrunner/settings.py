@@ -15,10 +15,18 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from . import constants as C
+
+
+class ApiToken(BaseModel):
+    """One bearer token of the admin API (only its SHA-256 is kept)."""
+
+    name: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    scopes: list[Literal["submit", "admin"]] = Field(default_factory=lambda: ["submit"])
 
 
 def _fifo_name(value: str, field: str) -> str:
@@ -72,6 +80,21 @@ class Settings(BaseSettings):
     default_imports: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["tasks"])
     #: Python module that holds Celery settings (``celeryconfig.py`` at the repository root).
     celery_config_module: str = "celeryconfig"
+
+    # -- state on DynamoDB ------------------------------------------------------------------
+    #: The one DynamoDB table of ActionRunner's state (idempotency, run status, rate buckets...):
+    #: partition key ``pk`` (S), TTL attribute ``expires_at``.
+    state_table: str = "actionrunner-state"
+
+    # -- admin API and run status ------------------------------------------------------------
+    #: Bearer tokens of the admin API, stored hashed: a JSON list of
+    #: ``{"name": ..., "sha256": <hex digest of the token>, "scopes": ["submit", "admin"]}``
+    #: (``actionrunner api-token`` makes one).
+    api_tokens: list[ApiToken] = Field(default_factory=list)
+    #: Write each run's status (queued, running, succeeded...) to the state table.
+    run_status: bool = True
+    #: Seconds a run's status is kept (DynamoDB TTL).
+    run_status_ttl_seconds: int = Field(default=7 * 86_400, ge=60)
 
     # -- logs --------------------------------------------------------------------------------
     log_level: str = "INFO"

@@ -33,6 +33,7 @@ def local_stack(sqs: str = "fauxqs", **env: str) -> Iterator[tuple[LocalAWS, Set
         get_settings.cache_clear()
         settings = get_settings()
         provision.apply(settings)
+        provision.apply_table(settings)
         try:
             yield aws, settings
         finally:

@@ -70,8 +70,10 @@ def analyse(records: list[dict[str, Any]], sent: int) -> dict[str, Any]:
                     hit.add(group)
         most = max(most, max_at_once(runs))
     distinct = len({(r["group"], r["seq"]) for r in records})
+    span = max(r["end"] for r in records) - min(r["start"] for r in records) if records else None
     return {"ran": len(records), "missing": sent - distinct, "out_of_order": out_of_order,
-            "overlapping": overlapping, "max_at_once": most, "groups_hit": len(hit)}
+            "overlapping": overlapping, "max_at_once": most, "groups_hit": len(hit),
+            "span": span}
 
 
 def run_once(side: str, shape: str, n: int, args: argparse.Namespace, settings: Any) -> dict[str, Any]:
@@ -146,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     table = Table(title=f"ordering within a group: {args.count} actions, {args.groups} groups, "
                         f"{args.sleep_ms} ms each ({args.sqs})")
     for col in ("backlog", "-c", "", "ran", "out-of-order pairs", "overlapping pairs",
-                "max at once (1 = FIFO)", f"groups hit (of {args.groups})", "drain (s)"):
+                "max at once (1 = FIFO)", f"groups hit (of {args.groups})",
+                "worker start → done (s)", "first start → last end (s)"):
         table.add_column(col, justify="right")
     for r in results:
         ok = r["out_of_order"] == r["overlapping"] == 0 and r["max_at_once"] <= 1
@@ -154,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         ran = f"{r['ran']}" + (f" ({r['missing']} missing)" if r["missing"] else "")
         table.add_row(r["shape"], str(r["n"]), f"[{style}]{r['side']}[/]", ran,
                       f"{r['out_of_order']:,}", f"{r['overlapping']:,}", str(r["max_at_once"]),
-                      str(r["groups_hit"]), h.fmt(r["took"], ".1f", "timeout"))
+                      str(r["groups_hit"]), h.fmt(r["took"], ".1f", "timeout"), h.fmt(r["span"]))
     console.print(table)
     path = plot(results, str(h.OUT / f"ordering-{args.sqs}.png"))
     console.print(f"plot: {path}" if path else "(matplotlib not installed: no plot)")

@@ -8,9 +8,10 @@ proxy (bench/proxy.py) in front of the private SQS server, counted by API (``X-A
 For each side: COUNT no-op probe actions are sent (*send*: ActionRunner ``delay_many``, stock
 ``apply_async``), then one worker ``-c N`` drains them (*worker*: from its start, start-up lookups
 included, until every action ran and the queue is empty). Then the worker idles on the empty queue
-for IDLE seconds with the bench's 1 s long poll, and a fresh worker idles again (IDLE_LONG
-seconds, from its first receive + 2 s) with ``ACTIONRUNNER_WAIT_TIME_SECONDS=20`` (SQS's longest poll, ActionRunner's default); both sides
-read that variable.
+for IDLE seconds with the bench's 1 s long poll; then a fresh worker idles IDLE_LONG seconds
+(from its first receive + 2 s) with ``ACTIONRUNNER_WAIT_TIME_SECONDS=20``, SQS's longest poll
+and ActionRunner's default (stock_app reads that variable too). fauxqs, like SQS, answers an empty
+long poll after the wait. The start-up requests of that second worker are printed at the end.
 
 Read the first table as requests per action (0.10 = one request per ten actions); "ReceiveMessage
 (empty)" is the part of ReceiveMessage that returned nothing. The second is requests per minute of

@@ -76,3 +76,24 @@ def fragile_head(run: str, fail_receives: int = 1) -> None:
                                  "ok": attempt > fail_receives, "pid": os.getpid()})
     if attempt <= fail_receives:
         raise RuntimeError("not yet")
+
+
+@action(group="chunks:{run}")
+def chunked(run: str, total: int, cursor: int = 0, chunk: int = 3) -> dict:
+    """One step of a cursor chain: records its cursor, then continues itself until done."""
+    _append_json(f"{run}.jsonl", {"group": "chunks", "seq": cursor, "start": time.time(),
+                                 "end": time.time(), "attempt": 1, "ok": True, "pid": os.getpid()})
+    if cursor + chunk < total:
+        chunked.continue_with(cursor=cursor + chunk)
+    return {"cursor": cursor}
+
+
+@action(group="once:{run}", max_attempts=1)
+def broken_once(run: str) -> str:
+    """Fails on its first run only (so it lands in the DLQ), succeeds when redriven."""
+    marker = _record_path() / f"{run}-broken.attempts"
+    with open(marker, "a") as out:
+        out.write("x")
+    if len(marker.read_text()) == 1:
+        raise RuntimeError("broken the first time")
+    return f"fixed {run}"

@@ -64,6 +64,7 @@ def aws() -> Iterator[LocalAWS]:
     emulator = LocalAWS(sqs=SQS_SERVER, moto_port=MOTO_PORT, sqs_port=SQS_PORT, log_dir=LOGS)  # type: ignore[arg-type]
     with emulator:
         provision.apply(get_settings())
+        provision.apply_table(get_settings())
         yield emulator
 
 

@@ -18,9 +18,9 @@ _started: dict[str, float] = {}
 
 
 def _is_action(task: Any) -> bool:
-    from ..action import Action
+    from ..action import is_action
 
-    return isinstance(task, Action)
+    return is_action(task)
 
 
 def _common(task: Any) -> dict[str, Any]:
@@ -60,7 +60,7 @@ def _on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
         return
     log_event(
         "succeeded", **_common(sender), duration_ms=_duration_ms(sender.request.id),
-        outcome="succeeded",
+        outcome="succeeded", result=result,
     )
 
 

@@ -1,0 +1,79 @@
+"""Request and response bodies of the admin API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class Accepted(BaseModel):
+    run_id: str
+    status_url: str
+    action: str
+    group: str
+    dedup_id: str
+    replayed: bool = Field(default=False, description="True when an Idempotency-Key was seen before.")
+
+
+class ActionInfo(BaseModel):
+    name: str
+    group: str | None = Field(description="The MessageGroupId template, 'callable', or None.")
+    max_attempts: int
+    input_schema: dict[str, Any]
+
+
+class RunStatus(BaseModel):
+    run_id: str
+    action: str | None = None
+    status: str
+    group: str | None = None
+    dedup_id: str | None = None
+    attempts: int | None = None
+    receive_count: int | None = None
+    queued_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float | None = None
+    duration_ms: float | None = None
+    result: Any = None
+    error_type: str | None = None
+    error: str | None = None
+
+
+class QueueStats(BaseModel):
+    role: str
+    name: str
+    url: str
+    visible: int
+    in_flight: int
+    oldest_age_s: float | None = Field(description="From CloudWatch; null where it has no data.")
+
+
+class DeadLetterOut(BaseModel):
+    message_id: str
+    group: str
+    action: str | None
+    run_id: str | None
+    failure: dict[str, str]
+    sent_at: float | None
+
+
+class RedriveRequest(BaseModel):
+    group: str | None = Field(default=None, max_length=128)
+    action: str | None = Field(default=None, max_length=256)
+    limit: int | None = Field(default=None, ge=1, le=100_000)
+
+
+class RedriveResult(BaseModel):
+    moved: int
+    skipped: int
+
+
+class PurgeRequest(BaseModel):
+    confirm: str = Field(default="", max_length=256,
+                         description="Must be the DLQ's name, e.g. 'actions-dlq.fifo'.")
+
+
+class PurgeResult(BaseModel):
+    purged: int

@@ -1,0 +1,158 @@
+"""Run status: what became of each action run, kept in the state table with a TTL.
+
+The admin API writes ``queued`` when it accepts a run; the worker writes the rest as lifecycle
+events happen (``running``, ``succeeded`` with the result, ``failed``, ``retrying``,
+``dead-lettered``, ``held``). Items live in the single ActionRunner state table under
+``pk = "run#{id}"``::
+
+    >>> store = RunStore(get_settings())                   # doctest: +SKIP
+    >>> store.get("5f0c…")                                  # doctest: +SKIP
+    {'run_id': '5f0c…', 'action': 'tasks.demo.hello', 'status': 'succeeded', 'attempts': 1, ...}
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from .settings import Settings
+
+#: Lifecycle event → run status.
+STATUS_OF_EVENT = {
+    "started": "running",
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "retrying": "retrying",
+    "dead-lettered": "dead-lettered",
+    "held": "held",
+}
+#: Every status a run can have.
+STATUSES = ("queued", *dict.fromkeys(STATUS_OF_EVENT.values()))
+#: Largest result (JSON bytes) kept with a run; a larger one is replaced by a note.
+MAX_RESULT_BYTES = 100_000
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+class RunStore:
+    """Read and write run status in the state table (DynamoDB)."""
+
+    def __init__(self, settings: Settings, client: Any = None) -> None:
+        self.settings = settings
+        self.table = settings.state_table
+        self.client = client or settings.client("dynamodb")
+
+    @staticmethod
+    def key(run_id: str) -> dict[str, Any]:
+        return {"pk": {"S": f"run#{run_id}"}}
+
+    def _expires(self) -> dict[str, str]:
+        return {"N": str(int(time.time()) + self.settings.run_status_ttl_seconds)}
+
+    def queued(self, run_id: str, action: str, group: str, dedup_id: str) -> None:
+        """Record a run the API accepted (before the worker has seen it)."""
+        now = time.time()
+        self.client.update_item(
+            TableName=self.table, Key=self.key(run_id),
+            UpdateExpression=(
+                "SET run_id = :id, #a = :a, #g = :g, dedup_id = :d, queued_at = :now, "
+                "updated_at = :now, expires_at = :exp, #s = if_not_exists(#s, :queued)"
+            ),
+            ExpressionAttributeNames={"#a": "action", "#g": "group", "#s": "status"},
+            ExpressionAttributeValues={
+                ":id": {"S": run_id}, ":a": {"S": action}, ":g": {"S": group},
+                ":d": {"S": dedup_id}, ":now": {"N": repr(now)}, ":exp": self._expires(),
+                ":queued": {"S": "queued"},
+            },
+        )
+
+    def record(self, event: str, fields: dict[str, Any], result: Any = None) -> None:
+        """Apply a lifecycle event of a run (an observer of :func:`actionrunner.logging.log_event`)."""
+        status = STATUS_OF_EVENT.get(event)
+        run_id = fields.get("id")
+        if status is None or not run_id or not fields.get("action"):
+            return
+        now = time.time()
+        names = {"#s": "status", "#a": "action"}
+        values: dict[str, Any] = {
+            ":s": {"S": status}, ":a": {"S": fields["action"]}, ":id": {"S": run_id},
+            ":now": {"N": repr(now)}, ":exp": self._expires(),
+        }
+        sets = ["#s = :s", "#a = :a", "run_id = :id", "updated_at = :now", "expires_at = :exp"]
+        optional = {
+            "group": "S", "dedup_id": "S", "attempt": "N", "receive_count": "N",
+            "duration_ms": "N", "error_type": "S", "error": "S",
+        }
+        for name, kind in optional.items():
+            if fields.get(name) is not None:
+                token = f":{name}"
+                attribute = {"attempt": "attempts"}.get(name, name)
+                names[f"#{name}"] = attribute
+                sets.append(f"#{name} = {token}")
+                values[token] = {kind: str(fields[name])}
+        if status == "running":
+            sets.append("started_at = :now")
+        if status in ("succeeded", "dead-lettered", "held"):
+            sets.append("finished_at = :now")
+        if status == "succeeded":
+            encoded = orjson.dumps(result, default=str)
+            if len(encoded) > MAX_RESULT_BYTES:
+                encoded = orjson.dumps({"note": f"result of {len(encoded)} bytes not kept"})
+            sets.append("#r = :r")
+            names["#r"] = "result"
+            values[":r"] = {"S": encoded.decode()}
+        self.client.update_item(
+            TableName=self.table, Key=self.key(run_id),
+            UpdateExpression="SET " + ", ".join(sets),
+            ExpressionAttributeNames=names, ExpressionAttributeValues=values,
+        )
+
+    def get(self, run_id: str) -> dict[str, Any] | None:
+        """The run's status as plain values, or None."""
+        item = self.client.get_item(TableName=self.table, Key=self.key(run_id),
+                                    ConsistentRead=True).get("Item")
+        if not item:
+            return None
+        from boto3.dynamodb.types import TypeDeserializer
+
+        plain = _plain({k: TypeDeserializer().deserialize(v) for k, v in item.items()})
+        plain.pop("pk", None)
+        plain.pop("expires_at", None)
+        if isinstance(plain.get("result"), str):
+            plain["result"] = orjson.loads(plain["result"])
+        return plain
+
+
+_stores: dict[int, RunStore] = {}
+_settings: Settings | None = None
+
+
+def install_worker_observer(settings: Settings) -> None:
+    """Write run status from this worker's lifecycle events (main and pool processes), if enabled."""
+    global _settings
+    if not settings.run_status:
+        return
+    from .logging import observe
+
+    _settings = settings
+    observe(_record)
+
+
+def _record(event: str, fields: dict[str, Any], result: Any) -> None:
+    if _settings is None or event not in STATUS_OF_EVENT:
+        return
+    pid = os.getpid()  # a boto3 client per process: pool processes are forked
+    store = _stores.get(pid) or _stores.setdefault(pid, RunStore(_settings))
+    store.record(event, fields, result)

@@ -1,0 +1,154 @@
+"""The admin API over HTTP (a real `actionrunner api` server), a real worker, real local AWS."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from actionrunner.api.auth import hash_token
+from tests.conftest import ROOT, Worker, _free_port, receive_all
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+SUBMIT, ADMIN = "tok-submit-" + uuid.uuid4().hex, "tok-admin-" + uuid.uuid4().hex
+TOKENS = json.dumps([
+    {"name": "submitter", "sha256": hash_token(SUBMIT), "scopes": ["submit"]},
+    {"name": "operator", "sha256": hash_token(ADMIN), "scopes": ["submit", "admin"]},
+])
+
+
+def _serve(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "actionrunner.cli", "api", "--port", str(port)], cwd=ROOT,
+        env={**os.environ, "ACTIONRUNNER_API_TOKENS": TOKENS, **env},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(base + "/healthz", timeout=1)
+            return proc, base
+        except httpx.TransportError:
+            assert proc.poll() is None, "api exited"
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("api did not start")
+
+
+@pytest.fixture(scope="module")
+def api(aws: Any) -> Iterator[httpx.Client]:
+    proc, base = _serve({})
+    try:
+        with httpx.Client(base_url=base, timeout=30) as client:
+            yield client
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_submit_returns_202_and_the_run_is_followed_to_succeeded(
+    api: httpx.Client, start_worker: Callable[..., Worker], queue_url: str, record_dir: Path
+) -> None:
+    worker = start_worker()
+    bucket = f"api-{uuid.uuid4().hex[:8]}"
+    response = api.post("/v1/actions/tests.actions.record", json={"bucket": bucket, "token": "t1"},
+                        headers=auth(SUBMIT))
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["status_url"] == f"/v1/runs/{body['run_id']}" and body["group"] == f"rec:{bucket}"
+    assert api.get(body["status_url"], headers=auth(SUBMIT)).json()["status"] in ("queued", "running", "succeeded")
+    deadline = time.monotonic() + 30
+    while (run := api.get(body["status_url"], headers=auth(SUBMIT)).json())["status"] != "succeeded":
+        assert time.monotonic() < deadline, run
+        time.sleep(0.2)
+    assert run["result"] == "t1" and run["attempts"] == 1 and run["action"] == "tests.actions.record"
+    assert run["queued_at"] <= run["started_at"] <= run["finished_at"]
+    assert worker.lifecycle("succeeded", id=body["run_id"])
+
+
+def test_bad_requests_get_the_right_status(api: httpx.Client, queue_url: str) -> None:
+    bad = api.post("/v1/actions/tests.actions.record", json={"bucket": 3, "sleep_s": "x"},
+                   headers=auth(SUBMIT))
+    assert bad.status_code == 422
+    assert {tuple(d["loc"]) for d in bad.json()["detail"]} == {
+        ("body", "bucket"), ("body", "token"), ("body", "sleep_s")}
+    assert api.post("/v1/actions/no.such", json={}, headers=auth(SUBMIT)).status_code == 404
+    assert api.post("/v1/actions/tests.actions.record", json={}).status_code == 401
+    assert api.post("/v1/actions/tests.actions.record", json={},
+                    headers=auth("wrong")).status_code == 401
+    assert api.get("/v1/dlq", headers=auth(SUBMIT)).status_code == 403
+    assert api.get("/v1/queues", headers=auth(ADMIN)).status_code == 200
+    assert api.get("/v1/runs/" + uuid.uuid4().hex, headers=auth(SUBMIT)).status_code == 404
+    assert api.get("/healthz").status_code == 200 and api.get("/readyz").status_code == 200
+    actions = {a["name"]: a for a in api.get("/v1/actions", headers=auth(SUBMIT)).json()}
+    assert actions["tests.actions.record"]["input_schema"]["required"] == ["bucket", "token"]
+
+
+def test_idempotency_key_returns_the_same_run_and_sends_one_message(
+    api: httpx.Client, sqs: Any, queue_url: str
+) -> None:
+    key, token = uuid.uuid4().hex, uuid.uuid4().hex
+    first = api.post("/v1/actions/tests.actions.record", json={"bucket": "idem", "token": token},
+                     headers={**auth(SUBMIT), "Idempotency-Key": key})
+    again = api.post("/v1/actions/tests.actions.record", json={"bucket": "idem", "token": token},
+                     headers={**auth(SUBMIT), "Idempotency-Key": key})
+    assert first.status_code == again.status_code == 202
+    assert first.json()["run_id"] == again.json()["run_id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert len(receive_all(sqs, queue_url, 2, timeout=4, token=token)) == 1
+    other = api.post("/v1/actions/tests.actions.record", json={"bucket": "idem", "token": "other"},
+                     headers={**auth(SUBMIT), "Idempotency-Key": key})
+    assert other.status_code == 422 and "different inputs" in other.text
+
+
+def test_redrive_moves_dlq_messages_back_and_they_run(
+    api: httpx.Client, start_worker: Callable[..., Worker], queue_url: str
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    sent = api.post("/v1/actions/tests.actions.broken_once", json={"run": run}, headers=auth(SUBMIT))
+    run_id = sent.json()["run_id"]
+    worker = start_worker()
+    worker.wait_for(lambda: worker.lifecycle("dead-lettered", id=run_id), timeout=30, what="DLQ")
+    status = api.get(f"/v1/runs/{run_id}", headers=auth(SUBMIT)).json()
+    assert status["status"] == "dead-lettered" and status["error_type"] == "RuntimeError"
+    listed = api.get("/v1/dlq", headers=auth(ADMIN)).json()
+    assert [d["failure"]["error_type"] for d in listed if d["run_id"] == run_id] == ["RuntimeError"]
+    moved = api.post("/v1/dlq/redrive", json={"group": f"once:{run}"}, headers=auth(ADMIN))
+    assert moved.status_code == 200 and moved.json()["moved"] == 1
+    worker.wait_for(lambda: worker.lifecycle("succeeded", id=run_id), timeout=30, what="the redriven run")
+    assert api.get(f"/v1/runs/{run_id}", headers=auth(SUBMIT)).json()["result"] == f"fixed {run}"
+
+
+def test_purge_needs_the_explicit_confirmation(api: httpx.Client) -> None:
+    assert api.post("/v1/dlq/purge", headers=auth(ADMIN)).status_code == 400
+    assert api.post("/v1/dlq/purge", json={"confirm": "yes"}, headers=auth(ADMIN)).status_code == 400
+    assert api.post("/v1/dlq/purge", json={"confirm": "yes"}, headers=auth(SUBMIT)).status_code == 403
+
+
+def test_sqs_unreachable_is_503_and_never_202(aws: Any) -> None:
+    closed = _free_port()
+    proc, base = _serve({"AWS_ENDPOINT_URL_SQS": f"http://127.0.0.1:{closed}"})
+    try:
+        sent = httpx.post(base + "/v1/actions/tests.actions.record", json={"bucket": "b", "token": "t"},
+                          headers=auth(SUBMIT), timeout=60)
+        assert sent.status_code == 503 and "SQS" in sent.json()["detail"]
+        assert httpx.get(base + "/readyz", timeout=30).status_code == 503
+    finally:
+        proc.terminate()
+        proc.wait(10)
