@@ -28,13 +28,13 @@ def _alive(pid: int) -> bool:
 
 
 def test_dev_runs_the_stack_and_stops_all_of_it_on_ctrl_c(tmp_path: Path) -> None:
-    moto_port, sqs_port = _free_port(), _free_port()
+    moto_port, sqs_port, api_port = _free_port(), _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
     log = tmp_path / "dev.log"
     with open(log, "wb") as out:
         dev = subprocess.Popen(
             [sys.executable, "-m", "actionrunner.cli", "dev", "-c", "2", "--sqs", SQS_SERVER,
-             "--moto-port", str(moto_port), "--sqs-port", str(sqs_port)],
+             "--moto-port", str(moto_port), "--sqs-port", str(sqs_port), "--api-port", str(api_port)],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
     try:
@@ -64,7 +64,22 @@ def test_dev_runs_the_stack_and_stops_all_of_it_on_ctrl_c(tmp_path: Path) -> Non
             time.sleep(0.2)
         assert any(l.get("event") == "greeted" and l.get("name") == name for l in lines)
         pids = [int(p) for p in re.findall(r"pid=(\d+)", log.read_text())]
-        assert len(pids) == (4 if SQS_SERVER == "fauxqs" else 3), log.read_text()  # emulator, worker, beat
+        # emulator (moto, and fauxqs), worker, beat, api
+        assert len(pids) == (5 if SQS_SERVER == "fauxqs" else 4), log.read_text()
+        token = re.search(r"admin API token \(submit, admin\) for this session: (\S+)", text).group(1)
+        import httpx
+
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{api_port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline + 30, "the API did not come up"
+                time.sleep(0.2)
+        accepted = httpx.post(f"http://127.0.0.1:{api_port}/v1/actions/tasks.demo.hello",
+                              json={"name": "via-api"}, headers={"Authorization": f"Bearer {token}"},
+                              timeout=30)
+        assert accepted.status_code == 202, accepted.text
     finally:
         dev.send_signal(signal.SIGINT)
         assert dev.wait(60) == 0, log.read_text()[-3000:]
@@ -72,7 +87,7 @@ def test_dev_runs_the_stack_and_stops_all_of_it_on_ctrl_c(tmp_path: Path) -> Non
     text = log.read_text()
     assert "stack stopped" in text
     assert [p for p in pids if _alive(p)] == []
-    for port in (moto_port, sqs_port):
+    for port in (moto_port, sqs_port, api_port):
         import socket
 
         with socket.socket() as sock:
