@@ -1,5 +1,5 @@
 """This deployment's actions. Importing the package registers all of them."""
 
-from . import backfill, demo
+from . import backfill, demo, migrate
 
-__all__ = ["backfill", "demo"]
+__all__ = ["backfill", "demo", "migrate"]

@@ -28,17 +28,23 @@ _THROTTLED = {"ProvisionedThroughputExceededException", "ThrottlingException", "
 
 
 class Pacer:
-    """Spaces out work so that no more than ``rate`` units start per second."""
+    """Spaces out work so that ``rate`` units start per second, on a fixed schedule.
 
-    def __init__(self, rate: float, clock: Any = time.monotonic, sleep: Any = time.sleep):
-        self.rate, self.clock, self.sleep = rate, clock, sleep
+    Unit n may start at ``next_at`` + n / rate. When the work itself is slow and falls behind,
+    the pacer lets it catch up, but by no more than ``slack`` seconds of schedule, so the rate over
+    any second stays at the budget instead of drifting below it (or bursting after a pause).
+    """
+
+    def __init__(self, rate: float, clock: Any = time.monotonic, sleep: Any = time.sleep,
+                 slack: float = 0.2):
+        self.rate, self.clock, self.sleep, self.slack = rate, clock, sleep, slack
         self.next_at = clock()
 
     def take(self, units: int) -> None:
         now = self.clock()
         if self.next_at > now:
             self.sleep(self.next_at - now)
-        self.next_at = max(self.next_at, now) + units / self.rate
+        self.next_at = max(self.next_at, now - self.slack) + units / self.rate
 
 
 def write_batch(client: Any, table: str, requests: list[dict[str, Any]], max_attempts: int = 8) -> int:

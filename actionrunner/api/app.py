@@ -57,13 +57,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def _unavailable(request: Request, exc: Unavailable) -> JSONResponse:
         return JSONResponse(status_code=503, content={"detail": str(exc)})
 
+    from ..runs import RunStore
+
+    # One client each for the life of the app (boto3 clients are thread-safe; making one costs ms).
+    clients = {"sqs": settings.client("sqs"), "dynamodb": settings.client("dynamodb")}
+    run_store = RunStore(settings, client=clients["dynamodb"])
+
     def sqs() -> Any:
-        return settings.client("sqs")
+        return clients["sqs"]
 
     def runs() -> Any:
-        from ..runs import RunStore
-
-        return RunStore(settings)
+        return run_store
 
     # -- health ----------------------------------------------------------------------------
     @api.get("/healthz", tags=["health"])
@@ -142,7 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """First use of an Idempotency-Key stores its run id; a repeat gets the same run id (and
         the same SQS dedup id, so a re-send within SQS's window is dropped there too)."""
         fingerprint = hashlib.sha256(keys.canonical_json([call.kwargs, call.group])).hexdigest()
-        table, client = settings.state_table, settings.client("dynamodb")
+        table, client = settings.state_table, clients["dynamodb"]
         item = {"pk": {"S": f"apikey#{name}#{key}"}, "run_id": {"S": run_id},
                 "fingerprint": {"S": fingerprint},
                 "expires_at": {"N": str(int(time.time()) + 86_400)}}
@@ -184,7 +188,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from ..dlq import DeadLetterQueue
 
         try:
-            return DeadLetterQueue(settings)
+            return DeadLetterQueue(settings, client=clients["sqs"])
         except (ClientError, *UNAVAILABLE) as exc:
             raise Unavailable("SQS", exc) from exc
 
@@ -194,7 +198,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from ..dlq import queue_stats
 
         try:
-            return [QueueStats.model_validate(s) for s in queue_stats(settings)]
+            return [QueueStats.model_validate(s) for s in queue_stats(settings, clients["sqs"])]
         except (ClientError, *UNAVAILABLE) as exc:
             raise Unavailable("SQS", exc) from exc
 

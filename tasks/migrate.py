@@ -1,0 +1,88 @@
+"""A paced migration: rewrite every item of a DynamoDB table, at a writes-per-second budget.
+
+The incident this product exists for is an admin endpoint doing this inline — hundreds of
+thousands of writes as fast as it can, the table and its stream falling behind. Here the endpoint
+sends one action and returns; the action rewrites the items in BatchWriteItem batches of 25,
+never faster than the budget, retrying UnprocessedItems and throttling with backoff, in steps of
+``chunk`` items that continue themselves (a cursor chain in the table's own group: ordered,
+resumable, never near a timeout). The pacing schedule carries over from step to step, so the
+rate holds across the chain.
+
+    migrate_table.delay(table="items", writes_per_second=1000)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from pydantic import Field
+
+from actionrunner import action, get_settings
+from actionrunner.logging import get_logger
+from tasks.backfill import DYNAMODB_MAX_BATCH, Pacer, write_batch
+
+log = get_logger(__name__)
+
+#: Items read per Scan page.
+SCAN_PAGE = 1000
+
+
+_clients: dict[int, Any] = {}
+
+
+def _client() -> Any:
+    """This process's DynamoDB client (making one costs tens of ms: not once per step)."""
+    pid = os.getpid()
+    if pid not in _clients:
+        _clients[pid] = get_settings().client("dynamodb")
+    return _clients[pid]
+
+
+def transform(item: dict[str, Any]) -> dict[str, Any]:
+    """The migration itself: schema version 2 of an item."""
+    return {**item, "schema_version": {"N": "2"}, "migrated_at": {"N": repr(time.time())}}
+
+
+@action(group="migrate:{table}", time_limit=3600)
+def migrate_table(
+    table: str = Field(min_length=3, max_length=255),
+    writes_per_second: float = Field(default=500.0, gt=0, le=40_000),
+    chunk: int = Field(default=20_000, gt=0, le=1_000_000),
+    cursor: str | None = None,
+    done: int = Field(default=0, ge=0),
+    schedule_start: float | None = None,
+) -> dict[str, Any]:
+    """Rewrite up to ``chunk`` items after ``cursor``, then continue with the next chunk."""
+    client = _client()
+    # One schedule for the whole chain: write n may start at schedule_start + n / rate.
+    start = schedule_start if schedule_start is not None else time.time()
+    pacer = Pacer(writes_per_second, clock=time.time)
+    pacer.next_at = max(start + done / writes_per_second, time.time() - 1.0)
+    written, key = 0, ({"pk": {"S": cursor}} if cursor else None)
+
+    def read(after: dict[str, Any] | None, limit: int) -> dict[str, Any]:
+        return dict(client.scan(TableName=table, Limit=limit,
+                                **({"ExclusiveStartKey": after} if after else {})))
+
+    # Read the next page while this one is written, so reads never stall the write schedule.
+    with ThreadPoolExecutor(1) as reader:
+        upcoming = reader.submit(read, key, min(SCAN_PAGE, chunk))
+        while upcoming is not None:
+            page = upcoming.result()
+            items, key = page.get("Items", []), page.get("LastEvaluatedKey")
+            remaining = chunk - written - len(items)
+            upcoming = reader.submit(read, key, min(SCAN_PAGE, remaining)) if key and remaining > 0 else None
+            for first in range(0, len(items), DYNAMODB_MAX_BATCH):
+                batch = items[first : first + DYNAMODB_MAX_BATCH]
+                pacer.take(len(batch))
+                write_batch(client, table, [{"PutRequest": {"Item": transform(i)}} for i in batch])
+            written += len(items)
+    summary = {"table": table, "written": done + written, "step_items": written}
+    if key:
+        migrate_table.continue_with(cursor=key["pk"]["S"], done=done + written, schedule_start=start)
+    else:
+        log.info("migration-done", **summary)
+    return summary
