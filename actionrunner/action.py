@@ -118,6 +118,14 @@ class Action(Task):  # type: ignore[misc]
     #: group, hidden for ``hold_seconds`` at a time, until the queue's redrive policy moves it).
     on_exhausted: str = "continue"
     hold_seconds: int = 300
+    # -- state on DynamoDB (see actionrunner/state/) ------------------------------------------
+    #: Claim the call's key before running, return the saved result of a completed one
+    #: (``None``: ``ACTIONRUNNER_IDEMPOTENCY``, on by default).
+    idempotent: bool | None = None
+    #: Runs per second shared by every worker (``"500/s"``, ``"30/m"``), from bucket ``bucket``
+    #: (default: the action's name) in the state table.
+    rate_limit_shared: str | None = None
+    bucket: str | None = None
 
     #: The pydantic model of the inputs (built from the type hints).
     input_model: type[BaseModel]
@@ -284,7 +292,9 @@ class Action(Task):  # type: ignore[misc]
         values = {name: getattr(model, name) for name in self.input_names}
         if self.request.called_directly:
             return super().__call__(**values)
-        return self.run(**values)
+        from .state.guard import guarded_run  # idempotency, shared rate limit, staged writes
+
+        return guarded_run(self, values, lambda: self.run(**values))
 
 
 def is_action(task: Any) -> bool:
@@ -319,6 +329,9 @@ def action(
             )
         if int(options.get("max_attempts", 1)) < 1:
             raise ActionDefinitionError(f"@action on {func.__qualname__}: max_attempts must be >= 1")
+        from .state.guard import check_options
+
+        check_options(func.__qualname__, options)
         bound = bool(options.get("bind"))
         model = build_input_model(func, bound=bound)
         names = tuple(model.model_fields)

@@ -9,6 +9,9 @@ SQS keeps one message per slot (within its 5-minute deduplication window).
 * interval entries (seconds / timedelta): the slot is now rounded down to a multiple of the
   interval since the epoch.
 
+Each slot also gets its own idempotency key (header ``actionrunner_idempotency_key``): the
+inputs of every firing are the same, and each slot must run once, not once per key's TTL.
+
 Entries may name a group with ``"options": {"MessageGroupId": "..."}``; otherwise the action's
 own group applies.
 """
@@ -21,6 +24,7 @@ from typing import Any
 from celery.beat import PersistentScheduler, ScheduleEntry
 from celery.schedules import crontab, schedule
 
+from . import constants as C
 from . import keys
 
 
@@ -63,7 +67,11 @@ class Scheduler(PersistentScheduler):
                     **kwargs: Any) -> Any:
         slot = slot_of(entry.schedule, self.app.now())
         base = {k: v for k, v in (entry.options or {}).items() if k != "MessageDeduplicationId"}
-        entry.options = {**base, "MessageDeduplicationId": firing_dedup_id(entry.task, entry.name, slot)}
+        # each slot is a call of its own: its own idempotency key (the inputs are the same)
+        headers = {**(base.get("headers") or {}),
+                   C.IDEMPOTENCY_KEY_HEADER: f"beat:{entry.name}:{slot.isoformat()}"}
+        entry.options = {**base, "MessageDeduplicationId": firing_dedup_id(entry.task, entry.name, slot),
+                         "headers": headers}
         try:
             return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
         finally:

@@ -39,3 +39,8 @@ LOCAL_SECRET_KEY = "test"
 
 #: Name of the kombu transport alias ActionRunner registers (``broker_url = "actionrunner://"``).
 TRANSPORT_ALIAS = "actionrunner"
+
+#: Message header that gives one call its own idempotency key (instead of the one from the
+#: action's ``key=`` or inputs): ``apply_async(..., headers={IDEMPOTENCY_KEY_HEADER: "..."})``.
+#: ``celery beat`` sets it to the schedule slot, so that every slot runs once.
+IDEMPOTENCY_KEY_HEADER = "actionrunner_idempotency_key"

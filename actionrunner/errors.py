@@ -13,9 +13,15 @@ The tree::
     │   ├── ActionDefinitionError   the @action declaration itself is wrong
     │   ├── MessageIdError          a group or dedup id is empty, too long or has bad characters
     │   └── PayloadTooLarge         the encoded message exceeds the queue's size limit
-    └── SendError                   SQS did not accept a message (after retries)
+    ├── SendError                   SQS did not accept a message (after retries)
+    └── StateError                  the state table (idempotency, shared rate limits) failed a run
+        ├── IdempotencyKeyReused    the key was already used with other inputs (not retried)
+        ├── LeaseLost               another run took the key after this run's lease ran out
+        └── EffectRejected          a staged write's own condition failed; nothing was written
 
-Control-flow signals (not failures): :class:`RetryLater` (raised by ``self.retry()`` in an action).
+Control-flow signals (not failures): :class:`RetryLater` (raised by ``self.retry()`` in an action),
+and its subclass :class:`IdempotencyInProgress` (another run holds the key: wait, without using
+an attempt).
 
 Errors carry the context a caller needs to act on them (``field_errors``, ``size``, ``limit``,
 ``failed``...).
@@ -171,6 +177,63 @@ class SendError(ActionRunnerError):
         return type(self), (str(self), self.failed)
 
 
+# -- state (actionrunner/state/) -----------------------------------------------------------------
+class StateError(ActionRunnerError):
+    """The state table could not do what a run needed (see the subclasses)."""
+
+
+class IdempotencyKeyReused(StateError):
+    """The idempotency key was already used with different inputs.
+
+    Raised when an action's ``key=`` maps two different calls to the same key. Not retried (the
+    next attempt would find the same record): the message goes to the DLQ.
+    """
+
+    def __init__(self, action: str, key: str, inputs_hash: str, stored_hash: str):
+        self.action, self.key = action, key
+        self.inputs_hash, self.stored_hash = inputs_hash, stored_hash
+        super().__init__(
+            f"action {action!r}: idempotency key {key!r} was already used with different inputs "
+            f"(inputs hash {stored_hash[:12]}…, this call {inputs_hash[:12]}…); give different "
+            "calls different keys (the action's key=), or reuse the key only for the same inputs"
+        )
+
+    def __reduce__(self) -> Any:  # survive pickling between worker processes
+        return type(self), (self.action, self.key, self.inputs_hash, self.stored_hash)
+
+
+class LeaseLost(StateError):
+    """This run's claim of an idempotency key ran out and another run took the key.
+
+    Nothing this run staged was written; a retry finds the other run's record (and waits for it,
+    or returns its saved result).
+    """
+
+    def __init__(self, key: str):
+        self.key = key
+        super().__init__(
+            f"lost the lease on idempotency key {key!r} (it ran out and another run took it); "
+            "nothing staged was written. Renewals failing? Check the state table's endpoint, or "
+            "raise ACTIONRUNNER_IDEMPOTENCY_LEASE_SECONDS"
+        )
+
+    def __reduce__(self) -> Any:  # survive pickling between worker processes
+        return type(self), (self.key,)
+
+
+class EffectRejected(StateError):
+    """A write the action staged was refused by its own ``condition``: the transaction was
+    cancelled, so nothing the run staged was written (and its key was not completed)."""
+
+    def __init__(self, index: int, code: str, message: str = ""):
+        self.index, self.code, self.detail = index, code, message
+        super().__init__(f"staged write #{index} was refused ({code}{': ' + message if message else ''}); "
+                         "nothing the action staged was written")
+
+    def __reduce__(self) -> Any:  # survive pickling between worker processes
+        return type(self), (self.index, self.code, self.detail)
+
+
 # -- control flow --------------------------------------------------------------------------------
 from celery.exceptions import Retry as _CeleryRetry  # noqa: E402
 
@@ -188,3 +251,22 @@ class RetryLater(_CeleryRetry):
 
     def __reduce__(self) -> Any:
         return type(self), (self.message, self.exc, self.when)
+
+
+class IdempotencyInProgress(RetryLater):
+    """Another run holds this action's idempotency key (its lease has not run out).
+
+    The worker runs the message again after ``when`` seconds *without using an attempt*: a
+    duplicate waits for as long as the first run is alive, then returns its saved result (or runs,
+    if the first run crashed and its lease ran out).
+    """
+
+    #: Waiting for another run is not a failed attempt (see actionrunner/worker/request.py).
+    counts_as_attempt = False
+
+    def __init__(self, key: str, lease_until: float | None = None, when: float | None = None):
+        self.key, self.lease_until = key, lease_until
+        super().__init__(f"idempotency key {key!r} is held by another run", None, when)
+
+    def __reduce__(self) -> Any:
+        return type(self), (self.key, self.lease_until, self.when)

@@ -113,11 +113,17 @@ class RunStore:
             sets.append("#r = :r")
             names["#r"] = "result"
             values[":r"] = {"S": encoded.decode()}
-        self.client.update_item(
-            TableName=self.table, Key=self.key(run_id),
-            UpdateExpression="SET " + ", ".join(sets),
-            ExpressionAttributeNames=names, ExpressionAttributeValues=values,
-        )
+        try:
+            # Events come from two processes (the pool process: running, failed; the main one:
+            # retrying, dead-lettered); the later event wins, whichever write lands last.
+            self.client.update_item(
+                TableName=self.table, Key=self.key(run_id),
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression="attribute_not_exists(updated_at) OR updated_at <= :now",
+                ExpressionAttributeNames=names, ExpressionAttributeValues=values,
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            pass  # a later event was recorded already
 
     def get(self, run_id: str) -> dict[str, Any] | None:
         """The run's status as plain values, or None."""

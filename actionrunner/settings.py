@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     message_retention_seconds: int = Field(default=1_209_600, ge=60, le=1_209_600)
     #: Largest message accepted at send time; also the queue's MaximumMessageSize.
     max_message_bytes: int = Field(default=C.SQS_MAX_MESSAGE_BYTES, ge=1024, le=C.SQS_MAX_MESSAGE_BYTES)
+    #: How messages are encoded: ``compact`` (JSON text, a third of stock's bytes; see
+    #: actionrunner/sqs/codec.py) or ``celery`` (stock kombu: base64 around base64). Workers read both.
+    wire_format: Literal["compact", "celery"] = "celery"
+    #: Task bodies larger than this are zlib-compressed (compact format; None: never).
+    compress_over_bytes: int | None = Field(default=65_536, ge=0)
     #: Long-poll wait of a receive. 20 on AWS; short against moto, whose long poll spins a CPU.
     wait_time_seconds: int = Field(default=C.SQS_MAX_WAIT_SECONDS, ge=0, le=C.SQS_MAX_WAIT_SECONDS)
     #: Pause between receives that returned nothing (and between checks while the worker is full).
@@ -85,6 +90,17 @@ class Settings(BaseSettings):
     #: The one DynamoDB table of ActionRunner's state (idempotency, run status, rate buckets...):
     #: partition key ``pk`` (S), TTL attribute ``expires_at``.
     state_table: str = "actionrunner-state"
+    #: Idempotency for every action that does not say otherwise (``@action(idempotent=False)``):
+    #: a run claims its key in the state table, and a completed key returns its saved result
+    #: instead of running again.
+    idempotency: bool = True
+    #: Seconds a completed key (and its saved result) is kept: the same call sent again within
+    #: this time is not run again.
+    idempotency_ttl_seconds: int = Field(default=3600, ge=1)
+    #: Seconds a run's claim of its key lasts unless renewed (default: the visibility timeout, so
+    #: a dead worker's key is free about when its message comes back). A running action renews
+    #: it every third of this, so it runs out only when the worker died.
+    idempotency_lease_seconds: float | None = Field(default=None, gt=0)
 
     # -- admin API and run status ------------------------------------------------------------
     #: Bearer tokens of the admin API, stored hashed: a JSON list of
@@ -151,6 +167,11 @@ class Settings(BaseSettings):
                 "the dead-letter queue must be a queue of its own"
             )
         return self
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long an idempotency claim lasts unless renewed."""
+        return float(self.idempotency_lease_seconds or self.visibility_timeout or 30)
 
     @property
     def all_imports(self) -> list[str]:

@@ -53,8 +53,9 @@ def run_side(side: str, args: argparse.Namespace) -> dict[str, Any]:
     with h.probe_worker(side, args.concurrency, f"{tag}-worker", record) as proc:
         t0 = time.time()
         if h.wait_records(record, 1, 120, proc) is None:
-            raise SystemExit(f"{side}: the worker ran nothing within 120 s; see bench/out/{tag}-worker.log")
-        sender = threading.Thread(target=send_cold, args=(side, run, args, sent), name="cold-sender")
+            raise SystemExit(f"{side}: the worker ran nothing within 120 s; "
+                             f"see bench/out/{tag}-worker.log")
+        sender = threading.Thread(target=send_cold, args=(side, run, args, sent))
         window_start = time.time()
         sender.start()
         sender.join()
@@ -126,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         w = r["waits"]
         table.add_row(side, f"{r['cold_ran']} / {r['cold_sent']}",
                       *(h.fmt(h.percentile(w, p), ",.0f") for p in (50, 90, 99, 100)),
-                      f"{r['hot_in_window']:,} / {args.hot:,}", h.fmt(r["all_done"], ".1f", "timeout"))
+                      f"{r['hot_in_window']:,} / {args.hot:,}",
+                      h.fmt(r["all_done"], ".1f", "timeout"))
     console.print(table)
     path = plot(results, str(h.OUT / f"fairness-{args.sqs}.png"))
     console.print(f"plot: {path}" if path else "(matplotlib not installed: no plot)")

@@ -91,6 +91,8 @@ POLL_ENV = {"ACTIONRUNNER_WAIT_TIME_SECONDS": "1", "ACTIONRUNNER_POLLING_INTERVA
 #: ... and ActionRunner's worker loads the probe action (bench/actions.py).
 BENCH_ENV = {**POLL_ENV, "ACTIONRUNNER_IMPORTS": "bench.actions"}
 SIDES = ("ActionRunner", "stock Celery")
+#: The Celery app each side's worker runs.
+WORKER_APP = {"ActionRunner": "actionrunner", "stock Celery": "bench.stock_app"}
 
 
 def make_console() -> Any:
@@ -154,9 +156,9 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def wait_records(path: Path, count: int, timeout: float, proc: subprocess.Popen[bytes] | None = None,
-                 every: float = 0.05) -> float | None:
-    """Seconds until ``path`` holds ``count`` records; None after ``timeout`` or if ``proc`` died."""
+def wait_records(path: Path, count: int, timeout: float,
+                 proc: subprocess.Popen[bytes] | None = None, every: float = 0.05) -> float | None:
+    """Seconds until ``path`` holds ``count`` records; None on ``timeout`` or if ``proc`` ends."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         if count_records(path) >= count:
@@ -185,7 +187,7 @@ def fmt(value: float | None, spec: str = ",.1f", missing: str = "-") -> str:
 
 
 def pyplot() -> Any:
-    """matplotlib.pyplot (headless), or None when matplotlib is not installed: plots are optional."""
+    """matplotlib.pyplot (headless), or None without matplotlib: plots are optional."""
     try:
         import matplotlib
     except ImportError:
@@ -195,9 +197,6 @@ def pyplot() -> Any:
 
     return plt
 
-
-#: The Celery app each side's worker runs.
-WORKER_APP = {"ActionRunner": "actionrunner", "stock Celery": "bench.stock_app"}
 
 
 def probe_queue(side: str, settings: Settings) -> str:

@@ -76,7 +76,8 @@ def analyse(records: list[dict[str, Any]], sent: int) -> dict[str, Any]:
             "span": span}
 
 
-def run_once(side: str, shape: str, n: int, args: argparse.Namespace, settings: Any) -> dict[str, Any]:
+def run_once(side: str, shape: str, n: int, args: argparse.Namespace, settings: Any
+             ) -> dict[str, Any]:
     calls = backlog(shape, args.count, args.groups)
     run = uuid.uuid4().hex
     tag = f"ordering-{'ar' if side == 'ActionRunner' else 'stock'}-{shape}-c{n}"

@@ -6,11 +6,12 @@
         proxy.counts()   # Counter({"ReceiveMessage": 12, "DeleteMessageBatch": 5, ...})
 
 A threaded HTTP server on 127.0.0.1 that forwards every request, unchanged, to the real endpoint
-and counts it, when it arrives, by its ``X-Amz-Target`` header (``AmazonSQS.ReceiveMessage`` is counted as
-``ReceiveMessage``; the old query protocol's ``Action=`` is understood too). The ``Host`` header is
-rewritten to the upstream's, so queue URLs the server hands out are its own: fauxqs builds queue
-URLs from the Host header and matches them by exact string. ReceiveMessage responses with no
-message are also counted, as ``ReceiveMessage (empty)``.
+and counts it, when it arrives, by its ``X-Amz-Target`` header (``AmazonSQS.ReceiveMessage``
+counts as ``ReceiveMessage``; the old query protocol's ``Action=`` is understood too). The
+``Host`` header is rewritten to the upstream's, so queue URLs the server hands out are its own:
+fauxqs builds queue URLs from the Host header and matches them by exact string. ReceiveMessage
+responses with no message are also counted (in the window their request arrived in), as
+``ReceiveMessage (empty)``.
 """
 
 from __future__ import annotations

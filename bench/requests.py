@@ -1,4 +1,4 @@
-"""Requests: what each side asks of SQS per action, and per minute while idle (requests are the bill).
+"""Requests: what each side asks of SQS per action, and per minute while idle (the bill).
 
     actionrunner bench requests [--count 500] [--groups 50] [-c 2] [--idle 60] [--idle-long 60]
                                 [--sqs fauxqs|moto] [--quick]
@@ -55,7 +55,7 @@ def run_side(side: str, args: argparse.Namespace, proxy: CountingProxy, direct: 
     out["send"] = proxy.reset()
     with h.probe_worker(side, args.concurrency, f"{tag}-worker", record) as proc:
         if h.wait_records(record, args.count, args.timeout, proc) is None:
-            console.print(f"[red]{side}: not all {args.count} actions ran within {args.timeout} s[/]")
+            console.print(f"[red]{side}: not all {args.count} actions ran in {args.timeout} s[/]")
         h.wait_drained(direct, url, 30)
         time.sleep(1)  # the last deletes
         out["worker"] = proxy.reset()

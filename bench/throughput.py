@@ -1,4 +1,4 @@
-"""Throughput: end-to-end actions/s draining a backlog of no-op actions, against what the server allows.
+"""Throughput: end-to-end actions/s draining a backlog of no-op actions, vs what the server allows.
 
     actionrunner bench throughput [--count 2000] [--groups 100] [-c 2] [--sqs fauxqs|moto] [--quick]
 
@@ -50,8 +50,8 @@ def run_bound(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
     body = '{"group": "g0", "seq": 0, "sleep_ms": 0, "run": ""}'
     start = time.monotonic()
     for first in range(0, args.count, 10):
-        entries = [{"Id": str(i), "MessageBody": body, "MessageGroupId": f"bench:g{i % args.groups}",
-                    "MessageDeduplicationId": uuid.uuid4().hex}
+        entries = [{"Id": str(i), "MessageBody": body, "MessageDeduplicationId": uuid.uuid4().hex,
+                    "MessageGroupId": f"bench:g{i % args.groups}"}
                    for i in range(first, min(first + 10, args.count))]
         client.send_message_batch(QueueUrl=url, Entries=entries)
     sent = time.monotonic() - start
@@ -63,7 +63,8 @@ def run_bound(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
                                           WaitTimeSeconds=1).get("Messages", [])
         if messages:
             client.delete_message_batch(QueueUrl=url, Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)])
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                for i, m in enumerate(messages)])
             received += len(messages)
             done += [time.monotonic() - start] * len(messages)
     drain = time.monotonic() - start if received >= args.count else None

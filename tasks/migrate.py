@@ -21,8 +21,9 @@ from typing import Any
 from pydantic import Field
 
 from actionrunner import action, get_settings
+from actionrunner.dynamo import MAX_BATCH_WRITE as DYNAMODB_MAX_BATCH
+from actionrunner.dynamo import Pacer, write_batch
 from actionrunner.logging import get_logger
-from tasks.backfill import DYNAMODB_MAX_BATCH, Pacer, write_batch
 
 log = get_logger(__name__)
 

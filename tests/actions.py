@@ -97,3 +97,45 @@ def broken_once(run: str) -> str:
     if len(marker.read_text()) == 1:
         raise RuntimeError("broken the first time")
     return f"fixed {run}"
+
+
+# -- exactly-once effects and shared rate limits (tests/test_idempotency.py, test_rate_limit.py) --
+@action(group="tally:{run}")
+def tally(run: str, token: str) -> dict:
+    """Appends ``token`` to ``{run}.tally`` (its effect); returns what only this run knows."""
+    with open(_record_path() / f"{run}.tally", "a") as out:
+        out.write(token + "\n")
+    return {"token": token, "ran_at": time.time(), "pid": os.getpid()}
+
+
+@action(group="gated:{run}")
+def gated(run: str, token: str) -> dict:
+    """Records its start, waits for ``{run}.gate`` to exist (up to 2 minutes), records its end."""
+    _append_json(f"{run}.gated", {"event": "start", "at": time.time(), "pid": os.getpid()})
+    gate = _record_path() / f"{run}.gate"
+    deadline = time.monotonic() + 120
+    while not gate.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _append_json(f"{run}.gated", {"event": "end", "at": time.time(), "pid": os.getpid()})
+    return {"token": token, "pid": os.getpid(), "at": time.time()}
+
+
+@action(group="keyed:{order}", key="{order}")
+def charge_order(order: str, cents: int) -> str:
+    """Keyed by the order only: the same order with another amount is a reused key."""
+    return f"{order}:{cents}"
+
+
+@action(group="bump:{shard}")
+def bump(table: str, id: str, shard: int) -> int:
+    """Adds 1 to item ``id``'s counter, exactly once (staged, committed with the completion)."""
+    from actionrunner.state import effects
+
+    effects.update(table, {"pk": id}, "ADD n :one", values={":one": 1})
+    return 1
+
+
+@action(group="paced:{run}:{shard}", rate_limit_shared="20/s", bucket="tests-paced")
+def paced(run: str, shard: int, n: int) -> None:
+    """Records when it ran; 20 runs a second between all workers."""
+    _append_json(f"{run}.paced", {"at": time.time(), "pid": os.getpid(), "n": n})

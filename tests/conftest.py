@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,8 @@ TEST_ENV = {
     "ACTIONRUNNER_LOG_LEVEL": "INFO",
     "ACTIONRUNNER_TEST_RECORD_DIR": str(RECORD_DIR),
 }
+if os.environ.get("ACTIONRUNNER_TEST_WIRE_FORMAT"):  # run the suite with another wire format
+    TEST_ENV["ACTIONRUNNER_WIRE_FORMAT"] = os.environ["ACTIONRUNNER_TEST_WIRE_FORMAT"]
 for _key in [k for k in os.environ if k.startswith(("ACTIONRUNNER_", "AWS_"))]:
     del os.environ[_key]
 os.environ.update(TEST_ENV)
@@ -93,8 +96,9 @@ def queue_url(sqs: Any, settings: Settings) -> str:
 
 
 def message_text(message: dict[str, Any]) -> str:
-    """The decoded body of a message kombu sent (a base64-encoded JSON envelope)."""
-    return base64.b64decode(message["Body"]).decode()
+    """The JSON envelope of a message: as it is (compact format), or base64-decoded (stock)."""
+    body = message["Body"]
+    return body if body.lstrip().startswith("{") else base64.b64decode(body).decode()
 
 
 def receive_all(
@@ -198,3 +202,58 @@ def start_worker(aws: LocalAWS, request: pytest.FixtureRequest) -> Iterator[Call
 @pytest.fixture
 def record_dir() -> Path:
     return RECORD_DIR
+
+
+@pytest.fixture(scope="session")
+def fast_sqs(aws: LocalAWS) -> Iterator[str]:
+    """An SQS endpoint that holds a deep backlog (fauxqs): the session's own when it serves SQS
+    from fauxqs, else a fauxqs server of its own (stopped by PID). DynamoDB stays on moto."""
+    if aws.fast_sqs is not None:
+        yield aws.sqs_url
+        return
+    from actionrunner.local import FAUXQS_PREFIX, Server, fauxqs_command
+
+    port = _free_port()
+    server = Server("fauxqs", fauxqs_command(), "127.0.0.1", port,
+                    env={"FAUXQS_DIR": str(FAUXQS_PREFIX), "FAUXQS_PORT": str(port),
+                         "FAUXQS_REGION": "us-east-1"},
+                    log_path=LOGS / "fauxqs-fast.log", ready_path="/health")
+    server.start()
+    try:
+        server.wait_ready()
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def deep_queue(fast_sqs: str, aws: LocalAWS) -> Callable[..., dict[str, str]]:
+    """Make a fresh FIFO queue pair on the deep-backlog SQS server; returns the environment that
+    points a worker (or a sender, see :func:`send_many`) at it."""
+
+    def make(**extra: str) -> dict[str, str]:
+        name = f"deep-{uuid.uuid4().hex[:10]}"
+        env = {"AWS_ENDPOINT_URL_SQS": fast_sqs, "ACTIONRUNNER_QUEUE_NAME": f"{name}.fifo",
+               "ACTIONRUNNER_DLQ_NAME": f"{name}-dlq.fifo", **extra}
+        settings = get_settings().model_copy(update={
+            "sqs_endpoint_url": fast_sqs, "queue_name": env["ACTIONRUNNER_QUEUE_NAME"],
+            "dlq_name": env["ACTIONRUNNER_DLQ_NAME"]})
+        provision.apply(settings)
+        return env
+
+    return make
+
+
+def send_many(env: dict[str, str], action: str, calls: list[dict[str, Any]]) -> None:
+    """Send ``calls`` of ``action`` (module.name) with ``delay_many`` from a process whose
+    settings are ``env`` (this process's app is bound to the session's queue)."""
+    module, name = action.rsplit(".", 1)
+    code = ("import json, sys\n"
+            f"from {module} import {name} as action\n"
+            "calls = json.load(sys.stdin)\n"
+            "for first in range(0, len(calls), 500):\n"
+            "    action.delay_many(calls[first:first + 500])\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, input=json.dumps(calls),
+                          env={**os.environ, **env, "ACTIONRUNNER_LOG_LEVEL": "WARNING"},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]

@@ -125,14 +125,20 @@ def test_redrive_moves_dlq_messages_back_and_they_run(
     run_id = sent.json()["run_id"]
     worker = start_worker()
     worker.wait_for(lambda: worker.lifecycle("dead-lettered", id=run_id), timeout=30, what="DLQ")
-    status = api.get(f"/v1/runs/{run_id}", headers=auth(SUBMIT)).json()
-    assert status["status"] == "dead-lettered" and status["error_type"] == "RuntimeError"
+    # the status row is written just after the log line
+    status = worker.wait_for(
+        lambda: (st := api.get(f"/v1/runs/{run_id}", headers=auth(SUBMIT)).json())["status"]
+        == "dead-lettered" and st, timeout=10, what="the run's status to say dead-lettered")
+    assert status["error_type"] == "RuntimeError" and status["attempts"] == 1
     listed = api.get("/v1/dlq", headers=auth(ADMIN)).json()
     assert [d["failure"]["error_type"] for d in listed if d["run_id"] == run_id] == ["RuntimeError"]
     moved = api.post("/v1/dlq/redrive", json={"group": f"once:{run}"}, headers=auth(ADMIN))
     assert moved.status_code == 200 and moved.json()["moved"] == 1
     worker.wait_for(lambda: worker.lifecycle("succeeded", id=run_id), timeout=30, what="the redriven run")
-    assert api.get(f"/v1/runs/{run_id}", headers=auth(SUBMIT)).json()["result"] == f"fixed {run}"
+    final = worker.wait_for(
+        lambda: (st := api.get(f"/v1/runs/{run_id}", headers=auth(SUBMIT)).json())["status"]
+        == "succeeded" and st, timeout=10, what="the run's status to say succeeded")
+    assert final["result"] == f"fixed {run}"
 
 
 def test_purge_needs_the_explicit_confirmation(api: httpx.Client) -> None:

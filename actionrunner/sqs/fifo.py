@@ -187,12 +187,15 @@ class FifoConsumer:
         if held is not None:
             held.running = True
 
-    def retry_later(self, delivery_tag: str, delay: float) -> None:
-        """Hand the message to the worker again after ``delay`` seconds; its group waits."""
+    def retry_later(self, delivery_tag: str, delay: float, count_attempt: bool = True) -> None:
+        """Hand the message to the worker again after ``delay`` seconds; its group waits.
+        ``count_attempt=False``: the next run has the same attempt number (a wait, not a failure)."""
         held = self._held.get(delivery_tag)
         if held is None:
             return
         held.running = False
+        if not count_attempt:
+            held.attempt -= 1
         self.hub.call_later(max(0.0, delay), self._deliver_if_held, held)  # type: ignore[attr-defined]
 
     def _deliver_if_held(self, held: Held) -> None:

@@ -31,6 +31,7 @@ from kombu.utils.objects import cached_property
 
 from .. import constants as C
 from ..errors import EndpointUnreachable, PayloadTooLarge, QueueMissing, SendError
+from . import codec
 from .fifo import FifoConsumer
 
 #: Error codes of a batch entry that are worth sending again.
@@ -77,6 +78,22 @@ class Channel(FifoConsumer, SQSChannel):
         return self.transport_options.get("endpoint_url") or super().endpoint_url
 
     @cached_property
+    def wire_format(self) -> str:
+        """``compact`` (ActionRunner's, see :mod:`.codec`) or ``celery`` (stock kombu's)."""
+        return str(self.transport_options.get("wire_format", codec.CELERY))
+
+    @cached_property
+    def compress_over(self) -> int | None:
+        value = self.transport_options.get("compress_over_bytes")
+        return None if value is None else int(value)
+
+    @property  # type: ignore[override]
+    def body_encoding(self) -> str | None:
+        # kombu base64-encodes the task body inside the envelope; the compact format keeps JSON
+        # text as it is (codec.compact base64-encodes only binary or compressed bodies)
+        return None if self.wire_format == codec.COMPACT else "base64"
+
+    @cached_property
     def max_message_bytes(self) -> int:
         return int(self.transport_options.get("max_message_bytes", C.SQS_MAX_MESSAGE_BYTES))
 
@@ -113,11 +130,14 @@ class Channel(FifoConsumer, SQSChannel):
                     "send it through an @action so it gets a deterministic one"
                 )
             entry["MessageDeduplicationId"] = dedup
-        body = dumps(message)
-        if self.sqs_base64_encoding:
-            from kombu.asynchronous.aws.sqs.message import AsyncMessage
+        if self.wire_format == codec.COMPACT:
+            body = codec.encode(message, compress_over=self.compress_over)
+        else:
+            body = dumps(message)
+            if self.sqs_base64_encoding:
+                from kombu.asynchronous.aws.sqs.message import AsyncMessage
 
-            body = AsyncMessage().encode(body)
+                body = AsyncMessage().encode(body)
         entry["MessageBody"] = body
         size = len(body.encode("utf-8"))
         if size > self.max_message_bytes:
@@ -221,3 +241,4 @@ class Transport(SQSTransport):
 
 
 register()
+codec.register()

@@ -58,9 +58,11 @@ def _on_prerun(sender: Any = None, task_id: str | None = None, task: Any = None,
 def _on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
     if not _is_action(sender) or sender.request.called_directly:
         return
+    from ..state.guard import lifecycle_fields  # idempotent_replay: the saved result, not a run
+
     log_event(
         "succeeded", **_common(sender), duration_ms=_duration_ms(sender.request.id),
-        outcome="succeeded", result=result,
+        outcome="succeeded", result=result, **lifecycle_fields(sender),
     )
 
 

@@ -10,6 +10,8 @@ failure does not delete it, and is never republished:
 
 * retryable and attempts left → the channel hands the same message to the worker again after the
   action's backoff (exponential, jittered); its group waits;
+* :class:`~actionrunner.errors.IdempotencyInProgress` (another run holds the action's key) → the
+  same, after the wait it asks for, without using an attempt (logged as ``waiting``);
 * otherwise → ``on_exhausted="continue"``: moved to the DLQ with the failure recorded, the group
   goes on; ``"hold"``: left at the head of its group for the queue's redrive policy.
 """
@@ -24,8 +26,11 @@ from celery.worker.request import Request
 from celery.worker.state import task_ready
 from kombu.utils.encoding import safe_repr
 
-from ..errors import ActionInputError
+from ..errors import ActionInputError, IdempotencyKeyReused
 from ..logging import log_event
+
+#: Failures that a retry cannot fix: dead-lettered at once.
+NOT_RETRYABLE = (ActionInputError, IdempotencyKeyReused)
 
 
 def sqs_attributes(message: Any) -> dict[str, Any]:
@@ -74,9 +79,16 @@ class ActionRequest(Request):
         attempt = int(self.sqs.get("attempt") or 1)
         error = {"error_type": type(exc).__name__, "error": str(exc)[:1000], "attempts": attempt}
         retryable = isinstance(exc, Retry) or (
-            isinstance(exc, tuple(task.retry_for)) and not isinstance(exc, ActionInputError)
+            isinstance(exc, tuple(task.retry_for)) and not isinstance(exc, NOT_RETRYABLE)
         )  # a message whose inputs do not validate will not validate next time either
         task_ready(self)
+        if isinstance(exc, Retry) and not getattr(exc, "counts_as_attempt", True):
+            # another run holds the action's idempotency key: wait for it, using no attempt
+            delay = float(countdown) if countdown is not None else 1.0
+            log_event("waiting", **self._fields(), outcome="waiting", retry_in_s=round(delay, 3),
+                      reason=str(exc)[:300])
+            channel.retry_later(self.message.delivery_tag, delay, count_attempt=False)
+            return
         if retryable and attempt < task.max_attempts:
             delay = float(countdown) if countdown is not None else task.backoff(attempt)
             log_event("retrying", **self._fields(), outcome="retrying", retry_in_s=round(delay, 3),

@@ -1,0 +1,100 @@
+"""ActionRunner's wire format: the same Celery message, a third of the bytes.
+
+Stock kombu sends an SQS body that is base64 of a JSON envelope whose ``body`` is itself base64
+(1,248 bytes for a task with two ints). The *compact* format (``ACTIONRUNNER_WIRE_FORMAT=compact``)
+keeps Celery's protocol-2 envelope, so Celery tools still understand it, but:
+
+* the SQS body is the envelope's JSON text (SQS bodies are text: no base64 around valid text);
+* the task body inside is JSON text too (``body_encoding`` absent), serialized with orjson;
+* headers and properties that hold only defaults are left out (a missing header reads as its
+  default: ``eta``, ``expires``, ``retries=0``, ``root_id`` equal to ``id``...);
+* a body over ``compress_over`` bytes (or a binary one) is zlib-compressed and base64-encoded,
+  marked by kombu's own ``compression`` header and ``body_encoding``;
+* ``properties["ar"] = 1`` marks the format.
+
+Readers need nothing new: kombu decodes base64 only where the body looks like base64, and a JSON
+envelope never does, so a worker reads old (stock) and new messages alike.
+"""
+
+from __future__ import annotations
+
+import base64
+import zlib
+from typing import Any
+
+import orjson
+from kombu.serialization import registry
+from kombu.utils.json import JSONEncoder
+
+#: ``ACTIONRUNNER_WIRE_FORMAT`` values.
+COMPACT, CELERY = "compact", "celery"
+#: Name of the orjson serializer (its content type stays application/json: any JSON reader works).
+SERIALIZER = "arjson"
+#: Property that marks a compact message, and its version.
+FORMAT_PROPERTY, FORMAT_VERSION = "ar", 1
+#: kombu's name for zlib compression.
+ZLIB = "application/x-gzip"
+
+_kombu_default = JSONEncoder().default
+#: Characters JSON may carry raw but SQS refuses in a body: escaped instead.
+_SQS_REFUSED = {"\ufffe": "\\ufffe", "\uffff": "\\uffff"}
+
+
+def dumps(obj: Any) -> str:
+    """JSON text of ``obj`` (orjson; kombu's encoder for the types JSON lacks)."""
+    return orjson.dumps(obj, default=_kombu_default, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def register() -> None:
+    """Register the ``arjson`` serializer with kombu (encoding only: decoding stays kombu's json)."""
+    if SERIALIZER not in registry._encoders:
+        registry.register(SERIALIZER, dumps, None, content_type="application/json",
+                          content_encoding="utf-8")
+
+
+def _is_default(name: str, value: Any, headers: dict[str, Any]) -> bool:
+    if value is None or value == {} or value == [] or value == "":
+        return True
+    if name in ("retries", "replaced_task_nesting", "group_index") and value == 0:
+        return True
+    if name == "ignore_result" and value is False:
+        return True
+    if name == "timelimit" and list(value) == [None, None]:
+        return True
+    return name == "root_id" and value == headers.get("id")
+
+
+def compact(message: dict[str, Any], compress_over: int | None) -> dict[str, Any]:
+    """The compact envelope of a kombu message dict (see the module docstring)."""
+    headers = dict(message.get("headers") or {})
+    properties = dict(message.get("properties") or {})
+    body = message.get("body")
+    if isinstance(body, str) and compress_over is not None and len(body) > compress_over:
+        body = zlib.compress(body.encode("utf-8"))
+        headers["compression"] = ZLIB
+    if isinstance(body, bytes):  # compressed (here or by kombu), or a binary serializer
+        body = base64.b64encode(body).decode("ascii")
+        properties["body_encoding"] = "base64"
+    trimmed_headers = {k: v for k, v in headers.items() if not _is_default(k, v, headers)}
+    trimmed_properties = {
+        k: v for k, v in properties.items()
+        if k not in ("delivery_tag", "reply_to", "delivery_mode")
+        and not (k == "correlation_id" and v == headers.get("id"))
+        and not (k in ("priority", "body_encoding") and not v)
+    }
+    trimmed_properties[FORMAT_PROPERTY] = FORMAT_VERSION
+    envelope = {k: v for k, v in message.items() if k not in ("headers", "properties", "body")}
+    return {**envelope, "body": body, "headers": trimmed_headers, "properties": trimmed_properties}
+
+
+def encode(message: dict[str, Any], *, compress_over: int | None) -> str:
+    """The SQS body of ``message`` in the compact format."""
+    text = dumps(compact(message, compress_over))
+    for char, escape in _SQS_REFUSED.items():
+        if char in text:
+            text = text.replace(char, escape)
+    return text
+
+
+def is_compact(envelope: dict[str, Any]) -> bool:
+    return (envelope.get("properties") or {}).get(FORMAT_PROPERTY) == FORMAT_VERSION

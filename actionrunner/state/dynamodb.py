@@ -1,0 +1,230 @@
+"""The idempotency store on DynamoDB: records are items of the state table, changed only by
+conditional writes.
+
+A claim is a conditional PutItem; completing, renewing and releasing are writes conditional on the
+claim's lease id (a fencing token), so a run whose lease ran out cannot overwrite the run that took
+the key after it. The lease timeline of one key::
+
+    run A: PutItem IN_PROGRESS (lease a, until t0+L) ── renew ── renew ── complete ✓
+           │                                                              (status = IN_PROGRESS
+    run B:      PutItem ✗ (lease a holds) → wait ── PutItem ✗ → COMPLETED: saved result
+                                                                           AND lease_id = a)
+    crash: run A: PutItem (lease a) ─ ✗ killed; no renewal
+           run B:          PutItem ✗ (lease a holds) → wait ──── t0+L ── PutItem ✓ (lease b) → runs
+           run A's late complete/renew/release (lease a) ✗ → LeaseLost: nothing written
+
+A failed claim returns the stored item in the same request (ReturnValuesOnConditionCheckFailure),
+so a replay costs one request. Effects staged by the action go in one TransactWriteItems with the
+completion: both are written, or neither.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from ..dynamo import is_throttling
+from ..errors import EffectRejected, StateError
+from ..settings import Settings
+from .record import Record, Status
+from .store import Effect, IdempotencyStore
+from .table import STATE_KEY, STATE_TTL_ATTRIBUTE
+
+#: The item is free to claim: no record, or it expired, or it is a claim whose lease ran out.
+_CLAIMABLE = ("attribute_not_exists(#pk) OR #expires <= :now OR "
+              "(#status = :in_progress AND #lease_until <= :now)")
+#: The item is still this run's claim.
+_HELD_BY = "#status = :in_progress AND #lease_id = :lease_id"
+#: Placeholders for every attribute name (several are DynamoDB reserved words).
+_NAMES = {
+    "#pk": STATE_KEY, "#status": "status", "#expires": STATE_TTL_ATTRIBUTE,
+    "#lease_id": "lease_id", "#lease_until": "lease_until", "#inputs_hash": "inputs_hash",
+    "#result": "result", "#result_saved": "result_saved", "#action": "action", "#run_id": "run_id",
+}
+#: Transaction cancellations worth trying again.
+_TRANSIENT_REASONS = frozenset({"TransactionConflict", "ThrottlingError",
+                                "ProvisionedThroughputExceeded", "RequestLimitExceeded"})
+
+
+def _n(value: float) -> dict[str, str]:
+    return {"N": repr(value) if isinstance(value, float) else str(value)}
+
+
+def to_item(record: Record) -> dict[str, Any]:
+    """The DynamoDB item of a record."""
+    item: dict[str, Any] = {
+        STATE_KEY: {"S": record.key}, "status": {"S": record.status.value},
+        "inputs_hash": {"S": record.inputs_hash}, STATE_TTL_ATTRIBUTE: _n(record.expires_at),
+        "result_saved": {"BOOL": record.result_saved},
+    }
+    for name, value in (("lease_id", record.lease_id), ("result", record.result),
+                        ("action", record.action), ("run_id", record.run_id)):
+        if value is not None:
+            item[name] = {"S": value}
+    if record.lease_until is not None:
+        item["lease_until"] = _n(record.lease_until)
+    return item
+
+
+def from_item(item: dict[str, Any]) -> Record:
+    """The record of a DynamoDB item."""
+
+    def text(name: str) -> str | None:
+        return item[name]["S"] if name in item else None
+
+    return Record(
+        key=item[STATE_KEY]["S"], status=Status(item["status"]["S"]),
+        inputs_hash=item["inputs_hash"]["S"], expires_at=int(float(item[STATE_TTL_ATTRIBUTE]["N"])),
+        lease_id=text("lease_id"),
+        lease_until=float(item["lease_until"]["N"]) if "lease_until" in item else None,
+        result=text("result"), result_saved=item.get("result_saved", {}).get("BOOL", True),
+        action=text("action"), run_id=text("run_id"),
+    )
+
+
+class DynamoDBStore(IdempotencyStore):
+    """Idempotency records in the state table.
+
+        >>> store = DynamoDBStore.from_settings(get_settings())       # doctest: +SKIP
+        >>> store.begin("idem#tasks.x#3f…", inputs_hash)               # doctest: +SKIP
+        Claim(record=Record(key='idem#tasks.x#3f…', status=<Status.IN_PROGRESS...>, ...))
+    """
+
+    def __init__(self, *, table: str, client: Any, **options: Any) -> None:
+        super().__init__(**options)
+        self.table, self.client = table, client
+
+    @classmethod
+    def from_settings(cls, settings: Settings, client: Any | None = None,
+                      **options: Any) -> DynamoDBStore:
+        """The store the settings describe (table, TTL, lease) at their DynamoDB endpoint."""
+        options = {"ttl_seconds": settings.idempotency_ttl_seconds,
+                   "lease_seconds": settings.lease_seconds, **options}
+        return cls(table=settings.state_table, client=client or settings.client("dynamodb"),
+                   **options)
+
+    def _key(self, key: str) -> dict[str, Any]:
+        return {STATE_KEY: {"S": key}}
+
+    # -- the four primitives ---------------------------------------------------------------
+    def _get_record(self, key: str) -> Record | None:
+        item = self.client.get_item(TableName=self.table, Key=self._key(key),
+                                    ConsistentRead=True).get("Item")
+        return from_item(item) if item else None
+
+    def _put_record(self, record: Record, now: float) -> Record | None:
+        for _ in range(5):
+            try:
+                self.client.put_item(
+                    TableName=self.table, Item=to_item(record), ConditionExpression=_CLAIMABLE,
+                    ExpressionAttributeNames=_names("#pk", "#expires", "#status", "#lease_until"),
+                    ExpressionAttributeValues={":now": _n(now),
+                                               ":in_progress": {"S": Status.IN_PROGRESS.value}},
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+                return None
+            except ClientError as exc:
+                if _code(exc) != "ConditionalCheckFailedException":
+                    raise
+                item = exc.response.get("Item")  # servers without ALL_OLD: read it
+                existing = from_item(item) if item else self._get_record(record.key)
+                if existing is not None:
+                    return existing
+                # released between the check and the read: claim again
+        raise StateError(f"could not claim {record.key!r}: it keeps changing under this run")
+
+    def _update_record(self, record: Record, lease_id: str, effects: Sequence[Effect]) -> bool:
+        update = self._update(record, lease_id)
+        if not effects:
+            try:
+                self.client.update_item(**update)
+            except ClientError as exc:
+                if _code(exc) == "ConditionalCheckFailedException":
+                    return False
+                raise
+            return True
+        return self._transact([*effects, {"Update": update}], token=f"{lease_id}-complete")
+
+    def _delete_record(self, key: str, lease_id: str) -> bool:
+        try:
+            self.client.delete_item(
+                TableName=self.table, Key=self._key(key), ConditionExpression=_HELD_BY,
+                ExpressionAttributeNames=_names("#status", "#lease_id"),
+                ExpressionAttributeValues={":in_progress": {"S": Status.IN_PROGRESS.value},
+                                           ":lease_id": {"S": lease_id}},
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _update(self, record: Record, lease_id: str) -> dict[str, Any]:
+        """An UpdateItem (or transaction Update) that writes ``record`` if ``lease_id`` holds it."""
+        item = to_item(record)
+        sets, names = [], ["#status", "#lease_id"]
+        values: dict[str, Any] = {":in_progress": {"S": Status.IN_PROGRESS.value},
+                                  ":lease_id": {"S": lease_id}}
+        for attribute, placeholder in (("status", "#status"), (STATE_TTL_ATTRIBUTE, "#expires"),
+                                       ("result_saved", "#result_saved"), ("result", "#result"),
+                                       ("lease_until", "#lease_until"), ("run_id", "#run_id")):
+            if attribute in item:
+                token = ":" + placeholder[1:]
+                sets.append(f"{placeholder} = {token}")
+                values[token] = item[attribute]
+                names.append(placeholder)
+        expression = "SET " + ", ".join(sets)
+        if record.lease_until is None:
+            expression += " REMOVE #lease_until"
+            names.append("#lease_until")
+        return {
+            "TableName": self.table, "Key": self._key(record.key), "UpdateExpression": expression,
+            "ConditionExpression": _HELD_BY, "ExpressionAttributeNames": _names(*names),
+            "ExpressionAttributeValues": values,
+        }
+
+    def _transact(self, items: list[dict[str, Any]], token: str) -> bool:
+        """TransactWriteItems; False if the last item's (the record's) condition failed.
+
+        The request token makes a repeated call (after a lost response) a no-op that succeeds,
+        not a second write."""
+        for attempt in range(1, 9):
+            try:
+                self.client.transact_write_items(TransactItems=items, ClientRequestToken=token[:36])
+                return True
+            except ClientError as exc:
+                if is_throttling(exc) and attempt < 8:
+                    time.sleep(_backoff(attempt))
+                    continue
+                if _code(exc) != "TransactionCanceledException":
+                    raise
+                cancelled = exc.response.get("CancellationReasons", [])
+                reasons = [r.get("Code", "None") for r in cancelled]
+                if reasons and reasons[-1] == "ConditionalCheckFailed":
+                    return False
+                for index, reason in enumerate(reasons[:-1]):
+                    if reason == "ConditionalCheckFailed":
+                        detail = cancelled[index].get("Message", "")
+                        raise EffectRejected(index, reason, detail) from None
+                if set(reasons) - {"None"} <= _TRANSIENT_REASONS and attempt < 8:
+                    time.sleep(_backoff(attempt))
+                    continue
+                raise StateError(f"the completion transaction was cancelled: {reasons}") from exc
+        raise StateError("the completion transaction kept conflicting")  # pragma: no cover
+
+
+def _names(*placeholders: str) -> dict[str, str]:
+    return {p: _NAMES[p] for p in dict.fromkeys(placeholders)}
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _backoff(attempt: int) -> float:
+    return random.uniform(0, min(2.0, 0.02 * 2**attempt))

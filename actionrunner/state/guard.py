@@ -1,0 +1,179 @@
+"""One run of an action, guarded: idempotency claim → shared rate limit → run → completion with
+the staged writes. Called from :meth:`actionrunner.action.Action.__call__` in the pool process.
+
+* **idempotent** (the default; ``@action(idempotent=False)`` or ``ACTIONRUNNER_IDEMPOTENCY=false``
+  turn it off): the run claims its key ``idem#{action}#{dedup id}`` — the dedup id that
+  :meth:`~actionrunner.action.Action.prepare` computes from the action's ``key=`` or its inputs
+  (or from the call's own key, header :data:`~actionrunner.constants.IDEMPOTENCY_KEY_HEADER`),
+  so a redelivered message and the same call sent again after SQS's 5-minute window find the
+  same record. A completed key returns its saved result as the task's return value (the run
+  logs ``idempotent_replay: true``); a key another run holds raises
+  :class:`~actionrunner.errors.IdempotencyInProgress` (the worker tries again later, without
+  using an attempt); a failed run releases its claim so that the retry can run.
+* **rate_limit_shared** (with ``bucket=``): the run waits for a token of the shared bucket
+  before it starts (after the claim: a replay takes no token).
+* **effects**: writes staged with :mod:`actionrunner.state.effects` are committed with the
+  completion, in one transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .. import constants as C
+from .. import keys
+from ..errors import ActionDefinitionError
+from ..logging import get_logger
+from ..settings import get_settings
+from . import effects
+from .lease import keeper
+from .ratelimit import SharedRateLimit, drawing_from, parse_rate
+from .record import Replay
+from .store import IdempotencyStore
+from .table import client, idempotency_pk
+
+log = get_logger("actionrunner.state")
+
+_BUCKET_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
+#: Rate declared for each named bucket (actions sharing a bucket must agree on its rate).
+_bucket_rates: dict[str, float] = {}
+
+
+def check_options(owner: str, options: Mapping[str, Any]) -> None:
+    """Refuse, at declaration, state options that cannot work (``@action(...)`` calls this)."""
+    idempotent = options.get("idempotent")
+    if idempotent is not None and not isinstance(idempotent, bool):
+        raise ActionDefinitionError(f"@action on {owner}: idempotent= must be True or False")
+    shared, bucket = options.get("rate_limit_shared"), options.get("bucket")
+    if bucket is not None and shared is None:
+        raise ActionDefinitionError(f"@action on {owner}: bucket= needs rate_limit_shared=, "
+                                    "e.g. rate_limit_shared='500/s'")
+    if shared is None:
+        return
+    try:
+        rate = parse_rate(shared)
+    except ValueError as exc:
+        raise ActionDefinitionError(f"@action on {owner}: rate_limit_shared: {exc}") from None
+    if bucket is None:
+        return
+    if not isinstance(bucket, str) or not _BUCKET_NAME.match(bucket):
+        raise ActionDefinitionError(f"@action on {owner}: bucket={bucket!r} must be 1-200 "
+                                    "letters, digits or _ . : -")
+    known = _bucket_rates.setdefault(bucket, rate)
+    if known != rate:
+        raise ActionDefinitionError(
+            f"@action on {owner}: bucket {bucket!r} is already declared at {known:g}/s by another "
+            f"action; actions sharing a bucket must declare the same rate (not {shared!r})")
+
+
+# -- per-process state (pool processes are forked: each makes its own) ------------------------
+_store: dict[int, IdempotencyStore] = {}
+_limiters: dict[tuple[int, str, float], SharedRateLimit] = {}
+
+
+def use_store(store: IdempotencyStore | None) -> None:
+    """Use ``store`` for the runs of this process (``None``: the DynamoDB store of the settings)."""
+    _store.clear()
+    if store is not None:
+        _store[os.getpid()] = store
+
+
+def get_store() -> IdempotencyStore:
+    """This process's idempotency store (the state table, unless :func:`use_store` said else)."""
+    pid = os.getpid()
+    if pid not in _store:
+        from .dynamodb import DynamoDBStore
+
+        _store.clear()
+        _store[pid] = DynamoDBStore.from_settings(get_settings(), client())
+    return _store[pid]
+
+
+def limiter_for(task: Any) -> SharedRateLimit | None:
+    """The shared bucket ``task`` draws from, or None."""
+    if getattr(task, "rate_limit_shared", None) is None:
+        return None
+    name, rate = task.bucket or task.name, parse_rate(task.rate_limit_shared)
+    ident = (os.getpid(), name, rate)
+    if ident not in _limiters:
+        _limiters[ident] = SharedRateLimit(name, rate, table=get_settings().state_table,
+                                           client=client())
+    return _limiters[ident]
+
+
+def is_idempotent(task: Any) -> bool:
+    flag = getattr(task, "idempotent", None)
+    return get_settings().idempotency if flag is None else bool(flag)
+
+
+# -- the run -----------------------------------------------------------------------------------
+def guarded_run(task: Any, values: dict[str, Any], run: Callable[[], Any]) -> Any:
+    """Run ``run()`` (the action with its validated ``values``) as the module docstring says."""
+    limiter = limiter_for(task)
+    with effects.collecting() as staged, drawing_from(limiter):
+        if not is_idempotent(task):
+            result = _limited(limiter, run)
+            effects.commit(client(), staged)
+            return result
+        store = get_store()
+        call = task.prepare(kwargs=values)
+        explicit = _own_key(task.request)
+        dedup_id = keys.dedup_id(task.name, str(explicit)) if explicit else call.dedup_id
+        key = idempotency_pk(task.name, dedup_id)
+        outcome = store.begin(key, keys.default_key(call.kwargs), action=task.name,
+                              run_id=task.request.id)
+        if isinstance(outcome, Replay):
+            task.request.idempotency = {"idempotent_replay": True, "idempotency_key": key,
+                                        "result_saved": outcome.record.result_saved or None}
+            return outcome.result
+        try:
+            with keeper().keep(store, outcome):
+                result = _limited(limiter, run)
+            store.complete(outcome, result, staged)
+        except BaseException as exc:
+            _release(store, outcome, exc)
+            raise
+        if not outcome.record.result_saved:
+            log.warning("result-not-saved", action=task.name, key=key,
+                        why="not JSON-able or over 300 KB; a replay returns None")
+        return result
+
+
+def _own_key(request: Any) -> str | None:
+    """The call's own idempotency key (a message header; beat sets it to the schedule slot)."""
+    headers = request.get("headers") or {}  # an eager apply() keeps headers apart
+    return request.get(C.IDEMPOTENCY_KEY_HEADER) or headers.get(C.IDEMPOTENCY_KEY_HEADER)
+
+
+def _limited(limiter: SharedRateLimit | None, run: Callable[[], Any]) -> Any:
+    if limiter is not None:
+        limiter.acquire()
+    try:
+        return run()
+    except Exception as exc:
+        from ..dynamo import is_throttling
+
+        if limiter is not None and is_throttling(exc):
+            limiter.report_throttling()
+        raise
+
+
+def _release(store: IdempotencyStore, claim: Any, cause: BaseException) -> None:
+    """Give the key up after a failed run (best effort: if this fails, the lease runs out)."""
+    from ..errors import LeaseLost
+
+    if isinstance(cause, LeaseLost):
+        return
+    try:
+        store.release(claim)
+    except Exception as exc:
+        log.warning("idempotency-release-failed", key=claim.key, error=repr(exc)[:300])
+
+
+def lifecycle_fields(task: Any) -> dict[str, Any]:
+    """Fields for the run's ``succeeded`` line (``idempotent_replay`` on a replay)."""
+    fields = getattr(task.request, "idempotency", None)
+    return dict(fields) if fields else {}

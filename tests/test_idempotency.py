@@ -1,0 +1,332 @@
+"""Idempotency on by default: a call's effect happens once however often SQS delivers it.
+
+Unit tests run actions in-process (``apply()``) on the in-memory store; the end-to-end tests run
+real ``celery -A actionrunner worker`` processes against moto's SQS and DynamoDB over HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actionrunner import action
+from actionrunner import constants as C
+from actionrunner import logging as ar_logging
+from actionrunner.errors import (
+    ActionDefinitionError,
+    IdempotencyInProgress,
+    IdempotencyKeyReused,
+    LeaseLost,
+)
+from actionrunner.keys import default_key
+from actionrunner.runs import RunStore
+from actionrunner.settings import Settings
+from actionrunner.state import Claim, DynamoDBStore, MemoryStore, Status, guard
+from actionrunner.state import effects as fx
+from actionrunner.state.lease import LeaseKeeper
+from actionrunner.state.table import idempotency_pk
+from tests.actions import charge_order, gated, tally
+from tests.conftest import Worker
+from tests.test_fifo_worker import _kill_tree
+
+CALLS: list[dict[str, Any]] = []
+
+
+@action(name="tests.idem.charge", group="charge:{order}")
+def charge(order: str, cents: int, fail: bool = False) -> dict:
+    CALLS.append({"order": order, "cents": cents})
+    fx.update("ledger", {"pk": order}, "ADD cents :c", values={":c": cents})
+    if fail:
+        raise RuntimeError("card declined")
+    return {"order": order, "charged": cents, "nonce": uuid.uuid4().hex}
+
+
+@action(name="tests.idem.keyed", key="{order}")
+def keyed(order: str, cents: int) -> str:
+    CALLS.append({"order": order, "cents": cents})
+    return f"{order}:{cents}"
+
+
+@action(name="tests.idem.plain", idempotent=False)
+def plain(order: str) -> str:
+    CALLS.append({"order": order})
+    return uuid.uuid4().hex
+
+
+@pytest.fixture
+def store() -> Iterator[MemoryStore]:
+    """Runs of this process use an in-memory store (no server needed)."""
+    memory = MemoryStore(ttl_seconds=3600, lease_seconds=30)
+    guard.use_store(memory)
+    CALLS.clear()
+    yield memory
+    guard.use_store(None)
+
+
+@pytest.fixture
+def lines() -> Iterator[list[tuple[str, dict[str, Any]]]]:
+    """The lifecycle lines this process writes (event, fields)."""
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def observer(event: str, fields: dict[str, Any], result: Any) -> None:
+        seen.append((event, {**fields, "result": result}))
+
+    ar_logging.observe(observer)
+    yield seen
+    ar_logging._observers.remove(observer)
+
+
+def key_of(task: Any, **inputs: Any) -> tuple[str, str]:
+    call = task.prepare(kwargs=inputs)
+    return idempotency_pk(task.name, call.dedup_id), default_key(call.kwargs)
+
+
+# -- in-process, on the in-memory store ---------------------------------------------------------------
+def test_a_completed_call_returns_its_saved_result_and_does_not_run_again(
+    store: MemoryStore, lines: list[tuple[str, dict[str, Any]]]
+) -> None:
+    first = charge.apply(kwargs={"order": "o1", "cents": 500}).get()
+    again = charge.apply(kwargs={"order": "o1", "cents": 500}).get()
+    assert again == first  # the saved result (its nonce too), not a second run
+    assert CALLS == [{"order": "o1", "cents": 500}]
+    assert len(store.committed) == 1  # the staged write, committed with the first completion only
+    succeeded = [fields for event, fields in lines if event == "succeeded"]
+    assert [s.get("idempotent_replay") for s in succeeded] == [None, True]
+    assert succeeded[1]["idempotency_key"] == key_of(charge, order="o1", cents=500)[0]
+    assert succeeded[1]["result"] == first
+
+
+def test_a_failed_run_writes_nothing_and_releases_its_key_for_the_retry(store: MemoryStore) -> None:
+    failed = charge.apply(kwargs={"order": "o2", "cents": 100, "fail": True})
+    assert failed.state == "FAILURE"
+    assert store.committed == []  # the staged write went nowhere
+    assert store.get(key_of(charge, order="o2", cents=100, fail=True)[0]) is None
+    assert charge.apply(kwargs={"order": "o2", "cents": 100, "fail": False}).state == "SUCCESS"
+
+
+def test_a_call_whose_key_another_run_holds_waits(store: MemoryStore) -> None:
+    # Given another run holding the call's key
+    pk, inputs_hash = key_of(charge, order="o3", cents=100)
+    holder = store.begin(pk, inputs_hash)
+    # When the call runs: it does not run, it asks to be retried once the lease may have run out
+    result = charge.apply(kwargs={"order": "o3", "cents": 100})
+    assert result.state == "RETRY" and isinstance(result.result, IdempotencyInProgress)
+    assert result.result.counts_as_attempt is False and 0.5 <= result.result.when <= 5
+    assert CALLS == []
+    # And once the holder completes, the call returns the holder's result
+    assert isinstance(holder, Claim)
+    store.complete(holder, {"from": "holder"})
+    assert charge.apply(kwargs={"order": "o3", "cents": 100}).get() == {"from": "holder"}
+    assert CALLS == []
+
+
+def test_the_same_key_with_other_inputs_is_refused(store: MemoryStore) -> None:
+    assert keyed.apply(kwargs={"order": "o4", "cents": 100}).get() == "o4:100"
+    reused = keyed.apply(kwargs={"order": "o4", "cents": 250})
+    assert reused.state == "FAILURE" and isinstance(reused.result, IdempotencyKeyReused)
+    assert "already used with different inputs" in str(reused.result)
+    assert CALLS == [{"order": "o4", "cents": 100}]
+
+
+def test_a_call_with_its_own_key_is_a_call_of_its_own(store: MemoryStore) -> None:
+    # (celery beat sends every schedule slot with the slot as its key: same inputs, new call)
+    header = C.IDEMPOTENCY_KEY_HEADER
+    one = keyed.apply(kwargs={"order": "o5", "cents": 1}, headers={header: "slot-1"}).get()
+    keyed.apply(kwargs={"order": "o5", "cents": 1}, headers={header: "slot-1"}).get()
+    keyed.apply(kwargs={"order": "o5", "cents": 1}, headers={header: "slot-2"}).get()
+    assert one == "o5:1" and len(CALLS) == 2
+
+
+def test_idempotency_can_be_turned_off_per_action_and_by_default(
+    store: MemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert plain.apply(kwargs={"order": "o6"}).get() != plain.apply(kwargs={"order": "o6"}).get()
+    monkeypatch.setattr(guard, "get_settings", lambda: Settings(idempotency=False))
+    keyed.apply(kwargs={"order": "o6", "cents": 1}).get()
+    keyed.apply(kwargs={"order": "o6", "cents": 1}).get()
+    assert len(CALLS) == 4
+
+
+def test_state_options_are_checked_at_declaration() -> None:
+    def declare(**options: Any) -> None:
+        action(name=f"tests.idem.bad{uuid.uuid4().hex[:6]}", **options)(lambda x: x)
+
+    with pytest.raises(ActionDefinitionError, match="'500 per second' is not like '500/s'"):
+        declare(rate_limit_shared="500 per second")
+    with pytest.raises(ActionDefinitionError, match="bucket= needs rate_limit_shared="):
+        declare(bucket="orders")
+    with pytest.raises(ActionDefinitionError, match="idempotent= must be True or False"):
+        declare(idempotent="yes")
+    declare(rate_limit_shared="30/m", bucket="tests-declared")
+    with pytest.raises(ActionDefinitionError, match="already declared at 0.5/s"):
+        declare(rate_limit_shared="10/s", bucket="tests-declared")
+
+
+def test_the_lease_keeper_renews_running_claims_and_notices_a_lost_one() -> None:
+    clock = [1000.0]
+    store = MemoryStore(lease_seconds=30, clock=lambda: clock[0])
+    keeper = LeaseKeeper(clock=lambda: clock[0], autostart=False)
+    claim = store.begin("idem#tests.keeper#k", "h")
+    assert isinstance(claim, Claim)
+    with keeper.keep(store, claim):
+        assert keeper.renew_due() == 0  # not due before a third of the lease
+        clock[0] += 10
+        assert keeper.renew_due() == 1
+        assert store.get(claim.key).lease_until == 1040.0  # type: ignore[union-attr]
+        clock[0] += 41  # the renewals stopped (a stalled process): another run takes the key
+        assert isinstance(store.begin(claim.key, "h"), Claim)
+        assert keeper.renew_due() == 0 and keeper.lost == 1
+        with pytest.raises(LeaseLost):
+            store.complete(claim, "late")
+
+
+def test_effects_outside_a_worker_run_are_written_at_once(aws: Any, settings: Settings) -> None:
+    client = settings.client("dynamodb")
+    table = f"fx-{uuid.uuid4().hex[:8]}"
+    client.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
+                        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+    fx.update(table, {"pk": "a"}, "ADD n :one", values={":one": 1})
+    fx.put(table, {"pk": "b", "price": 9.5, "tags": ["x"]})
+    items = {i["pk"]["S"]: i for i in client.scan(TableName=table)["Items"]}
+    assert items["a"]["n"] == {"N": "1"} and items["b"]["price"] == {"N": "9.5"}
+
+
+def test_effects_refuse_two_writes_to_one_item_and_more_than_a_transaction(store: MemoryStore) -> None:
+    from actionrunner.errors import StateError
+
+    with fx.collecting():
+        fx.update("t", {"pk": "a"}, "ADD n :one", values={":one": 1})
+        with pytest.raises(StateError, match="two staged writes to the same item"):
+            fx.update("t", {"pk": "a"}, "ADD m :one", values={":one": 1})
+        for i in range(fx.MAX_STAGED - 1):
+            fx.put("t", {"pk": f"p{i}"})
+        with pytest.raises(StateError, match="at most 99 writes"):
+            fx.put("t", {"pk": "one-too-many"})
+
+
+# -- end to end: real workers, moto over HTTP ---------------------------------------------------------
+def _records(record_dir: Path, name: str) -> list[dict[str, Any]]:
+    path = record_dir / name
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.mark.integration
+@pytest.mark.e2e
+def test_the_same_call_sent_after_the_dedup_window_runs_once_and_both_runs_report_the_result(
+    start_worker: Callable[..., Worker], queue_url: str, record_dir: Path, settings: Settings
+) -> None:
+    # Given a worker, and an action that ran
+    run, token = uuid.uuid4().hex[:8], uuid.uuid4().hex
+    worker = start_worker()
+    first = tally.delay(run=run, token=token)
+    worker.wait_for(lambda: worker.lifecycle("succeeded", id=first.id), what="the first run")
+    # When the same call is sent again after SQS's 5-minute deduplication window (SQS takes it
+    # as a new message: simulated with a new MessageDeduplicationId)
+    second = tally.apply_async(kwargs={"run": run, "token": token},
+                               MessageDeduplicationId=f"after-the-window-{uuid.uuid4().hex}")
+    [again] = worker.wait_for(lambda: worker.lifecycle("succeeded", id=second.id),
+                              what="the second run")
+    # Then its effect happened once
+    assert (record_dir / f"{run}.tally").read_text().splitlines() == [token]
+    # And both runs report the result: the second one is the first one's saved result
+    [done] = worker.lifecycle("succeeded", id=first.id)
+    assert "idempotent_replay" not in done and again["idempotent_replay"] is True
+    runs = RunStore(settings)
+    worker.wait_for(lambda: (runs.get(second.id) or {}).get("status") == "succeeded",
+                    what="the run status of the second run")
+    one, two = runs.get(first.id), runs.get(second.id)
+    assert one is not None and two is not None
+    assert one["result"] == two["result"] and one["result"]["token"] == token
+    # And the state table holds the key, completed, with that result
+    pk, inputs_hash = key_of(tally, run=run, token=token)
+    record = DynamoDBStore.from_settings(settings).get(pk)
+    assert record is not None and record.status is Status.COMPLETED
+    assert record.inputs_hash == inputs_hash and record.value == one["result"]
+    assert record.run_id == first.id
+
+
+@pytest.mark.integration
+@pytest.mark.e2e
+def test_a_duplicate_that_arrives_while_the_first_run_goes_on_waits_then_returns_its_result(
+    start_worker: Callable[..., Worker], queue_url: str, record_dir: Path, settings: Settings
+) -> None:
+    # Given a run that holds its key for a while (a 2 s lease, renewed as it goes on)
+    run = uuid.uuid4().hex[:8]
+    worker = start_worker(concurrency=2, env={"ACTIONRUNNER_IDEMPOTENCY_LEASE_SECONDS": "2"})
+    first = gated.delay(run=run, token="t")
+    worker.wait_for(lambda: _records(record_dir, f"{run}.gated"), what="the first run to start")
+    # When the same call arrives as another message, in another group (so it runs alongside)
+    duplicate = gated.apply_async(kwargs={"run": run, "token": "t"}, MessageGroupId=f"dup:{run}",
+                                  MessageDeduplicationId=f"dup-{uuid.uuid4().hex}")
+    # Then it waits, for longer than its max_attempts (3) runs and than three leases...
+    worker.wait_for(lambda: len(worker.lifecycle("waiting", id=duplicate.id)) >= 4, timeout=60,
+                    what="the duplicate to wait")
+    (record_dir / f"{run}.gate").touch()
+    # ...and once the first run completes, it returns its result without running
+    [replayed] = worker.wait_for(lambda: worker.lifecycle("succeeded", id=duplicate.id),
+                                 what="the duplicate to finish")
+    assert worker.lifecycle("succeeded", id=first.id)
+    assert [r["event"] for r in _records(record_dir, f"{run}.gated")] == ["start", "end"]
+    assert replayed["idempotent_replay"] is True
+    assert replayed["attempt"] == 1  # waiting used no attempt
+    assert worker.lifecycle("retrying", id=duplicate.id) == []
+
+
+@pytest.mark.integration
+@pytest.mark.e2e
+def test_a_crashed_workers_lease_runs_out_and_the_action_then_runs(
+    start_worker: Callable[..., Worker], queue_url: str, record_dir: Path, settings: Settings
+) -> None:
+    # Given two workers, messages back 2 s after a crash, and 12 s leases
+    env = {"ACTIONRUNNER_VISIBILITY_TIMEOUT": "2", "ACTIONRUNNER_IDEMPOTENCY_LEASE_SECONDS": "12"}
+    workers = [start_worker(concurrency=1, env=env), start_worker(concurrency=1, env=env)]
+    run = uuid.uuid4().hex[:8]
+    sent = gated.delay(run=run, token="t")
+    worker = workers[0]
+    worker.wait_for(lambda: _records(record_dir, f"{run}.gated"), what="a worker to start it")
+    [holder] = [w for w in workers if w.lifecycle("started", id=sent.id)]
+    [other] = [w for w in workers if w is not holder]
+    pk, _ = key_of(gated, run=run, token="t")
+    store = DynamoDBStore.from_settings(settings)
+    # When the worker running it is killed mid-run
+    _kill_tree(holder.proc.pid)
+    crashed = store.get(pk)
+    assert crashed is not None and crashed.status is Status.IN_PROGRESS
+    # Then the other worker gets the message back, finds the dead run's lease still holding the
+    # key and waits; once the lease ran out, it runs the action
+    other.wait_for(lambda: len(_records(record_dir, f"{run}.gated")) == 2, timeout=60,
+                   what="the action to run again")
+    (record_dir / f"{run}.gate").touch()
+    other.wait_for(lambda: other.lifecycle("succeeded", id=sent.id), what="the second run")
+    assert other.lifecycle("waiting", id=sent.id)
+    starts = [r for r in _records(record_dir, f"{run}.gated") if r["event"] == "start"]
+    assert starts[1]["at"] >= crashed.lease_until  # type: ignore[operator]
+    done = store.get(pk)
+    assert done is not None and done.status is Status.COMPLETED
+    assert done.lease_id != crashed.lease_id and done.value["pid"] == starts[1]["pid"]
+
+
+@pytest.mark.integration
+@pytest.mark.e2e
+def test_a_key_reused_with_other_inputs_goes_to_the_dlq_at_once(
+    start_worker: Callable[..., Worker], queue_url: str
+) -> None:
+    order = uuid.uuid4().hex[:8]
+    worker = start_worker()
+    paid = charge_order.delay(order=order, cents=100)
+    worker.wait_for(lambda: worker.lifecycle("succeeded", id=paid.id), what="the first charge")
+    # the same order (the action's key) with another amount, after the dedup window
+    other = charge_order.apply_async(kwargs={"order": order, "cents": 250},
+                                     MessageDeduplicationId=f"later-{uuid.uuid4().hex}")
+    [dead] = worker.wait_for(lambda: worker.lifecycle("dead-lettered", id=other.id),
+                             what="the reused key in the DLQ")
+    assert dead["error_type"] == "IdempotencyKeyReused" and dead["attempt"] == 1
+    assert "already used with different inputs" in dead["error"]
+    assert worker.lifecycle("retrying", id=other.id) == []

@@ -1,0 +1,233 @@
+"""The idempotency store's contract, run against both backends: the in-memory one, and DynamoDB
+(moto's server over HTTP, the state table that `actionrunner provision` creates).
+
+Every test drives the store with its own clock, so leases and TTLs run out without waiting.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from actionrunner.errors import IdempotencyInProgress, IdempotencyKeyReused, LeaseLost
+from actionrunner.settings import Settings, get_settings
+from actionrunner.state import Claim, DynamoDBStore, IdempotencyStore, MemoryStore, Replay, Status
+
+LEASE, TTL = 30.0, 3600.0
+
+
+class Clock:
+    """Epoch seconds that move only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1_900_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Backend:
+    """A store, plus a way to make a write it commits with a completion and to count them."""
+
+    store: IdempotencyStore
+    clock: Clock
+    effect: Callable[[str], dict[str, Any]]  # an increment of counter ``name``
+    count: Callable[[str], int]  # how often that increment was committed
+
+
+def _memory() -> Backend:
+    clock = Clock()
+    store = MemoryStore(ttl_seconds=TTL, lease_seconds=LEASE, clock=clock)
+
+    def count(name: str) -> int:
+        return sum(1 for e in store.committed if e["Update"]["Key"]["pk"]["S"] == name)
+
+    return Backend(store, clock, _increment("memory-effects"), count)
+
+
+def _increment(table: str) -> Callable[[str], dict[str, Any]]:
+    def effect(name: str) -> dict[str, Any]:
+        return {"Update": {"TableName": table, "Key": {"pk": {"S": name}},
+                           "UpdateExpression": "ADD n :one",
+                           "ExpressionAttributeValues": {":one": {"N": "1"}}}}
+    return effect
+
+
+@pytest.fixture(scope="module")
+def counters(aws: Any) -> Iterator[str]:
+    """A DynamoDB table the DynamoDB backend's effects write to (made on first use)."""
+    client = get_settings().client("dynamodb")
+    name = f"contract-{uuid.uuid4().hex[:8]}"
+    client.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+    yield name
+    client.delete_table(TableName=name)
+
+
+@pytest.fixture(params=["memory", pytest.param("dynamodb", marks=pytest.mark.integration)])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    if request.param == "memory":
+        return _memory()
+    settings: Settings = request.getfixturevalue("settings")
+    table = request.getfixturevalue("counters")
+    clock = Clock()
+    client = settings.client("dynamodb")
+    store = DynamoDBStore.from_settings(settings, client, ttl_seconds=TTL, lease_seconds=LEASE,
+                                        clock=clock)
+
+    def count(name: str) -> int:
+        item = client.get_item(TableName=table, Key={"pk": {"S": name}}, ConsistentRead=True)
+        return int(item.get("Item", {}).get("n", {}).get("N", 0))
+
+    return Backend(store, clock, _increment(table), count)
+
+
+def key() -> str:
+    return f"idem#tests.contract#{uuid.uuid4().hex}"
+
+
+# -- claiming ------------------------------------------------------------------------------------
+def test_a_new_key_is_claimed_in_progress_with_a_lease(backend: Backend) -> None:
+    k = key()
+    claim = backend.store.begin(k, "h1", action="tests.contract", run_id="run-1")
+    assert isinstance(claim, Claim)
+    stored = backend.store.get(k)
+    assert stored is not None and stored.status is Status.IN_PROGRESS
+    assert stored.lease_id == claim.lease_id
+    assert stored.lease_until == pytest.approx(backend.clock.now + LEASE)
+    assert stored.expires_at > backend.clock.now + TTL - 1
+    assert stored.run_id == "run-1" and stored.action == "tests.contract"
+
+
+def test_a_held_key_is_not_claimed_again_and_says_how_long_to_wait(backend: Backend) -> None:
+    k = key()
+    backend.store.begin(k, "h1")
+    backend.clock.advance(LEASE - 2)
+    with pytest.raises(IdempotencyInProgress) as caught:
+        backend.store.begin(k, "h1")
+    assert caught.value.key == k
+    assert caught.value.lease_until == pytest.approx(backend.clock.now + 2)
+    assert caught.value.when == 2.0  # until the lease would run out (between 0.5 and 5 s)
+    assert caught.value.counts_as_attempt is False
+
+
+def test_a_completed_key_replays_its_saved_result(backend: Backend) -> None:
+    k = key()
+    claim = backend.store.begin(k, "h1")
+    assert isinstance(claim, Claim)
+    result = {"total": 3, "items": ["a", "b"], "at": dt.datetime(2026, 11, 27, tzinfo=dt.UTC)}
+    backend.store.complete(claim, result)
+    backend.clock.advance(TTL - 10)
+    replay = backend.store.begin(k, "h1")
+    assert isinstance(replay, Replay)
+    assert replay.result == {"total": 3, "items": ["a", "b"], "at": "2026-11-27T00:00:00Z"}
+    assert replay.record.status is Status.COMPLETED and replay.record.result_saved
+
+
+def test_a_result_that_cannot_be_saved_completes_the_key_all_the_same(backend: Backend) -> None:
+    k = key()
+    claim = backend.store.begin(k, "h1")
+    assert isinstance(claim, Claim)
+    backend.store.complete(claim, object())  # not JSON-able
+    replay = backend.store.begin(k, "h1")
+    assert isinstance(replay, Replay)
+    assert replay.result is None and replay.record.result_saved is False
+
+
+def test_the_same_key_with_other_inputs_is_an_error_that_says_so(backend: Backend) -> None:
+    k = key()
+    claim = backend.store.begin(k, "h1")
+    with pytest.raises(IdempotencyKeyReused, match="already used with different inputs"):
+        backend.store.begin(k, "h2")  # while in progress
+    assert isinstance(claim, Claim)
+    backend.store.complete(claim, "done")
+    with pytest.raises(IdempotencyKeyReused) as caught:
+        backend.store.begin(k, "h2", action="tests.contract")  # and once completed
+    assert (caught.value.inputs_hash, caught.value.stored_hash) == ("h2", "h1")
+
+
+# -- failures, crashes and expiry ----------------------------------------------------------------
+def test_a_released_key_can_be_claimed_by_the_retry(backend: Backend) -> None:
+    k = key()
+    first = backend.store.begin(k, "h1")
+    assert isinstance(first, Claim)
+    assert backend.store.release(first) is True
+    assert backend.store.get(k) is None
+    again = backend.store.begin(k, "h1")
+    assert isinstance(again, Claim) and again.lease_id != first.lease_id
+
+
+def test_a_crashed_runs_lease_runs_out_and_the_key_is_claimed_again(backend: Backend) -> None:
+    # Given a run that claimed the key and then died (no renewal, no completion)
+    k = key()
+    crashed = backend.store.begin(k, "h1")
+    assert isinstance(crashed, Claim)
+    # When its lease runs out (to the second: the lease is free when it ends)
+    backend.clock.advance(LEASE)
+    # Then another run claims the key
+    taker = backend.store.begin(k, "h1")
+    assert isinstance(taker, Claim) and taker.lease_id != crashed.lease_id
+    # And the crashed run's late writes change nothing (its lease id no longer holds the key)
+    with pytest.raises(LeaseLost):
+        backend.store.complete(crashed, "stale", [backend.effect(k)])
+    assert backend.store.renew(crashed) is False
+    assert backend.store.release(crashed) is False
+    assert backend.store.get(k).lease_id == taker.lease_id  # type: ignore[union-attr]
+    assert backend.count(k) == 0
+
+
+def test_renewing_keeps_the_lease_while_the_run_goes_on(backend: Backend) -> None:
+    k = key()
+    claim = backend.store.begin(k, "h1")
+    assert isinstance(claim, Claim)
+    for _ in range(3):  # three lease lengths in all, renewed every 2/3 of one
+        backend.clock.advance(LEASE * 2 / 3)
+        assert backend.store.renew(claim) is True
+        with pytest.raises(IdempotencyInProgress):
+            backend.store.begin(k, "h1")
+    backend.clock.advance(LEASE + 0.001)
+    assert isinstance(backend.store.begin(k, "h1"), Claim)
+
+
+def test_a_completed_key_expires_after_its_ttl_and_runs_again(backend: Backend) -> None:
+    k = key()
+    claim = backend.store.begin(k, "h1")
+    assert isinstance(claim, Claim)
+    backend.store.complete(claim, "first")
+    backend.clock.advance(TTL + 1)
+    assert backend.store.get(k) is None
+    assert isinstance(backend.store.begin(k, "h2"), Claim)  # a new life: other inputs are fine
+
+
+def test_a_key_completes_once(backend: Backend) -> None:
+    k = key()
+    claim = backend.store.begin(k, "h1")
+    assert isinstance(claim, Claim)
+    backend.store.complete(claim, "first", [backend.effect(k)])
+    with pytest.raises(LeaseLost):
+        backend.store.complete(claim, "second", [backend.effect(k)])
+    assert backend.store.release(claim) is False  # a completed key is not released either
+    replay = backend.store.begin(k, "h1")
+    assert isinstance(replay, Replay) and replay.result == "first"
+    assert backend.count(k) == 1
+
+
+# -- effects ---------------------------------------------------------------------------------------
+def test_effects_are_committed_with_the_completion_and_only_with_it(backend: Backend) -> None:
+    k, other = key(), key()
+    claim = backend.store.begin(k, "h1")
+    assert isinstance(claim, Claim)
+    assert backend.count(k) == 0  # nothing is written while the run goes on
+    backend.store.complete(claim, "ok", [backend.effect(k), backend.effect(other)])
+    assert (backend.count(k), backend.count(other)) == (1, 1)
+    assert backend.store.get(k).status is Status.COMPLETED  # type: ignore[union-attr]
