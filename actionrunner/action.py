@@ -35,8 +35,17 @@ from celery.result import AsyncResult
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from . import keys
-from .errors import ActionDefinitionError, ActionError, ActionInputError, RetryLater
+from .errors import (
+    ActionDefinitionError,
+    ActionError,
+    ActionInputError,
+    RetryLater,
+    SchemaVersionRejected,
+)
 from .logging import log_event
+
+#: Message header that records the version of the inputs' schema.
+VERSION_HEADER = "ar_schema"
 
 #: Misspellings kombu would silently ignore, and what to write instead.
 _MISSPELLED_OPTIONS = {
@@ -118,6 +127,11 @@ class Action(Task):  # type: ignore[misc]
     #: group, hidden for ``hold_seconds`` at a time, until the queue's redrive policy moves it).
     on_exhausted: str = "continue"
     hold_seconds: int = 300
+    # -- payload versions ------------------------------------------------------------------
+    #: Version of the inputs' schema this code sends (recorded in each message's headers).
+    version: int = 1
+    #: Versions this code runs (default: its own); a message of another is dead-lettered.
+    accepts_versions: tuple[int, ...] | None = None
     # -- state on DynamoDB (see actionrunner/state/) ------------------------------------------
     #: Claim the call's key before running, return the saved result of a completed one
     #: (``None``: ``ACTIONRUNNER_IDEMPOTENCY``, on by default).
@@ -211,9 +225,10 @@ class Action(Task):  # type: ignore[misc]
         retries = options.get("retries") or 0
         if retries:  # a Celery retry is a new message: it must not be dropped as a duplicate
             dedup_id = keys.dedup_id(self.name, f"{call.dedup_id}:retry:{retries}")
+        headers = {**(options.pop("headers", None) or {}), VERSION_HEADER: self.version}
         result = super().apply_async(
             (), call.kwargs, task_id, producer, link, link_error, shadow,
-            MessageGroupId=call.group, MessageDeduplicationId=dedup_id, **options,
+            MessageGroupId=call.group, MessageDeduplicationId=dedup_id, headers=headers, **options,
         )
         if not self.app.conf.task_always_eager:
             log_event("sent", action=self.name, id=result.id, group=call.group, dedup_id=dedup_id)
@@ -235,6 +250,7 @@ class Action(Task):  # type: ignore[misc]
                         Task.apply_async(
                             self, (), call.kwargs, producer=producer,
                             MessageGroupId=call.group, MessageDeduplicationId=call.dedup_id,
+                            headers={VERSION_HEADER: self.version},
                         )
                     )
         for call, result in zip(prepared, results, strict=True):
@@ -242,6 +258,14 @@ class Action(Task):  # type: ignore[misc]
         return results
 
     # -- running ---------------------------------------------------------------------------
+    def check_version(self, sent: int | None) -> None:
+        """Refuse a message whose inputs' schema version this code does not run (a message
+        without one, from stock Celery or before versions, is version 1)."""
+        accepted = self.accepts_versions or (self.version,)
+        version = 1 if sent is None else sent
+        if version not in accepted:
+            raise SchemaVersionRejected(self.name, version, tuple(accepted))
+
     def retry(  # type: ignore[override]
         self, args: Any = None, kwargs: Any = None, exc: BaseException | None = None,
         throw: bool = True, eta: Any = None, countdown: float | None = None, **options: Any,
@@ -288,6 +312,8 @@ class Action(Task):  # type: ignore[misc]
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not is_action(self):
             return super().__call__(*args, **kwargs)
+        if not self.request.called_directly:
+            self.check_version(getattr(self.request, VERSION_HEADER, None))
         model = self.validate_inputs(args, kwargs)
         values = {name: getattr(model, name) for name in self.input_names}
         if self.request.called_directly:

@@ -39,6 +39,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "dlq_name": settings.dlq_name,
             "max_message_bytes": settings.max_message_bytes,
             "wire_format": settings.wire_format,
+            "payload_bucket": settings.payload_bucket,
+            "s3_endpoint_url": settings.s3_endpoint_url,
             "compress_over_bytes": settings.compress_over_bytes,
             "visibility_timeout": settings.visibility_timeout,
             "wait_time_seconds": settings.wait_time_seconds,

@@ -82,6 +82,8 @@ def provision(
     settings = _settings()
     changes = prov.plan(settings) if check else prov.apply(settings)
     changes += prov.plan_table(settings) if check else prov.apply_table(settings)
+    if not check:
+        changes += prov.apply_bucket(settings)
     drift = [c for c in changes if c.kind != "unsupported"]
     if drift:
         _print_changes(drift, applied=not check)
@@ -143,6 +145,7 @@ def dev(
         settings = _settings()
         prov.apply(settings)
         prov.apply_table(settings)
+        prov.apply_bucket(settings)
         celery = [sys.executable, "-m", "celery", "-A", "actionrunner"]
         commands = {"worker": [*celery, "worker", "-c", str(concurrency), "--loglevel",
                                settings.log_level]}

@@ -10,6 +10,7 @@ The tree::
     │   └── QueueMisconfigured      the queue exists but is not what the settings describe
     ├── ActionError                 a call of an action is wrong; nothing was sent
     │   ├── ActionInputError        the inputs do not match the action's type hints
+    │   ├── SchemaVersionRejected   a message's inputs have a schema version this code does not run
     │   ├── ActionDefinitionError   the @action declaration itself is wrong
     │   ├── MessageIdError          a group or dedup id is empty, too long or has bad characters
     │   └── PayloadTooLarge         the encoded message exceeds the queue's size limit
@@ -128,6 +129,22 @@ class ActionInputError(ActionError, ValueError):
 
     def __reduce__(self) -> Any:  # survive pickling between worker processes
         return type(self), (self.action, self.field_errors)
+
+
+class SchemaVersionRejected(ActionError):
+    """A message's inputs were sent with a schema version this code does not run."""
+
+    def __init__(self, action: str, version: int, accepted: tuple[int, ...]):
+        self.action = action
+        self.version = version
+        self.accepted = accepted
+        super().__init__(
+            f"action {action!r}: the message's inputs have schema version {version}, this worker "
+            f"runs versions {list(accepted)}; deploy code that accepts it, then redrive the DLQ"
+        )
+
+    def __reduce__(self) -> Any:  # survive pickling between worker processes
+        return type(self), (self.action, self.version, self.accepted)
 
 
 class MessageIdError(ActionError, ValueError):

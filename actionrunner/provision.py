@@ -253,6 +253,34 @@ def apply_table(settings: Settings, client: Any | None = None) -> list[Change]:
     return changes
 
 
+# -- the S3 bucket of claim-checked payloads ------------------------------------------------------
+def apply_bucket(settings: Settings, client: Any | None = None) -> list[Change]:
+    """Create the payload bucket (if one is configured) with a rule that expires leftovers."""
+    if not settings.payload_bucket:
+        return []
+    from .sqs.claimcheck import KEY_PREFIX
+
+    client = client or settings.client("s3")
+    changes = []
+    try:
+        client.head_bucket(Bucket=settings.payload_bucket)
+    except ClientError:
+        kwargs: dict[str, Any] = {}
+        if settings.region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": settings.region}
+        client.create_bucket(Bucket=settings.payload_bucket, **kwargs)
+        changes.append(Change(settings.payload_bucket, "create"))
+    days = max(1, settings.message_retention_seconds // 86_400)
+    client.put_bucket_lifecycle_configuration(
+        Bucket=settings.payload_bucket,
+        LifecycleConfiguration={"Rules": [{
+            "ID": "actionrunner-expire-payloads", "Status": "Enabled",
+            "Filter": {"Prefix": KEY_PREFIX}, "Expiration": {"Days": days},
+        }]},
+    )
+    return changes
+
+
 def check_table(settings: Settings, client: Any | None = None) -> None:
     """Raise a clear error unless the state table exists."""
     client = client or settings.client("dynamodb")

@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     #: How messages are encoded: ``compact`` (JSON text, a third of stock's bytes; see
     #: actionrunner/sqs/codec.py) or ``celery`` (stock kombu: base64 around base64). Workers read both.
     wire_format: Literal["compact", "celery"] = "celery"
+    #: S3 bucket for payloads larger than ``max_message_bytes`` (claim check; None: refuse them).
+    payload_bucket: str | None = None
     #: Task bodies larger than this are zlib-compressed (compact format; None: never).
     compress_over_bytes: int | None = Field(default=65_536, ge=0)
     #: Long-poll wait of a receive. 20 on AWS; short against moto, whose long poll spins a CPU.
@@ -130,6 +132,10 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"),
     )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+    )
     #: Seconds to wait for a TCP connection to an AWS endpoint before giving up.
     connect_timeout: float = Field(default=5.0, gt=0)
 
@@ -150,7 +156,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("sqs_endpoint_url", "dynamodb_endpoint_url")
+    @field_validator("sqs_endpoint_url", "dynamodb_endpoint_url", "s3_endpoint_url")
     @classmethod
     def _endpoint_has_scheme(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
@@ -184,15 +190,16 @@ class Settings(BaseSettings):
         import boto3
         from botocore.config import Config
 
-        endpoint = {"sqs": self.sqs_endpoint_url, "dynamodb": self.dynamodb_endpoint_url}.get(
-            service, self.dynamodb_endpoint_url
-        )
+        endpoint = {"sqs": self.sqs_endpoint_url, "dynamodb": self.dynamodb_endpoint_url,
+                    "s3": self.s3_endpoint_url}.get(service, self.dynamodb_endpoint_url)
         config = Config(
             connect_timeout=self.connect_timeout,
             read_timeout=max(self.wait_time_seconds + 10, 30),
             retries={"mode": "standard", "max_attempts": 3},
             max_pool_connections=32,
         )
+        if service == "s3" and endpoint:  # emulators serve buckets by path, not by host name
+            config = config.merge(Config(s3={"addressing_style": "path"}))
         return boto3.session.Session().client(
             service, region_name=self.region, endpoint_url=endpoint, config=config, **kw
         )

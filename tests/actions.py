@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 from pathlib import Path
 
 from actionrunner import action
@@ -139,3 +140,10 @@ def bump(table: str, id: str, shard: int) -> int:
 def paced(run: str, shard: int, n: int) -> None:
     """Records when it ran; 20 runs a second between all workers."""
     _append_json(f"{run}.paced", {"at": time.time(), "pid": os.getpid(), "n": n})
+
+
+@action(group="echo:{run}")
+def echo(run: str, value: Any = None) -> None:
+    """Record the value it received (JSON), to compare with what was sent."""
+    _append_json(f"{run}.jsonl", {"value": value, "group": "echo", "seq": 0, "start": time.time(),
+                                 "end": time.time(), "attempt": 1, "ok": True, "pid": os.getpid()})

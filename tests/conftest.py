@@ -49,6 +49,7 @@ TEST_ENV = {
     "ACTIONRUNNER_IMPORTS": "tests.actions",
     "ACTIONRUNNER_LOG_LEVEL": "INFO",
     "ACTIONRUNNER_TEST_RECORD_DIR": str(RECORD_DIR),
+    "ACTIONRUNNER_PAYLOAD_BUCKET": "actionrunner-payloads-test",
 }
 if os.environ.get("ACTIONRUNNER_TEST_WIRE_FORMAT"):  # run the suite with another wire format
     TEST_ENV["ACTIONRUNNER_WIRE_FORMAT"] = os.environ["ACTIONRUNNER_TEST_WIRE_FORMAT"]
@@ -68,6 +69,7 @@ def aws() -> Iterator[LocalAWS]:
     with emulator:
         provision.apply(get_settings())
         provision.apply_table(get_settings())
+        provision.apply_bucket(get_settings())
         yield emulator
 
 

@@ -30,6 +30,7 @@ from kombu.transport import virtual
 from vine import promise
 
 from .. import constants as C
+from . import claimcheck
 from ..logging import log_event
 from ..worker.dispatch import GroupDispatcher
 from ..worker.housekeeper import Housekeeper
@@ -134,6 +135,15 @@ class FifoConsumer:
             return 0
         assert self._housekeeper is not None
         for msg in msgs:
+            pointer = claimcheck.pointer_of(msg.get("Body") or "")
+            if pointer is not None:  # the payload is in S3: fetch it
+                try:
+                    msg = {**msg, "Body": claimcheck.fetch(self.s3, *pointer),  # type: ignore[attr-defined]
+                           "ar_pointer": pointer, "ar_original_body": msg["Body"]}
+                except Exception as exc:
+                    logger.error("cannot fetch claim-checked payload s3://%s/%s: %r", *pointer, exc)
+                    self._housekeeper.release([(queue, msg["ReceiptHandle"])], 30)
+                    continue
             payload = self._message_to_python(msg, qname, queue)  # type: ignore[attr-defined]
             group = (msg.get("Attributes") or {}).get("MessageGroupId", "")
             held = Held(group, callback, payload, queue, msg["ReceiptHandle"])
@@ -169,6 +179,12 @@ class FifoConsumer:
         self._housekeeper.delete(held.queue_url, delivery_tag)
         virtual.Channel.basic_ack(self, delivery_tag)  # type: ignore[arg-type]
         self._next_of(held.group)
+        pointer = held.sqs_message.get("ar_pointer")
+        if pointer:  # done: the claim-checked payload goes too
+            try:
+                self.s3.delete_object(Bucket=pointer[0], Key=pointer[1])  # type: ignore[attr-defined]
+            except Exception as exc:  # the bucket's lifecycle rule expires it anyway
+                logger.warning("could not delete s3://%s/%s: %r", *pointer, exc)
 
     def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
         held = self._held.get(delivery_tag) if self._dispatcher is not None else None
@@ -227,7 +243,7 @@ class FifoConsumer:
         try:
             self.sqs(queue=self.transport_options["dlq_name"]).send_message(  # type: ignore[attr-defined]
                 QueueUrl=dlq_url,
-                MessageBody=sqs_message["Body"],
+                MessageBody=sqs_message.get("ar_original_body") or sqs_message["Body"],
                 MessageGroupId=attrs.get("MessageGroupId") or held.group or "default",
                 MessageDeduplicationId=f"{sqs_message.get('MessageId', delivery_tag[:60])}"
                                        f":dlq:{attrs.get('ApproximateReceiveCount', '0')}",

@@ -31,7 +31,7 @@ from kombu.utils.objects import cached_property
 
 from .. import constants as C
 from ..errors import EndpointUnreachable, PayloadTooLarge, QueueMissing, SendError
-from . import codec
+from . import claimcheck, codec
 from .fifo import FifoConsumer
 
 #: Error codes of a batch entry that are worth sending again.
@@ -141,9 +141,25 @@ class Channel(FifoConsumer, SQSChannel):
         entry["MessageBody"] = body
         size = len(body.encode("utf-8"))
         if size > self.max_message_bytes:
-            name = message.get("headers", {}).get("task", "?")
-            raise PayloadTooLarge(name, size, self.max_message_bytes)
+            bucket = self.transport_options.get("payload_bucket")
+            if not bucket:
+                name = message.get("headers", {}).get("task", "?")
+                raise PayloadTooLarge(name, size, self.max_message_bytes)
+            pointer, attributes = claimcheck.offload(self.s3, bucket, body)
+            entry["MessageBody"] = pointer
+            entry["MessageAttributes"] = {**entry.get("MessageAttributes", {}), **attributes}
         return entry
+
+    @cached_property
+    def s3(self) -> Any:
+        """S3 client for claim-checked payloads (path-style against an emulator)."""
+        import boto3
+        from botocore.config import Config
+
+        endpoint = self.transport_options.get("s3_endpoint_url")
+        config = Config(s3={"addressing_style": "path"}) if endpoint else None
+        return boto3.session.Session().client("s3", region_name=self.region, endpoint_url=endpoint,
+                                              config=config)
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         entry = self._encode_entry(queue, message)

@@ -26,11 +26,11 @@ from celery.worker.request import Request
 from celery.worker.state import task_ready
 from kombu.utils.encoding import safe_repr
 
-from ..errors import ActionInputError, IdempotencyKeyReused
+from ..errors import ActionInputError, IdempotencyKeyReused, SchemaVersionRejected
 from ..logging import log_event
 
 #: Failures that a retry cannot fix: dead-lettered at once.
-NOT_RETRYABLE = (ActionInputError, IdempotencyKeyReused)
+NOT_RETRYABLE = (ActionInputError, IdempotencyKeyReused, SchemaVersionRejected)
 
 
 def sqs_attributes(message: Any) -> dict[str, Any]:

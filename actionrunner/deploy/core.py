@@ -1,0 +1,231 @@
+"""The core of every stack: the FIFO queue and its DLQ, the state table, the alarm topic and the
+alarms; and the metric filters that turn lifecycle log lines into the metrics the failure-rate
+alarm reads.
+
+The queue attributes are not written here: they are :func:`actionrunner.provision.desired_attributes`
+(what ``actionrunner provision`` creates), translated attribute by attribute. An attribute that
+provision sets and this module cannot translate is an error, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from ..logging import LIFECYCLE_EVENTS, LIFECYCLE_LOGGER
+from ..provision import STATE_KEY, STATE_TTL_ATTRIBUTE, desired_attributes
+from ..settings import Settings
+from .cfn import equals, flag, get_att, if_, parameter, queue_arn, ref, sub
+from .params import BY_FIELD, metric_namespace_parameter
+
+#: The account id provision's ARNs are rendered with before translation (replaced by the stack's).
+_ACCOUNT = "000000000000"
+
+#: Metrics made from the lifecycle log lines (namespace: parameter ``MetricNamespace``).
+LIFECYCLE_METRICS = {
+    "ActionsStarted": "started",
+    "ActionsSucceeded": "succeeded",
+    "ActionsFailed": "failed",
+    "ActionsDeadLettered": "dead-lettered",
+}
+#: The failure-rate alarm stays quiet over periods with fewer starts than this.
+FAILURE_RATE_MIN_STARTS = 20
+#: Seconds of each period the alarms look at.
+FAILURE_RATE_PERIOD = 300
+
+
+class TemplateDriftError(ValueError):
+    """``actionrunner provision`` sets something the generator cannot express (update deploy/)."""
+
+
+def _from_setting(field: str) -> Callable[[str, Settings], Any]:
+    parameter_name = BY_FIELD[field].name
+
+    def render(value: str, settings: Settings) -> Any:
+        if value != str(getattr(settings, field)):
+            raise TemplateDriftError(f"provision sets {value!r}, but {field} is "
+                                     f"{getattr(settings, field)!r}")
+        return ref(parameter_name)
+
+    return render
+
+
+def _redrive_policy(value: str, settings: Settings) -> Any:
+    doc = json.loads(value)
+    if set(doc) != {"deadLetterTargetArn", "maxReceiveCount"} or not str(
+            doc["deadLetterTargetArn"]).endswith(f":{settings.dlq_name}"):
+        raise TemplateDriftError(f"RedrivePolicy {value} is not the generator's")
+    return {"deadLetterTargetArn": get_att("DeadLetterQueue", "Arn"),
+            "maxReceiveCount": _from_setting("max_receive_count")(str(doc["maxReceiveCount"]),
+                                                                  settings)}
+
+
+def _redrive_allow_policy(value: str, settings: Settings) -> Any:
+    doc = json.loads(value)
+    if doc.get("sourceQueueArns") != [f"arn:aws:sqs:{settings.region}:{_ACCOUNT}:{settings.queue_name}"]:
+        raise TemplateDriftError(f"RedriveAllowPolicy {value} is not the generator's")
+    return {"redrivePermission": doc["redrivePermission"], "sourceQueueArns": [queue_arn("QueueName")]}
+
+
+#: How each attribute ``actionrunner provision`` sets becomes a property of AWS::SQS::Queue.
+QUEUE_ATTRIBUTES: dict[str, Callable[[str, Settings], Any]] = {
+    "FifoQueue": lambda value, _: value == "true",
+    "ContentBasedDeduplication": lambda value, _: value == "true",
+    "MessageRetentionPeriod": _from_setting("message_retention_seconds"),
+    "MaximumMessageSize": _from_setting("max_message_bytes"),
+    "VisibilityTimeout": _from_setting("visibility_timeout"),
+    "RedrivePolicy": _redrive_policy,
+    "RedriveAllowPolicy": _redrive_allow_policy,
+}
+
+
+def queue_properties(settings: Settings) -> dict[str, dict[str, Any]]:
+    """``{"Queue": properties, "DeadLetterQueue": properties}`` from provision's attributes."""
+    wanted = desired_attributes(settings, _ACCOUNT)
+    out: dict[str, dict[str, Any]] = {}
+    for logical, name, name_parameter in (("DeadLetterQueue", settings.dlq_name, "DeadLetterQueueName"),
+                                          ("Queue", settings.queue_name, "QueueName")):
+        properties: dict[str, Any] = {"QueueName": ref(name_parameter)}
+        for attribute, value in wanted[name].items():
+            if attribute not in QUEUE_ATTRIBUTES:
+                raise TemplateDriftError(f"provision sets {attribute} on {name}; teach "
+                                         "actionrunner/deploy/core.py QUEUE_ATTRIBUTES about it")
+            properties[attribute] = QUEUE_ATTRIBUTES[attribute](value, settings)
+        # high-throughput FIFO (not a setting: provision neither sets nor checks these two)
+        properties["DeduplicationScope"] = if_("HighThroughput", "messageGroup", "queue")
+        properties["FifoThroughputLimit"] = if_("HighThroughput", "perMessageGroupId", "perQueue")
+        properties["SqsManagedSseEnabled"] = True
+        out[logical] = properties
+    return out
+
+
+def table_properties() -> dict[str, Any]:
+    """The state table, as ``actionrunner provision`` creates it (on demand; key ``pk``; TTL)."""
+    return {
+        "TableName": ref("StateTableName"),
+        "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [{"AttributeName": STATE_KEY, "AttributeType": "S"}],
+        "KeySchema": [{"AttributeName": STATE_KEY, "KeyType": "HASH"}],
+        "TimeToLiveSpecification": {"AttributeName": STATE_TTL_ATTRIBUTE, "Enabled": True},
+    }
+
+
+def _retained(kind: str, properties: dict[str, Any]) -> dict[str, Any]:
+    # a stack deleted by mistake must not take queued actions or state with it
+    return {"Type": kind, "DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain",
+            "Properties": properties}
+
+
+def core_parameters() -> dict[str, Any]:
+    """Parameters of the core (besides the settings')."""
+    return {
+        "HighThroughput": flag("High-throughput FIFO: DeduplicationScope=messageGroup and "
+                               "FifoThroughputLimit=perMessageGroupId (the quota is per group)."),
+        "AlarmEmail": parameter("String", "Address subscribed to the alarm topic (empty: none; "
+                                "confirm the subscription from the email).", ""),
+        "OldestMessageAgeThreshold": parameter(
+            "Number", "Alarm when the oldest message has waited this many seconds.", 600,
+            MinValue=60),
+        "FailureRatePercent": parameter(
+            "Number", "Alarm when more than this percent of started actions fail (over "
+                      f"{FAILURE_RATE_PERIOD} s, at least {FAILURE_RATE_MIN_STARTS} starts).", 5,
+            MinValue=0, MaxValue=100),
+        "MetricNamespace": metric_namespace_parameter(),
+    }
+
+
+def core_conditions() -> dict[str, Any]:
+    return {"HighThroughput": equals(ref("HighThroughput"), "true"),
+            "HasAlarmEmail": {"Fn::Not": [equals(ref("AlarmEmail"), "")]}}
+
+
+def _alarm(name: str, description: str, **properties: Any) -> dict[str, Any]:
+    topic = [ref("AlarmTopic")]
+    return {"Type": "AWS::CloudWatch::Alarm", "Properties": {
+        "AlarmName": sub(f"${{AWS::StackName}}-{name}"), "AlarmDescription": description,
+        "AlarmActions": topic, "OKActions": topic, "TreatMissingData": "notBreaching",
+        **properties}}
+
+
+def alarms() -> dict[str, Any]:
+    """DLQ not empty, oldest message too old, failure rate too high."""
+    def sqs_metric(queue: str, metric: str) -> dict[str, Any]:
+        return {"Namespace": "AWS/SQS", "MetricName": metric, "Statistic": "Maximum", "Period": 60,
+                "Dimensions": [{"Name": "QueueName", "Value": get_att(queue, "QueueName")}]}
+
+    def count(metric: str) -> dict[str, Any]:
+        return {"Id": metric.lower(), "ReturnData": False, "MetricStat": {
+            "Metric": {"Namespace": ref("MetricNamespace"), "MetricName": metric},
+            "Period": FAILURE_RATE_PERIOD, "Stat": "Sum"}}
+
+    return {
+        "DeadLetterQueueNotEmptyAlarm": _alarm(
+            "dlq-not-empty", "Messages are waiting in the dead-letter queue (actionrunner dlq list).",
+            **sqs_metric("DeadLetterQueue", "ApproximateNumberOfMessagesVisible"),
+            ComparisonOperator="GreaterThanThreshold", Threshold=0, EvaluationPeriods=1),
+        "OldestMessageAgeAlarm": _alarm(
+            "oldest-message-age", "Actions wait too long: add workers (or groups), or look for a "
+            "held group.", **sqs_metric("Queue", "ApproximateAgeOfOldestMessage"),
+            ComparisonOperator="GreaterThanThreshold", Threshold=ref("OldestMessageAgeThreshold"),
+            EvaluationPeriods=5, DatapointsToAlarm=3),
+        "FailureRateAlarm": _alarm(
+            "failure-rate", "Too many action runs fail (metrics from the lifecycle log lines).",
+            Metrics=[count("ActionsFailed"), count("ActionsStarted"), {
+                "Id": "rate", "Label": "failed runs, % of started", "ReturnData": True,
+                "Expression": f"IF(actionsstarted >= {FAILURE_RATE_MIN_STARTS}, "
+                              "100 * actionsfailed / actionsstarted, 0)"}],
+            ComparisonOperator="GreaterThanThreshold", Threshold=ref("FailureRatePercent"),
+            EvaluationPeriods=3, DatapointsToAlarm=2),
+    }
+
+
+def core_resources(settings: Settings) -> dict[str, Any]:
+    """Queue, DLQ, state table, alarm topic (and its optional email), alarms."""
+    queues = queue_properties(settings)
+    return {
+        "DeadLetterQueue": _retained("AWS::SQS::Queue", queues["DeadLetterQueue"]),
+        "Queue": _retained("AWS::SQS::Queue", queues["Queue"]),
+        "StateTable": _retained("AWS::DynamoDB::Table", table_properties()),
+        "AlarmTopic": {"Type": "AWS::SNS::Topic",
+                       "Properties": {"DisplayName": sub("${AWS::StackName} alarms")}},
+        "AlarmEmailSubscription": {"Type": "AWS::SNS::Subscription", "Condition": "HasAlarmEmail",
+                                   "Properties": {"TopicArn": ref("AlarmTopic"), "Protocol": "email",
+                                                  "Endpoint": ref("AlarmEmail")}},
+        **alarms(),
+    }
+
+
+def core_outputs() -> dict[str, Any]:
+    def out(description: str, value: Any, export: str) -> dict[str, Any]:
+        return {"Description": description, "Value": value,
+                "Export": {"Name": sub(f"${{AWS::StackName}}-{export}")}}
+
+    return {
+        "QueueUrl": out("URL of the action queue.", ref("Queue"), "QueueUrl"),
+        "QueueArn": out("ARN of the action queue.", get_att("Queue", "Arn"), "QueueArn"),
+        "DeadLetterQueueUrl": out("URL of the DLQ.", ref("DeadLetterQueue"), "DeadLetterQueueUrl"),
+        "StateTableArn": out("ARN of the state table.", get_att("StateTable", "Arn"), "StateTableArn"),
+        "AlarmTopicArn": out("SNS topic the alarms notify.", ref("AlarmTopic"), "AlarmTopicArn"),
+    }
+
+
+def filter_pattern(event: str) -> str:
+    """The CloudWatch Logs pattern that matches lifecycle line ``event`` (see
+    :mod:`actionrunner.logging`)."""
+    if event not in (*LIFECYCLE_EVENTS, "held"):
+        raise TemplateDriftError(f"{event!r} is not a lifecycle event")
+    return f'{{ ($.logger = "{LIFECYCLE_LOGGER}") && ($.event = "{event}") }}'
+
+
+def metric_filters(log_group: str, prefix: str) -> dict[str, Any]:
+    """One metric filter per :data:`LIFECYCLE_METRICS` entry on log group ``log_group``."""
+    return {
+        f"{prefix}{metric}Filter": {"Type": "AWS::Logs::MetricFilter", "Properties": {
+            "LogGroupName": ref(log_group),
+            "FilterPattern": filter_pattern(event),
+            "MetricTransformations": [{"MetricNamespace": ref("MetricNamespace"),
+                                       "MetricName": metric, "MetricValue": "1",
+                                       "DefaultValue": 0, "Unit": "Count"}]}}
+        for metric, event in LIFECYCLE_METRICS.items()
+    }

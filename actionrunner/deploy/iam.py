@@ -1,0 +1,65 @@
+"""Least-privilege policies of each process, from the calls its code makes.
+
+=========  =====================================================================================
+process    SQS / DynamoDB / other calls (and where they are made)
+=========  =====================================================================================
+worker     queue: receive, delete, change visibility (sqs/fifo.py, worker/housekeeper.py), send
+           (actions that send actions, continue_with); DLQ: send (dead-lettering); both:
+           GetQueueUrl, GetQueueAttributes (the start-up check); state table: get, put, update,
+           delete, condition check (state/, runs.py), DescribeTable (the start-up check)
+beat       queue: send; both queues: GetQueueUrl, GetQueueAttributes; table: DescribeTable
+api        queue: send, GetQueueUrl, GetQueueAttributes (/readyz); DLQ: receive, delete, change
+           visibility, purge (dlq.py); table: get, put, update (runs, Idempotency-Key);
+           cloudwatch:GetMetricStatistics (age of the oldest message; no resource-level scope)
+flower     both queues: GetQueueUrl, GetQueueAttributes; ListQueues
+lambda     as the worker (the event source mapping receives and deletes with the same role)
+=========  =====================================================================================
+
+IAM names SendMessage for SendMessageBatch, DeleteMessage for DeleteMessageBatch, and so on; a
+TransactWriteItems is authorized by the actions of its items. What the actions themselves touch
+(their own tables, buckets...) is granted by the ``ExtraPolicyArns`` parameter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .cfn import allow, queue_arn, table_arn
+
+SQS_LOOKUP = ["sqs:GetQueueUrl", "sqs:GetQueueAttributes"]
+SQS_SEND = ["sqs:SendMessage", *SQS_LOOKUP]
+SQS_CONSUME = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+               *SQS_LOOKUP]
+STATE_RUN = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+             "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable"]
+
+QUEUE, DLQ, TABLE = queue_arn("QueueName"), queue_arn("DeadLetterQueueName"), table_arn("StateTableName")
+
+
+def worker() -> list[dict[str, Any]]:
+    """Run actions: consume the queue, dead-letter, keep state."""
+    return [allow([*SQS_CONSUME, *SQS_SEND], QUEUE, "ConsumeAndSendActions"),
+            allow(SQS_SEND, DLQ, "DeadLetter"),
+            allow(STATE_RUN, TABLE, "StateTable")]
+
+
+def beat() -> list[dict[str, Any]]:
+    """Send scheduled actions."""
+    return [allow(SQS_SEND, QUEUE, "SendActions"),
+            allow(SQS_LOOKUP, DLQ, "CheckDeadLetterQueue"),
+            allow(["dynamodb:DescribeTable"], TABLE, "CheckStateTable")]
+
+
+def api() -> list[dict[str, Any]]:
+    """Validate and send; read run status; inspect, redrive and purge the DLQ."""
+    return [allow(SQS_SEND, QUEUE, "SendActions"),
+            allow([*SQS_CONSUME, "sqs:PurgeQueue"], DLQ, "ManageDeadLetterQueue"),
+            allow(["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], TABLE,
+                  "RunStatusAndIdempotencyKeys"),
+            allow(["cloudwatch:GetMetricStatistics"], "*", "QueueAge")]
+
+
+def flower() -> list[dict[str, Any]]:
+    """Look at the broker (Flower)."""
+    return [allow(SQS_LOOKUP, [QUEUE, DLQ], "LookAtQueues"),
+            allow(["sqs:ListQueues"], "*", "ListQueues")]

@@ -1,0 +1,171 @@
+"""Serialization: compact messages, both formats readable, versions, and payloads of any size."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import time
+import uuid
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from kombu.serialization import loads
+
+from actionrunner.sqs import codec
+from tests.actions import echo, probe
+from tests.conftest import Worker, message_text, receive_all
+
+
+def decode(message: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+    """Headers and [args, kwargs, embed] of an SQS message, decoded as kombu does for the worker."""
+    envelope = json.loads(message_text(message))
+    body = envelope["body"]
+    if (envelope.get("properties") or {}).get("body_encoding") == "base64":
+        body = base64.b64decode(body)
+    if envelope["headers"].get("compression"):
+        body = zlib.decompress(body)
+    return envelope["headers"], loads(body, envelope["content-type"], envelope["content-encoding"])
+
+
+def stock_message_size() -> tuple[int, int]:
+    """Bytes of a two-int task: stock kombu's SQS body, and the compact one."""
+    from celery import Celery
+    from kombu.transport import memory
+
+    app = Celery("sizes", broker="memory://")
+
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    task = app.task(name="tasks.add")(add)
+    captured: list[dict[str, Any]] = []
+    original = memory.Channel._put
+    memory.Channel._put = lambda self, queue, message, **kw: captured.append(message)  # type: ignore[assignment,method-assign]
+    try:
+        task.apply_async((1, 2))
+    finally:
+        memory.Channel._put = original  # type: ignore[method-assign]
+    stock = len(base64.b64encode(json.dumps(captured[0]).encode()))
+    message = dict(captured[0])
+    message["body"] = base64.b64decode(message["body"]).decode()  # what body_encoding=None leaves
+    return stock, len(codec.encode(message, compress_over=None))
+
+
+def test_compact_message_is_under_half_of_stock() -> None:
+    stock, compact = stock_message_size()
+    assert compact * 2 <= stock, (stock, compact)
+
+
+def test_compression_applies_over_the_threshold_and_decodes() -> None:
+    message = {"body": json.dumps({"text": "a" * 5000}), "content-type": "application/json",
+               "content-encoding": "utf-8", "headers": {"id": "x", "task": "t"},
+               "properties": {"delivery_info": {}}}
+    text = codec.encode(message, compress_over=1000)
+    envelope = json.loads(text)
+    assert envelope["headers"]["compression"] == codec.ZLIB and len(text) < 1000
+    assert json.loads(zlib.decompress(base64.b64decode(envelope["body"]))) == {"text": "a" * 5000}
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@pytest.mark.integration
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(value=json_values)
+def test_round_trip_through_sqs_of_any_json_input(value: Any, sqs: Any, queue_url: str) -> None:
+    run = uuid.uuid4().hex
+    echo.delay(run=run, value=value)
+    [message] = receive_all(sqs, queue_url, 1, timeout=10, token=run)
+    headers, (args, kwargs, _) = decode(message)
+    assert headers["task"] == "tests.actions.echo" and args == []
+    assert kwargs == {"run": run, "value": value} or (
+        isinstance(value, float) and math.isclose(kwargs["value"], value))
+
+
+@pytest.mark.integration
+@pytest.mark.e2e
+def test_what_the_action_receives_equals_what_was_sent(
+    start_worker: Callable[..., Worker], queue_url: str, record_dir: Path
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    values = ["naïve ☃ 𝄞 \u2028 \ufffe end", {"ключ": [1, 2.5, None, True, "\t\n\r"]}, "x" * 70_000,
+              [{"deep": {"er": ["🙂" * 50]}}]]
+    echo.delay_many([{"run": run, "value": v} for v in values])
+    worker = start_worker()
+    path = record_dir / f"{run}.jsonl"
+    worker.wait_for(lambda: path.exists() and len(path.read_text().splitlines()) == len(values),
+                    timeout=60, what="the echoes")
+    got = [json.loads(line)["value"] for line in path.read_text().splitlines()]
+    assert got == values
+
+
+@pytest.mark.integration
+@pytest.mark.e2e
+def test_a_5_mb_input_goes_through_s3_and_the_object_is_gone_after(
+    start_worker: Callable[..., Worker], queue_url: str, record_dir: Path, settings: Any, sqs: Any
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    big = base64.b64encode(os.urandom(3_900_000)).decode()  # 5.2 MB, incompressible
+    echo.delay(run=run, value=big)
+    s3 = settings.client("s3")
+    objects = s3.list_objects_v2(Bucket=settings.payload_bucket).get("Contents", [])
+    assert [o for o in objects if o["Size"] > 5_000_000]  # the payload is in S3, not on the queue
+    worker = start_worker()
+    path = record_dir / f"{run}.jsonl"
+    worker.wait_for(lambda: path.exists(), timeout=60, what="the big echo")
+    assert json.loads(path.read_text())["value"] == big
+    deadline = time.monotonic() + 10
+    while s3.list_objects_v2(Bucket=settings.payload_bucket).get("KeyCount", 0):
+        assert time.monotonic() < deadline, "the payload object was not deleted"
+        time.sleep(0.2)
+
+
+@pytest.mark.integration
+@pytest.mark.e2e
+def test_a_message_in_the_stock_celery_format_still_runs(
+    start_worker: Callable[..., Worker], queue_url: str, record_dir: Path, settings: Any
+) -> None:
+    from celery import Celery
+
+    endpoint = settings.sqs_endpoint_url.removeprefix("http://")
+    stock = Celery("stock", broker=f"sqs://{endpoint}")
+    stock.conf.update(broker_transport_options={
+        "region": settings.region, "predefined_queues": {settings.queue_name: {"url": queue_url}}},
+        task_default_queue=settings.queue_name)
+    bucket = f"stock-{uuid.uuid4().hex[:8]}"
+    stock.send_task("tests.actions.record", kwargs={"bucket": bucket, "token": "old-format"},
+                    MessageGroupId=f"rec:{bucket}", MessageDeduplicationId=bucket)
+    worker = start_worker()
+    path = record_dir / f"{bucket}.txt"
+    worker.wait_for(lambda: path.exists(), timeout=30, what="the stock-format message to run")
+    assert path.read_text().split() == ["old-format"]
+
+
+@pytest.mark.integration
+@pytest.mark.e2e
+def test_an_unaccepted_schema_version_goes_to_the_dlq_with_the_reason(
+    start_worker: Callable[..., Worker], queue_url: str, sqs: Any, settings: Any
+) -> None:
+    from celery import Task
+
+    run = uuid.uuid4().hex[:8]
+    future = Task.apply_async(probe, (), {"run": run, "group": "g", "seq": 0},
+                              MessageGroupId=f"v:{run}", MessageDeduplicationId=f"v-{run}",
+                              headers={"ar_schema": 99})
+    worker = start_worker()
+    [dead] = worker.wait_for(lambda: worker.lifecycle("dead-lettered", id=future.id), timeout=30,
+                             what="the message in the DLQ")
+    assert dead["error_type"] == "SchemaVersionRejected" and dead["attempt"] == 1
+    assert "schema version 99" in dead["error"]
