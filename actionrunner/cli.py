@@ -236,6 +236,27 @@ def submit(
 
 
 @cli.command()
+def status() -> None:
+    """Queue depth, in flight, oldest age and DLQ depth; exits 1 when the DLQ holds messages."""
+    from .dlq import queue_stats
+
+    settings = _settings()
+    stats = queue_stats(settings)
+    table = Table(title=f"ActionRunner queues at {settings.sqs_endpoint_url or 'AWS ' + settings.region}")
+    for column in ("queue", "name", "visible", "in flight", "oldest (s)"):
+        table.add_column(column, justify="right" if column not in ("queue", "name") else "left")
+    for s in stats:
+        oldest = "-" if s["oldest_age_s"] is None else f"{s['oldest_age_s']:,.0f}"
+        table.add_row(s["role"], s["name"], f"{s['visible']:,}", f"{s['in_flight']:,}", oldest)
+    Console().print(table)
+    dead = next(s for s in stats if s["role"] == "dlq")
+    if dead["visible"] + dead["in_flight"]:
+        console.print(f"{dead['visible'] + dead['in_flight']} message(s) in the DLQ: "
+                      "`actionrunner dlq list` shows them", style="red", markup=False)
+        raise typer.Exit(1)
+
+
+@cli.command()
 def api(
     host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = C.LOCAL_HOST,
     port: Annotated[int, typer.Option(help="Port.")] = 8000,

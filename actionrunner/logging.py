@@ -68,6 +68,16 @@ def _configure_structlog() -> None:
     )
 
 
+def _install_metrics() -> None:
+    from .metrics import install
+    from .settings import get_settings
+
+    try:
+        install(get_settings().metrics)
+    except Exception:  # bad settings are reported elsewhere; logging must not fail on them
+        pass
+
+
 def configure(
     level: str | int = "INFO",
     fmt: str = "json",
@@ -100,6 +110,7 @@ def configure(
             ours_level if isinstance(ours_level, int) else ours_level.upper()
         )
     _configured = True
+    _install_metrics()
 
 
 def _ensure_lifecycle_output() -> None:
@@ -110,6 +121,7 @@ def _ensure_lifecycle_output() -> None:
         return
     _configured = True
     _configure_structlog()
+    _install_metrics()
     if logging.getLogger().handlers:
         return
     from .settings import get_settings
@@ -143,12 +155,28 @@ def observe(observer: LifecycleObserver) -> LifecycleObserver:
     return observer
 
 
+#: Called with ``(event, fields)`` before a lifecycle line is written; returns extra fields for
+#: the line (e.g. CloudWatch Embedded Metric Format metadata, see actionrunner/metrics.py).
+LineEnricher = Callable[[str, dict[str, Any]], dict[str, Any]]
+_enrichers: list[LineEnricher] = []
+
+
+def enrich(enricher: LineEnricher) -> LineEnricher:
+    """Register a function that adds fields to every lifecycle line of this process."""
+    if enricher not in _enrichers:
+        _enrichers.append(enricher)
+    return enricher
+
+
 def log_event(event: str, *, level: int = logging.INFO, result: Any = None, **fields: Any) -> None:
     """Write one lifecycle line (``event`` plus the fields that are not ``None``), then tell the
     observers (``result``, the action's return value, goes to them, not into the line)."""
     _ensure_lifecycle_output()
     present = {k: v for k, v in fields.items() if v is not None}
-    get_logger(LIFECYCLE_LOGGER).log(level, event, **present)
+    extra: dict[str, Any] = {}
+    for enricher in _enrichers:
+        extra.update(enricher(event, present))
+    get_logger(LIFECYCLE_LOGGER).log(level, event, **present, **extra)
     for observer in _observers:
         try:
             observer(event, present, result)

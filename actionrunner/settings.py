@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     #: Seconds a run's status is kept (DynamoDB TTL).
     run_status_ttl_seconds: int = Field(default=7 * 86_400, ge=60)
 
+    #: ``emf``: lifecycle lines carry CloudWatch Embedded Metric Format metrics; ``off``: plain.
+    metrics: Literal["emf", "off"] = "emf"
+
     # -- logs --------------------------------------------------------------------------------
     log_level: str = "INFO"
     #: ``json`` (one JSON object per line) or ``console`` (coloured, for humans).

@@ -7,7 +7,6 @@ real ``celery -A actionrunner worker`` processes against moto's SQS and DynamoDB
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path

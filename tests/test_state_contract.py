@@ -231,3 +231,70 @@ def test_effects_are_committed_with_the_completion_and_only_with_it(backend: Bac
     backend.store.complete(claim, "ok", [backend.effect(k), backend.effect(other)])
     assert (backend.count(k), backend.count(other)) == (1, 1)
     assert backend.store.get(k).status is Status.COMPLETED  # type: ignore[union-attr]
+
+
+# -- the two backends agree on any history ------------------------------------------------------------
+@pytest.mark.integration
+def test_dynamodb_and_memory_agree_on_random_histories(aws: Any, counters: str) -> None:
+    """Random sequences of claims, completions, releases, renewals and clock jumps (to the lease's
+    and the TTL's edges) get the same answers from both backends."""
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as examples
+    from hypothesis import strategies as st
+
+    step = st.one_of(
+        st.tuples(st.just("begin"), st.integers(0, 2), st.sampled_from(["h1", "h2"])),
+        st.tuples(st.sampled_from(["complete", "release", "renew"]), st.integers(0, 7)),
+        st.tuples(st.just("advance"), st.sampled_from([1.0, 10.0, LEASE - 0.001, LEASE, TTL])),
+    )
+    client = get_settings().client("dynamodb")
+
+    @examples(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(step, max_size=20))
+    def agree(history: list[tuple[Any, ...]]) -> None:
+        clock = Clock()
+        memory = MemoryStore(ttl_seconds=TTL, lease_seconds=LEASE, clock=clock)
+        dynamodb = DynamoDBStore.from_settings(get_settings(), client, ttl_seconds=TTL,
+                                               lease_seconds=LEASE, clock=clock)
+        prefix = f"idem#tests.model#{uuid.uuid4().hex}#"
+        claims: list[tuple[Claim, Claim]] = []
+        for n, (op, *args) in enumerate(history):
+            if op == "advance":
+                clock.advance(args[0])
+                continue
+            if op == "begin":
+                answers = [_begin(store, prefix + str(args[0]), args[1]) for store in (memory, dynamodb)]
+                if answers[0][0] == "claim":
+                    claims.append((answers[0][1], answers[1][1]))
+                answers = [a[:1] + a[2:] for a in answers]
+            elif not claims:
+                continue
+            else:
+                pair = claims[args[0] % len(claims)]
+                answers = [_finish(store, claim, op, f"result {n}")
+                           for store, claim in zip((memory, dynamodb), pair, strict=True)]
+            assert answers[0] == answers[1], (op, args, answers)
+
+    agree()
+
+
+def _begin(store: IdempotencyStore, k: str, inputs_hash: str) -> tuple[Any, ...]:
+    try:
+        outcome = store.begin(k, inputs_hash)
+    except IdempotencyInProgress as busy:
+        return ("busy", None, busy.when)
+    except IdempotencyKeyReused:
+        return ("reused", None)
+    if isinstance(outcome, Replay):
+        return ("replay", None, outcome.result)
+    return ("claim", outcome)
+
+
+def _finish(store: IdempotencyStore, claim: Claim, op: str, result: str) -> Any:
+    if op == "complete":
+        try:
+            store.complete(claim, result)
+        except LeaseLost:
+            return "lost"
+        return "completed"
+    return getattr(store, op)(claim)

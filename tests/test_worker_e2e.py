@@ -47,6 +47,10 @@ def test_delay_runs_in_the_worker_and_logs_each_lifecycle_event_as_json(
     assert isinstance(started["queue_wait_ms"], float) and started["queue_wait_ms"] >= 0
     assert succeeded["outcome"] == "succeeded"
     assert isinstance(succeeded["duration_ms"], float)
+    # and each line is a CloudWatch metric too (Embedded Metric Format)
+    assert succeeded["ActionsSucceeded"] == 1 and succeeded["ActionDuration"] == succeeded["duration_ms"]
+    assert succeeded["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "ActionRunner"
+    assert started["ActionsStarted"] == 1 and started["QueueWait"] == started["queue_wait_ms"]
 
 
 def test_a_failure_is_logged_with_its_error_type(

@@ -19,6 +19,10 @@ from .params import service_environment
 #: Seconds Fargate allows between SIGTERM and SIGKILL at most.
 FARGATE_MAX_STOP_TIMEOUT = 120
 API_PORT, FLOWER_PORT = 8000, 5555
+#: What happens to a stateful resource when the stack deletes or replaces it: the operators' API
+#: tokens are kept; logs (which expire anyway) and the generated Flower password go.
+KEEP = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
+DROP = {"DeletionPolicy": "Delete", "UpdateReplacePolicy": "Delete"}
 #: (cpu units, MiB) of each process's task.
 TASK_SIZES = {"beat": ("256", "512"), "api": ("512", "1024"), "flower": ("256", "512")}
 
@@ -210,12 +214,12 @@ def _identity() -> dict[str, Any]:
         "BeatTaskRole": _role(iam.beat(), "beat"),
         "ApiTaskRole": _role(iam.api(), "api"),
         "FlowerTaskRole": _role(iam.flower(), "flower", condition="EnableFlower"),
-        "ApiTokensSecret": {"Type": "AWS::SecretsManager::Secret", "Properties": {
+        "ApiTokensSecret": {"Type": "AWS::SecretsManager::Secret", **KEEP, "Properties": {
             "Description": "ACTIONRUNNER_API_TOKENS of the admin API: a JSON list of hashed "
                            "tokens (make one with `actionrunner api-token`)",
             "SecretString": "[]"}},
         "FlowerSecret": {"Type": "AWS::SecretsManager::Secret", "Condition": "EnableFlower",
-                         "Properties": {
+                         **DROP, "Properties": {
             "Description": "Flower basic auth (user admin)",
             "GenerateSecretString": {"SecretStringTemplate": '{"username": "admin"}',
                                      "GenerateStringKey": "password", "PasswordLength": 32,
@@ -234,7 +238,7 @@ def _services(settings: Settings) -> dict[str, Any]:
         "Cluster": {"Type": "AWS::ECS::Cluster", "Properties": {
             # Container Insights publishes RunningTaskCount, which the worker scaling divides by
             "ClusterSettings": [{"Name": "containerInsights", "Value": "enabled"}]}},
-        "LogGroup": {"Type": "AWS::Logs::LogGroup", "Properties": {
+        "LogGroup": {"Type": "AWS::Logs::LogGroup", **DROP, "Properties": {
             "LogGroupName": sub("/actionrunner/${AWS::StackName}"),
             "RetentionInDays": ref("LogRetentionDays")}},
         **metric_filters("LogGroup", ""),

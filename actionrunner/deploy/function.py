@@ -17,6 +17,7 @@ from . import iam
 from .cfn import NO_VALUE, allow, assume_role, equals, get_att, if_, not_, parameter, policy
 from .cfn import queue_arn, ref, sub
 from .core import metric_filters
+from .ecs import DROP
 from .params import service_environment
 
 #: The handler, as Lambda names it.
@@ -50,7 +51,7 @@ def lambda_resources() -> dict[str, Any]:
                   allow(["logs:CreateLogStream", "logs:PutLogEvents"],
                         get_att("FunctionLogGroup", "Arn"), "Logs")]
     return {
-        "FunctionLogGroup": {"Type": "AWS::Logs::LogGroup", "Properties": {
+        "FunctionLogGroup": {"Type": "AWS::Logs::LogGroup", **DROP, "Properties": {
             "LogGroupName": sub("/actionrunner/${AWS::StackName}/lambda"),
             "RetentionInDays": ref("LogRetentionDays")}},
         **metric_filters("FunctionLogGroup", "Function"),
@@ -64,7 +65,7 @@ def lambda_resources() -> dict[str, Any]:
             "Code": {"S3Bucket": ref("CodeS3Bucket"), "S3Key": ref("CodeS3Key")},
             "Role": get_att("FunctionRole", "Arn"), "MemorySize": ref("MemorySize"),
             "Timeout": ref("Timeout"),
-            "Environment": {"Variables": service_environment()},
+            "Environment": {"Variables": service_environment(region=False)},
             # the handler writes its own JSON lines; Text keeps them as they are
             "LoggingConfig": {"LogGroup": ref("FunctionLogGroup"), "LogFormat": "Text"}}},
         "EventSourceMapping": {"Type": "AWS::Lambda::EventSourceMapping", "Properties": {

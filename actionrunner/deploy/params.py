@@ -80,15 +80,14 @@ def setting_parameters(settings: Settings) -> dict[str, Any]:
     return {p.name: p.spec(settings) for p in SETTING_PARAMETERS}
 
 
-def service_environment(extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def service_environment(extra: dict[str, Any] | None = None, *, region: bool = True) -> dict[str, Any]:
     """The variables every service and function gets: each setting parameter as its
-    ``ACTIONRUNNER_*`` variable, the region, JSON logs, and the extra action modules."""
+    ``ACTIONRUNNER_*`` variable, JSON logs, the extra action modules, and the region (``region``:
+    Lambda sets ``AWS_REGION`` itself and refuses it)."""
     env: dict[str, Any] = {p.env: ref(p.name) for p in SETTING_PARAMETERS}
-    env.update({
-        "AWS_REGION": ref("AWS::Region"),
-        f"{C.ENV_PREFIX}IMPORTS": ref("ActionModules"),
-        f"{C.ENV_PREFIX}LOG_FORMAT": "json",
-    })
+    env.update({f"{C.ENV_PREFIX}IMPORTS": ref("ActionModules"), f"{C.ENV_PREFIX}LOG_FORMAT": "json"})
+    if region:
+        env["AWS_REGION"] = ref("AWS::Region")
     env.update(extra or {})
     return dict(sorted(env.items()))
 

@@ -1,0 +1,89 @@
+"""SQS event records → the kombu messages a worker would have received.
+
+Lambda hands a record in its own spelling (``messageId``, ``attributes``, ``messageAttributes``
+with ``stringValue``...). :func:`to_sqs_message` turns it back into a ReceiveMessage entry, and
+:func:`decode` runs kombu's own SQS decoding on it (``Channel._message_to_python``: the optional
+base64 layer, the JSON envelope, the delivery info) and wraps the payload in the same kombu
+message class the worker's channel makes. So a Celery protocol-2 message (headers ``task``,
+``id``...; body ``[args, kwargs, embed]``) reads exactly as the worker reads it.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from kombu.serialization import prepare_accept_content
+from kombu.transport import virtual
+from kombu.transport.SQS import Channel as SQSChannel
+
+#: Lambda's attribute keys → SQS API keys of a message attribute.
+_ATTRIBUTE_KEYS = {"stringValue": "StringValue", "binaryValue": "BinaryValue",
+                   "stringListValues": "StringListValues", "binaryListValues": "BinaryListValues",
+                   "dataType": "DataType"}
+#: Content types a worker accepts (celeryconfig: ``accept_content = ["json"]``).
+ACCEPT = prepare_accept_content(["json"])
+
+
+def queue_name_of(arn: str) -> str:
+    """``arn:aws:sqs:us-east-1:123456789012:actions.fifo`` → ``actions.fifo``."""
+    return arn.rsplit(":", 1)[-1]
+
+
+def _message_attribute(value: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, api_key in _ATTRIBUTE_KEYS.items():
+        item = value.get(key)
+        if item in (None, [], ""):
+            continue
+        if key == "binaryValue":
+            item = base64.b64decode(item)
+        elif key == "binaryListValues":
+            item = [base64.b64decode(v) for v in item]
+        out[api_key] = item
+    return out
+
+
+def to_sqs_message(record: dict[str, Any]) -> dict[str, Any]:
+    """A Lambda SQS record as the ReceiveMessage entry it came from."""
+    message: dict[str, Any] = {
+        "MessageId": record["messageId"],
+        "ReceiptHandle": record["receiptHandle"],
+        "Body": record["body"],
+        "Attributes": dict(record.get("attributes") or {}),
+    }
+    if record.get("md5OfBody"):
+        message["MD5OfBody"] = record["md5OfBody"]
+    attributes = record.get("messageAttributes") or {}
+    if attributes:
+        message["MessageAttributes"] = {k: _message_attribute(v) for k, v in attributes.items()}
+    return message
+
+
+class _Decoder(SQSChannel):  # type: ignore[misc]
+    """kombu's SQS channel, used only for its decoding methods (never connected)."""
+
+    _noack_queues: frozenset[str] = frozenset()  # every message is acked after its run
+
+    def __init__(self) -> None:  # no connection, no queues
+        pass
+
+
+_DECODER = _Decoder()
+
+
+def decode(message: dict[str, Any], queue_name: str, queue_url: str | None = None,
+           attempt: int | None = None) -> virtual.Message:
+    """The kombu message of a ReceiveMessage entry, as the worker's channel builds it.
+
+    ``attempt`` is written where the worker keeps its own count
+    (``delivery_info["actionrunner_attempt"]``), for the request's ``sqs`` attributes.
+    """
+    payload = _DECODER._message_to_python(message, queue_name, queue_url or queue_name)
+    if not isinstance(payload.get("headers"), dict) or "task" not in payload["headers"]:
+        raise ValueError("not a Celery protocol-2 message (no 'task' header)")
+    if attempt is not None:
+        payload["properties"]["delivery_info"]["actionrunner_attempt"] = attempt
+    decoded = virtual.Message(payload, channel=_DECODER)
+    decoded.accept = ACCEPT
+    return decoded

@@ -1,0 +1,68 @@
+"""Metrics as CloudWatch Embedded Metric Format: every lifecycle line is also a metric.
+
+CloudWatch Logs turns a JSON log line with an ``_aws`` block into metrics, with no agent and no
+PutMetricData calls (ECS's awslogs driver and Lambda send stdout/stderr there). Each lifecycle line
+of an action gets that block: namespace ``ActionRunner``, dimension ``Action`` (and none, for
+totals), one count metric per event and the durations::
+
+    {"event": "succeeded", "action": "tasks.demo.hello", ..., "Action": "tasks.demo.hello",
+     "ActionsSucceeded": 1, "ActionDuration": 0.9,
+     "_aws": {"Timestamp": 1795820000000, "CloudWatchMetrics": [{"Namespace": "ActionRunner",
+              "Dimensions": [["Action"], []], "Metrics": [{"Name": "ActionsSucceeded", ...}]}]}}
+
+``ACTIONRUNNER_METRICS=off`` turns it off. The alarms in ``deploy/`` use these names.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+#: CloudWatch namespace of ActionRunner's metrics.
+NAMESPACE = "ActionRunner"
+#: The dimension every metric has (plus a dimensionless total).
+DIMENSION = "Action"
+#: Lifecycle event → count metric.
+COUNT_OF_EVENT = {
+    "sent": "ActionsSent",
+    "started": "ActionsStarted",
+    "succeeded": "ActionsSucceeded",
+    "failed": "ActionsFailed",
+    "retrying": "ActionsRetried",
+    "dead-lettered": "ActionsDeadLettered",
+    "held": "ActionsHeld",
+}
+#: Lifecycle field → timing metric (milliseconds).
+TIMING_OF_FIELD = {"duration_ms": "ActionDuration", "queue_wait_ms": "QueueWait"}
+
+
+def emf_fields(event: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """The EMF block (and metric values) for one lifecycle line; empty for other events."""
+    count = COUNT_OF_EVENT.get(event)
+    action = fields.get("action")
+    if count is None or not action:
+        return {}
+    metrics: list[dict[str, str]] = [{"Name": count, "Unit": "Count"}]
+    values: dict[str, Any] = {count: 1}
+    for field, name in TIMING_OF_FIELD.items():
+        if isinstance(fields.get(field), int | float):
+            metrics.append({"Name": name, "Unit": "Milliseconds"})
+            values[name] = fields[field]
+    return {
+        DIMENSION: action,
+        **values,
+        "_aws": {
+            "Timestamp": int(time.time() * 1000),
+            "CloudWatchMetrics": [
+                {"Namespace": NAMESPACE, "Dimensions": [[DIMENSION], []], "Metrics": metrics}
+            ],
+        },
+    }
+
+
+def install(mode: str) -> None:
+    """Embed metrics in this process's lifecycle lines (``mode`` ``"emf"``) or not (``"off"``)."""
+    if mode == "emf":
+        from .logging import enrich
+
+        enrich(emf_fields)

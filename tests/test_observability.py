@@ -1,0 +1,51 @@
+"""Metrics (CloudWatch EMF in the lifecycle lines) and `actionrunner status`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from typing import Any
+
+import pytest
+
+from actionrunner.metrics import emf_fields
+from tests.conftest import ROOT
+
+
+def test_lifecycle_lines_carry_embedded_metrics() -> None:
+    fields = emf_fields("succeeded", {"action": "tasks.demo.hello", "duration_ms": 2.5})
+    assert fields["Action"] == "tasks.demo.hello"
+    assert fields["ActionsSucceeded"] == 1 and fields["ActionDuration"] == 2.5
+    [directive] = fields["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == "ActionRunner"
+    assert directive["Dimensions"] == [["Action"], []]
+    assert {m["Name"] for m in directive["Metrics"]} == {"ActionsSucceeded", "ActionDuration"}
+    assert emf_fields("released", {"count": 3}) == {}
+
+
+@pytest.mark.integration
+def test_status_table_and_exit_code_follow_the_dlq(aws: Any, queue_url: str, sqs: Any,
+                                                    settings: Any) -> None:
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "actionrunner.cli", "status"], cwd=ROOT,
+                              env={**os.environ, "COLUMNS": "200"}, capture_output=True, text=True,
+                              timeout=60)
+
+    empty = run()
+    assert empty.returncode == 0, empty.stderr
+    assert "actions.fifo" in empty.stdout and "actions-dlq.fifo" in empty.stdout
+    dlq_url = sqs.get_queue_url(QueueName=settings.dlq_name)["QueueUrl"]
+    sqs.send_message(QueueUrl=dlq_url, MessageBody="{}", MessageGroupId="g",
+                     MessageDeduplicationId=uuid.uuid4().hex)
+    try:
+        full = run()
+        assert full.returncode == 1
+        assert "in the DLQ" in full.stderr
+        row = next(line for line in full.stdout.splitlines() if "actions-dlq.fifo" in line)
+        assert " 1 " in row
+    finally:
+        while messages := sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10).get("Messages"):
+            for m in messages:
+                sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=m["ReceiptHandle"])
