@@ -147,3 +147,9 @@ def echo(run: str, value: Any = None) -> None:
     """Record the value it received (JSON), to compare with what was sent."""
     _append_json(f"{run}.jsonl", {"value": value, "group": "echo", "seq": 0, "start": time.time(),
                                  "end": time.time(), "attempt": 1, "ok": True, "pid": os.getpid()})
+
+
+@action(group="slowpoke:{run}", time_limit=1, max_attempts=2, retry_backoff=0.1)
+def slowpoke(run: str) -> None:
+    """Always exceeds its 1 s hard time limit."""
+    time.sleep(5)

@@ -253,3 +253,16 @@ def test_undeliverable_messages_go_to_the_dlq_at_once_not_away(
             if run in group:
                 groups.add((group, m["MessageAttributes"]["actionrunner.error_type"]["StringValue"]))
     assert groups == {(f"bad:{run}", "ActionInputError"), (f"unknown:{run}", "Rejected")}
+
+
+def test_a_hard_time_limit_is_a_failed_attempt_retried_then_dead_lettered(
+    start_worker: Callable[..., Worker], queue_url: str
+) -> None:
+    from tests.actions import slowpoke
+
+    sent = slowpoke.delay(run=uuid.uuid4().hex[:8])
+    worker = start_worker(concurrency=1)
+    [dead] = worker.wait_for(lambda: worker.lifecycle("dead-lettered", id=sent.id), timeout=60,
+                             what="the slow action in the DLQ")
+    assert dead["error_type"] == "TimeLimitExceeded" and dead["attempt"] == 2
+    assert len(worker.lifecycle("retrying", id=sent.id)) == 1

@@ -75,6 +75,9 @@ class ActionRequest(Request):
 
     def _after_failure(self, exc: BaseException, countdown: float | None, traceback: str) -> None:
         """Retry on the same message, or dead-letter / hold it: never ack, never republish."""
+        if getattr(self, "_failure_handled", False):  # a hard timeout reports twice
+            return
+        self._failure_handled = True
         task, channel = self.task, self._channel()
         attempt = int(self.sqs.get("attempt") or 1)
         error = {"error_type": type(exc).__name__, "error": str(exc)[:1000], "attempts": attempt}
@@ -105,6 +108,22 @@ class ActionRequest(Request):
             log_event("dead-lettered", **self._fields(), outcome="dead-lettered", **error, level=40)
 
     # -- Celery's hooks --------------------------------------------------------------------
+    _hard_timeout: float | None = None
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        if not soft:
+            self._hard_timeout = timeout  # Celery rejects the message next: see reject()
+        super().on_timeout(soft, timeout)
+
+    def reject(self, requeue: bool = False) -> None:
+        if self._hard_timeout is not None and self._channel() is not None:
+            # a hard time limit is a failed attempt like any other: retry with backoff, then DLQ
+            from celery.exceptions import TimeLimitExceeded
+
+            self._after_failure(TimeLimitExceeded(self._hard_timeout), None, "")
+            return
+        super().reject(requeue)
+
     def on_accepted(self, pid: Any, time_accepted: float) -> None:
         super().on_accepted(pid, time_accepted)
         channel = self._channel()
