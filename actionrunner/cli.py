@@ -371,6 +371,34 @@ def bench(
     raise typer.Exit(module.main(list(ctx.args)) or 0)
 
 
+deploy_cli = typer.Typer(help="Infrastructure as code (deploy/).", no_args_is_help=True)
+cli.add_typer(deploy_cli, name="deploy")
+
+
+@deploy_cli.command("template")
+def deploy_template(
+    out: Annotated[Path | None, typer.Option(help="Folder (default: the repository's deploy/).")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 if stale.")] = False,
+    from_env: Annotated[bool, typer.Option(
+        "--from-env", help="Parameter defaults from this environment's settings, not the "
+                           "settings' own defaults (what is committed).")] = False,
+) -> None:
+    """Render the CloudFormation templates from the code (provision's attributes, the settings)."""
+    from . import deploy
+
+    folder = out or deploy.DEPLOY_DIR
+    settings = _settings() if from_env else deploy.default_settings()
+    if check:
+        stale = deploy.stale(folder, settings)
+        for name in stale:
+            console.print(f"{folder / name} differs from `actionrunner deploy template`", markup=False)
+        raise typer.Exit(1 if stale else 0)
+    folder.mkdir(parents=True, exist_ok=True)
+    changed = deploy.write(folder, settings)
+    console.print(f"{len(changed)} of {len(deploy.TEMPLATES)} template(s) written in {folder}",
+                  markup=False)
+
+
 def main() -> None:
     """Entry point: errors that name the problem, not tracebacks."""
     try:

@@ -59,15 +59,9 @@ def _arn(region: str, account: str, name: str) -> str:
 
 
 def _queue_url(client: Any, name: str, endpoint: str | None) -> str | None:
-    try:
-        return client.get_queue_url(QueueName=name)["QueueUrl"]
-    except EndpointConnectionError as exc:
-        raise EndpointUnreachable("SQS", endpoint, exc) from exc
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if "NonExistentQueue" in code or code == "QueueDoesNotExist":
-            return None
-        raise
+    from .sqs.transport import find_queue_url
+
+    return find_queue_url(client, name, endpoint)
 
 
 def _account_of(client: Any, urls: dict[str, str | None]) -> str:

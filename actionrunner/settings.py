@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(default=C.SQS_MAX_MESSAGE_BYTES, ge=1024, le=C.SQS_MAX_MESSAGE_BYTES)
     #: How messages are encoded: ``compact`` (JSON text, a third of stock's bytes; see
     #: actionrunner/sqs/codec.py) or ``celery`` (stock kombu: base64 around base64). Workers read both.
-    wire_format: Literal["compact", "celery"] = "celery"
+    wire_format: Literal["compact", "celery"] = "compact"
     #: S3 bucket for payloads larger than ``max_message_bytes`` (claim check; None: refuse them).
     payload_bucket: str | None = None
     #: Task bodies larger than this are zlib-compressed (compact format; None: never).

@@ -154,7 +154,10 @@ def test_idempotency_can_be_turned_off_per_action_and_by_default(
 
 def test_state_options_are_checked_at_declaration() -> None:
     def declare(**options: Any) -> None:
-        action(name=f"tests.idem.bad{uuid.uuid4().hex[:6]}", **options)(lambda x: x)
+        def fn(x: int) -> int:
+            return x
+
+        action(name=f"tests.idem.bad{uuid.uuid4().hex[:6]}", **options)(fn)
 
     with pytest.raises(ActionDefinitionError, match="'500 per second' is not like '500/s'"):
         declare(rate_limit_shared="500 per second")

@@ -19,7 +19,7 @@ import pytest
 
 from actionrunner.app import app
 from actionrunner.aws_lambda import LambdaRunner
-from actionrunner.deploy.core import filter_pattern
+from actionrunner.deploy import core
 from actionrunner.settings import Settings
 from actionrunner.sqs.fifo import failure_attributes
 from tests.actions import explode, fragile_head, record, tally
@@ -188,26 +188,29 @@ def test_a_failure_reports_the_rest_of_its_group_and_other_groups_go_on(
     assert lines(caplog, "dead-lettered")[0]["attempts"] == 3
 
 
-def test_the_lifecycle_lines_match_the_metric_filters(
+def test_the_lifecycle_lines_carry_the_metrics_the_failure_rate_alarm_reads(
         sqs: Any, queue_url: str, queue_arn: str, runner: LambdaRunner,
         caplog: pytest.LogCaptureFixture) -> None:
-    # Given one action run by the function
+    # Given an action that succeeds and one that fails, run by the function
     run = uuid.uuid4().hex[:12]
     record.delay(bucket=run, token=f"{run}-1")
-    event = lambda_event(receive(sqs, queue_url, 1, run), queue_arn)
-    finish(sqs, queue_url, event, runner.handle(event, Context()))
-    # Then its started / succeeded lines satisfy the filters the stacks count them with
-    for name in ("started", "succeeded"):
-        [line] = lines(caplog, name)
-        for field, value in _conditions(filter_pattern(name)):
-            assert line[field] == value
-        assert line["id"] and line["group"] == f"rec:{run}"
-
-
-def _conditions(pattern: str) -> list[tuple[str, str]]:
-    import re
-
-    return re.findall(r'\$\.(\w+) = "([^"]+)"', pattern)
+    explode.delay(token=f"{run}-2")
+    event = lambda_event(receive(sqs, queue_url, 2, run), queue_arn)
+    response = runner.handle(event, Context())
+    for message in event["Records"]:  # the failure too: this test is about its lines
+        sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["receiptHandle"])
+    assert len(response["batchItemFailures"]) == 1
+    # Then their lines carry, as CloudWatch Embedded Metric Format totals (no dimension), the
+    # metrics the stacks' failure-rate alarm divides
+    alarm = core.alarms()["FailureRateAlarm"]["Properties"]["Metrics"]
+    wanted = {(m["MetricStat"]["Metric"]["Namespace"], m["MetricStat"]["Metric"]["MetricName"])
+              for m in alarm if "MetricStat" in m}
+    emitted = {(directive["Namespace"], metric["Name"])
+               for line in lines(caplog, "started") + lines(caplog, "failed")
+               for directive in line["_aws"]["CloudWatchMetrics"] if [] in directive["Dimensions"]
+               for metric in directive["Metrics"]}
+    assert wanted == {("ActionRunner", "ActionsFailed"), ("ActionRunner", "ActionsStarted")}
+    assert wanted <= emitted
 
 
 # -- idempotency ------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from actionrunner import action
 from actionrunner.dynamo import BatchWriter
 from actionrunner.settings import Settings
 from actionrunner.state.ratelimit import (
@@ -161,6 +162,26 @@ def test_a_throttled_batch_writer_reports_to_the_running_actions_bucket(settings
     assert writer.stats.written == 30 and writer.stats.throttled == 1
     assert limiter.penalties == 1
     assert client.scan(TableName=table, Select="COUNT")["Count"] == 30
+
+
+@action(name="tests.rate.throttled", idempotent=False, rate_limit_shared="1000/s",
+        bucket="tests-throttled")
+def throttled_write() -> None:
+    raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException",
+                                 "Message": "slow down"}}, "PutItem")
+
+
+def test_an_action_throttled_by_dynamodb_pauses_its_bucket(settings: Settings) -> None:
+    # When an action of a shared bucket is throttled by DynamoDB (after boto3's own retries)
+    result = throttled_write.apply()
+    # Then it fails as usual (the worker retries it after its backoff)...
+    assert result.state == "FAILURE" and "ProvisionedThroughputExceeded" in str(result.result)
+    # ...and the bucket's schedule was pushed back for every worker
+    item = settings.client("dynamodb").get_item(
+        TableName=settings.state_table, Key={"pk": {"S": "bucket#tests-throttled"}},
+        ConsistentRead=True)["Item"]
+    assert float(item["penalty"]["N"]) == BASE_PENALTY
+    assert float(item["tat"]["N"]) >= float(item["throttled_at"]["N"]) + BASE_PENALTY
 
 
 # -- acceptance: two workers, one bucket ---------------------------------------------------------------

@@ -16,20 +16,9 @@ import pytest
 
 from actionrunner.beat import slot_of
 from tests.actions import chunked
-from tests.conftest import ROOT, Worker
+from tests.conftest import ROOT, Worker, json_lines
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
-
-
-def _lines(path: Path) -> list[dict]:
-    out = []
-    for line in path.read_text(errors="replace").splitlines():
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-    return out
 
 
 def test_two_beats_fire_each_slot_once(
@@ -55,7 +44,7 @@ def test_two_beats_fire_each_slot_once(
             beat.send_signal(signal.SIGTERM)
             beat.wait(20)
     # Then both fired, but each schedule slot produced one message and one run
-    sent = [e for log in logs for e in _lines(log) if e.get("event") == "sent"]
+    sent = [e for log in logs for e in json_lines(log) if e.get("event") == "sent"]
     slots = {e["dedup_id"] for e in sent}
     assert len(sent) >= 6 and len(slots) >= 3
     assert len(sent) > len(slots)  # the same slot was fired by both beats

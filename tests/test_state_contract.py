@@ -209,6 +209,17 @@ def test_a_completed_key_expires_after_its_ttl_and_runs_again(backend: Backend) 
     assert isinstance(backend.store.begin(k, "h2"), Claim)  # a new life: other inputs are fine
 
 
+def test_a_record_counts_until_the_second_it_expires(backend: Backend) -> None:
+    k = key()
+    claim = backend.store.begin(k, "h1")
+    assert isinstance(claim, Claim)
+    done = backend.store.complete(claim, "first")
+    backend.clock.now = done.expires_at - 0.001
+    assert isinstance(backend.store.begin(k, "h1"), Replay)
+    backend.clock.now = done.expires_at
+    assert isinstance(backend.store.begin(k, "h1"), Claim)
+
+
 def test_a_key_completes_once(backend: Backend) -> None:
     k = key()
     claim = backend.store.begin(k, "h1")
@@ -243,13 +254,13 @@ def test_dynamodb_and_memory_agree_on_random_histories(aws: Any, counters: str) 
     from hypothesis import strategies as st
 
     step = st.one_of(
-        st.tuples(st.just("begin"), st.integers(0, 2), st.sampled_from(["h1", "h2"])),
+        st.tuples(st.just("begin"), st.integers(0, 1), st.sampled_from(["h1", "h1", "h2"])),
         st.tuples(st.sampled_from(["complete", "release", "renew"]), st.integers(0, 7)),
-        st.tuples(st.just("advance"), st.sampled_from([1.0, 10.0, LEASE - 0.001, LEASE, TTL])),
+        st.tuples(st.just("advance"), st.sampled_from([1.0, LEASE - 0.001, LEASE, TTL])),
     )
     client = get_settings().client("dynamodb")
 
-    @examples(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+    @examples(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
     @given(st.lists(step, max_size=20))
     def agree(history: list[tuple[Any, ...]]) -> None:
         clock = Clock()

@@ -100,8 +100,10 @@ class LambdaRunner:
                 visibility.append((record["eventSourceARN"], record["receiptHandle"],
                                    outcome.visibility))
         self._set_visibility(visibility)
-        log.info("lambda-batch", records=len(records), reported=len(failures),
-                 out_of_time=out_of_time or None, **{k.replace("-", "_"): v for k, v in counts.items()})
+        summary = {k.replace("-", "_"): v for k, v in counts.items()}
+        if out_of_time:
+            summary["out_of_time"] = True
+        log.info("lambda-batch", records=len(records), reported=len(failures), **summary)
         return {"batchItemFailures": failures}
 
     @staticmethod

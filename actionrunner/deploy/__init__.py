@@ -4,8 +4,9 @@ One source of truth: the templates are rendered by this package from the same th
 ``actionrunner provision`` and the services use — the queue attributes of
 :func:`actionrunner.provision.desired_attributes`, the table shape of :mod:`actionrunner.provision`
 (``STATE_KEY``, ``STATE_TTL_ATTRIBUTE``), the defaults and bounds of
-:class:`~actionrunner.settings.Settings` (as parameters, see :mod:`.params`), the lifecycle
-events of :mod:`actionrunner.logging` (as metric filters). ``deploy/*.template.json`` are this
+:class:`~actionrunner.settings.Settings` (as parameters, see :mod:`.params`; every service
+receives them as its ``ACTIONRUNNER_*`` variables), the metric names of
+:mod:`actionrunner.metrics` (in the failure-rate alarm). ``deploy/*.template.json`` are this
 package's output, committed so that they can be reviewed and deployed without Python; a test
 checks that they equal a fresh rendering::
 
@@ -18,7 +19,7 @@ template                            what
 actionrunner-core.template.json     queue, DLQ, state table, alarm topic, alarms
 actionrunner.template.json          the core + ECS Fargate: workers (scaled on backlog per
                                     worker), beat, admin API behind a load balancer, Flower;
-                                    least-privilege roles; log metrics
+                                    least-privilege roles
 actionrunner-lambda.template.json   a Lambda function with an SQS event source mapping, over the
                                     queues of one of the above
 ==================================  ============================================================

@@ -1,6 +1,9 @@
 """The core of every stack: the FIFO queue and its DLQ, the state table, the alarm topic and the
-alarms; and the metric filters that turn lifecycle log lines into the metrics the failure-rate
-alarm reads.
+alarms.
+
+The failure-rate alarm reads the metrics the lifecycle lines carry (CloudWatch Embedded Metric
+Format, :mod:`actionrunner.metrics`: CloudWatch Logs extracts them from the workers' and the
+function's log lines), by the names that module gives them.
 
 The queue attributes are not written here: they are :func:`actionrunner.provision.desired_attributes`
 (what ``actionrunner provision`` creates), translated attribute by attribute. An attribute that
@@ -13,22 +16,17 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from ..logging import LIFECYCLE_EVENTS, LIFECYCLE_LOGGER
+from .. import metrics
 from ..provision import STATE_KEY, STATE_TTL_ATTRIBUTE, desired_attributes
 from ..settings import Settings
 from .cfn import equals, flag, get_att, if_, parameter, queue_arn, ref, sub
-from .params import BY_FIELD, metric_namespace_parameter
+from .params import BY_FIELD
 
 #: The account id provision's ARNs are rendered with before translation (replaced by the stack's).
 _ACCOUNT = "000000000000"
 
-#: Metrics made from the lifecycle log lines (namespace: parameter ``MetricNamespace``).
-LIFECYCLE_METRICS = {
-    "ActionsStarted": "started",
-    "ActionsSucceeded": "succeeded",
-    "ActionsFailed": "failed",
-    "ActionsDeadLettered": "dead-lettered",
-}
+#: The metrics the failure rate is made of: runs started and failed (dimensionless totals).
+STARTED, FAILED = metrics.COUNT_OF_EVENT["started"], metrics.COUNT_OF_EVENT["failed"]
 #: The failure-rate alarm stays quiet over periods with fewer starts than this.
 FAILURE_RATE_MIN_STARTS = 20
 #: Seconds of each period the alarms look at.
@@ -131,7 +129,6 @@ def core_parameters() -> dict[str, Any]:
             "Number", "Alarm when more than this percent of started actions fail (over "
                       f"{FAILURE_RATE_PERIOD} s, at least {FAILURE_RATE_MIN_STARTS} starts).", 5,
             MinValue=0, MaxValue=100),
-        "MetricNamespace": metric_namespace_parameter(),
     }
 
 
@@ -154,9 +151,9 @@ def alarms() -> dict[str, Any]:
         return {"Namespace": "AWS/SQS", "MetricName": metric, "Statistic": "Maximum", "Period": 60,
                 "Dimensions": [{"Name": "QueueName", "Value": get_att(queue, "QueueName")}]}
 
-    def count(metric: str) -> dict[str, Any]:
-        return {"Id": metric.lower(), "ReturnData": False, "MetricStat": {
-            "Metric": {"Namespace": ref("MetricNamespace"), "MetricName": metric},
+    def count(metric_id: str, metric: str) -> dict[str, Any]:
+        return {"Id": metric_id, "ReturnData": False, "MetricStat": {
+            "Metric": {"Namespace": metrics.NAMESPACE, "MetricName": metric},
             "Period": FAILURE_RATE_PERIOD, "Stat": "Sum"}}
 
     return {
@@ -170,11 +167,11 @@ def alarms() -> dict[str, Any]:
             ComparisonOperator="GreaterThanThreshold", Threshold=ref("OldestMessageAgeThreshold"),
             EvaluationPeriods=5, DatapointsToAlarm=3),
         "FailureRateAlarm": _alarm(
-            "failure-rate", "Too many action runs fail (metrics from the lifecycle log lines).",
-            Metrics=[count("ActionsFailed"), count("ActionsStarted"), {
+            "failure-rate", "Too many action runs fail (EMF metrics of the lifecycle lines).",
+            Metrics=[count("failed", FAILED), count("started", STARTED), {
                 "Id": "rate", "Label": "failed runs, % of started", "ReturnData": True,
-                "Expression": f"IF(actionsstarted >= {FAILURE_RATE_MIN_STARTS}, "
-                              "100 * actionsfailed / actionsstarted, 0)"}],
+                "Expression": f"IF(started >= {FAILURE_RATE_MIN_STARTS}, "
+                              "100 * failed / started, 0)"}],
             ComparisonOperator="GreaterThanThreshold", Threshold=ref("FailureRatePercent"),
             EvaluationPeriods=3, DatapointsToAlarm=2),
     }
@@ -209,23 +206,3 @@ def core_outputs() -> dict[str, Any]:
         "AlarmTopicArn": out("SNS topic the alarms notify.", ref("AlarmTopic"), "AlarmTopicArn"),
     }
 
-
-def filter_pattern(event: str) -> str:
-    """The CloudWatch Logs pattern that matches lifecycle line ``event`` (see
-    :mod:`actionrunner.logging`)."""
-    if event not in (*LIFECYCLE_EVENTS, "held"):
-        raise TemplateDriftError(f"{event!r} is not a lifecycle event")
-    return f'{{ ($.logger = "{LIFECYCLE_LOGGER}") && ($.event = "{event}") }}'
-
-
-def metric_filters(log_group: str, prefix: str) -> dict[str, Any]:
-    """One metric filter per :data:`LIFECYCLE_METRICS` entry on log group ``log_group``."""
-    return {
-        f"{prefix}{metric}Filter": {"Type": "AWS::Logs::MetricFilter", "Properties": {
-            "LogGroupName": ref(log_group),
-            "FilterPattern": filter_pattern(event),
-            "MetricTransformations": [{"MetricNamespace": ref("MetricNamespace"),
-                                       "MetricName": metric, "MetricValue": "1",
-                                       "DefaultValue": 0, "Unit": "Count"}]}}
-        for metric, event in LIFECYCLE_METRICS.items()
-    }

@@ -13,7 +13,6 @@ from ..settings import Settings
 from . import iam
 from .cfn import NO_VALUE, assume_role, equals, get_att, if_, not_, parameter, policy, ref, sub
 from .cfn import allow as allow_
-from .core import metric_filters
 from .params import service_environment
 
 #: Seconds Fargate allows between SIGTERM and SIGKILL at most.
@@ -241,7 +240,6 @@ def _services(settings: Settings) -> dict[str, Any]:
         "LogGroup": {"Type": "AWS::Logs::LogGroup", **DROP, "Properties": {
             "LogGroupName": sub("/actionrunner/${AWS::StackName}"),
             "RetentionInDays": ref("LogRetentionDays")}},
-        **metric_filters("LogGroup", ""),
         "WorkerTaskDefinition": _task("worker", worker, ref("WorkerCpu"), ref("WorkerMemory")),
         "BeatTaskDefinition": _task("beat", _container("beat"), *TASK_SIZES["beat"]),
         "ApiTaskDefinition": _task("api", api, *TASK_SIZES["api"]),

@@ -14,9 +14,20 @@ from typing import Any
 
 from ..settings import Settings
 from . import iam
-from .cfn import NO_VALUE, allow, assume_role, equals, get_att, if_, not_, parameter, policy
-from .cfn import queue_arn, ref, sub
-from .core import metric_filters
+from .cfn import (
+    NO_VALUE,
+    allow,
+    assume_role,
+    equals,
+    get_att,
+    if_,
+    not_,
+    parameter,
+    policy,
+    queue_arn,
+    ref,
+    sub,
+)
 from .ecs import DROP
 from .params import service_environment
 
@@ -30,8 +41,9 @@ def lambda_parameters(settings: Settings) -> dict[str, Any]:
     return {
         "CodeS3Bucket": parameter("String", "Bucket of the deployment package (see deploy/README.md)."),
         "CodeS3Key": parameter("String", "Key of the deployment package (.zip)."),
-        "Runtime": parameter("String", "Python runtime.", "python3.11",
-                             AllowedValues=["python3.11", "python3.12", "python3.13"]),
+        "Runtime": parameter("String", "Python runtime (Amazon Linux 2023 ones: the package's "
+                             "wheels are manylinux_2_28).", "python3.12",
+                             AllowedValues=["python3.12", "python3.13"]),
         "Architecture": parameter("String", "Architecture the package was built for.", "x86_64",
                                   AllowedValues=["x86_64", "arm64"]),
         "MemorySize": parameter("Number", "MiB of the function.", 512, MinValue=128, MaxValue=10240),
@@ -54,7 +66,6 @@ def lambda_resources() -> dict[str, Any]:
         "FunctionLogGroup": {"Type": "AWS::Logs::LogGroup", **DROP, "Properties": {
             "LogGroupName": sub("/actionrunner/${AWS::StackName}/lambda"),
             "RetentionInDays": ref("LogRetentionDays")}},
-        **metric_filters("FunctionLogGroup", "Function"),
         "FunctionRole": {"Type": "AWS::IAM::Role", "Properties": {
             "AssumeRolePolicyDocument": assume_role("lambda.amazonaws.com"),
             "Policies": [{"PolicyName": "run-actions", "PolicyDocument": policy(statements)}],

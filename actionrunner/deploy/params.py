@@ -92,17 +92,9 @@ def service_environment(extra: dict[str, Any] | None = None, *, region: bool = T
     return dict(sorted(env.items()))
 
 
-def metric_namespace_parameter() -> dict[str, Any]:
-    """Where the metrics made from the lifecycle log lines go (the failure-rate alarm reads them)."""
-    return parameter("String", "CloudWatch namespace of the metrics made from the lifecycle log "
-                     "lines (use one per stack when several stacks share an account).",
-                     "ActionRunner", AllowedPattern=r"^[A-Za-z0-9_./#:-]{1,255}$")
-
-
 def common_parameters() -> dict[str, Any]:
     """Parameters every runtime stack (ECS, Lambda) shares besides the settings."""
     return {
-        "MetricNamespace": metric_namespace_parameter(),
         "ActionModules": parameter(
             "String", "Extra modules of actions to import, comma separated "
             "(ACTIONRUNNER_IMPORTS; the image's `tasks` package is always loaded).", ""),

@@ -46,17 +46,25 @@ def register() -> None:
     TRANSPORT_ALIASES.setdefault(C.TRANSPORT_ALIAS, f"{__name__}:Transport")
 
 
-def resolve_queue_url(client: Any, name: str, endpoint: str | None) -> str:
-    """The URL of queue ``name``; a clear error when it is missing or nothing answers."""
+def find_queue_url(client: Any, name: str, endpoint: str | None) -> str | None:
+    """The URL of queue ``name``, or None if it does not exist; a clear error if nothing answers."""
     try:
-        return client.get_queue_url(QueueName=name)["QueueUrl"]
+        return str(client.get_queue_url(QueueName=name)["QueueUrl"])
     except EndpointConnectionError as exc:
         raise EndpointUnreachable("SQS", endpoint, exc) from exc
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if "NonExistentQueue" in code or code == "QueueDoesNotExist":
-            raise QueueMissing(name, endpoint) from exc
+            return None
         raise
+
+
+def resolve_queue_url(client: Any, name: str, endpoint: str | None) -> str:
+    """The URL of queue ``name``; a clear error when it is missing or nothing answers."""
+    url = find_queue_url(client, name, endpoint)
+    if url is None:
+        raise QueueMissing(name, endpoint)
+    return url
 
 
 class _Batch:

@@ -25,7 +25,8 @@ from typing import Any
 
 from .. import constants as C
 from .. import keys
-from ..errors import ActionDefinitionError
+from ..dynamo import is_throttling
+from ..errors import ActionDefinitionError, LeaseLost
 from ..logging import get_logger
 from ..settings import get_settings
 from . import effects
@@ -116,7 +117,8 @@ def guarded_run(task: Any, values: dict[str, Any], run: Callable[[], Any]) -> An
     with effects.collecting() as staged, drawing_from(limiter):
         if not is_idempotent(task):
             result = _limited(limiter, run)
-            effects.commit(client(), staged)
+            if staged:
+                effects.commit(client(), staged)
             return result
         store = get_store()
         call = task.prepare(kwargs=values)
@@ -127,7 +129,7 @@ def guarded_run(task: Any, values: dict[str, Any], run: Callable[[], Any]) -> An
                               run_id=task.request.id)
         if isinstance(outcome, Replay):
             task.request.idempotency = {"idempotent_replay": True, "idempotency_key": key,
-                                        "result_saved": outcome.record.result_saved or None}
+                                        "result_saved": None if outcome.record.result_saved else False}
             return outcome.result
         try:
             with keeper().keep(store, outcome):
@@ -154,17 +156,16 @@ def _limited(limiter: SharedRateLimit | None, run: Callable[[], Any]) -> Any:
     try:
         return run()
     except Exception as exc:
-        from ..dynamo import is_throttling
-
         if limiter is not None and is_throttling(exc):
-            limiter.report_throttling()
+            try:
+                limiter.report_throttling()
+            except Exception as report:  # the action's own error is the one to raise
+                log.warning("rate-limit-report-failed", bucket=limiter.name, error=repr(report)[:300])
         raise
 
 
 def _release(store: IdempotencyStore, claim: Any, cause: BaseException) -> None:
     """Give the key up after a failed run (best effort: if this fails, the lease runs out)."""
-    from ..errors import LeaseLost
-
     if isinstance(cause, LeaseLost):
         return
     try:
