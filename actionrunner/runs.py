@@ -1,7 +1,7 @@
 """Run status: what became of each action run, kept in the state table with a TTL.
 
-The admin API writes ``queued`` when it accepts a run; the worker writes the rest as lifecycle
-events happen (``running``, ``succeeded`` with the result, ``failed``, ``retrying``,
+The admin API writes ``queued`` when it accepts a run, and marks its message (header
+``ar_api_run``); the worker writes the rest as lifecycle events happen (``running``, ``succeeded`` with the result, ``failed``, ``retrying``,
 ``dead-lettered``, ``held``). Items live in the single ActionRunner state table under
 ``pk = "run#{id}"``::
 
@@ -32,6 +32,8 @@ STATUS_OF_EVENT = {
 }
 #: Every status a run can have.
 STATUSES = ("queued", *dict.fromkeys(STATUS_OF_EVENT.values()))
+#: Message header that marks a run the admin API accepted (its status is followed).
+API_RUN_HEADER = "ar_api_run"
 #: Largest result (JSON bytes) kept with a run; a larger one is replaced by a note.
 MAX_RESULT_BYTES = 100_000
 
@@ -148,7 +150,7 @@ _settings: Settings | None = None
 def install_worker_observer(settings: Settings) -> None:
     """Write run status from this worker's lifecycle events (main and pool processes), if enabled."""
     global _settings
-    if not settings.run_status:
+    if settings.run_status == "off":
         return
     from .logging import observe
 
@@ -158,6 +160,8 @@ def install_worker_observer(settings: Settings) -> None:
 
 def _record(event: str, fields: dict[str, Any], result: Any) -> None:
     if _settings is None or event not in STATUS_OF_EVENT:
+        return
+    if _settings.run_status == "api" and not fields.get("api_run"):
         return
     pid = os.getpid()  # a boto3 client per process: pool processes are forked
     store = _stores.get(pid) or _stores.setdefault(pid, RunStore(_settings))

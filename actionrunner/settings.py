@@ -109,8 +109,10 @@ class Settings(BaseSettings):
     #: ``{"name": ..., "sha256": <hex digest of the token>, "scopes": ["submit", "admin"]}``
     #: (``actionrunner api-token`` makes one).
     api_tokens: list[ApiToken] = Field(default_factory=list)
-    #: Write each run's status (queued, running, succeeded...) to the state table.
-    run_status: bool = True
+    #: Which runs get their status (queued, running, succeeded...) written to the state table:
+    #: ``api`` (those the admin API accepted: GET /v1/runs/{id} follows them), ``all`` (also
+    #: ``.delay()``: two more DynamoDB writes per action), or ``off``.
+    run_status: Literal["api", "all", "off"] = "api"
     #: Seconds a run's status is kept (DynamoDB TTL).
     run_status_ttl_seconds: int = Field(default=7 * 86_400, ge=60)
 

@@ -12,6 +12,7 @@ import json
 import logging
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from actionrunner.app import app
 from actionrunner.aws_lambda import LambdaRunner
 from actionrunner.deploy import core
 from actionrunner.settings import Settings
+from actionrunner.sqs import claimcheck
 from actionrunner.sqs.fifo import failure_attributes
 from tests.actions import explode, fragile_head, record, tally
 from tests.conftest import SQS_SERVER, message_text
@@ -213,6 +215,42 @@ def test_the_lifecycle_lines_carry_the_metrics_the_failure_rate_alarm_reads(
     assert wanted <= emitted
 
 
+class CountingClient:
+    """Wraps a boto3 client and counts the API calls made through it."""
+
+    def __init__(self, client: Any) -> None:
+        self.client, self.calls = client, Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.client, name)
+        if not callable(attribute) or name.startswith(("get_paginator", "get_waiter", "can_")):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return attribute(*args, **kwargs)
+
+        return call
+
+
+def test_succeeded_records_cost_the_function_no_sqs_request(
+        sqs: Any, queue_url: str, queue_arn: str, settings: Settings, record_dir: Path) -> None:
+    # Given a batch of three actions that succeed
+    run = uuid.uuid4().hex[:12]
+    for n in range(3):
+        record.delay(bucket=f"{run}-{n}", token=f"{run}-{n}")
+    event = lambda_event(receive(sqs, queue_url, 3, run), queue_arn)
+    counting = CountingClient(sqs)
+    runner = LambdaRunner(app, settings, sqs=counting, hostname="lambda@test")
+    # When the function runs them
+    response = runner.handle(event, Context())
+    finish(sqs, queue_url, event, response)
+    # Then it made no SQS request (the event source mapping deletes them, in batches)
+    assert response == {"batchItemFailures": []}
+    assert [recorded(record_dir, f"{run}-{n}") for n in range(3)] == [[f"{run}-{n}"] for n in range(3)]
+    assert counting.calls == Counter()
+
+
 # -- idempotency ------------------------------------------------------------------------------
 def test_duplicates_are_skipped_by_the_idempotency_store(
         sqs: Any, queue_url: str, queue_arn: str, runner: LambdaRunner, record_dir: Path,
@@ -235,6 +273,34 @@ def test_duplicates_are_skipped_by_the_idempotency_store(
     succeeded = lines(caplog, "succeeded")
     assert len(succeeded) == 4
     assert [bool(s.get("idempotent_replay")) for s in succeeded] == [False, True, True, True]
+
+
+# -- claim check -----------------------------------------------------------------------------
+def test_a_claim_checked_payload_is_read_from_s3_and_deleted_after_the_run(
+        sqs: Any, queue_url: str, queue_arn: str, runner: LambdaRunner, record_dir: Path,
+        settings: Settings) -> None:
+    # Given an action whose message travels as a pointer to S3 (as a sender with a payload
+    # bucket sends one over the size limit): the real envelope, offloaded
+    run = uuid.uuid4().hex[:12]
+    bucket = f"payloads-{run}"
+    s3 = settings.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    record.delay(bucket=run, token=f"{run}-big")
+    [original] = receive(sqs, queue_url, 1, run)
+    sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=original["ReceiptHandle"])
+    pointer, attributes = claimcheck.offload(s3, bucket, original["Body"])
+    sqs.send_message(QueueUrl=queue_url, MessageBody=pointer, MessageAttributes=attributes,
+                     MessageGroupId=original["Attributes"]["MessageGroupId"],
+                     MessageDeduplicationId=f"{run}-pointer")
+    event = lambda_event(receive(sqs, queue_url, 1, bucket), queue_arn)
+    assert claimcheck.pointer_of(event["Records"][0]["body"]) is not None
+    # When the function handles it
+    response = runner.handle(event, Context())
+    finish(sqs, queue_url, event, response)
+    # Then the action ran with the payload from S3, and the object is gone
+    assert response == {"batchItemFailures": []}
+    assert recorded(record_dir, run) == [f"{run}-big"]
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
 
 
 # -- hold, bad messages, time budget ------------------------------------------------------------

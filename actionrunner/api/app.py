@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def _unavailable(request: Request, exc: Unavailable) -> JSONResponse:
         return JSONResponse(status_code=503, content={"detail": str(exc)})
 
-    from ..runs import RunStore
+    from ..runs import API_RUN_HEADER, RunStore
 
     # One client each for the life of the app (boto3 clients are thread-safe; making one costs ms).
     clients = {"sqs": settings.client("sqs"), "dynamodb": settings.client("dynamodb")}
@@ -130,11 +130,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             run_id, dedup_id, replayed = _claim_key(name, idempotency_key, call, run_id)
         try:
             action.apply_async(kwargs=call.kwargs, task_id=run_id, MessageGroupId=call.group,
-                               MessageDeduplicationId=dedup_id)
+                               MessageDeduplicationId=dedup_id, headers={API_RUN_HEADER: 1})
         except UNAVAILABLE as exc:
             raise Unavailable("SQS", exc) from exc
         try:
-            runs().queued(run_id, name, call.group, dedup_id)
+            if settings.run_status != "off":
+                runs().queued(run_id, name, call.group, dedup_id)
         except Exception:  # the message is sent: a missing status row must not turn into an error
             log.warning("run-status-write-failed", run_id=run_id, exc_info=True)
         if replayed:

@@ -20,6 +20,10 @@ failed for good, ``hold``           reported, hidden ``hold_seconds`` (``held``)
 unknown action / undecodable        sent to the DLQ at once
 ==================================  ==========================================================
 
+A claim-checked message (its body a pointer to S3, :mod:`actionrunner.sqs.claimcheck`) is read
+from S3 first; its object is deleted once the action succeeded, and kept (the pointer goes to
+the DLQ) otherwise, as on the worker.
+
 A reported record blocks the rest of its group in the batch: they are reported too, unstarted,
 and released at once (SQS keeps them behind their head). Other groups go on (AWS Powertools'
 ``SqsFifoPartialProcessor(skip_group_on_error=True)``). When less than ``time_margin`` seconds of
@@ -45,6 +49,7 @@ from .. import constants as C
 from ..action import is_action
 from ..logging import get_logger, log_event
 from ..settings import Settings
+from ..sqs import claimcheck
 from ..worker.request import NOT_RETRYABLE, ActionRequest
 from .attempts import AttemptLog
 from .events import decode, queue_name_of, to_sqs_message
@@ -69,9 +74,11 @@ class LambdaRunner:
     """Runs the records of SQS events; :meth:`handle` returns the partial batch response."""
 
     def __init__(self, app: Celery, settings: Settings, *, sqs: Any = None, dynamodb: Any = None,
-                 time_margin: float = TIME_MARGIN_SECONDS, hostname: str | None = None) -> None:
+                 s3: Any = None, time_margin: float = TIME_MARGIN_SECONDS,
+                 hostname: str | None = None) -> None:
         self.app, self.settings, self.time_margin = app, settings, time_margin
         self.sqs = sqs or settings.client("sqs")
+        self._s3 = s3
         self.attempts = AttemptLog(settings.state_table, dynamodb or settings.client("dynamodb"),
                                    settings.message_retention_seconds)
         function = os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or socket.gethostname()
@@ -115,6 +122,15 @@ class LambdaRunner:
     def run(self, record: dict[str, Any]) -> Outcome:
         message = to_sqs_message(record)
         queue = queue_name_of(record["eventSourceARN"])
+        pointer = claimcheck.pointer_of(message["Body"])
+        readable = message
+        if pointer is not None:  # the payload is in S3
+            try:
+                readable = {**message, "Body": claimcheck.fetch(self.s3, *pointer)}
+            except Exception as exc:
+                log.error("payload-fetch-failed", message_id=message["MessageId"],
+                          location=f"s3://{pointer[0]}/{pointer[1]}", error=repr(exc)[:300])
+                return Outcome("retrying", report=True, visibility=30)
         attrs = message["Attributes"]
         receive_count = int(attrs.get("ApproximateReceiveCount") or 1)
         attempt = self.attempts.failures(queue, message["MessageId"], receive_count) + 1
@@ -122,7 +138,7 @@ class LambdaRunner:
                                   "dedup_id": attrs.get("MessageDeduplicationId"),
                                   "receive_count": receive_count}
         try:
-            kombu_message = decode(message, queue, attempt=attempt)
+            kombu_message = decode(readable, queue, attempt=attempt)
             name = kombu_message.headers["task"]
             fields.update(action=name, id=kombu_message.headers.get("id"))
             task = self.app.tasks.get(name)
@@ -138,6 +154,8 @@ class LambdaRunner:
         _, info, _, _ = trace_task(task, request.id, args, kwargs, context, hostname=self.hostname,
                                    loader=self.app.loader, app=self.app)
         if info is None or info.state == IGNORED:
+            if pointer is not None:  # done: the claim-checked payload goes too
+                self._delete_payload(*pointer)
             return Outcome("succeeded")
         exc = info.retval
         if info.state == REJECTED and isinstance(exc, Reject) and exc.requeue:
@@ -197,7 +215,19 @@ class LambdaRunner:
         log_event("dead-lettered", **fields, outcome="dead-lettered", **failure, level=40)
         return Outcome("dead-lettered")
 
-    # -- SQS -------------------------------------------------------------------------------
+    # -- SQS and S3 ------------------------------------------------------------------------
+    @property
+    def s3(self) -> Any:
+        if self._s3 is None:
+            self._s3 = self.settings.client("s3")
+        return self._s3
+
+    def _delete_payload(self, bucket: str, key: str) -> None:
+        try:
+            self.s3.delete_object(Bucket=bucket, Key=key)
+        except Exception as exc:  # the bucket's lifecycle rule expires it
+            log.warning("payload-delete-failed", location=f"s3://{bucket}/{key}", error=repr(exc)[:300])
+
     def _url(self, queue: str) -> str:
         if queue not in self._urls:
             self._urls[queue] = self.sqs.get_queue_url(QueueName=queue)["QueueUrl"]

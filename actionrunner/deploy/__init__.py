@@ -16,7 +16,8 @@ checks that they equal a fresh rendering::
 ==================================  ============================================================
 template                            what
 ==================================  ============================================================
-actionrunner-core.template.json     queue, DLQ, state table, alarm topic, alarms
+actionrunner-core.template.json     queue, DLQ, state table, payload bucket (optional), alarm
+                                    topic, alarms
 actionrunner.template.json          the core + ECS Fargate: workers (scaled on backlog per
                                     worker), beat, admin API behind a load balancer, Flower;
                                     least-privilege roles

@@ -19,6 +19,7 @@ from typing import Any
 from .. import metrics
 from ..provision import STATE_KEY, STATE_TTL_ATTRIBUTE, desired_attributes
 from ..settings import Settings
+from ..sqs.claimcheck import KEY_PREFIX
 from .cfn import equals, flag, get_att, if_, parameter, queue_arn, ref, sub
 from .params import BY_FIELD
 
@@ -134,7 +135,30 @@ def core_parameters() -> dict[str, Any]:
 
 def core_conditions() -> dict[str, Any]:
     return {"HighThroughput": equals(ref("HighThroughput"), "true"),
-            "HasAlarmEmail": {"Fn::Not": [equals(ref("AlarmEmail"), "")]}}
+            "HasAlarmEmail": {"Fn::Not": [equals(ref("AlarmEmail"), "")]},
+            **payload_conditions()}
+
+
+def payload_conditions() -> dict[str, Any]:
+    return {"HasPayloadBucket": {"Fn::Not": [equals(ref("PayloadBucketName"), "")]}}
+
+
+def payload_bucket(settings: Settings) -> dict[str, Any]:
+    """The claim-check bucket, as ``actionrunner provision`` makes it (``apply_bucket``): payload
+    objects under ``KEY_PREFIX`` expire after the queue's retention; private, encrypted."""
+    days = max(1, settings.message_retention_seconds // 86_400)
+    return {"Type": "AWS::S3::Bucket", "Condition": "HasPayloadBucket",
+            "DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain", "Properties": {
+                "BucketName": ref("PayloadBucketName"),
+                "LifecycleConfiguration": {"Rules": [{
+                    "Id": "actionrunner-expire-payloads", "Status": "Enabled",
+                    "Prefix": KEY_PREFIX, "ExpirationInDays": days}]},
+                "PublicAccessBlockConfiguration": {
+                    "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True,
+                    "RestrictPublicBuckets": True},
+                "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+                "BucketEncryption": {"ServerSideEncryptionConfiguration": [
+                    {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}}}
 
 
 def _alarm(name: str, description: str, **properties: Any) -> dict[str, Any]:
@@ -184,6 +208,7 @@ def core_resources(settings: Settings) -> dict[str, Any]:
         "DeadLetterQueue": _retained("AWS::SQS::Queue", queues["DeadLetterQueue"]),
         "Queue": _retained("AWS::SQS::Queue", queues["Queue"]),
         "StateTable": _retained("AWS::DynamoDB::Table", table_properties()),
+        "PayloadBucket": payload_bucket(settings),
         "AlarmTopic": {"Type": "AWS::SNS::Topic",
                        "Properties": {"DisplayName": sub("${AWS::StackName} alarms")}},
         "AlarmEmailSubscription": {"Type": "AWS::SNS::Subscription", "Condition": "HasAlarmEmail",

@@ -28,6 +28,7 @@ from .cfn import (
     ref,
     sub,
 )
+from .core import payload_conditions
 from .ecs import DROP
 from .params import service_environment
 
@@ -88,7 +89,8 @@ def lambda_resources() -> dict[str, Any]:
 
 
 def lambda_conditions() -> dict[str, Any]:
-    return {"HasExtraPolicies": not_(equals({"Fn::Join": ["", ref("ExtraPolicyArns")]}, ""))}
+    return {"HasExtraPolicies": not_(equals({"Fn::Join": ["", ref("ExtraPolicyArns")]}, "")),
+            **payload_conditions()}
 
 
 def lambda_outputs() -> dict[str, Any]:

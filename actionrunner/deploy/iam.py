@@ -15,6 +15,9 @@ flower     both queues: GetQueueUrl, GetQueueAttributes; ListQueues
 lambda     as the worker (the event source mapping receives and deletes with the same role)
 =========  =====================================================================================
 
+With a payload bucket (claim check, sqs/claimcheck.py), senders may put payload objects, and
+the worker and the function get and delete them; only objects under its key prefix.
+
 IAM names SendMessage for SendMessageBatch, DeleteMessage for DeleteMessageBatch, and so on; a
 TransactWriteItems is authorized by the actions of its items. What the actions themselves touch
 (their own tables, buckets...) is granted by the ``ExtraPolicyArns`` parameter.
@@ -24,7 +27,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .cfn import allow, queue_arn, table_arn
+from ..sqs.claimcheck import KEY_PREFIX
+from .cfn import NO_VALUE, allow, if_, queue_arn, sub, table_arn
 
 SQS_LOOKUP = ["sqs:GetQueueUrl", "sqs:GetQueueAttributes"]
 SQS_SEND = ["sqs:SendMessage", *SQS_LOOKUP]
@@ -34,20 +38,30 @@ STATE_RUN = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dyn
              "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable"]
 
 QUEUE, DLQ, TABLE = queue_arn("QueueName"), queue_arn("DeadLetterQueueName"), table_arn("StateTableName")
+PAYLOADS = sub(f"arn:${{AWS::Partition}}:s3:::${{PayloadBucketName}}/{KEY_PREFIX}*")
+
+
+def payloads(actions: list[str]) -> dict[str, Any]:
+    """Claim-checked payloads (only with a payload bucket): senders put, consumers get and
+    delete (sqs/claimcheck.py)."""
+    return if_("HasPayloadBucket", allow([f"s3:{a}" for a in actions], PAYLOADS, "Payloads"),
+               NO_VALUE)
 
 
 def worker() -> list[dict[str, Any]]:
     """Run actions: consume the queue, dead-letter, keep state."""
     return [allow([*SQS_CONSUME, *SQS_SEND], QUEUE, "ConsumeAndSendActions"),
             allow(SQS_SEND, DLQ, "DeadLetter"),
-            allow(STATE_RUN, TABLE, "StateTable")]
+            allow(STATE_RUN, TABLE, "StateTable"),
+            payloads(["PutObject", "GetObject", "DeleteObject"])]
 
 
 def beat() -> list[dict[str, Any]]:
     """Send scheduled actions."""
     return [allow(SQS_SEND, QUEUE, "SendActions"),
             allow(SQS_LOOKUP, DLQ, "CheckDeadLetterQueue"),
-            allow(["dynamodb:DescribeTable"], TABLE, "CheckStateTable")]
+            allow(["dynamodb:DescribeTable"], TABLE, "CheckStateTable"),
+            payloads(["PutObject"])]
 
 
 def api() -> list[dict[str, Any]]:
@@ -56,7 +70,8 @@ def api() -> list[dict[str, Any]]:
             allow([*SQS_CONSUME, "sqs:PurgeQueue"], DLQ, "ManageDeadLetterQueue"),
             allow(["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], TABLE,
                   "RunStatusAndIdempotencyKeys"),
-            allow(["cloudwatch:GetMetricStatistics"], "*", "QueueAge")]
+            allow(["cloudwatch:GetMetricStatistics"], "*", "QueueAge"),
+            payloads(["PutObject"])]
 
 
 def flower() -> list[dict[str, Any]]:

@@ -24,6 +24,8 @@ from .cfn import parameter, ref
 FIFO_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,75}\.fifo$"
 #: DynamoDB table names.
 TABLE_NAME_PATTERN = r"^[A-Za-z0-9_.-]{3,255}$"
+#: S3 bucket names, or empty (no bucket).
+BUCKET_NAME_PATTERN = r"^$|^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,8 @@ class SettingParameter:
         info = Settings.model_fields[self.field]
         value = getattr(settings, self.field)
         if isinstance(value, bool) or not isinstance(value, int):
-            return parameter("String", self.description, str(value), AllowedPattern=self.pattern)
+            text = "" if value is None else str(value)  # None: the setting is off
+            return parameter("String", self.description, text, AllowedPattern=self.pattern)
         bounds = {type(m): m for m in info.metadata}
         low, high = bounds.get(Ge), bounds.get(Le)
         return parameter("Number", self.description, value,
@@ -70,6 +73,10 @@ SETTING_PARAMETERS: tuple[SettingParameter, ...] = (
                      "Seconds SQS keeps a message (queue and DLQ)."),
     SettingParameter("MaxMessageBytes", "max_message_bytes",
                      "Largest message: the queues' MaximumMessageSize and the send-time check."),
+    SettingParameter("PayloadBucketName", "payload_bucket",
+                     "S3 bucket for payloads over MaxMessageBytes (claim check; the core stack "
+                     "creates it). Empty: such payloads are refused at send time.",
+                     BUCKET_NAME_PATTERN),
 )
 BY_NAME = {p.name: p for p in SETTING_PARAMETERS}
 BY_FIELD = {p.field: p for p in SETTING_PARAMETERS}

@@ -32,7 +32,7 @@ from ..errors import EffectRejected, StateError
 from ..settings import Settings
 from .record import Record, Status
 from .store import Effect, IdempotencyStore
-from .table import STATE_KEY, STATE_TTL_ATTRIBUTE
+from .table import IDEMPOTENCY_PREFIX, STATE_KEY, STATE_TTL_ATTRIBUTE
 
 #: The item is free to claim: no record, or it expired, or it is a claim whose lease ran out.
 _CLAIMABLE = ("attribute_not_exists(#pk) OR #expires <= :now OR "
@@ -43,7 +43,7 @@ _HELD_BY = "#status = :in_progress AND #lease_id = :lease_id"
 _NAMES = {
     "#pk": STATE_KEY, "#status": "status", "#expires": STATE_TTL_ATTRIBUTE,
     "#lease_id": "lease_id", "#lease_until": "lease_until", "#inputs_hash": "inputs_hash",
-    "#result": "result", "#result_saved": "result_saved", "#action": "action", "#run_id": "run_id",
+    "#result": "result", "#result_saved": "result_saved",
 }
 #: Transaction cancellations worth trying again.
 _TRANSIENT_REASONS = frozenset({"TransactionConflict", "ThrottlingError",
@@ -55,18 +55,19 @@ def _n(value: float) -> dict[str, str]:
 
 
 def to_item(record: Record) -> dict[str, Any]:
-    """The DynamoDB item of a record."""
+    """The DynamoDB item of a record (the action is in ``pk``; ``result_saved`` only when False)."""
     item: dict[str, Any] = {
         STATE_KEY: {"S": record.key}, "status": {"S": record.status.value},
         "inputs_hash": {"S": record.inputs_hash}, STATE_TTL_ATTRIBUTE: _n(record.expires_at),
-        "result_saved": {"BOOL": record.result_saved},
     }
     for name, value in (("lease_id", record.lease_id), ("result", record.result),
-                        ("action", record.action), ("run_id", record.run_id)):
+                        ("run_id", record.run_id)):
         if value is not None:
             item[name] = {"S": value}
     if record.lease_until is not None:
         item["lease_until"] = _n(record.lease_until)
+    if not record.result_saved:
+        item["result_saved"] = {"BOOL": False}
     return item
 
 
@@ -76,13 +77,14 @@ def from_item(item: dict[str, Any]) -> Record:
     def text(name: str) -> str | None:
         return item[name]["S"] if name in item else None
 
+    key = item[STATE_KEY]["S"]
     return Record(
-        key=item[STATE_KEY]["S"], status=Status(item["status"]["S"]),
+        key=key, status=Status(item["status"]["S"]),
         inputs_hash=item["inputs_hash"]["S"], expires_at=int(float(item[STATE_TTL_ATTRIBUTE]["N"])),
         lease_id=text("lease_id"),
         lease_until=float(item["lease_until"]["N"]) if "lease_until" in item else None,
         result=text("result"), result_saved=item.get("result_saved", {}).get("BOOL", True),
-        action=text("action"), run_id=text("run_id"),
+        action=key.removeprefix(IDEMPOTENCY_PREFIX).rsplit("#", 1)[0], run_id=text("run_id"),
     )
 
 
@@ -165,23 +167,25 @@ class DynamoDBStore(IdempotencyStore):
 
     # -- helpers ---------------------------------------------------------------------------
     def _update(self, record: Record, lease_id: str) -> dict[str, Any]:
-        """An UpdateItem (or transaction Update) that writes ``record`` if ``lease_id`` holds it."""
+        """An UpdateItem (or transaction Update) that writes ``record`` if ``lease_id`` holds it:
+        a renewal sets the lease's end; a completion sets the result and removes the lease."""
         item = to_item(record)
-        sets, names = [], ["#status", "#lease_id"]
+        sets, removes = ["#status = :status", "#expires = :expires"], []
+        names = ["#status", "#lease_id", "#expires"]
         values: dict[str, Any] = {":in_progress": {"S": Status.IN_PROGRESS.value},
-                                  ":lease_id": {"S": lease_id}}
-        for attribute, placeholder in (("status", "#status"), (STATE_TTL_ATTRIBUTE, "#expires"),
-                                       ("result_saved", "#result_saved"), ("result", "#result"),
-                                       ("lease_until", "#lease_until"), ("run_id", "#run_id")):
+                                  ":lease_id": {"S": lease_id}, ":status": item["status"],
+                                  ":expires": item[STATE_TTL_ATTRIBUTE]}
+        for attribute, placeholder in (("lease_until", "#lease_until"), ("result", "#result"),
+                                       ("result_saved", "#result_saved")):
             if attribute in item:
-                token = ":" + placeholder[1:]
-                sets.append(f"{placeholder} = {token}")
-                values[token] = item[attribute]
+                sets.append(f"{placeholder} = :{attribute}")
+                values[f":{attribute}"] = item[attribute]
                 names.append(placeholder)
-        expression = "SET " + ", ".join(sets)
-        if record.lease_until is None:
-            expression += " REMOVE #lease_until"
-            names.append("#lease_until")
+        for attribute, placeholder in (("lease_id", "#lease_id"), ("lease_until", "#lease_until")):
+            if attribute not in item:
+                removes.append(placeholder)
+                names.append(placeholder)
+        expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
         return {
             "TableName": self.table, "Key": self._key(record.key), "UpdateExpression": expression,
             "ConditionExpression": _HELD_BY, "ExpressionAttributeNames": _names(*names),

@@ -8,7 +8,7 @@ deleted when its run fails, so that a retry can claim the key again. Either way 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -33,7 +33,7 @@ class Record:
     status: Status
     inputs_hash: str  #: SHA-256 of the call's canonical inputs (same key, other inputs: an error)
     expires_at: int  #: epoch seconds; after this the record no longer counts (TTL deletes it)
-    lease_id: str | None = None  #: the claim's fencing token: only its holder may change the record
+    lease_id: str | None = None  #: the claim's fencing token (only its holder may change the record)
     lease_until: float | None = None  #: epoch seconds; an IN_PROGRESS record is free after this
     result: str | None = None  #: the saved return value, as JSON text
     result_saved: bool = True  #: False if the return value was not JSON-able or too large
@@ -59,16 +59,16 @@ class Record:
 class Claim:
     """This run holds the key: run the action, then complete or release the claim."""
 
-    record: Record
+    record: Record  #: the record as this run last wrote it
+    lease_id: str = field(init=False)  #: the claim's fencing token (kept after completion)
+
+    def __post_init__(self) -> None:
+        assert self.record.lease_id is not None, "a claim is an in-progress record with a lease"
+        self.lease_id = self.record.lease_id
 
     @property
     def key(self) -> str:
         return self.record.key
-
-    @property
-    def lease_id(self) -> str:
-        assert self.record.lease_id is not None
-        return self.record.lease_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,7 +90,7 @@ class IdempotencyStore(abc.ABC):
         this run's."""
         text, saved = encode_result(result)
         done = replace(claim.record, status=Status.COMPLETED, result=text, result_saved=saved,
-                       lease_until=None, expires_at=self._expiry(self.clock()))
+                       lease_id=None, lease_until=None, expires_at=self._expiry(self.clock()))
         if not self._update_record(done, claim.lease_id, effects):
             raise LeaseLost(claim.key)
         claim.record = done

@@ -34,6 +34,7 @@ def _common(task: Any) -> dict[str, Any]:
         "dedup_id": sqs.get("dedup_id"),
         "attempt": sqs.get("attempt"),
         "receive_count": sqs.get("receive_count"),
+        "api_run": True if getattr(request, "ar_api_run", None) else None,
         "queue": delivery_info.get("routing_key"),
     }
 

@@ -71,7 +71,8 @@ class ActionRequest(Request):
     def _fields(self) -> dict[str, Any]:
         return {"action": self.task.name, "id": self.id, "group": self.sqs.get("group"),
                 "dedup_id": self.sqs.get("dedup_id"), "attempt": self.sqs.get("attempt"),
-                "receive_count": self.sqs.get("receive_count")}
+                "receive_count": self.sqs.get("receive_count"),
+                "api_run": True if self._request_dict.get("ar_api_run") else None}
 
     def _after_failure(self, exc: BaseException, countdown: float | None, traceback: str) -> None:
         """Retry on the same message, or dead-letter / hold it: never ack, never republish."""
