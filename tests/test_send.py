@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
+import subprocess
+import sys
+import textwrap
 import uuid
 from typing import Any
 
 import pytest
 
 from actionrunner import keys
-from actionrunner.errors import ActionInputError, PayloadTooLarge
+from actionrunner.errors import ActionInputError
 from tests.actions import record
-from tests.conftest import message_text, receive_all
+from tests.conftest import ROOT, message_text, receive_all
 
 pytestmark = pytest.mark.integration
 
@@ -68,15 +70,27 @@ def test_bad_input_raises_and_sends_nothing(sqs: Any, queue_url: str) -> None:
 
 
 def test_payload_over_the_queue_limit_is_refused_at_send_time(sqs: Any, queue_url: str) -> None:
-    # Given the queue's limit of 1 MiB
-    # When an action is sent with a 2 MB input
-    incompressible = base64.b64encode(os.urandom(1_500_000)).decode()  # 2 MB of text
-    with pytest.raises(PayloadTooLarge) as caught:
-        record.delay(bucket="big-nothing-sent", token=incompressible)
+    # Given the queue's limit of 1 MiB, and no bucket for claim-checked payloads
+    code = textwrap.dedent("""
+        import base64, os, sys
+        from actionrunner.errors import PayloadTooLarge
+        from tests.actions import record
+        try:
+            record.delay(bucket="big-nothing-sent", token=base64.b64encode(os.urandom(1_500_000)).decode())
+        except PayloadTooLarge as exc:
+            print(exc.size, exc.limit)
+            print(exc)
+            sys.exit(0)
+        sys.exit(1)
+    """)
+    # When an action is sent with 2 MB of incompressible input
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "ACTIONRUNNER_PAYLOAD_BUCKET": ""}, timeout=60)
     # Then the error names the size and the limit, and nothing was sent
-    assert caught.value.limit == 1_048_576
-    assert caught.value.size > 1_048_576
-    assert "over the queue's limit" in str(caught.value)
+    assert done.returncode == 0, done.stderr
+    size, limit = map(int, done.stdout.splitlines()[0].split())
+    assert limit == 1_048_576 and size > 1_048_576
+    assert "over the queue's limit" in done.stdout
     assert receive_all(sqs, queue_url, 1, timeout=2, token="big-nothing-sent") == []
 
 

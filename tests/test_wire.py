@@ -118,16 +118,22 @@ def test_a_5_mb_input_goes_through_s3_and_the_object_is_gone_after(
 ) -> None:
     run = uuid.uuid4().hex[:8]
     big = base64.b64encode(os.urandom(3_900_000)).decode()  # 5.2 MB, incompressible
-    echo.delay(run=run, value=big)
     s3 = settings.client("s3")
-    objects = s3.list_objects_v2(Bucket=settings.payload_bucket).get("Contents", [])
-    assert [o for o in objects if o["Size"] > 5_000_000]  # the payload is in S3, not on the queue
+
+    def keys() -> set[str]:
+        listed = s3.list_objects_v2(Bucket=settings.payload_bucket).get("Contents", [])
+        return {o["Key"] for o in listed}
+
+    before = keys()
+    echo.delay(run=run, value=big)
+    ours = keys() - before
+    assert len(ours) == 1  # the payload went to S3, a pointer to the queue
     worker = start_worker()
     path = record_dir / f"{run}.jsonl"
-    worker.wait_for(lambda: path.exists(), timeout=60, what="the big echo")
+    worker.wait_for(lambda: path.exists(), timeout=90, what="the big echo")
     assert json.loads(path.read_text())["value"] == big
-    deadline = time.monotonic() + 10
-    while s3.list_objects_v2(Bucket=settings.payload_bucket).get("KeyCount", 0):
+    deadline = time.monotonic() + 15
+    while ours & keys():
         assert time.monotonic() < deadline, "the payload object was not deleted"
         time.sleep(0.2)
 
