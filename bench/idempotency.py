@@ -25,7 +25,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
-from bench.harness import environ, local_stack, make_console, quiet_sender, wait_drained, worker
+from bench.harness import environ, local_stack, make_console, queue_depth, quiet_sender, worker
 
 console = make_console()
 
@@ -158,7 +158,7 @@ def _fresh_state_table(settings: Any) -> str:
     return name
 
 
-def drain(count: int, concurrency: int, settings: Any, timeout: float = 600) -> list[dict[str, Any]]:
+def drain(count: int, concurrency: int, settings: Any, timeout: float = 300) -> list[dict[str, Any]]:
     """Send ``count`` no-op actions and drain them with one worker, store on and off."""
     import json
 
@@ -173,9 +173,11 @@ def drain(count: int, concurrency: int, settings: Any, timeout: float = 600) -> 
         for first in range(0, count, 1000):
             noop.delay_many(calls[first : first + 1000])
         log_name = f"idempotency-drain-{flag}"
-        with environ(ACTIONRUNNER_IDEMPOTENCY=flag, ACTIONRUNNER_RUN_STATUS="false"), \
-                worker("actionrunner", concurrency, log_name):
-            seconds = wait_drained(sqs, url, timeout)
+        with environ(ACTIONRUNNER_IDEMPOTENCY=flag, ACTIONRUNNER_RUN_STATUS="off"), \
+                worker("actionrunner", concurrency, log_name) as proc:
+            seconds = _drained(sqs, url, timeout, proc)
+        if seconds is None:
+            console.print(f"[red]the worker did not drain the queue; see bench/out/{log_name}.log[/]")
         durations = []
         for line in (OUT / f"{log_name}.log").read_text(errors="replace").splitlines():
             if line.startswith("{") and '"succeeded"' in line:
@@ -185,6 +187,16 @@ def drain(count: int, concurrency: int, settings: Any, timeout: float = 600) -> 
         rows.append({"label": f"{count:,} no-op actions, {label}", "seconds": seconds,
                      "ms": statistics.median(durations) if durations else float("nan")})
     return rows
+
+
+def _drained(sqs: Any, url: str, timeout: float, proc: Any) -> float | None:
+    """Seconds until the queue is empty; None after ``timeout`` or if the worker exited."""
+    began = time.monotonic()
+    while time.monotonic() - began < timeout and proc.poll() is None:
+        if queue_depth(sqs, url) == 0:
+            return time.monotonic() - began
+        time.sleep(0.25)
+    return None
 
 
 def _ops(calls: dict[str, int], count: float) -> str:

@@ -70,7 +70,7 @@ def test_a_thousand_counters_end_at_one_through_two_sigkills(
     # Given 1,000 actions, each adding 1 to its own counter, in 50 groups; messages come back
     # 3 s after a crash (and leases run out as fast)
     env = deep_queue(ACTIONRUNNER_VISIBILITY_TIMEOUT="3", ACTIONRUNNER_STATE_TABLE=state_table,
-                     ACTIONRUNNER_RUN_STATUS="false")
+                     ACTIONRUNNER_RUN_STATUS="off")
     ids = [f"c{i:04d}" for i in range(COUNT)]
     send_many(env, "tests.actions.bump", [{"table": counters, "id": id_, "shard": i % 50}
                                           for i, id_ in enumerate(ids)])
