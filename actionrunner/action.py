@@ -127,6 +127,9 @@ class Action(Task):  # type: ignore[misc]
     #: group, hidden for ``hold_seconds`` at a time, until the queue's redrive policy moves it).
     on_exhausted: str = "continue"
     hold_seconds: int = 300
+    #: Compress this action's messages always (``"zlib"``), whatever their size (the global
+    #: ``ACTIONRUNNER_COMPRESS_OVER_BYTES`` covers the rest).
+    compression: str | None = None
     # -- payload versions ------------------------------------------------------------------
     #: Version of the inputs' schema this code sends (recorded in each message's headers).
     version: int = 1
@@ -226,6 +229,8 @@ class Action(Task):  # type: ignore[misc]
         if retries:  # a Celery retry is a new message: it must not be dropped as a duplicate
             dedup_id = keys.dedup_id(self.name, f"{call.dedup_id}:retry:{retries}")
         headers = {**(options.pop("headers", None) or {}), VERSION_HEADER: self.version}
+        if self.compression and "compression" not in options:
+            options["compression"] = self.compression
         result = super().apply_async(
             (), call.kwargs, task_id, producer, link, link_error, shadow,
             MessageGroupId=call.group, MessageDeduplicationId=dedup_id, headers=headers, **options,
@@ -251,6 +256,7 @@ class Action(Task):  # type: ignore[misc]
                             self, (), call.kwargs, producer=producer,
                             MessageGroupId=call.group, MessageDeduplicationId=call.dedup_id,
                             headers={VERSION_HEADER: self.version},
+                            **({"compression": self.compression} if self.compression else {}),
                         )
                     )
         for call, result in zip(prepared, results, strict=True):

@@ -153,3 +153,10 @@ def echo(run: str, value: Any = None) -> None:
 def slowpoke(run: str) -> None:
     """Always exceeds its 1 s hard time limit."""
     time.sleep(5)
+
+
+@action(group="zipped:{run}", compression="zlib")
+def echo_zipped(run: str, value: Any = None) -> None:
+    """Like echo, but its messages are always zlib-compressed (kombu's own option, per action)."""
+    _append_json(f"{run}.jsonl", {"value": value, "group": "zipped", "seq": 0, "start": time.time(),
+                                 "end": time.time(), "attempt": 1, "ok": True, "pid": os.getpid()})

@@ -175,3 +175,33 @@ def test_an_unaccepted_schema_version_goes_to_the_dlq_with_the_reason(
                              what="the message in the DLQ")
     assert dead["error_type"] == "SchemaVersionRejected" and dead["attempt"] == 1
     assert "schema version 99" in dead["error"]
+
+
+@pytest.mark.integration
+@pytest.mark.e2e
+def test_compression_chosen_per_action_round_trips(
+    start_worker: Callable[..., Worker], queue_url: str, record_dir: Path, sqs: Any
+) -> None:
+    from tests.actions import echo_zipped
+
+    run = uuid.uuid4().hex[:8]
+    value = {"text": "compress me " * 500, "n": [1, 2, 3]}
+    echo_zipped.delay(run=run, value=value)
+    worker = start_worker()
+    path = record_dir / f"{run}.jsonl"
+    worker.wait_for(lambda: path.exists(), timeout=30, what="the zipped echo")
+    assert json.loads(path.read_text())["value"] == value
+
+
+@pytest.mark.integration
+def test_per_action_compression_is_on_the_wire(sqs: Any, queue_url: str) -> None:
+    from tests.actions import echo_zipped
+
+    run = uuid.uuid4().hex
+    echo_zipped.delay(run=run, value="tiny")
+    messages = receive_all(sqs, queue_url, 10, timeout=3)
+    [message] = [m for m in messages if m["Attributes"]["MessageGroupId"] == f"zipped:{run}"]
+    envelope = json.loads(message_text(message))
+    assert envelope["headers"]["compression"] == codec.ZLIB
+    headers, (_, kwargs, _) = decode(message)
+    assert kwargs == {"run": run, "value": "tiny"}
