@@ -248,17 +248,16 @@ class Action(Task):  # type: ignore[misc]
         """
         prepared = [self.prepare((), call) for call in calls]
         results: list[AsyncResult] = []
-        with self.app.producer_or_acquire() as producer:
-            with producer.channel.batch():
-                for call in prepared:
-                    results.append(
-                        Task.apply_async(
-                            self, (), call.kwargs, producer=producer,
-                            MessageGroupId=call.group, MessageDeduplicationId=call.dedup_id,
-                            headers={VERSION_HEADER: self.version},
-                            **({"compression": self.compression} if self.compression else {}),
-                        )
+        with self.app.producer_or_acquire() as producer, producer.channel.batch():
+            for call in prepared:
+                results.append(
+                    Task.apply_async(
+                        self, (), call.kwargs, producer=producer,
+                        MessageGroupId=call.group, MessageDeduplicationId=call.dedup_id,
+                        headers={VERSION_HEADER: self.version},
+                        **({"compression": self.compression} if self.compression else {}),
                     )
+                )
         for call, result in zip(prepared, results, strict=True):
             log_event("sent", action=self.name, id=result.id, group=call.group, dedup_id=call.dedup_id)
         return results

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from actionrunner import action
 

@@ -130,7 +130,9 @@ def test_a_5_mb_input_goes_through_s3_and_the_object_is_gone_after(
     assert len(ours) == 1  # the payload went to S3, a pointer to the queue
     worker = start_worker()
     path = record_dir / f"{run}.jsonl"
-    worker.wait_for(lambda: path.exists(), timeout=90, what="the big echo")
+    # the file appears before its 5 MB line is written: wait for the whole line
+    worker.wait_for(lambda: path.exists() and path.read_text().endswith("\n"), timeout=90,
+                    what="the big echo")
     assert json.loads(path.read_text())["value"] == big
     deadline = time.monotonic() + 15
     while ours & keys():
@@ -189,7 +191,8 @@ def test_compression_chosen_per_action_round_trips(
     echo_zipped.delay(run=run, value=value)
     worker = start_worker()
     path = record_dir / f"{run}.jsonl"
-    worker.wait_for(lambda: path.exists(), timeout=30, what="the zipped echo")
+    worker.wait_for(lambda: path.exists() and path.read_text().endswith("\n"), timeout=30,
+                    what="the zipped echo")
     assert json.loads(path.read_text())["value"] == value
 
 
