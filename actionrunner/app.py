@@ -13,10 +13,10 @@ from typing import Any
 from celery import Celery, signals
 
 from . import sqs  # noqa: F401  (registers the actionrunner:// transport)
-from .worker import lifecycle, shutdown  # noqa: F401  (connect the lifecycle and shutdown signals)
 from .celery_config import celery_config
 from .errors import ConfigurationError
 from .settings import get_settings
+from .worker import lifecycle, shutdown  # noqa: F401  (connect the lifecycle and shutdown signals)
 
 
 def _load_config() -> Any:

@@ -12,7 +12,8 @@ from typing import Any
 from fastapi import FastAPI
 
 from actionrunner import get_settings
-from tasks.backfill import DYNAMODB_MAX_BATCH, write_batch
+from actionrunner.dynamo import MAX_BATCH_WRITE as DYNAMODB_MAX_BATCH
+from actionrunner.dynamo import write_batch
 from tasks.migrate import transform
 
 app = FastAPI(title="naive admin endpoint")

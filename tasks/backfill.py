@@ -16,14 +16,11 @@ from typing import Any
 from pydantic import Field
 
 from actionrunner import action
-from actionrunner.dynamo import MAX_BATCH_WRITE, BatchWriter, Pacer, write_batch
+from actionrunner.dynamo import BatchWriter
 from actionrunner.logging import get_logger
 
 log = get_logger(__name__)
 
-#: (Kept for code that imported these from here; they live in :mod:`actionrunner.dynamo`.)
-DYNAMODB_MAX_BATCH = MAX_BATCH_WRITE
-__all__ = ["DYNAMODB_MAX_BATCH", "Pacer", "backfill_items", "write_batch"]
 
 
 @action(group="backfill:{table}", time_limit=900)

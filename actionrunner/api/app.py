@@ -19,8 +19,15 @@ from ..logging import get_logger
 from ..settings import Settings, get_settings
 from .auth import require
 from .models import (
-    Accepted, ActionInfo, DeadLetterOut, PurgeRequest, PurgeResult, QueueStats, RedriveRequest,
-    RedriveResult, RunStatus,
+    Accepted,
+    ActionInfo,
+    DeadLetterOut,
+    PurgeRequest,
+    PurgeResult,
+    QueueStats,
+    RedriveRequest,
+    RedriveResult,
+    RunStatus,
 )
 
 log = get_logger("actionrunner.api")

@@ -30,10 +30,10 @@ from kombu.transport import virtual
 from vine import promise
 
 from .. import constants as C
-from . import claimcheck
 from ..logging import log_event
 from ..worker.dispatch import GroupDispatcher
 from ..worker.housekeeper import Housekeeper
+from . import claimcheck
 
 logger = logging.getLogger("actionrunner.worker")
 
