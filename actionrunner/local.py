@@ -140,7 +140,7 @@ class LocalAWS:
         if log_dir:
             log_dir.mkdir(parents=True, exist_ok=True)
         self.moto = Server(
-            "moto", [sys.executable, "-m", "moto.server", "-H", host, "-p", str(moto_port)],
+            "moto", [sys.executable, "-m", "actionrunner.moto_serve", "-H", host, "-p", str(moto_port)],
             host, moto_port, log_path=log("moto"),
         )
         self.fast_sqs: Server | None = None

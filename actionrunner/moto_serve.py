@@ -1,0 +1,54 @@
+"""Serve moto over HTTP, with the CloudFormation property moto 5.2 drops filled in.
+
+``python -m actionrunner.moto_serve -H 127.0.0.1 -p 4566`` is ``python -m moto.server`` plus one
+fix: moto's CloudFormation builds an ``AWS::DynamoDB::Table`` without its
+``TimeToLiveSpecification`` (moto 5.2.5 reads every other table property, see
+``moto/dynamodb/models/table.py``). Real CloudFormation enables TTL on create, so this launcher
+applies the property the same way moto's own ``UpdateTimeToLive`` does. The stack's table is
+then what AWS would create from the same template, and the deploy test reads TTL off it
+instead of trusting the template. Nothing else of moto changes.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+def _enabled(value: Any) -> bool:
+    """CloudFormation passes booleans through as JSON booleans or as "true"/"false"."""
+    return value is True or str(value).lower() == "true"
+
+
+def patch_cloudformation_table_ttl() -> None:
+    from moto.dynamodb.models import dynamodb_backends
+    from moto.dynamodb.models.table import Table
+
+    if getattr(Table, "_actionrunner_ttl_patch", False):
+        return
+    create = Table.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+
+    def create_from_cloudformation_json(cls: type[Table], resource_name: str,
+                                        cloudformation_json: dict[str, Any], account_id: str,
+                                        region_name: str, **kwargs: Any) -> Table:
+        table = create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+        spec = cloudformation_json.get("Properties", {}).get("TimeToLiveSpecification")
+        if spec:
+            dynamodb_backends[account_id][region_name].update_time_to_live(
+                table.name, {"AttributeName": spec.get("AttributeName"),
+                             "Enabled": _enabled(spec.get("Enabled"))})
+        return table
+
+    Table.create_from_cloudformation_json = classmethod(create_from_cloudformation_json)  # type: ignore[method-assign,assignment]
+    Table._actionrunner_ttl_patch = True  # type: ignore[attr-defined]
+
+
+def main(argv: list[str] | None = None) -> None:
+    patch_cloudformation_table_ttl()
+    from moto.server import main as moto_main
+
+    moto_main(argv if argv is not None else sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()
