@@ -49,6 +49,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "fetch_message_attributes": {"MessageSystemAttributeNames": SYSTEM_ATTRIBUTES,
                                          "MessageAttributeNames": ["All"]},
             "client-config": {"connect_timeout": settings.connect_timeout},
+            # Flower / celery inspect / celery events over SQS (actionrunner.sqs.monitor)
+            "monitor_queue_prefix": settings.monitor_queue_prefix,
+            "task_events": settings.task_events,
         },
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": 3,
@@ -67,9 +70,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 2,
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
-        "worker_send_task_events": False,
-        "task_send_sent_event": False,
-        "worker_enable_remote_control": False,
+        # events go only to running listeners (Flower, celery events): none, no requests
+        "worker_send_task_events": settings.task_events != "off",
+        "task_send_sent_event": False,  # would be one more request per .delay() while Flower runs
+        "worker_enable_remote_control": settings.remote_control,
         "imports": settings.all_imports,
         "beat_schedule": {},
         "beat_scheduler": "actionrunner.beat:Scheduler",

@@ -119,6 +119,18 @@ class Settings(BaseSettings):
     #: ``emf``: lifecycle lines carry CloudWatch Embedded Metric Format metrics; ``off``: plain.
     metrics: Literal["emf", "off"] = "emf"
 
+    # -- Flower, `celery inspect`, `celery events` (actionrunner.sqs.monitor) ---------------
+    #: Workers answer remote control (`celery inspect`, Flower's worker pages) through a
+    #: standard SQS queue each: one more long poll per worker (~3 ReceiveMessage a minute idle).
+    remote_control: bool = True
+    #: Task events for Flower / `celery events`: ``all``, ``failures`` (failed, retried,
+    #: rejected and revoked tasks, plus worker heartbeats), or ``off``. They cost nothing while
+    #: nobody listens: an event is sent only to the queues of running listeners.
+    task_events: Literal["all", "failures", "off"] = "all"
+    #: Name prefix of the monitoring queues (standard, 60 s retention), created on demand by
+    #: workers and listeners and deleted when they stop (IAM can scope to ``<prefix>*``).
+    monitor_queue_prefix: str = Field(default="actionrunner-mon-", pattern=r"^[A-Za-z0-9_-]{1,30}$")
+
     # -- logs --------------------------------------------------------------------------------
     log_level: str = "INFO"
     #: ``json`` (one JSON object per line) or ``console`` (coloured, for humans).

@@ -14,8 +14,9 @@ rate holds across the chain.
 from __future__ import annotations
 
 import os
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from pydantic import Field
@@ -29,6 +30,10 @@ log = get_logger(__name__)
 
 #: Items read per Scan page.
 SCAN_PAGE = 1000
+#: BatchWriteItem calls in flight at once. The budget sets when each call starts; a few in flight
+#: keep one slow answer (a DynamoDB latency spike, a retry of UnprocessedItems) from delaying the
+#: ones scheduled after it, so the rate holds in every second rather than only on average.
+WRITERS = 4
 
 
 _clients: dict[int, Any] = {}
@@ -69,7 +74,16 @@ def migrate_table(
                                 **({"ExclusiveStartKey": after} if after else {})))
 
     # Read the next page while this one is written, so reads never stall the write schedule.
-    with ThreadPoolExecutor(1) as reader:
+    with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(WRITERS) as writers:
+        in_flight = threading.BoundedSemaphore(WRITERS)
+        sent: list[Future[int]] = []
+
+        def write(requests: list[dict[str, Any]]) -> int:
+            try:
+                return write_batch(client, table, requests)
+            finally:
+                in_flight.release()
+
         upcoming = reader.submit(read, key, min(SCAN_PAGE, chunk))
         while upcoming is not None:
             page = upcoming.result()
@@ -78,9 +92,16 @@ def migrate_table(
             upcoming = reader.submit(read, key, min(SCAN_PAGE, remaining)) if key and remaining > 0 else None
             for first in range(0, len(items), DYNAMODB_MAX_BATCH):
                 batch = items[first : first + DYNAMODB_MAX_BATCH]
+                in_flight.acquire()
                 pacer.take(len(batch))
-                write_batch(client, table, [{"PutRequest": {"Item": transform(i)}} for i in batch])
+                sent.append(writers.submit(write, [{"PutRequest": {"Item": transform(i)}} for i in batch]))
             written += len(items)
+            for future in sent:  # a batch that failed after its retries fails the step (re-runnable)
+                if future.done():
+                    future.result()
+            sent = [f for f in sent if not f.done()]
+        for future in sent:
+            future.result()
     summary = {"table": table, "written": done + written, "step_items": written}
     if key:
         migrate_table.continue_with(cursor=key["pk"]["S"], done=done + written, schedule_start=start)

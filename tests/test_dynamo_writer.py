@@ -141,3 +141,21 @@ def test_the_backfill_action_writes_through_the_writer(settings: Settings, table
     summary = backfill_items(table=table, start=10, count=60, writes_per_second=10_000)
     assert summary["written"] == 60 and summary["requests"] == 3
     assert _count(settings, table) == 60
+
+
+def test_the_migration_rewrites_every_item_with_writes_in_flight(settings: Settings, table: str) -> None:
+    from tasks.migrate import WRITERS, migrate_table
+
+    client = settings.client("dynamodb")
+    write_batch(client, table, [{"PutRequest": {"Item": {"pk": {"S": f"i{n:04d}"},
+                                                          "schema_version": {"N": "1"}}}}
+                                for n in range(25)])
+    with BatchWriter(table, client=client) as writer:
+        for n in range(25, 2_060):
+            writer.put({"pk": f"i{n:04d}", "schema_version": 1})
+    assert WRITERS > 1
+    summary = migrate_table(table=table, writes_per_second=20_000, chunk=1_000_000)
+    assert summary == {"table": table, "written": 2_060, "step_items": 2_060}
+    items = client.scan(TableName=table)["Items"]
+    assert len(items) == 2_060
+    assert {i["schema_version"]["N"] for i in items} == {"2"}

@@ -33,6 +33,7 @@ from .. import constants as C
 from ..errors import EndpointUnreachable, PayloadTooLarge, QueueMissing, SendError
 from . import claimcheck, codec
 from .fifo import FifoConsumer
+from .monitor import MonitorRouting
 
 #: Error codes of a batch entry that are worth sending again.
 RETRYABLE_ENTRY_CODES = frozenset(
@@ -74,7 +75,7 @@ class _Batch:
         self.entries: list[tuple[str, dict[str, Any]]] = []
 
 
-class Channel(FifoConsumer, SQSChannel):
+class Channel(MonitorRouting, FifoConsumer, SQSChannel):
     """SQS channel with settings-driven endpoint, strict queues, size checks and batching, and
     FIFO-keeping consumption (:class:`~actionrunner.sqs.fifo.FifoConsumer`)."""
 
@@ -262,6 +263,8 @@ class Transport(SQSTransport):
     Channel = Channel
     driver_type = "sqs"
     driver_name = "actionrunner-sqs"
+    # fanout (remote control) and topic (events) over monitoring queues: actionrunner.sqs.monitor
+    implements = SQSTransport.implements.extend(exchange_type=frozenset(["direct", "topic", "fanout"]))
 
 
 register()
