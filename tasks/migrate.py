@@ -28,12 +28,13 @@ from actionrunner.logging import get_logger
 
 log = get_logger(__name__)
 
-#: Items read per Scan page.
-SCAN_PAGE = 1000
-#: BatchWriteItem calls in flight at once. The budget sets when each call starts; a few in flight
-#: keep one slow answer (a DynamoDB latency spike, a retry of UnprocessedItems) from delaying the
-#: ones scheduled after it, so the rate holds in every second rather than only on average.
-WRITERS = 4
+#: Items read per Scan page (DynamoDB stops a page at 1 MB anyway). Few large pages: each Scan
+#: page is one round trip, read ahead while the previous page is written.
+SCAN_PAGE = 5000
+#: BatchWriteItem calls in flight at most. The budget sets when each call starts; calls in flight
+#: keep slow answers (a latency spike, a retry of UnprocessedItems, a pause of the table) from
+#: delaying the ones scheduled after them, so the rate holds in every second, not only on average.
+WRITERS = 16
 
 
 _clients: dict[int, Any] = {}
