@@ -16,6 +16,12 @@ def hello(name: str, times: int = 1) -> str:
     return greeting
 
 
+@action(group="demo:fail", max_attempts=1)
+def fail(reason: str = "on purpose") -> None:
+    """Always raises: one attempt, then the dead-letter queue (a FAILURE in Flower, a DLQ entry)."""
+    raise RuntimeError(f"demo failure: {reason}")
+
+
 @action(group="bench:{shard}")
 def noop(shard: int, n: int) -> None:
     """Does nothing: measures the machinery around an action."""
