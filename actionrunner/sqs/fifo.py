@@ -158,6 +158,8 @@ class FifoConsumer:
         held.running = False
         payload = copy.deepcopy(held.payload) if held.attempt > 1 else held.payload
         payload["properties"]["delivery_info"]["actionrunner_attempt"] = held.attempt
+        if held.attempt > 1:  # Celery's own count (self.request.retries, Flower's "retries")
+            payload.setdefault("headers", {})["retries"] = held.attempt - 1
         held.callback(payload)
 
     def _next_of(self, group: str) -> None:

@@ -85,11 +85,10 @@ def sqs_queue_name(prefix: str, queue: str) -> str:
     only, shortened with a hash when it would exceed SQS's 80 characters."""
     kind = kind_of(queue)
     assert kind is not None, queue
-    body = queue
-    for suffix in (".celery.pidbox", ".reply.celery.pidbox"):
-        body = body.removesuffix(suffix) if kind != "ev" else body
     if kind == "ev":
-        body = body.removeprefix("celeryev.")
+        body = queue.removeprefix("celeryev.")
+    else:  # "<host>.celery.pidbox", "<oid>.reply.celery.pidbox": the namespace part goes
+        body = queue.removesuffix(".pidbox").rsplit(".", 2 if kind == "rep" else 1)[0]
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in body)
     name = f"{prefix}{kind}-{safe}"
     if len(name) > MAX_QUEUE_NAME:

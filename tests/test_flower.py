@@ -1,0 +1,179 @@
+"""Flower, `celery inspect` and `celery events` on SQS (actionrunner.sqs.monitor), end to end:
+a real worker, a real Flower, a real local SQS server, everything over HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from actionrunner.sqs.monitor import Monitor, kind_of, sqs_queue_name
+from tests.conftest import LOGS, ROOT, _free_port
+
+FINAL = {"SUCCESS", "FAILURE"}
+
+
+def _celery(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "celery", "-A", "actionrunner", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+
+
+def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def flower(aws: Any) -> Iterator[httpx.Client]:
+    """`celery -A actionrunner flower` behind basic auth; stopped by PID."""
+    port = _free_port()
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log = open(LOGS / "flower.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "actionrunner", "flower", "--address=127.0.0.1",
+         f"--port={port}", "--basic-auth=admin:secret"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+    log.close()
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", auth=("admin", "secret"), timeout=10)
+
+    def up() -> bool:
+        try:
+            return client.get("/healthcheck").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        _wait(up, 30, "Flower to answer")
+        yield client
+    finally:
+        client.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.integration
+def test_flower_shows_the_worker_and_every_task_with_its_final_state(
+        start_worker: Any, flower: httpx.Client) -> None:
+    from tests.actions import boom, record
+
+    run = uuid.uuid4().hex[:8]
+    worker = start_worker(concurrency=2, args=("-n", f"flower-{run}@%h"))
+    hostname = _wait(lambda: next((h for h in flower.get("/api/workers?refresh=1").json()
+                                   if h.startswith(f"flower-{run}@")), None),
+                     60, "Flower to list the worker")
+    ok = [record.delay(bucket=f"f{run}", token=f"t{i}").id for i in range(4)]
+    failing = boom.delay(run=run).id
+
+    def tasks() -> dict[str, Any] | None:
+        listed = flower.get("/api/tasks").json()
+        done = all(listed.get(t, {}).get("state") in FINAL for t in [*ok, failing])
+        return listed if done else None
+
+    listed = _wait(tasks, 90, "every task to reach a final state in Flower")
+    for task_id in ok:
+        task = listed[task_id]
+        assert task["state"] == "SUCCESS", task
+        assert task["name"] == "tests.actions.record" and task["worker"] == hostname
+        assert f"'bucket': 'f{run}'" in task["kwargs"] and task["runtime"] >= 0
+    failed = listed[failing]
+    assert failed["state"] == "FAILURE" and f"boom {run}" in failed["exception"]
+    assert failed["retries"] == 1 and failed["retried"], failed  # two attempts, then the DLQ
+
+    # the dashboard's numbers come from the same events
+    info = flower.get(f"/api/workers?workername={hostname}&refresh=1").json()[hostname]
+    assert "tests.actions.record" in info["registered"]
+    dashboard = flower.get("/")
+    assert dashboard.status_code == 200 and hostname in dashboard.text
+    assert worker.proc.poll() is None
+
+
+@pytest.mark.integration
+def test_celery_inspect_answers_over_sqs(start_worker: Any) -> None:
+    run = uuid.uuid4().hex[:8]
+    start_worker(concurrency=1, args=("-n", f"inspect-{run}@%h"))
+    ping = _celery("inspect", "ping", "-d", f"inspect-{run}@{os.uname().nodename}", "-t", "5")
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    assert f"inspect-{run}@" in ping.stdout and "pong" in ping.stdout
+    stats = _celery("inspect", "stats", "-d", f"inspect-{run}@{os.uname().nodename}", "-t", "5")
+    assert stats.returncode == 0 and '"pool"' in stats.stdout, stats.stdout + stats.stderr
+    active = _celery("inspect", "active", "-t", "5")
+    assert active.returncode == 0 and f"inspect-{run}@" in active.stdout, active.stdout + active.stderr
+
+
+@pytest.mark.integration
+def test_the_inspect_reply_queue_is_deleted_after_use(start_worker: Any, sqs: Any) -> None:
+    run = uuid.uuid4().hex[:8]
+    start_worker(concurrency=1, args=("-n", f"tidy-{run}@%h"))
+    assert _celery("inspect", "ping", "-t", "3").returncode == 0
+    queues = sqs.list_queues(QueueNamePrefix="actionrunner-mon-rep-").get("QueueUrls", [])
+    assert queues == []
+    boxes = sqs.list_queues(QueueNamePrefix="actionrunner-mon-box-").get("QueueUrls", [])
+    assert any(f"tidy-{run}" in url for url in boxes)
+
+
+def test_monitoring_queue_names() -> None:
+    assert kind_of("celery@host.celery.pidbox") == "box"
+    assert kind_of("0c8f-aa.reply.celery.pidbox") == "rep"
+    assert kind_of("celeryev.6e2b") == "ev"
+    assert kind_of("actions.fifo") is None
+    assert sqs_queue_name("ar-", "w1@my.host.celery.pidbox") == "ar-box-w1-my-host"
+    assert sqs_queue_name("ar-", "ab12.reply.celery.pidbox") == "ar-rep-ab12"
+    long = sqs_queue_name("ar-", "x" * 200 + ".celery.pidbox")
+    assert len(long) == 80 and long.startswith("ar-box-xxx")
+    assert long != sqs_queue_name("ar-", "x" * 201 + ".celery.pidbox")
+
+
+class _Lister:
+    """A stub SQS client that lists two event queues (unit test of the routing rules)."""
+
+    def __init__(self) -> None:
+        self.listed = 0
+
+    def get_paginator(self, name: str) -> Any:
+        lister = self
+
+        class Pages:
+            def paginate(self, QueueNamePrefix: str, MaxResults: int) -> list[dict[str, Any]]:  # noqa: N803
+                lister.listed += 1
+                return [{"QueueUrls": [f"http://q/{QueueNamePrefix}{i}" for i in range(2)]}]
+
+        return Pages()
+
+
+def test_events_go_to_every_listener_and_failures_mode_keeps_only_failures() -> None:
+    everything = Monitor(_Lister(), "ar-", "all")
+    assert everything.route("celeryev", "task.succeeded") == ["http://q/ar-ev-0", "http://q/ar-ev-1"]
+    assert everything.route("celeryev", "worker.heartbeat") == ["http://q/ar-ev-0", "http://q/ar-ev-1"]
+    assert everything.route("actions.fifo", "actions.fifo") is None  # not a monitoring exchange
+    failures = Monitor(_Lister(), "ar-", "failures")
+    assert failures.route("celeryev", "task.succeeded") == []
+    assert failures.route("celeryev", "task.failed") == ["http://q/ar-ev-0", "http://q/ar-ev-1"]
+    assert failures.route("celeryev", "worker.heartbeat") != []
+    assert failures.route("celery.pidbox", "") == ["http://q/ar-box-0", "http://q/ar-box-1"]
+
+
+def test_listings_are_cached_between_events() -> None:
+    client = _Lister()
+    monitor = Monitor(client, "ar-", "all")
+    for _ in range(50):
+        monitor.route("celeryev", "task.started")
+    assert client.listed == 1
+    monitor.route("celery.pidbox", "")  # a broadcast looks again (a worker may have started)
+    assert client.listed == 2
