@@ -355,7 +355,21 @@ def dlq_purge(
     settings = _settings()
     if not yes and not typer.confirm(f"delete every message in {settings.dlq_name}?"):
         raise typer.Exit(1)
-    console.print(f"purged {DeadLetterQueue(settings).purge()} message(s)", markup=False)
+    from rich.progress import Progress
+
+    dlq = DeadLetterQueue(settings)
+    from botocore.exceptions import ClientError
+
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("purging", total=dlq.depth() or None)
+        try:
+            count = dlq.purge(progress=lambda n: progress.advance(task, n), wait=60)
+        except ClientError as exc:
+            if "PurgeQueueInProgress" not in exc.response["Error"]["Code"]:
+                raise
+            raise ActionRunnerError(f"{settings.dlq_name} was purged less than 60 s ago (SQS allows "
+                                    "one purge a minute); try again later") from None
+    console.print(f"purged {count} message(s)", markup=False)
 
 
 @cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

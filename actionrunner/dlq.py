@@ -142,10 +142,22 @@ class DeadLetterQueue:
         self._release(skipped)
         return {"moved": moved, "skipped": len(skipped)}
 
-    def purge(self) -> int:
-        """Delete every message in the DLQ; returns how many were there."""
+    def purge(self, progress: Callable[[int], None] | None = None, wait: float = 0.0,
+              sleep: Callable[[float], None] = time.sleep) -> int:
+        """Delete every message in the DLQ; returns how many were there.
+
+        SQS purges in the background (up to 60 s): with ``wait``, follow the depth down for up to
+        that many seconds, calling ``progress(n)`` with the messages gone since the last call."""
         count = self.depth()
         self.client.purge_queue(QueueUrl=self.url)
+        left, deadline = count, time.monotonic() + wait
+        while left and time.monotonic() < deadline:
+            now = self.depth()
+            if progress and now < left:
+                progress(left - now)
+            left = min(left, now)
+            if left:
+                sleep(0.5)
         return count
 
 

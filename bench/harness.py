@@ -52,12 +52,22 @@ def queue_depth(client: Any, url: str) -> int:
 
 
 def wait_drained(client: Any, url: str, timeout: float, every: float = 0.25) -> float | None:
-    """Seconds until the queue is empty, or None after ``timeout``."""
+    """Seconds until the queue is empty, or None after ``timeout`` (with a progress bar on the
+    terminal while it drains)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if queue_depth(client, url) == 0:
-            return time.monotonic() - start
-        time.sleep(every)
+    first = queue_depth(client, url)
+    columns = (TextColumn("draining"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=make_console(), transient=True) as progress:
+        task = progress.add_task("drain", total=first or None)
+        depth = first
+        while time.monotonic() - start < timeout:
+            if depth == 0:
+                return time.monotonic() - start
+            time.sleep(every)
+            depth = queue_depth(client, url)
+            progress.update(task, completed=max(0, first - depth))
     return None
 
 

@@ -49,3 +49,21 @@ def test_status_table_and_exit_code_follow_the_dlq(aws: Any, queue_url: str, sqs
         while messages := sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10).get("Messages"):
             for m in messages:
                 sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=m["ReceiptHandle"])
+
+
+@pytest.mark.integration
+def test_purge_follows_the_dlq_down_to_empty(aws: Any, queue_url: str, sqs: Any, settings: Any) -> None:
+    from actionrunner.dlq import DeadLetterQueue
+
+    dlq_url = sqs.get_queue_url(QueueName=settings.dlq_name)["QueueUrl"]
+    for i in range(3):
+        sqs.send_message(QueueUrl=dlq_url, MessageBody="{}", MessageGroupId=f"g{i}",
+                         MessageDeduplicationId=uuid.uuid4().hex)
+    gone: list[int] = []
+    assert DeadLetterQueue(settings).purge(progress=gone.append, wait=30) == 3
+    assert sum(gone) == 3  # the progress bar reached the end
+    done = subprocess.run([sys.executable, "-m", "actionrunner.cli", "dlq", "purge", "--yes"],
+                          cwd=ROOT, env=os.environ.copy(), capture_output=True, text=True, timeout=60)
+    # SQS allows one purge a minute: the second is refused with a clear message, no traceback
+    assert done.returncode == 2 and "purged less than 60 s ago" in " ".join(done.stderr.split())
+    assert "Traceback" not in done.stderr

@@ -60,7 +60,7 @@ def lambda_parameters(settings: Settings) -> dict[str, Any]:
 
 
 def lambda_resources() -> dict[str, Any]:
-    statements = [*iam.worker(),
+    statements = [*iam.worker(monitoring=False),
                   allow(["logs:CreateLogStream", "logs:PutLogEvents"],
                         get_att("FunctionLogGroup", "Arn"), "Logs")]
     return {

@@ -12,7 +12,10 @@ api        queue: send, GetQueueUrl, GetQueueAttributes (/readyz); DLQ: receive,
            visibility, purge (dlq.py); table: get, put, update (runs, Idempotency-Key);
            cloudwatch:GetMetricStatistics (age of the oldest message; no resource-level scope)
 flower     both queues: GetQueueUrl, GetQueueAttributes; ListQueues
-lambda     as the worker (the event source mapping receives and deletes with the same role)
+monitor    worker and flower, on the monitoring queues (sqs/monitor.py: ``<MonitorQueuePrefix>*``):
+           create, delete, list, send, receive, GetQueueUrl, GetQueueAttributes
+lambda     as the worker (the event source mapping receives and deletes with the same role),
+           without the monitoring queues (no Celery worker runs there)
 =========  =====================================================================================
 
 With a payload bucket (claim check, sqs/claimcheck.py), senders may put payload objects, and
@@ -38,6 +41,11 @@ STATE_RUN = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dyn
              "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable"]
 
 QUEUE, DLQ, TABLE = queue_arn("QueueName"), queue_arn("DeadLetterQueueName"), table_arn("StateTableName")
+MONITOR = sub("arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:${MonitorQueuePrefix}*")
+#: Flower / celery inspect / celery events (sqs/monitor.py): each worker and Flower creates its
+#: own monitoring queue, finds the others with ListQueues, and sends to and receives from them.
+SQS_MONITOR = ["sqs:CreateQueue", "sqs:DeleteQueue", "sqs:SendMessage", "sqs:ReceiveMessage",
+               *SQS_LOOKUP]
 PAYLOADS = sub(f"arn:${{AWS::Partition}}:s3:::${{PayloadBucketName}}/{KEY_PREFIX}*")
 
 
@@ -48,11 +56,13 @@ def payloads(actions: list[str]) -> dict[str, Any]:
                NO_VALUE)
 
 
-def worker() -> list[dict[str, Any]]:
-    """Run actions: consume the queue, dead-letter, keep state."""
+def worker(monitoring: bool = True) -> list[dict[str, Any]]:
+    """Run actions: consume the queue, dead-letter, keep state; with ``monitoring`` (ECS, not
+    Lambda), answer remote control and send events."""
     return [allow([*SQS_CONSUME, *SQS_SEND], QUEUE, "ConsumeAndSendActions"),
             allow(SQS_SEND, DLQ, "DeadLetter"),
             allow(STATE_RUN, TABLE, "StateTable"),
+            *(monitor() if monitoring else []),
             payloads(["PutObject", "GetObject", "DeleteObject"])]
 
 
@@ -77,4 +87,11 @@ def api() -> list[dict[str, Any]]:
 def flower() -> list[dict[str, Any]]:
     """Look at the broker (Flower)."""
     return [allow(SQS_LOOKUP, [QUEUE, DLQ], "LookAtQueues"),
-            allow(["sqs:ListQueues"], "*", "ListQueues")]
+            allow(["sqs:ListQueues"], "*", "ListQueues"),
+            allow(SQS_MONITOR, MONITOR, "MonitoringQueues")]
+
+
+def monitor() -> list[dict[str, Any]]:
+    """A worker's remote-control mailbox and its events (sqs/monitor.py)."""
+    return [allow(SQS_MONITOR, MONITOR, "MonitoringQueues"),
+            allow(["sqs:ListQueues"], "*", "ListMonitoringQueues")]

@@ -77,6 +77,13 @@ SETTING_PARAMETERS: tuple[SettingParameter, ...] = (
                      "S3 bucket for payloads over MaxMessageBytes (claim check; the core stack "
                      "creates it). Empty: such payloads are refused at send time.",
                      BUCKET_NAME_PATTERN),
+    SettingParameter("MonitorQueuePrefix", "monitor_queue_prefix",
+                     "Name prefix of the monitoring queues (Flower, celery inspect, celery events) "
+                     "that workers and Flower create and delete themselves.",
+                     r"^[A-Za-z0-9_-]{1,30}$"),
+    SettingParameter("TaskEvents", "task_events",
+                     "Task events for Flower: all, failures or off (free while nobody listens).",
+                     r"^(all|failures|off)$"),
 )
 BY_NAME = {p.name: p for p in SETTING_PARAMETERS}
 BY_FIELD = {p.field: p for p in SETTING_PARAMETERS}
