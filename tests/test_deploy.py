@@ -200,7 +200,7 @@ def test_every_process_gets_the_settings_the_stack_was_deployed_with(name: str) 
 
 
 def test_parameter_bounds_are_the_settings_bounds() -> None:
-    parameters = committed("actionrunner-core.template.json")["Parameters"]
+    parameters = committed("actionrunner.template.json")["Parameters"]
     for parameter in SETTING_PARAMETERS:
         spec = parameters[parameter.name]
         default = getattr(deploy.default_settings(), parameter.field)

@@ -36,6 +36,7 @@ class SettingParameter:
     field: str  #: the Settings field
     description: str
     pattern: str | None = None
+    services_only: bool = False  #: read by the services only (not by the core stack's resources)
 
     @property
     def env(self) -> str:
@@ -80,18 +81,19 @@ SETTING_PARAMETERS: tuple[SettingParameter, ...] = (
     SettingParameter("MonitorQueuePrefix", "monitor_queue_prefix",
                      "Name prefix of the monitoring queues (Flower, celery inspect, celery events) "
                      "that workers and Flower create and delete themselves.",
-                     r"^[A-Za-z0-9_-]{1,30}$"),
+                     r"^[A-Za-z0-9_-]{1,30}$", services_only=True),
     SettingParameter("TaskEvents", "task_events",
                      "Task events for Flower: all, failures or off (free while nobody listens).",
-                     r"^(all|failures|off)$"),
+                     r"^(all|failures|off)$", services_only=True),
 )
 BY_NAME = {p.name: p for p in SETTING_PARAMETERS}
 BY_FIELD = {p.field: p for p in SETTING_PARAMETERS}
 
 
-def setting_parameters(settings: Settings) -> dict[str, Any]:
-    """The ``Parameters`` entries of every setting, defaults from ``settings``."""
-    return {p.name: p.spec(settings) for p in SETTING_PARAMETERS}
+def setting_parameters(settings: Settings, *, services: bool = True) -> dict[str, Any]:
+    """The ``Parameters`` entries of every setting, defaults from ``settings`` (``services=False``:
+    only those the core stack's resources use)."""
+    return {p.name: p.spec(settings) for p in SETTING_PARAMETERS if services or not p.services_only}
 
 
 def service_environment(extra: dict[str, Any] | None = None, *, region: bool = True) -> dict[str, Any]:
