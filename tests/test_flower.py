@@ -128,6 +128,11 @@ def test_the_inspect_reply_queue_is_deleted_after_use(start_worker: Any, sqs: An
     assert any(f"tidy-{run}" in url for url in boxes)
 
 
+def test_each_worker_process_has_a_mailbox_of_its_own() -> None:
+    assert sqs_queue_name("ar-", "w1@h.celery.pidbox", "ab12cd34") == "ar-box-w1-h-ab12cd34"
+    assert sqs_queue_name("ar-", "celeryev.x", "ab12cd34") == "ar-ev-x"  # only mailboxes
+
+
 def test_monitoring_queue_names() -> None:
     assert kind_of("celery@host.celery.pidbox") == "box"
     assert kind_of("0c8f-aa.reply.celery.pidbox") == "rep"

@@ -40,6 +40,7 @@ import os
 import queue as queue_module
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -80,15 +81,21 @@ def kind_of(queue: str) -> Kind | None:
     return None
 
 
-def sqs_queue_name(prefix: str, queue: str) -> str:
-    """The SQS name of monitoring queue ``queue``: ``<prefix><kind>-<name>``, legal characters
-    only, shortened with a hash when it would exceed SQS's 80 characters."""
+def sqs_queue_name(prefix: str, queue: str, instance: str = "") -> str:
+    """The SQS name of monitoring queue ``queue``: ``<prefix><kind>-<name>[-<instance>]``, legal
+    characters only, shortened with a hash when it would exceed SQS's 80 characters.
+
+    A worker's mailbox carries its process's ``instance`` token: two workers started with the
+    same node name (a second ``celery worker`` on one machine) then never share, or delete, one
+    mailbox; a broadcast reaches both."""
     kind = kind_of(queue)
     assert kind is not None, queue
     if kind == "ev":
         body = queue.removeprefix("celeryev.")
     else:  # "<host>.celery.pidbox", "<oid>.reply.celery.pidbox": the namespace part goes
         body = queue.removesuffix(".pidbox").rsplit(".", 2 if kind == "rep" else 1)[0]
+    if kind == "box" and instance:
+        body = f"{body}-{instance}"
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in body)
     name = f"{prefix}{kind}-{safe}"
     if len(name) > MAX_QUEUE_NAME:
@@ -177,11 +184,16 @@ class Monitor:
         self._sender: Sender | None = None
         self._janitor_at = time.monotonic() + JANITOR_INTERVAL_SECONDS
         self._suspects: dict[str, float] = {}
+        #: this process's token in its mailbox's name (see :func:`sqs_queue_name`)
+        self.instance = uuid.uuid4().hex[:8]
+
+    def sqs_name(self, queue: str) -> str:
+        return sqs_queue_name(self.prefix, queue, self.instance)
 
     # -- listeners ---------------------------------------------------------------------------
     def declare(self, queue: str) -> str:
         """Create (or find) the SQS queue of monitoring queue ``queue``; returns its URL."""
-        name = sqs_queue_name(self.prefix, queue)
+        name = self.sqs_name(queue)
         url = self._urls.get(name)
         if url is None:
             url = self.client.create_queue(QueueName=name, Attributes=self.attributes)["QueueUrl"]
@@ -191,7 +203,7 @@ class Monitor:
 
     def delete(self, queue: str) -> None:
         """Delete the SQS queue of ``queue`` (a listener that stops)."""
-        name = sqs_queue_name(self.prefix, queue)
+        name = self.sqs_name(queue)
         url = self._urls.pop(name, None)
         if url is None:
             return
@@ -335,7 +347,7 @@ class MonitorRouting:
     # -- names and declarations --------------------------------------------------------------
     def canonical_queue_name(self, queue_name: str) -> str:
         if kind_of(queue_name):
-            return sqs_queue_name(self.monitor.prefix, queue_name)
+            return self.monitor.sqs_name(queue_name)
         return super().canonical_queue_name(queue_name)  # type: ignore[misc,no-any-return]
 
     def _new_queue(self, queue: str, **kwargs: Any) -> str:
