@@ -12,6 +12,7 @@ Celery's own log records go through the same formatter, so a worker's output is 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Callable
@@ -72,10 +73,8 @@ def _install_metrics() -> None:
     from .metrics import install
     from .settings import get_settings
 
-    try:
+    with contextlib.suppress(Exception):  # bad settings are reported elsewhere; logging must not fail
         install(get_settings().metrics)
-    except Exception:  # bad settings are reported elsewhere; logging must not fail on them
-        pass
 
 
 def configure(

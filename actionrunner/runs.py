@@ -1,9 +1,9 @@
 """Run status: what became of each action run, kept in the state table with a TTL.
 
 The admin API writes ``queued`` when it accepts a run, and marks its message (header
-``ar_api_run``); the worker writes the rest as lifecycle events happen (``running``, ``succeeded`` with the result, ``failed``, ``retrying``,
-``dead-lettered``, ``held``). Items live in the single ActionRunner state table under
-``pk = "run#{id}"``::
+``ar_api_run``); the worker writes the rest as lifecycle events happen (``running``,
+``succeeded`` with the result, ``failed``, ``retrying``, ``dead-lettered``, ``held``). Items
+live in the single ActionRunner state table under ``pk = "run#{id}"``::
 
     >>> store = RunStore(get_settings())                   # doctest: +SKIP
     >>> store.get("5f0c…")                                  # doctest: +SKIP
@@ -12,6 +12,7 @@ The admin API writes ``queued`` when it accepts a run, and marks its message (he
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from decimal import Decimal
@@ -115,17 +116,16 @@ class RunStore:
             sets.append("#r = :r")
             names["#r"] = "result"
             values[":r"] = {"S": encoded.decode()}
-        try:
-            # Events come from two processes (the pool process: running, failed; the main one:
-            # retrying, dead-lettered); the later event wins, whichever write lands last.
+        # Events come from two processes (the pool process: running, failed; the main one:
+        # retrying, dead-lettered); the later event wins, whichever write lands last (an earlier
+        # one that lands after it fails its condition and is dropped).
+        with contextlib.suppress(self.client.exceptions.ConditionalCheckFailedException):
             self.client.update_item(
                 TableName=self.table, Key=self.key(run_id),
                 UpdateExpression="SET " + ", ".join(sets),
                 ConditionExpression="attribute_not_exists(updated_at) OR updated_at <= :now",
                 ExpressionAttributeNames=names, ExpressionAttributeValues=values,
             )
-        except self.client.exceptions.ConditionalCheckFailedException:
-            pass  # a later event was recorded already
 
     def get(self, run_id: str) -> dict[str, Any] | None:
         """The run's status as plain values, or None."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import json
 import math
 import random
@@ -122,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
             assert decoded[1] == kwargs, name  # round trip
             repeat = max(3, args.repeat if "small" in size else args.repeat // 20)
             results.setdefault(size, {})[name] = (
-                len(body.encode()), timed(lambda: encode(kwargs), repeat), timed(lambda: decode(body), repeat))
+                len(body.encode()),
+                timed(functools.partial(encode, kwargs), repeat),
+                timed(functools.partial(decode, body), repeat))
     table = Table(title="bytes on the wire and µs per message (encode: arguments → SQS body)")
     for column in ("payload", "format", "bytes", "vs stock json", "64 KB chunks", "encode µs", "decode µs"):
         table.add_column(column, justify="right")

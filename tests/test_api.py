@@ -72,7 +72,8 @@ def test_submit_returns_202_and_the_run_is_followed_to_succeeded(
     assert response.status_code == 202, response.text
     body = response.json()
     assert body["status_url"] == f"/v1/runs/{body['run_id']}" and body["group"] == f"rec:{bucket}"
-    assert api.get(body["status_url"], headers=auth(SUBMIT)).json()["status"] in ("queued", "running", "succeeded")
+    status = api.get(body["status_url"], headers=auth(SUBMIT)).json()["status"]
+    assert status in ("queued", "running", "succeeded")
     deadline = time.monotonic() + 30
     while (run := api.get(body["status_url"], headers=auth(SUBMIT)).json())["status"] != "succeeded":
         assert time.monotonic() < deadline, run

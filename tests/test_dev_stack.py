@@ -39,30 +39,37 @@ def test_dev_runs_the_stack_and_stops_all_of_it_on_ctrl_c(tmp_path: Path) -> Non
         )
     try:
         deadline = time.monotonic() + 60
-        while "celery@" not in log.read_text(errors="replace") or "ready." not in log.read_text(errors="replace"):
+        def started() -> bool:
+            text = log.read_text(errors="replace")
+            return "celery@" in text and "ready." in text
+
+        while not started():
             assert dev.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
         text = log.read_text()
         assert f"http://127.0.0.1:{moto_port}" in text and "actions.fifo" in text
         # From another shell: point at the stack as dev says, and submit
+        sqs_at = sqs_port if SQS_SERVER == "fauxqs" else moto_port
         shell = {**env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
-                 "AWS_ENDPOINT_URL_SQS": f"http://127.0.0.1:{sqs_port if SQS_SERVER == 'fauxqs' else moto_port}"}
+                 "AWS_ENDPOINT_URL_SQS": f"http://127.0.0.1:{sqs_at}"}
         name = uuid.uuid4().hex[:8]
         sent = subprocess.run(
             [sys.executable, "-m", "actionrunner.cli", "submit", "tasks.demo.hello", "--json",
-             json.dumps({"name": name})], cwd=ROOT, env=shell, capture_output=True, text=True, timeout=60,
+             json.dumps({"name": name})],
+            cwd=ROOT, env=shell, capture_output=True, text=True, timeout=60,
         )
         assert sent.returncode == 0, sent.stderr
         run_id = sent.stdout.strip()
         while True:
-            lines = [json.loads(l) for l in log.read_text(errors="replace").splitlines() if l.startswith("{")]
-            done = [l for l in lines if l.get("event") == "succeeded" and l.get("id") == run_id]
+            lines = [json.loads(line) for line in log.read_text(errors="replace").splitlines()
+                     if line.startswith("{")]
+            done = [line for line in lines if line.get("event") == "succeeded" and line.get("id") == run_id]
             if done:
                 break
             assert time.monotonic() < deadline + 30, log.read_text()[-3000:]
             time.sleep(0.2)
-        assert any(l.get("event") == "greeted" and l.get("name") == name for l in lines)
+        assert any(line.get("event") == "greeted" and line.get("name") == name for line in lines)
         pids = [int(p) for p in re.findall(r"pid=(\d+)", log.read_text())]
         # emulator (moto, and fauxqs), worker, beat, api
         assert len(pids) == (5 if SQS_SERVER == "fauxqs" else 4), log.read_text()

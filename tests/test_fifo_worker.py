@@ -6,6 +6,7 @@ messages of the same group, as real SQS does).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -178,10 +179,8 @@ def _kill_tree(pid: int) -> None:
     children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
     os.kill(pid, signal.SIGKILL)
     for child in children:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(int(child), signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def test_hold_policy_keeps_the_rest_of_the_group_behind_a_failed_head(
