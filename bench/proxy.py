@@ -11,7 +11,9 @@ counts as ``ReceiveMessage``; the old query protocol's ``Action=`` is understood
 ``Host`` header is rewritten to the upstream's, so queue URLs the server hands out are its own:
 fauxqs builds queue URLs from the Host header and matches them by exact string. ReceiveMessage
 responses with no message are also counted (in the window their request arrived in), as
-``ReceiveMessage (empty)``.
+``ReceiveMessage (empty)``. A ``label(api, body)`` function, if given, names what is counted
+instead (e.g. by queue: ``ReceiveMessage → events``, its empty part
+``ReceiveMessage (empty) → events``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import sys
 import threading
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -57,8 +60,10 @@ def has_messages(body: bytes) -> bool:
 class CountingProxy:
     """Forward to ``upstream`` (``http://host:port``), counting requests by API call."""
 
-    def __init__(self, upstream: str, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, upstream: str, host: str = "127.0.0.1", port: int = 0,
+                 label: Callable[[str, bytes], str] | None = None) -> None:
         target = urlparse(upstream)
+        self.label = label
         self.upstream_host, self.upstream_port = target.hostname or "127.0.0.1", target.port or 80
         self._counts: Counter[str] = Counter()
         self._epoch = 0  # bumped by reset(): a response is counted in its request's window only
@@ -125,7 +130,8 @@ class CountingProxy:
 
             def _relay(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                name = api_name(self.headers, body)
+                api = api_name(self.headers, body)
+                name = proxy.label(api, body) if proxy.label else api
                 epoch = proxy._count(name)  # on arrival: a long poll counts when it starts
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
                 try:
@@ -133,8 +139,8 @@ class CountingProxy:
                 except OSError as exc:
                     self.send_error(502, f"upstream: {exc}")
                     return
-                if name == "ReceiveMessage" and status == 200 and not has_messages(out):
-                    proxy._count(EMPTY_RECEIVE, epoch)
+                if api == "ReceiveMessage" and status == 200 and not has_messages(out):
+                    proxy._count(name.replace(api, EMPTY_RECEIVE, 1), epoch)
                 self.send_response_only(status)
                 for key, value in out_headers:
                     if key.lower() not in HOP_BY_HOP:
