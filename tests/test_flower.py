@@ -182,3 +182,37 @@ def test_listings_are_cached_between_events() -> None:
     assert client.listed == 1
     monitor.route("celery.pidbox", "")  # a broadcast looks again (a worker may have started)
     assert client.listed == 2
+
+
+@pytest.mark.integration
+def test_the_janitor_deletes_an_event_queue_nobody_reads(sqs: Any, settings: Any) -> None:
+    monitor = Monitor(sqs, f"janitor-{uuid.uuid4().hex[:6]}-", "all")
+    read = monitor.declare("celeryev.alive")
+    dead = monitor.declare("celeryev.dead")
+    for url in (read, dead):
+        sqs.send_message(QueueUrl=url, MessageBody="{}")
+    assert sqs.receive_message(QueueUrl=read, WaitTimeSeconds=1).get("Messages")  # a live reader
+    monitor._sweep()  # suspect once...
+    assert set(monitor.listeners("ev")) == {read, dead}
+    monitor._sweep()  # ...twice: gone
+    assert sqs.list_queues(QueueNamePrefix=monitor.prefix).get("QueueUrls") == [read]
+    monitor.close()  # this process's own queues go when it stops
+    assert not sqs.list_queues(QueueNamePrefix=monitor.prefix).get("QueueUrls")
+
+
+def test_mailbox_receives_hide_messages_until_they_expire() -> None:
+    """kombu's async receive passes the SQS name: a control message must stay hidden past its
+    60 s retention, or a worker would run it again 30 s later (one inspect, three replies)."""
+    from actionrunner.sqs.monitor import RETENTION_SECONDS, MonitorRouting
+
+    class Channel(MonitorRouting):
+        transport_options: dict[str, Any] = {}
+        wait_time_seconds = 20
+
+    class Connection:
+        def receive_message(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            return kwargs
+
+    for name in ("actionrunner-mon-box-w1-host-ab12cd34", "w1@host.celery.pidbox"):
+        asked = Channel()._get_from_sqs(name, "http://q", Connection(), 10)
+        assert asked["visibility_timeout"] > RETENTION_SECONDS

@@ -54,13 +54,17 @@ from .. import constants as C
 logger = logging.getLogger("actionrunner.monitor")
 
 Kind = Literal["box", "rep", "ev"]
+KINDS: tuple[Kind, ...] = ("box", "rep", "ev")
+#: ``ACTIONRUNNER_MONITOR_QUEUE_PREFIX``'s default.
+DEFAULT_PREFIX = "actionrunner-mon-"
 
 #: SQS keeps a message at least this long (its minimum MessageRetentionPeriod).
 RETENTION_SECONDS = 60
 #: Longer than the retention: a received message expires before it could be received again.
 VISIBILITY_SECONDS = 120
-#: How long a listing of listener queues is trusted.
-LISTING_TTL_SECONDS = 10.0
+#: How long a listing of listener queues is trusted. A new listener is found sooner: Flower and
+#: `celery events` broadcast when they start, and a worker that receives a broadcast looks again.
+LISTING_TTL_SECONDS = 30.0
 #: Seconds between janitor passes over the event queues (in processes that send events).
 JANITOR_INTERVAL_SECONDS = 60.0
 #: Long poll of a client's reply queue: ``celery inspect`` collects for about a second.
@@ -186,6 +190,9 @@ class Monitor:
         self._suspects: dict[str, float] = {}
         #: this process's token in its mailbox's name (see :func:`sqs_queue_name`)
         self.instance = uuid.uuid4().hex[:8]
+        self._declared: dict[str, str] = {}  # this process's own queues: name -> URL
+        self._pid = os.getpid()
+        atexit.register(self.close)
 
     def sqs_name(self, queue: str) -> str:
         return sqs_queue_name(self.prefix, queue, self.instance)
@@ -197,14 +204,27 @@ class Monitor:
         url = self._urls.get(name)
         if url is None:
             url = self.client.create_queue(QueueName=name, Attributes=self.attributes)["QueueUrl"]
-            self._urls[name] = url
+            self._urls[name] = self._declared[name] = url
             self.refresh()
         return url
+
+    def close(self) -> None:
+        """Send what is pending and delete this process's own queues (also at exit: Flower exits
+        on SIGTERM without closing its connections)."""
+        if os.getpid() != self._pid:
+            return  # a forked child: the queues are its parent's
+        self.flush()
+        for name, url in list(self._declared.items()):
+            self._declared.pop(name, None)
+            self._urls.pop(name, None)
+            with contextlib.suppress(ClientError, BotoCoreError):
+                self.client.delete_queue(QueueUrl=url)
 
     def delete(self, queue: str) -> None:
         """Delete the SQS queue of ``queue`` (a listener that stops)."""
         name = self.sqs_name(queue)
         url = self._urls.pop(name, None)
+        self._declared.pop(name, None)
         if url is None:
             return
         try:
@@ -250,7 +270,6 @@ class Monitor:
             if exchange.startswith("reply."):
                 url = self.reply_url(f"{routing_key}.{exchange}")
                 return [url] if url else []
-            self.refresh()  # a broadcast is rare and should reach a worker that just started
             return self.listeners("box")
         if exchange == event_exchange:
             if self.task_events == "failures" and routing_key.startswith("task.") \
@@ -341,17 +360,26 @@ class MonitorRouting:
                 secret_access_key=self.conninfo.password)  # type: ignore[attr-defined]
 
         return monitor_for(self.endpoint_url,  # type: ignore[attr-defined]
-                           options.get("monitor_queue_prefix", "actionrunner-mon-"),
+                           options.get("monitor_queue_prefix", DEFAULT_PREFIX),
                            options.get("task_events", "all"), make_client)
+
+    def _kind(self, name: str) -> Kind | None:
+        """:func:`kind_of` a kombu queue name, or of an SQS one (kombu passes either)."""
+        kind = kind_of(name)
+        prefix = self.transport_options.get("monitor_queue_prefix", DEFAULT_PREFIX)  # type: ignore[attr-defined]
+        if kind is None and name.startswith(prefix):
+            rest = name[len(prefix):]
+            kind = next((k for k in KINDS if rest.startswith(f"{k}-")), None)
+        return kind
 
     # -- names and declarations --------------------------------------------------------------
     def canonical_queue_name(self, queue_name: str) -> str:
-        if kind_of(queue_name):
+        if self._kind(queue_name):
             return self.monitor.sqs_name(queue_name)
         return super().canonical_queue_name(queue_name)  # type: ignore[misc,no-any-return]
 
     def _new_queue(self, queue: str, **kwargs: Any) -> str:
-        if not kind_of(queue):
+        if not self._kind(queue):
             return super()._new_queue(queue, **kwargs)  # type: ignore[misc,no-any-return]
         name = self.canonical_queue_name(queue)
         url = self._queue_cache.get(name)  # type: ignore[attr-defined]
@@ -366,7 +394,7 @@ class MonitorRouting:
         return str(url)
 
     def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
-        if not kind_of(queue):
+        if not self._kind(queue):
             return super()._delete(queue, *args, **kwargs)  # type: ignore[misc,no-any-return]
         self.monitor.delete(queue)
         name = self.canonical_queue_name(queue)
@@ -376,7 +404,7 @@ class MonitorRouting:
         return None
 
     def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
-        if kind_of(queue):
+        if self._kind(queue):
             return  # the binding is the queue's name
         return super()._queue_bind(exchange, routing_key, pattern, queue)  # type: ignore[misc,no-any-return]
 
@@ -402,19 +430,19 @@ class MonitorRouting:
 
     # -- receiving ---------------------------------------------------------------------------
     def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
-        if kind_of(queue):  # not through the FIFO dispatcher
+        if self._kind(queue):  # not through the FIFO dispatcher
             return SQSChannel.basic_consume(self, queue, no_ack, *args, **kwargs)  # type: ignore[arg-type]
         return super().basic_consume(queue, no_ack, *args, **kwargs)  # type: ignore[misc]
 
     def _receive_message(self, queue: str, max_number_of_messages: int = 1,
                          wait_time_seconds: int | None = None) -> Any:
-        if kind_of(queue) == "rep":  # `celery inspect` collects for ~1 s: poll in 1 s steps
+        if self._kind(queue) == "rep":  # `celery inspect` collects for ~1 s: poll in 1 s steps
             wait_time_seconds = REPLY_WAIT_SECONDS
         return super()._receive_message(queue, max_number_of_messages, wait_time_seconds)  # type: ignore[misc]
 
     def _get_from_sqs(self, queue_name: str, queue_url: str, connection: Any, count: int = 1,
                       callback: Any = None) -> Any:
-        if not kind_of(queue_name):
+        if not self._kind(queue_name):
             return super()._get_from_sqs(queue_name, queue_url, connection, count, callback)  # type: ignore[misc]
         return connection.receive_message(queue_name, queue_url, number_messages=count,
                                           visibility_timeout=VISIBILITY_SECONDS,
@@ -422,19 +450,15 @@ class MonitorRouting:
                                           callback=callback)
 
     def _on_messages_ready(self, queue: str, qname: str, messages: dict[str, Any]) -> Any:
-        if kind_of(qname):
-            if kind_of(qname) == "box":
+        kind = self._kind(qname)
+        if kind:
+            if kind == "box" and messages.get("Messages"):
                 self.monitor.refresh()  # e.g. Flower starting: look for its event queue now
             return SQSChannel._on_messages_ready(self, queue, qname, messages)  # type: ignore[arg-type]
         return super()._on_messages_ready(queue, qname, messages)  # type: ignore[misc]
 
-    def _get_bulk(self, queue: str, *args: Any, **kwargs: Any) -> Any:
-        if kind_of(queue) == "box":
-            self.monitor.refresh()
-        return super()._get_bulk(queue, *args, **kwargs)  # type: ignore[misc]
-
     def _delete_message(self, queue_name: str, message: dict[str, Any]) -> None:
-        if kind_of(queue_name):
+        if self._kind(queue_name):
             return  # received monitoring messages expire (see the module docstring)
         return super()._delete_message(queue_name, message)  # type: ignore[misc,no-any-return]
 
