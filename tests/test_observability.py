@@ -64,6 +64,9 @@ def test_purge_follows_the_dlq_down_to_empty(aws: Any, queue_url: str, sqs: Any,
     assert sum(gone) == 3  # the progress bar reached the end
     done = subprocess.run([sys.executable, "-m", "actionrunner.cli", "dlq", "purge", "--yes"],
                           cwd=ROOT, env=os.environ.copy(), capture_output=True, text=True, timeout=60)
-    # SQS allows one purge a minute: the second is refused with a clear message, no traceback
-    assert done.returncode == 2 and "purged less than 60 s ago" in " ".join(done.stderr.split())
-    assert "Traceback" not in done.stderr
+    # SQS (and moto) allow one purge a minute: the second is refused with a clear message and no
+    # traceback; fauxqs allows it, and there is nothing left to purge
+    said = " ".join((done.stdout + done.stderr).split())
+    assert "Traceback" not in said
+    assert (done.returncode == 2 and "purged less than 60 s ago" in said) or \
+        (done.returncode == 0 and "purged 0 message(s)" in said), said
