@@ -33,8 +33,28 @@ from __future__ import annotations
 from typing import Any
 
 
+def _rebuild(cls: type[BaseException], args: tuple[Any, ...], kwargs: dict[str, Any]) -> BaseException:
+    return cls(*args, **kwargs)
+
+
 class ActionRunnerError(Exception):
-    """Base class of every ActionRunner error."""
+    """Base class of every ActionRunner error.
+
+    It keeps the arguments it was made with, so every subclass survives pickling between worker
+    processes (Celery's prefork pool sends a failed run's exception to the main process) as
+    itself, rebuilt by its own ``__init__``: no subclass needs a ``__reduce__`` of its own.
+    """
+
+    _made_with: tuple[tuple[Any, ...], dict[str, Any]] = ((), {})
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> ActionRunnerError:
+        self = super().__new__(cls, *args)
+        self._made_with = (args, kwargs)
+        return self
+
+    def __reduce__(self) -> Any:
+        args, kwargs = self._made_with
+        return _rebuild, (type(self), args, kwargs)
 
 
 # -- configuration -------------------------------------------------------------------------------
@@ -45,9 +65,10 @@ class ConfigurationError(ActionRunnerError):
 class EndpointUnreachable(ConfigurationError):
     """Nothing answers at the configured AWS endpoint."""
 
-    def __init__(self, service: str, endpoint: str | None, cause: BaseException | None = None):
+    def __init__(self, service: str, endpoint: str | None, cause: BaseException | str | None = None):
         self.service = service
         self.endpoint = endpoint
+        self.cause = str(cause)
         where = endpoint or f"the default AWS {service} endpoint"
         hint = (
             "start the local emulator with `actionrunner local-aws` (or the whole stack with "
@@ -57,8 +78,8 @@ class EndpointUnreachable(ConfigurationError):
         )
         super().__init__(f"cannot reach {service} at {where}: {cause!s}; {hint}")
 
-    def __reduce__(self) -> Any:  # survive pickling between worker processes
-        return type(self), (self.service, self.endpoint, None)
+    def __reduce__(self) -> Any:  # the cause (a botocore error) need not pickle: its text does
+        return _rebuild, (type(self), (self.service, self.endpoint, self.cause), {})
 
 
 class QueueMissing(ConfigurationError):
@@ -72,9 +93,6 @@ class QueueMissing(ConfigurationError):
             "create it with `actionrunner provision` (or set ACTIONRUNNER_QUEUE_NAME)"
         )
 
-    def __reduce__(self) -> Any:  # survive pickling between worker processes
-        return type(self), (self.queue_name, self.endpoint)
-
 
 class TableMissing(ConfigurationError):
     """The DynamoDB state table does not exist."""
@@ -87,9 +105,6 @@ class TableMissing(ConfigurationError):
             "create it with `actionrunner provision` (or set ACTIONRUNNER_STATE_TABLE)"
         )
 
-    def __reduce__(self) -> Any:  # survive pickling between worker processes
-        return type(self), (self.table, self.endpoint)
-
 
 class QueueMisconfigured(ConfigurationError):
     """The queue exists but differs from what the settings describe."""
@@ -101,9 +116,6 @@ class QueueMisconfigured(ConfigurationError):
             f"SQS queue {queue_name!r} differs from the settings: {'; '.join(problems)}; "
             "run `actionrunner provision --fix` to apply the settings"
         )
-
-    def __reduce__(self) -> Any:  # survive pickling between worker processes
-        return type(self), (self.queue_name, self.problems)
 
 
 # -- calls of actions ----------------------------------------------------------------------------
@@ -127,9 +139,6 @@ class ActionInputError(ActionError, ValueError):
         details = "; ".join(f"{field}: {msg}" for field, msg in field_errors.items())
         super().__init__(f"invalid input for action {action!r}: {details}")
 
-    def __reduce__(self) -> Any:  # survive pickling between worker processes
-        return type(self), (self.action, self.field_errors)
-
 
 class SchemaVersionRejected(ActionError):
     """A message's inputs were sent with a schema version this code does not run."""
@@ -143,9 +152,6 @@ class SchemaVersionRejected(ActionError):
             f"runs versions {list(accepted)}; deploy code that accepts it, then redrive the DLQ"
         )
 
-    def __reduce__(self) -> Any:  # survive pickling between worker processes
-        return type(self), (self.action, self.version, self.accepted)
-
 
 class MessageIdError(ActionError, ValueError):
     """A MessageGroupId or MessageDeduplicationId is not acceptable to SQS."""
@@ -156,9 +162,6 @@ class MessageIdError(ActionError, ValueError):
         self.value = value
         self.problem = problem
         super().__init__(f"action {action!r}: {kind} {value!r} {problem}")
-
-    def __reduce__(self) -> Any:  # survive pickling between worker processes
-        return type(self), (self.action, self.kind, self.value, self.problem)
 
 
 class PayloadTooLarge(ActionError, ValueError):
@@ -174,9 +177,6 @@ class PayloadTooLarge(ActionError, ValueError):
             "a table key) instead of the data itself"
         )
 
-    def __reduce__(self) -> Any:  # survive pickling between worker processes
-        return type(self), (self.action, self.size, self.limit)
-
 
 # -- sending -------------------------------------------------------------------------------------
 class SendError(ActionRunnerError):
@@ -189,9 +189,6 @@ class SendError(ActionRunnerError):
     def __init__(self, message: str, failed: list[tuple[int, str, str]] | None = None):
         self.failed = failed or []
         super().__init__(message)
-
-    def __reduce__(self) -> Any:  # survive pickling between worker processes
-        return type(self), (str(self), self.failed)
 
 
 # -- state (actionrunner/state/) -----------------------------------------------------------------
@@ -215,9 +212,6 @@ class IdempotencyKeyReused(StateError):
             "calls different keys (the action's key=), or reuse the key only for the same inputs"
         )
 
-    def __reduce__(self) -> Any:  # survive pickling between worker processes
-        return type(self), (self.action, self.key, self.inputs_hash, self.stored_hash)
-
 
 class LeaseLost(StateError):
     """This run's claim of an idempotency key ran out and another run took the key.
@@ -234,9 +228,6 @@ class LeaseLost(StateError):
             "raise ACTIONRUNNER_IDEMPOTENCY_LEASE_SECONDS"
         )
 
-    def __reduce__(self) -> Any:  # survive pickling between worker processes
-        return type(self), (self.key,)
-
 
 class EffectRejected(StateError):
     """A write the action staged was refused by its own ``condition``: the transaction was
@@ -246,9 +237,6 @@ class EffectRejected(StateError):
         self.index, self.code, self.detail = index, code, message
         super().__init__(f"staged write #{index} was refused ({code}{': ' + message if message else ''}); "
                          "nothing the action staged was written")
-
-    def __reduce__(self) -> Any:  # survive pickling between worker processes
-        return type(self), (self.index, self.code, self.detail)
 
 
 # -- control flow --------------------------------------------------------------------------------
