@@ -321,7 +321,7 @@ def dlq_show(message_id: str) -> None:
 
     for letter in DeadLetterQueue(_settings()).list(1000):
         if letter.message_id == message_id:
-            print(json.dumps(letter.summary(), indent=2))
+            print(letter.summary().model_dump_json(indent=2))
             return
     raise ActionRunnerError(f"no message {message_id!r} in the DLQ (looked at up to 1,000)")
 

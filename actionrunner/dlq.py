@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from . import constants as C
 from .settings import Settings
 
@@ -35,9 +37,23 @@ class DeadLetter:
     receipt_handle: str = field(repr=False)
     raw: dict[str, Any] = field(repr=False)
 
-    def summary(self) -> dict[str, Any]:
-        return {"message_id": self.message_id, "group": self.group, "action": self.action,
-                "run_id": self.run_id, "failure": self.failure, "sent_at": self.sent_at}
+    def summary(self) -> DeadLetterSummary:
+        """What the CLI and the admin API show of it (everything but the handle and the raw
+        message)."""
+        return DeadLetterSummary.model_validate(
+            {name: getattr(self, name) for name in DeadLetterSummary.model_fields})
+
+
+class DeadLetterSummary(BaseModel):
+    """A dead-lettered message as the CLI (`actionrunner dlq show`) and the API (GET /v1/dlq) show
+    it: its failure is what the worker recorded (error type and message, attempts, when)."""
+
+    message_id: str
+    group: str
+    action: str | None
+    run_id: str | None
+    failure: dict[str, str]
+    sent_at: float | None
 
 
 def _decode(message: dict[str, Any]) -> DeadLetter:

@@ -70,3 +70,40 @@ def test_purge_follows_the_dlq_down_to_empty(aws: Any, queue_url: str, sqs: Any,
     assert "Traceback" not in said
     assert (done.returncode == 2 and "purged less than 60 s ago" in said) or \
         (done.returncode == 0 and "purged 0 message(s)" in said), said
+
+
+@pytest.mark.integration
+def test_dlq_list_and_show_print_the_recorded_failure(aws: Any, queue_url: str, sqs: Any,
+                                                       settings: Any) -> None:
+    import json
+
+    dlq_url = sqs.get_queue_url(QueueName=settings.dlq_name)["QueueUrl"]
+    body = json.dumps({"headers": {"task": "tests.actions.boom", "id": "run-1"}, "body": "{}"})
+    attrs = {"actionrunner.error_type": "ValueError", "actionrunner.error": "boom x",
+             "actionrunner.attempts": "2"}
+    sent = sqs.send_message(QueueUrl=dlq_url, MessageBody=body, MessageGroupId="boom:x",
+                            MessageDeduplicationId=uuid.uuid4().hex,
+                            MessageAttributes={k: {"DataType": "String", "StringValue": v}
+                                               for k, v in attrs.items()})
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "actionrunner.cli", "dlq", *args], cwd=ROOT,
+                              env={**os.environ, "COLUMNS": "250"}, capture_output=True, text=True,
+                              timeout=60)
+
+    try:
+        listed = cli("list")
+        assert listed.returncode == 0, listed.stderr
+        assert "ValueError: boom x" in listed.stdout and "tests.actions.boom" in listed.stdout
+        shown = cli("show", sent["MessageId"])
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout) == {
+            "message_id": sent["MessageId"], "group": "boom:x", "action": "tests.actions.boom",
+            "run_id": "run-1", "failure": {"error_type": "ValueError", "error": "boom x", "attempts": "2"},
+            "sent_at": json.loads(shown.stdout)["sent_at"]}
+        missing = cli("show", "no-such-id")
+        assert missing.returncode == 2 and "no message 'no-such-id'" in missing.stderr
+    finally:
+        while messages := sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10).get("Messages"):
+            for m in messages:
+                sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=m["ReceiptHandle"])

@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from ..dlq import DeadLetterSummary
+
 
 class Accepted(BaseModel):
     run_id: str
@@ -50,13 +52,8 @@ class QueueStats(BaseModel):
     oldest_age_s: float | None = Field(description="From CloudWatch; null where it has no data.")
 
 
-class DeadLetterOut(BaseModel):
-    message_id: str
-    group: str
-    action: str | None
-    run_id: str | None
-    failure: dict[str, str]
-    sent_at: float | None
+#: GET /v1/dlq's items: the same model the CLI prints.
+DeadLetterOut = DeadLetterSummary
 
 
 class RedriveRequest(BaseModel):
