@@ -34,7 +34,7 @@ SCAN_PAGE = 5000
 #: BatchWriteItem calls in flight at most. The budget sets when each call starts; calls in flight
 #: keep slow answers (a latency spike, a retry of UnprocessedItems, a pause of the table) from
 #: delaying the ones scheduled after them, so the rate holds in every second, not only on average.
-WRITERS = 16
+WRITERS = 64
 
 
 _clients: dict[int, Any] = {}
