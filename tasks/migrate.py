@@ -13,7 +13,9 @@ rate holds across the chain.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,6 +37,8 @@ SCAN_PAGE = 5000
 #: keep slow answers (a latency spike, a retry of UnprocessedItems, a pause of the table) from
 #: delaying the ones scheduled after them, so the rate holds in every second, not only on average.
 WRITERS = 64
+#: Scan pages read ahead of the writes (a slow Scan does not hold the schedule up).
+READ_AHEAD = 2
 
 
 _clients: dict[int, Any] = {}
@@ -46,6 +50,41 @@ def _client() -> Any:
     if pid not in _clients:
         _clients[pid] = get_settings().client("dynamodb")
     return _clients[pid]
+
+
+def _read_ahead(client: Any, table: str, after: dict[str, Any] | None, chunk: int,
+                stop: threading.Event) -> queue.Queue[dict[str, Any] | BaseException | None]:
+    """Scan up to ``chunk`` items after ``after`` in a thread of its own, at most
+    ``READ_AHEAD`` pages ahead of the writes; the queue ends with None (or the read's error).
+    ``stop`` ends the thread early (the step failed)."""
+    pages: queue.Queue[dict[str, Any] | BaseException | None] = queue.Queue(READ_AHEAD)
+
+    def put(item: dict[str, Any] | BaseException | None) -> None:
+        while not stop.is_set():
+            try:
+                pages.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def run(key: dict[str, Any] | None) -> None:
+        left = chunk
+        try:
+            while left > 0 and not stop.is_set():
+                page = dict(client.scan(TableName=table, Limit=min(SCAN_PAGE, left),
+                                        **({"ExclusiveStartKey": key} if key else {})))
+                put(page)
+                left -= len(page.get("Items", []))
+                key = page.get("LastEvaluatedKey")
+                if not key:
+                    break
+        except BaseException as exc:  # the step fails with it
+            put(exc)
+            return
+        put(None)
+
+    threading.Thread(target=run, args=(after,), name="migrate-reader", daemon=True).start()
+    return pages
 
 
 def transform(item: dict[str, Any]) -> dict[str, Any]:
@@ -64,18 +103,17 @@ def migrate_table(
 ) -> dict[str, Any]:
     """Rewrite up to ``chunk`` items after ``cursor``, then continue with the next chunk."""
     client = _client()
+    stop_reading = threading.Event()
+    pages = _read_ahead(client, table, {"pk": {"S": cursor}} if cursor else None, chunk, stop_reading)
+    first_page = pages.get()  # the schedule starts once there is something to write
     # One schedule for the whole chain: write n may start at schedule_start + n / rate.
     start = schedule_start if schedule_start is not None else time.time()
     pacer = Pacer(writes_per_second, clock=time.time)
     pacer.next_at = max(start + done / writes_per_second, time.time() - 1.0)
-    written, key = 0, ({"pk": {"S": cursor}} if cursor else None)
+    written, key, waited_read, waited_writers = 0, None, 0.0, 0.0
 
-    def read(after: dict[str, Any] | None, limit: int) -> dict[str, Any]:
-        return dict(client.scan(TableName=table, Limit=limit,
-                                **({"ExclusiveStartKey": after} if after else {})))
-
-    # Read the next page while this one is written, so reads never stall the write schedule.
-    with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(WRITERS) as writers:
+    with ThreadPoolExecutor(WRITERS) as writers, contextlib.ExitStack() as cleanup:
+        cleanup.callback(stop_reading.set)
         in_flight = threading.BoundedSemaphore(WRITERS)
         sent: list[Future[int]] = []
 
@@ -85,15 +123,16 @@ def migrate_table(
             finally:
                 in_flight.release()
 
-        upcoming = reader.submit(read, key, min(SCAN_PAGE, chunk))
-        while upcoming is not None:
-            page = upcoming.result()
+        page: dict[str, Any] | BaseException | None = first_page
+        while page is not None:
+            if isinstance(page, BaseException):
+                raise page
             items, key = page.get("Items", []), page.get("LastEvaluatedKey")
-            remaining = chunk - written - len(items)
-            upcoming = reader.submit(read, key, min(SCAN_PAGE, remaining)) if key and remaining > 0 else None
             for first in range(0, len(items), DYNAMODB_MAX_BATCH):
                 batch = items[first : first + DYNAMODB_MAX_BATCH]
+                began = time.monotonic()
                 in_flight.acquire()
+                waited_writers += time.monotonic() - began
                 pacer.take(len(batch))
                 sent.append(writers.submit(write, [{"PutRequest": {"Item": transform(i)}} for i in batch]))
             written += len(items)
@@ -101,9 +140,15 @@ def migrate_table(
                 if future.done():
                     future.result()
             sent = [f for f in sent if not f.done()]
+            began = time.monotonic()
+            page = pages.get()
+            waited_read += time.monotonic() - began
         for future in sent:
             future.result()
-    summary = {"table": table, "written": done + written, "step_items": written}
+    # (time the schedule waited for a Scan page, or for a free writer: ~0 when neither held it up)
+    summary = {"table": table, "written": done + written, "step_items": written,
+               "waited_for_reads_s": round(waited_read, 3),
+               "waited_for_writers_s": round(waited_writers, 3)}
     if key:
         migrate_table.continue_with(cursor=key["pk"]["S"], done=done + written, schedule_start=start)
     else:

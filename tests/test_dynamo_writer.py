@@ -155,7 +155,8 @@ def test_the_migration_rewrites_every_item_with_writes_in_flight(settings: Setti
             writer.put({"pk": f"i{n:04d}", "schema_version": 1})
     assert WRITERS > 1
     summary = migrate_table(table=table, writes_per_second=20_000, chunk=1_000_000)
-    assert summary == {"table": table, "written": 2_060, "step_items": 2_060}
+    assert {k: summary[k] for k in ("table", "written", "step_items")} == {
+        "table": table, "written": 2_060, "step_items": 2_060}
     items = client.scan(TableName=table)["Items"]
     assert len(items) == 2_060
     assert {i["schema_version"]["N"] for i in items} == {"2"}
