@@ -202,23 +202,26 @@ class Settings(BaseSettings):
         seen: dict[str, None] = dict.fromkeys([*self.default_imports, *self.imports])
         return list(seen)
 
-    def client(self, service: Literal["sqs", "dynamodb", "s3", "sns", "cloudwatch"], **kw: Any) -> Any:
-        """A boto3 client for ``service`` at the configured endpoint and region."""
+    def client(self, service: Literal["sqs", "dynamodb", "s3", "sns", "cloudwatch"],
+               config: Any = None, **kw: Any) -> Any:
+        """A boto3 client for ``service`` at the configured endpoint and region (``config``: a
+        botocore ``Config`` merged over the defaults)."""
         import boto3
         from botocore.config import Config
 
         endpoint = {"sqs": self.sqs_endpoint_url, "dynamodb": self.dynamodb_endpoint_url,
                     "s3": self.s3_endpoint_url}.get(service, self.dynamodb_endpoint_url)
-        config = Config(
+        defaults = Config(
             connect_timeout=self.connect_timeout,
             read_timeout=max(self.wait_time_seconds + 10, 30),
             retries={"mode": "standard", "max_attempts": 3},
             max_pool_connections=32,
         )
         if service == "s3" and endpoint:  # emulators serve buckets by path, not by host name
-            config = config.merge(Config(s3={"addressing_style": "path"}))
+            defaults = defaults.merge(Config(s3={"addressing_style": "path"}))
         return boto3.session.Session().client(
-            service, region_name=self.region, endpoint_url=endpoint, config=config, **kw
+            service, region_name=self.region, endpoint_url=endpoint,
+            config=defaults.merge(config) if config is not None else defaults, **kw
         )
 
 

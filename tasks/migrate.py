@@ -21,6 +21,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from botocore.config import Config
 from pydantic import Field
 
 from actionrunner import action, get_settings
@@ -48,7 +49,9 @@ def _client() -> Any:
     """This process's DynamoDB client (making one costs tens of ms: not once per step)."""
     pid = os.getpid()
     if pid not in _clients:
-        _clients[pid] = get_settings().client("dynamodb")
+        # a connection for each write in flight (and the reader), not boto3's default pool of 10
+        _clients[pid] = get_settings().client(
+            "dynamodb", config=Config(max_pool_connections=WRITERS + 2))
     return _clients[pid]
 
 
