@@ -128,8 +128,10 @@ def dev(
     moto_port: int = C.LOCAL_MOTO_PORT,
     sqs_port: int = C.LOCAL_SQS_PORT,
     api_port: Annotated[int, typer.Option(help="Admin API port (0: no API).")] = 8000,
+    flower_port: Annotated[int, typer.Option(help="Flower port (0: no Flower).")] = 5555,
 ) -> None:
-    """The whole stack on the embedded local AWS: emulator, queues, worker, beat and admin API."""
+    """The whole stack on the embedded local AWS: emulator, queues, worker, beat, admin API and
+    Flower."""
     from . import provision as prov
     from .local import LocalAWS
 
@@ -159,6 +161,18 @@ def dev(
             env["ACTIONRUNNER_API_TOKENS"] = json.dumps(
                 [*(t.model_dump() for t in settings.api_tokens), entry.model_dump()])
             commands["api"] = [sys.executable, "-m", "actionrunner.cli", "api", "--port", str(api_port)]
+        flower_password = None
+        if flower_port:
+            import importlib.util
+            import secrets
+
+            if importlib.util.find_spec("flower") is None:
+                console.print("[yellow]Flower is not installed (pip install -e \".[flower]\"); "
+                              "running without it[/]")
+            else:
+                flower_password = secrets.token_urlsafe(12)
+                commands["flower"] = [*celery, "flower", "--address=127.0.0.1", f"--port={flower_port}",
+                                      f"--basic-auth=admin:{flower_password}"]
         try:
             for name, argv in commands.items():
                 proc = subprocess.Popen(argv, env=env, start_new_session=True)
@@ -171,7 +185,9 @@ def dev(
             table.add_row("queue", f"{settings.queue_name} → DLQ {settings.dlq_name} "
                                    f"(maxReceiveCount {settings.max_receive_count})")
             for name, proc in children:
-                where = f"http://127.0.0.1:{api_port}/docs, " if name == "api" else ""
+                where = {"api": f"http://127.0.0.1:{api_port}/docs, ",
+                         "flower": f"http://127.0.0.1:{flower_port}/ (user admin, password "
+                                   f"{flower_password}), "}.get(name, "")
                 table.add_row(name, f"{where}pid {proc.pid}, JSON logs below")
             console.print(table)
             pids = [(s.name, s.process.pid) for s in aws.servers if s.process]

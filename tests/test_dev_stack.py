@@ -28,13 +28,14 @@ def _alive(pid: int) -> bool:
 
 
 def test_dev_runs_the_stack_and_stops_all_of_it_on_ctrl_c(tmp_path: Path) -> None:
-    moto_port, sqs_port, api_port = _free_port(), _free_port(), _free_port()
+    moto_port, sqs_port, api_port, flower_port = _free_port(), _free_port(), _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
     log = tmp_path / "dev.log"
     with open(log, "wb") as out:
         dev = subprocess.Popen(
             [sys.executable, "-m", "actionrunner.cli", "dev", "-c", "2", "--sqs", SQS_SERVER,
-             "--moto-port", str(moto_port), "--sqs-port", str(sqs_port), "--api-port", str(api_port)],
+             "--moto-port", str(moto_port), "--sqs-port", str(sqs_port), "--api-port", str(api_port),
+             "--flower-port", str(flower_port)],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
     try:
@@ -71,8 +72,8 @@ def test_dev_runs_the_stack_and_stops_all_of_it_on_ctrl_c(tmp_path: Path) -> Non
             time.sleep(0.2)
         assert any(line.get("event") == "greeted" and line.get("name") == name for line in lines)
         pids = [int(p) for p in re.findall(r"pid=(\d+)", log.read_text())]
-        # emulator (moto, and fauxqs), worker, beat, api
-        assert len(pids) == (5 if SQS_SERVER == "fauxqs" else 4), log.read_text()
+        # emulator (moto, and fauxqs), worker, beat, api, flower
+        assert len(pids) == (6 if SQS_SERVER == "fauxqs" else 5), log.read_text()
         token = re.search(r"admin API token \(submit, admin\) for this session: (\S+)", text).group(1)
         import httpx
 
@@ -87,6 +88,19 @@ def test_dev_runs_the_stack_and_stops_all_of_it_on_ctrl_c(tmp_path: Path) -> Non
                               json={"name": "via-api"}, headers={"Authorization": f"Bearer {token}"},
                               timeout=30)
         assert accepted.status_code == 202, accepted.text
+        # Flower, behind basic auth, sees the worker
+        password = re.search(r"user admin, password (\S+)\)", " ".join(text.split())).group(1)
+        while True:
+            try:
+                workers = httpx.get(f"http://127.0.0.1:{flower_port}/api/workers?refresh=1",
+                                    auth=("admin", password), timeout=10).json()
+                if any(name.startswith("celery@") for name in workers):
+                    break
+            except (httpx.TransportError, ValueError):
+                pass
+            assert time.monotonic() < deadline + 60, "Flower did not list the worker"
+            time.sleep(0.5)
+        assert httpx.get(f"http://127.0.0.1:{flower_port}/api/workers", timeout=10).status_code == 401
     finally:
         dev.send_signal(signal.SIGINT)
         assert dev.wait(60) == 0, log.read_text()[-3000:]
@@ -94,7 +108,7 @@ def test_dev_runs_the_stack_and_stops_all_of_it_on_ctrl_c(tmp_path: Path) -> Non
     text = log.read_text()
     assert "stack stopped" in text
     assert [p for p in pids if _alive(p)] == []
-    for port in (moto_port, sqs_port, api_port):
+    for port in (moto_port, sqs_port, api_port, flower_port):
         import socket
 
         with socket.socket() as sock:
