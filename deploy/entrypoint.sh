@@ -38,8 +38,10 @@ case "$role" in
     fi
     FLOWER_BASIC_AUTH="${FLOWER_USER:-admin}:${FLOWER_PASSWORD}"
     export FLOWER_BASIC_AUTH
+    # --enable_events=False: the workers send events as ACTIONRUNNER_TASK_EVENTS says; Flower's
+    # broadcast every 5 s to switch them on would only cost requests
     exec celery -A actionrunner flower --port="${PORT:-5555}" \
-      --url_prefix="${FLOWER_URL_PREFIX:-flower}" "$@"
+      --url_prefix="${FLOWER_URL_PREFIX:-flower}" --enable_events=False "$@"
     ;;
   healthcheck)
     exec python -m actionrunner.healthcheck "$@"

@@ -84,7 +84,8 @@ def _entrypoint(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[
     (("beat",), {}, "celery -A actionrunner beat --loglevel INFO --schedule /tmp/celerybeat-schedule"),
     (("api",), {"PORT": "9000"}, "actionrunner api --host 0.0.0.0 --port 9000"),
     (("flower",), {"FLOWER_PASSWORD": "pw"},
-     "celery -A actionrunner flower --port=5555 --url_prefix=flower auth=admin:pw"),
+     "celery -A actionrunner flower --port=5555 --url_prefix=flower --enable_events=False "
+     "auth=admin:pw"),
 ])
 def test_each_command_runs_its_process(args: tuple[str, ...], extra: dict[str, str],
                                        expected: str, stubs: dict[str, str]) -> None:

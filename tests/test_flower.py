@@ -172,6 +172,9 @@ def test_events_go_to_every_listener_and_failures_mode_keeps_only_failures() -> 
     assert failures.route("celeryev", "task.failed") == ["http://q/ar-ev-0", "http://q/ar-ev-1"]
     assert failures.route("celeryev", "worker.heartbeat") != []
     assert failures.route("celery.pidbox", "") == ["http://q/ar-box-0", "http://q/ar-box-1"]
+    off = Monitor(_Lister(), "ar-", "off")  # even if Flower's enable_events turned Celery's on
+    assert off.route("celeryev", "task.failed") == off.route("celeryev", "task.succeeded") == []
+    assert off.route("celeryev", "worker.heartbeat") == ["http://q/ar-ev-0", "http://q/ar-ev-1"]
 
 
 def test_listings_are_cached_between_events() -> None:

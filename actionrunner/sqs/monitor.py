@@ -272,8 +272,11 @@ class Monitor:
                 return [url] if url else []
             return self.listeners("box")
         if exchange == event_exchange:
-            if self.task_events == "failures" and routing_key.startswith("task.") \
-                    and routing_key not in FAILURE_EVENTS:
+            # (also when a worker's Celery events were switched on remotely: Flower's
+            # enable_events broadcast cannot override the setting)
+            if routing_key.startswith("task.") and (
+                    self.task_events == "off"
+                    or (self.task_events == "failures" and routing_key not in FAILURE_EVENTS)):
                 return []
             self._janitor()
             return self.listeners("ev")
