@@ -213,9 +213,27 @@ def test_mailbox_receives_hide_messages_until_they_expire() -> None:
         wait_time_seconds = 20
 
     class Connection:
-        def receive_message(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-            return kwargs
+        def make_request(self, operation: str, params: dict[str, Any], *args: Any,
+                         **kwargs: Any) -> dict[str, Any]:
+            return {"operation": operation, **params}
 
     for name in ("actionrunner-mon-box-w1-host-ab12cd34", "w1@host.celery.pidbox"):
         asked = Channel()._get_from_sqs(name, "http://q", Connection(), 10)
-        assert asked["visibility_timeout"] > RETENTION_SECONDS
+        assert asked["operation"] == "ReceiveMessage" and asked["MaxNumberOfMessages"] == 10
+        assert asked["VisibilityTimeout"] > RETENTION_SECONDS
+
+
+@pytest.mark.integration
+def test_a_worker_whose_mailbox_was_deleted_answers_again(start_worker: Any, sqs: Any) -> None:
+    run = uuid.uuid4().hex[:8]
+    node = f"heal-{run}@{os.uname().nodename}"
+    start_worker(concurrency=1, args=("-n", f"heal-{run}@%h"))
+    [mailbox] = [u for u in sqs.list_queues(QueueNamePrefix="actionrunner-mon-box-").get("QueueUrls", [])
+                 if f"heal-{run}" in u]
+    sqs.delete_queue(QueueUrl=mailbox)  # an operator's cleanup, say: the receive loop fails
+
+    def answers() -> bool:
+        ping = _celery("inspect", "ping", "-d", node, "-t", "2")
+        return ping.returncode == 0 and "pong" in ping.stdout
+
+    _wait(answers, 60, "the worker to declare its mailbox again and answer")

@@ -48,6 +48,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from kombu.asynchronous.aws.sqs.message import AsyncMessage
 from kombu.transport.SQS import Channel as SQSChannel
 from kombu.utils.json import dumps
+from vine import transform
 
 from .. import constants as C
 
@@ -208,6 +209,12 @@ class Monitor:
             self.refresh()
         return url
 
+    def forget(self, queue: str) -> None:
+        """Drop what is known of ``queue``'s SQS queue (it is gone; the next declare makes it)."""
+        name = self.sqs_name(queue)
+        self._urls.pop(name, None)
+        self._declared.pop(name, None)
+
     def close(self) -> None:
         """Send what is pending and delete this process's own queues (also at exit: Flower exits
         on SIGTERM without closing its connections)."""
@@ -351,6 +358,7 @@ class MonitorRouting:
     they bypass: these queues are standard, unordered and never acknowledged)."""
 
     _monitor_declared: set[str]
+    _polled: dict[str, float]  #: a mailbox's last receive (its watchdog's clock)
 
     @property
     def monitor(self) -> Monitor:
@@ -433,9 +441,50 @@ class MonitorRouting:
 
     # -- receiving ---------------------------------------------------------------------------
     def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
-        if self._kind(queue):  # not through the FIFO dispatcher
-            return SQSChannel.basic_consume(self, queue, no_ack, *args, **kwargs)  # type: ignore[arg-type]
-        return super().basic_consume(queue, no_ack, *args, **kwargs)  # type: ignore[misc]
+        if not self._kind(queue):
+            return super().basic_consume(queue, no_ack, *args, **kwargs)  # type: ignore[misc]
+        tag = SQSChannel.basic_consume(self, queue, no_ack, *args, **kwargs)  # type: ignore[arg-type]
+        hub = getattr(self, "hub", None)
+        if self._kind(queue) == "box" and hub is not None:  # a worker's mailbox
+            self._polled = {**getattr(self, "_polled", {}), queue: time.monotonic()}
+            hub.call_repeatedly(self._watch_every, self._watch_mailbox, queue)
+        return tag
+
+    @property
+    def _watch_every(self) -> float:
+        return float(self.wait_time_seconds) + 5  # type: ignore[attr-defined]
+
+    def _watch_mailbox(self, queue: str) -> None:
+        """Restart the mailbox's receive loop if it stopped: a failed receive (the queue was
+        deleted under the worker, the endpoint was down) ends kombu's loop for good, and the
+        worker would stop answering `celery inspect` and Flower while it goes on running actions."""
+        if queue not in self._active_queues or self.closed:  # type: ignore[attr-defined]
+            return
+        if time.monotonic() - self._polled.get(queue, 0.0) < 2 * self._watch_every:
+            return
+        logger.warning("the remote-control mailbox %s stopped answering; declaring it again", queue)
+        if self._declare_again(queue):
+            self._polled[queue] = time.monotonic()
+            self._schedule_queue(queue)  # type: ignore[attr-defined]
+
+    def _declare_again(self, queue_or_name: str) -> bool:
+        """Forget a monitoring queue's URL and create it again (it was deleted under us)."""
+        queue = next((q for q in getattr(self, "_monitor_declared", set())
+                      if q == queue_or_name or self.canonical_queue_name(q) == queue_or_name),
+                     queue_or_name)
+        if not kind_of(queue):
+            return False  # not one this channel declared by its kombu name
+        name = self.canonical_queue_name(queue)
+        for key in (queue, name):
+            self._queue_cache.pop(key, None)  # type: ignore[attr-defined]
+            self.predefined_queues.pop(key, None)  # type: ignore[attr-defined]
+        self.monitor.forget(queue)
+        try:
+            self._new_queue(queue)
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("could not declare %s again (%s); trying later", queue, exc)
+            return False
+        return True
 
     def _receive_message(self, queue: str, max_number_of_messages: int = 1,
                          wait_time_seconds: int | None = None) -> Any:
@@ -447,14 +496,29 @@ class MonitorRouting:
                       callback: Any = None) -> Any:
         if not self._kind(queue_name):
             return super()._get_from_sqs(queue_name, queue_url, connection, count, callback)  # type: ignore[misc]
-        return connection.receive_message(queue_name, queue_url, number_messages=count,
-                                          visibility_timeout=VISIBILITY_SECONDS,
-                                          wait_time_seconds=self.wait_time_seconds,  # type: ignore[attr-defined]
-                                          callback=callback)
+
+        def ready(response: Any) -> Any:
+            # kombu raises a 4xx answer out of the event loop, which stops the worker ("Unrecoverable
+            # error"): monitoring must not. The queue is declared again and polling goes on.
+            try:
+                return connection._on_list_ready(queue_name, [("Message", AsyncMessage)],
+                                                 "ReceiveMessage", response)
+            except Exception as exc:
+                logger.warning("receive from %s failed (%s); declaring it again", queue_name, exc)
+                self._declare_again(queue_name)
+                return {}
+
+        params = {"MaxNumberOfMessages": count, "VisibilityTimeout": VISIBILITY_SECONDS,
+                  "WaitTimeSeconds": self.wait_time_seconds}  # type: ignore[attr-defined]
+        return connection.make_request("ReceiveMessage", params, queue_url, "POST",
+                                       callback=transform(ready, callback),
+                                       protocol_params={"query": {}, "json": {}})
 
     def _on_messages_ready(self, queue: str, qname: str, messages: dict[str, Any]) -> Any:
         kind = self._kind(qname)
         if kind:
+            if kind == "box" and hasattr(self, "_polled"):
+                self._polled[qname] = time.monotonic()
             if kind == "box" and messages.get("Messages"):
                 self.monitor.refresh()  # e.g. Flower starting: look for its event queue now
             return SQSChannel._on_messages_ready(self, queue, qname, messages)  # type: ignore[arg-type]
