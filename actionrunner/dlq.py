@@ -12,36 +12,15 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from . import constants as C
 from .settings import Settings
 
 #: How long a listing or redrive keeps the DLQ messages it looked at hidden.
 PEEK_VISIBILITY = 60
-
-
-@dataclass
-class DeadLetter:
-    """One message in the DLQ."""
-
-    message_id: str
-    group: str
-    action: str | None
-    run_id: str | None
-    failure: dict[str, str]
-    sent_at: float | None
-    receipt_handle: str = field(repr=False)
-    raw: dict[str, Any] = field(repr=False)
-
-    def summary(self) -> DeadLetterSummary:
-        """What the CLI and the admin API show of it (everything but the handle and the raw
-        message)."""
-        return DeadLetterSummary.model_validate(
-            {name: getattr(self, name) for name in DeadLetterSummary.model_fields})
 
 
 class DeadLetterSummary(BaseModel):
@@ -54,6 +33,18 @@ class DeadLetterSummary(BaseModel):
     run_id: str | None
     failure: dict[str, str]
     sent_at: float | None
+
+
+class DeadLetter(DeadLetterSummary):
+    """One message in the DLQ: its summary, and what redriving or deleting it needs."""
+
+    receipt_handle: str = Field(repr=False, exclude=True)
+    raw: dict[str, Any] = Field(repr=False, exclude=True)
+
+    def summary(self) -> DeadLetterSummary:
+        """What the CLI and the admin API show of it (everything but the handle and the raw
+        message)."""
+        return DeadLetterSummary.model_validate(self.model_dump())
 
 
 def _decode(message: dict[str, Any]) -> DeadLetter:

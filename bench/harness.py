@@ -6,7 +6,6 @@ import contextlib
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from actionrunner import provision
-from actionrunner.local import LocalAWS, free_port
+from actionrunner.local import LocalAWS, free_port, stop_process
 from actionrunner.settings import Settings, get_settings
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -84,13 +83,7 @@ def worker(app: str, concurrency: int, log_name: str, *extra: str) -> Iterator[s
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, 30)
         log.close()
 
 

@@ -33,7 +33,7 @@ import httpx
 from rich.table import Table
 
 from actionrunner.api.auth import hash_token
-from actionrunner.local import free_port
+from actionrunner.local import free_port, stop_process
 from bench.harness import OUT, environ, local_stack, make_console, percentile, pyplot, worker
 from bench.proxy import CountingProxy
 
@@ -119,15 +119,6 @@ def serve(argv: list[str], port: int, log_name: str, env: dict[str, str]) -> sub
     raise RuntimeError(f"{log_name} did not start")
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def run_naive(client: Any, settings: Any, table: str) -> dict[str, Any]:
     port = free_port()
     with dynamodb_counted(settings, table) as arrivals:
@@ -140,7 +131,7 @@ def run_naive(client: Any, settings: Any, table: str) -> dict[str, Any]:
             elapsed = time.monotonic() - began
             response.raise_for_status()
         finally:
-            stop(proc)
+            stop_process(proc, 15)
     return {"api_ms": [elapsed * 1000], "rates": per_second(write_times(client, table)),
             "received": per_second(sorted(arrivals.times))}
 
@@ -178,7 +169,7 @@ def run_actionrunner(client: Any, settings: Any, table: str, budget: float, chun
                     raise RuntimeError("the migration did not finish; see " + str(log))
                 time.sleep(1)
     finally:
-        stop(api)
+        stop_process(api, 15)
     return {"api_ms": latencies, "migrate_ms": migrate_ms,
             "rates": per_second(write_times(client, table)),
             "received": per_second(sorted(arrivals.times))}

@@ -39,7 +39,6 @@ import contextlib
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -52,7 +51,7 @@ from typing import Any
 
 from rich.table import Table
 
-from actionrunner.local import free_port
+from actionrunner.local import free_port, stop_process
 from actionrunner.settings import Settings, get_settings
 from bench import harness as h
 from bench.proxy import EMPTY_RECEIVE, CountingProxy
@@ -153,13 +152,7 @@ class Flower:
             try:
                 yield self
             finally:
-                if self.proc.poll() is None:
-                    self.proc.send_signal(signal.SIGTERM)
-                    try:
-                        self.proc.wait(15)
-                    except subprocess.TimeoutExpired:
-                        self.proc.kill()
-                        self.proc.wait()
+                stop_process(self.proc, 15)
 
     def wait(self, predicate: Callable[[], Any], timeout: float) -> Any:
         deadline = time.monotonic() + timeout

@@ -26,7 +26,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -41,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from actionrunner.errors import ConfigurationError  # noqa: E402
-from actionrunner.local import free_port  # noqa: E402
+from actionrunner.local import free_port, stop_process  # noqa: E402
 from bench.harness import OUT, local_stack, quiet_sender, worker  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -106,14 +105,7 @@ class Flower:
 
     def stop(self, timeout: float = 15.0) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str,

@@ -4,7 +4,6 @@ a real worker, a real Flower, a real local SQS server, everything over HTTP on 1
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from actionrunner.local import stop_process
 from actionrunner.sqs.monitor import Monitor, kind_of, sqs_queue_name
 from tests.conftest import LOGS, ROOT, _free_port
 
@@ -60,12 +60,7 @@ def flower(aws: Any) -> Iterator[httpx.Client]:
         yield client
     finally:
         client.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 15)
 
 
 @pytest.mark.integration

@@ -86,6 +86,11 @@ def kind_of(queue: str) -> Kind | None:
     return None
 
 
+def is_monitoring_exchange(exchange: str, event_exchange: str = "celeryev") -> bool:
+    """Celery's remote-control (``*.pidbox``, ``reply.*.pidbox``) or event exchange."""
+    return bool(exchange) and (exchange.endswith(".pidbox") or exchange == event_exchange)
+
+
 def sqs_queue_name(prefix: str, queue: str, instance: str = "") -> str:
     """The SQS name of monitoring queue ``queue``: ``<prefix><kind>-<name>[-<instance>]``, legal
     characters only, shortened with a hash when it would exceed SQS's 80 characters.
@@ -421,11 +426,10 @@ class MonitorRouting:
 
     # -- sending -----------------------------------------------------------------------------
     def basic_publish(self, message: dict[str, Any], exchange: str, routing_key: str, **kwargs: Any) -> Any:
-        options = self.transport_options  # type: ignore[attr-defined]
-        urls = (self.monitor.route(exchange, routing_key, options.get("event_exchange", "celeryev"))
-                if exchange else None)
-        if urls is None:
+        event_exchange = self.transport_options.get("event_exchange", "celeryev")  # type: ignore[attr-defined]
+        if not is_monitoring_exchange(exchange, event_exchange):  # actions: no monitor lookup
             return super().basic_publish(message, exchange, routing_key, **kwargs)  # type: ignore[misc]
+        urls = self.monitor.route(exchange, routing_key, event_exchange) or []
         self._inplace_augment_message(message, exchange, routing_key)  # type: ignore[attr-defined]
         if not urls:
             return None
