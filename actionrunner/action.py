@@ -10,9 +10,14 @@
 * ``group`` (template over the inputs, or a callable) gives the MessageGroupId: actions of one group
   run one at a time in order; different groups run in parallel. Without it, every call of the
   action shares one group named after the action.
-* ``key`` (template or callable) is the idempotency key; the MessageDeduplicationId is a hash of the
-  action's name and that key. Without it, the key is the canonical JSON of the inputs, so the same
-  call sent twice within SQS's 5-minute window runs once.
+* Every call runs: each ``.delay()`` / ``apply_async`` gets a call id (message header
+  ``ar_call``); the MessageDeduplicationId and the idempotency key derive from it, so a
+  redelivered or retried message is still one call (run once), and a second call with equal
+  inputs is a second run — Celery's semantics.
+* ``key`` (template or callable) opts in to content-based dedup: the MessageDeduplicationId and
+  the idempotency key are a hash of the action's name and that key, so the same key sent again
+  within SQS's 5-minute window is dropped, and within ``ACTIONRUNNER_IDEMPOTENCY_TTL_SECONDS``
+  returns the saved result without running.
 * Inputs are validated from the type hints (pydantic) when the action is *sent*: a bad call raises
   :class:`~actionrunner.errors.ActionInputError` naming each bad field, and nothing is sent.
   The worker validates them again and calls the function with the typed values.
@@ -34,6 +39,7 @@ from celery import Task
 from celery.result import AsyncResult
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from . import constants as C
 from . import keys
 from .errors import (
     ActionDefinitionError,
@@ -63,6 +69,7 @@ class PreparedCall:
     kwargs: dict[str, Any]  #: the inputs as JSON-able values (what goes on the wire)
     group: str  #: MessageGroupId
     dedup_id: str  #: MessageDeduplicationId
+    call_id: str | None = None  #: the call id it derives from (``None``: keyed by content)
 
 
 def _field_errors(exc: ValidationError) -> dict[str, str]:
@@ -174,8 +181,12 @@ class Action(Task):  # type: ignore[misc]
         *,
         group: str | None = None,
         dedup_id: str | None = None,
+        call_id: str | None = None,
     ) -> PreparedCall:
-        """Validate a call and compute its wire inputs, MessageGroupId and dedup id."""
+        """Validate a call and compute its wire inputs, MessageGroupId and dedup id.
+
+        The dedup id is ``dedup_id`` if given, else from the action's ``key=`` if it has one,
+        else from ``call_id`` if given, else (a message from before call ids) from the inputs."""
         model = self.validate_inputs(args, kwargs)
         values = {name: getattr(model, name) for name in self.input_names}
         wire = model.model_dump(mode="json")
@@ -187,17 +198,17 @@ class Action(Task):  # type: ignore[misc]
                     else self.name
                 )
             if dedup_id is None:
-                key = (
-                    keys.render(self.idempotency_key, values)
-                    if self.idempotency_key is not None
-                    else keys.default_key(wire)
-                )
-                dedup_id = keys.dedup_id(self.name, key)
+                if self.idempotency_key is not None:
+                    dedup_id = keys.dedup_id(self.name, keys.render(self.idempotency_key, values))
+                elif call_id is not None:
+                    dedup_id = keys.call_dedup_id(self.name, call_id)
+                else:
+                    dedup_id = keys.dedup_id(self.name, keys.default_key(wire))
         except (KeyError, AttributeError, IndexError, ValueError) as exc:
             raise ActionError(f"action {self.name!r}: cannot compute its group or key: {exc!r}") from exc
         keys.check_id(self.name, "MessageGroupId", group)
         keys.check_id(self.name, "MessageDeduplicationId", dedup_id)
-        return PreparedCall(kwargs=wire, group=group, dedup_id=dedup_id)
+        return PreparedCall(kwargs=wire, group=group, dedup_id=dedup_id, call_id=call_id)
 
     # -- sending ---------------------------------------------------------------------------
     def apply_async(  # type: ignore[override]
@@ -218,17 +229,20 @@ class Action(Task):  # type: ignore[misc]
         for wrong, right in _MISSPELLED_OPTIONS.items():
             if wrong in options:
                 raise ActionError(f"action {self.name!r}: {wrong}= is not an SQS option; use {right}=")
+        headers = {**(options.pop("headers", None) or {}), VERSION_HEADER: self.version}
+        # one call id per call; a message sent again for the same call (a retry) keeps it
+        headers.setdefault(C.CALL_ID_HEADER, keys.new_call_id())
         call = self.prepare(
             args or (),
             kwargs,
             group=options.pop("MessageGroupId", None),
             dedup_id=options.pop("MessageDeduplicationId", None),
+            call_id=headers[C.CALL_ID_HEADER],
         )
         dedup_id = call.dedup_id
         retries = options.get("retries") or 0
         if retries:  # a Celery retry is a new message: it must not be dropped as a duplicate
             dedup_id = keys.dedup_id(self.name, f"{call.dedup_id}:retry:{retries}")
-        headers = {**(options.pop("headers", None) or {}), VERSION_HEADER: self.version}
         if self.compression and "compression" not in options:
             options["compression"] = self.compression
         result = super().apply_async(
@@ -246,7 +260,7 @@ class Action(Task):  # type: ignore[misc]
         reason are retried; if some still fail, :class:`~actionrunner.errors.SendError` lists their
         positions and all the others were sent.
         """
-        prepared = [self.prepare((), call) for call in calls]
+        prepared = [self.prepare((), call, call_id=keys.new_call_id()) for call in calls]
         results: list[AsyncResult] = []
         with self.app.producer_or_acquire() as producer, producer.channel.batch():
             for call in prepared:
@@ -254,7 +268,7 @@ class Action(Task):  # type: ignore[misc]
                     Task.apply_async(
                         self, (), call.kwargs, producer=producer,
                         MessageGroupId=call.group, MessageDeduplicationId=call.dedup_id,
-                        headers={VERSION_HEADER: self.version},
+                        headers={VERSION_HEADER: self.version, C.CALL_ID_HEADER: call.call_id},
                         **({"compression": self.compression} if self.compression else {}),
                     )
                 )
@@ -290,8 +304,9 @@ class Action(Task):  # type: ignore[misc]
                 if more:
                     migrate.continue_with(cursor=cursor + CHUNK)
 
-        The continuation's dedup id derives from the current message and the changes, so a
-        redelivered step does not start a second chain.
+        The continuation's call id derives from the current call and the changes (not from a
+        fresh id), so a redelivered step does not start a second chain: SQS drops the re-send
+        within its window, and after it the continuation's idempotency record replays it.
         """
         request = self.request
         if request.called_directly:
@@ -302,17 +317,24 @@ class Action(Task):  # type: ignore[misc]
         if unknown:
             raise ActionInputError(self.name, {name: "not an input of this action" for name in unknown})
         step = hashlib.sha256(keys.canonical_json(changes)).hexdigest()[:32]
-        dedup = keys.dedup_id(self.name, f"{sqs.get('dedup_id') or request.id}:next:{step}")
+        call_id = keys.dedup_id(self.name, f"{sqs.get('dedup_id') or request.id}:next:{step}")
         return self.apply_async(
             kwargs={**current, **changes},
             MessageGroupId=sqs.get("group") or None,
-            MessageDeduplicationId=dedup,
+            headers={C.CALL_ID_HEADER: call_id},
         )
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait after failed attempt ``attempt`` (1-based)."""
         delay = min(self.retry_backoff_max, self.retry_backoff * 2 ** max(0, attempt - 1))
         return random.uniform(delay / 2, delay) if self.retry_jitter else delay
+
+    def apply(self, args: Any = None, kwargs: Any = None, *rest: Any, **options: Any) -> Any:
+        """Run in this process (Celery's ``apply``); a call of its own, like ``apply_async``."""
+        if is_action(self):
+            options["headers"] = {C.CALL_ID_HEADER: keys.new_call_id(),
+                                  **(options.get("headers") or {})}
+        return super().apply(args, kwargs, *rest, **options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not is_action(self):

@@ -105,6 +105,10 @@ class RunStore:
                 names[f"#{name}"] = attribute
                 sets.append(f"#{name} = {token}")
                 values[token] = {kind: str(fields[name])}
+        if status == "succeeded" and fields.get("idempotent_replay"):
+            # a keyed call that returned the saved result of an earlier run, without running
+            sets.append("replayed = :replayed")
+            values[":replayed"] = {"BOOL": True}
         if status == "running":
             sets.append("started_at = :now")
         if status in ("succeeded", "dead-lettered", "held"):

@@ -96,9 +96,10 @@ class Settings(BaseSettings):
     #: a run claims its key in the state table, and a completed key returns its saved result
     #: instead of running again.
     idempotency: bool = True
-    #: Seconds a completed key (and its saved result) is kept: the same call sent again within
-    #: this time is not run again.
-    idempotency_ttl_seconds: int = Field(default=3600, ge=1)
+    #: Seconds a key is kept (a completed run's record with its saved result, and the admin API's
+    #: ``Idempotency-Key``): a keyed call (``@action(key=...)``, ``Idempotency-Key``, beat's slot)
+    #: sent again within this time is not run again; it returns the saved result.
+    idempotency_ttl_seconds: int = Field(default=86_400, ge=1)
     #: Seconds a run's claim of its key lasts unless renewed (default: the visibility timeout, so
     #: a dead worker's key is free about when its message comes back). A running action renews
     #: it every third of this, so it runs out only when the worker died.

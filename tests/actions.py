@@ -101,17 +101,19 @@ def broken_once(run: str) -> str:
 
 
 # -- exactly-once effects and shared rate limits (tests/test_idempotency.py, test_rate_limit.py) --
-@action(group="tally:{run}")
+@action(group="tally:{run}", key="{run}:{token}")
 def tally(run: str, token: str) -> dict:
-    """Appends ``token`` to ``{run}.tally`` (its effect); returns what only this run knows."""
+    """Keyed by its inputs (content-based dedup, opted in). Appends ``token`` to ``{run}.tally``
+    (its effect); returns what only this run knows."""
     with open(_record_path() / f"{run}.tally", "a") as out:
         out.write(token + "\n")
     return {"token": token, "ran_at": time.time(), "pid": os.getpid()}
 
 
-@action(group="gated:{run}")
+@action(group="gated:{run}", key="{run}:{token}")
 def gated(run: str, token: str) -> dict:
-    """Records its start, waits for ``{run}.gate`` to exist (up to 2 minutes), records its end."""
+    """Keyed by its inputs. Records its start, waits for ``{run}.gate`` to exist (up to 2
+    minutes), records its end."""
     _append_json(f"{run}.gated", {"event": "start", "at": time.time(), "pid": os.getpid()})
     gate = _record_path() / f"{run}.gate"
     deadline = time.monotonic() + 120

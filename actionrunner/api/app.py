@@ -12,6 +12,7 @@ from fastapi import Body, Depends, FastAPI, Header, HTTPException, Path, Query, 
 from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError
 
+from .. import constants as C
 from .. import keys
 from ..action import Action, is_action
 from ..errors import ActionError, ActionInputError, ConfigurationError
@@ -123,44 +124,59 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         action = api.state.actions.get(name)
         if action is None:
             raise HTTPException(404, f"no action named {name!r}")
+        run_id = str(uuid.uuid4())  # also the call id: every submit is a run of its own
         try:
-            call = action.prepare(kwargs=inputs, group=group)
+            call = action.prepare(kwargs=inputs, group=group, call_id=run_id)
         except ActionInputError as exc:
             raise HTTPException(422, [{"loc": ["body", *field.split(".")], "msg": msg,
                                        "type": "value_error"}
                                       for field, msg in exc.field_errors.items()]) from None
         except ActionError as exc:
             raise HTTPException(422, str(exc)) from None
-        run_id, replayed = str(uuid.uuid4()), False
-        dedup_id = keys.dedup_id(name, f"run:{run_id}")
+        replayed, sent, dedup_id = False, False, call.dedup_id
+        headers: dict[str, Any] = {API_RUN_HEADER: 1}
         if idempotency_key is not None:
-            run_id, dedup_id, replayed = _claim_key(name, idempotency_key, call, run_id)
-        try:
-            action.apply_async(kwargs=call.kwargs, task_id=run_id, MessageGroupId=call.group,
-                               MessageDeduplicationId=dedup_id, headers={API_RUN_HEADER: 1})
-        except UNAVAILABLE as exc:
-            raise Unavailable("SQS", exc) from exc
-        try:
-            if settings.run_status != "off":
-                runs().queued(run_id, name, call.group, dedup_id)
-        except Exception:  # the message is sent: a missing status row must not turn into an error
-            log.warning("run-status-write-failed", run_id=run_id, exc_info=True)
+            run_id, replayed, sent = _claim_key(name, idempotency_key, call, run_id)
+            # the key, not the call id, makes the ids: a repeat is the same call
+            dedup_id = keys.dedup_id(name, f"api-key:{idempotency_key}")
+            headers[C.IDEMPOTENCY_KEY_HEADER] = f"api-key:{idempotency_key}"
+        headers[C.CALL_ID_HEADER] = run_id
+        if not replayed or not sent:  # (a repeat whose first send failed sends it now)
+            try:
+                action.apply_async(kwargs=call.kwargs, task_id=run_id, MessageGroupId=call.group,
+                                   MessageDeduplicationId=dedup_id, headers=headers)
+            except UNAVAILABLE as exc:
+                raise Unavailable("SQS", exc) from exc
+            if idempotency_key is not None:
+                _mark_sent(name, idempotency_key)
+            try:
+                if settings.run_status != "off":
+                    runs().queued(run_id, name, call.group, dedup_id)
+            except Exception:  # the message is sent: a missing status row must not be an error
+                log.warning("run-status-write-failed", run_id=run_id, exc_info=True)
         if replayed:
             response.headers["Idempotent-Replayed"] = "true"
         return Accepted(run_id=run_id, status_url=f"/v1/runs/{run_id}", action=name,
                         group=call.group, dedup_id=dedup_id, replayed=replayed)
 
-    def _claim_key(name: str, key: str, call: Any, run_id: str) -> tuple[str, str, bool]:
-        """First use of an Idempotency-Key stores its run id; a repeat gets the same run id (and
-        the same SQS dedup id, so a re-send within SQS's window is dropped there too)."""
+    def _key_pk(name: str, key: str) -> dict[str, Any]:
+        return {"pk": {"S": f"apikey#{name}#{key}"}}
+
+    def _claim_key(name: str, key: str, call: Any, run_id: str) -> tuple[str, bool, bool]:
+        """``(run_id, replayed, sent)``. First use of an Idempotency-Key stores its run id; a
+        repeat gets the same run id, and sends nothing if the first use's message was sent. The
+        record lives ``ACTIONRUNNER_IDEMPOTENCY_TTL_SECONDS``, as long as the worker's record of
+        the key (the message carries the key: its run's idempotency key derives from it)."""
         fingerprint = hashlib.sha256(keys.canonical_json([call.kwargs, call.group])).hexdigest()
         table, client = settings.state_table, clients["dynamodb"]
-        item = {"pk": {"S": f"apikey#{name}#{key}"}, "run_id": {"S": run_id},
+        item = {**_key_pk(name, key), "run_id": {"S": run_id},
                 "fingerprint": {"S": fingerprint},
-                "expires_at": {"N": str(int(time.time()) + 86_400)}}
+                "expires_at": {"N": str(int(time.time()) + settings.idempotency_ttl_seconds)}}
         try:
-            client.put_item(TableName=table, Item=item, ConditionExpression="attribute_not_exists(pk)")
-            replayed = False
+            client.put_item(TableName=table, Item=item,
+                            ConditionExpression="attribute_not_exists(pk) OR expires_at <= :now",
+                            ExpressionAttributeValues={":now": {"N": str(int(time.time()))}})
+            replayed, sent = False, False
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise Unavailable("DynamoDB", exc) from exc
@@ -171,9 +187,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     422, "Idempotency-Key was already used with different inputs or group"
                 ) from None
             run_id, replayed = stored["run_id"]["S"], True
+            sent = stored.get("sent", {}).get("BOOL", False)
         except UNAVAILABLE as exc:
             raise Unavailable("DynamoDB", exc) from exc
-        return run_id, keys.dedup_id(name, f"api-key:{key}"), replayed
+        return run_id, replayed, sent
+
+    def _mark_sent(name: str, key: str) -> None:
+        """Record that the key's message is on the queue (a repeat then sends nothing)."""
+        try:
+            clients["dynamodb"].update_item(TableName=settings.state_table, Key=_key_pk(name, key),
+                                            UpdateExpression="SET sent = :t",
+                                            ExpressionAttributeValues={":t": {"BOOL": True}})
+        except Exception:  # a repeat re-sends: SQS's window and the key's record drop it
+            log.warning("idempotency-key-mark-failed", action=name, exc_info=True)
 
     # -- runs ------------------------------------------------------------------------------
     @api.get("/v1/runs/{run_id}", tags=["runs"], response_model=RunStatus,
