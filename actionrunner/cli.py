@@ -12,15 +12,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
-import time
-from importlib import import_module
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from celery.utils.imports import import_from_cwd
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
@@ -137,7 +135,6 @@ def dev(
 
     logs = Path(".local/logs")
     stop = _Stop()
-    children: list[tuple[str, subprocess.Popen[bytes]]] = []
     with LocalAWS(sqs=sqs, moto_port=moto_port, sqs_port=sqs_port,  # type: ignore[arg-type]
                   log_dir=logs) as aws:
         env = {**os.environ, **aws.env()}
@@ -173,10 +170,13 @@ def dev(
                 flower_password = secrets.token_urlsafe(12)
                 commands["flower"] = [*celery, "flower", "--address=127.0.0.1", f"--port={flower_port}",
                                       f"--basic-auth=admin:{flower_password}"]
+        from .devsession import ENV_FILE, Supervisor, write_env_file
+
+        supervisor = Supervisor(env, lambda text: console.print(text, style="yellow", markup=False))
         try:
             for name, argv in commands.items():
-                proc = subprocess.Popen(argv, env=env, start_new_session=True)
-                children.append((name, proc))
+                supervisor.start(name, argv)
+            children = [(c.name, c.proc) for c in supervisor.children]
             table = Table(title="ActionRunner dev stack (Ctrl-C stops everything)")
             table.add_column("part")
             table.add_column("where")
@@ -194,33 +194,29 @@ def dev(
             pids += [(name, proc.pid) for name, proc in children]
             console.print("processes: " + ", ".join(f"{n} pid={p}" for n, p in pids),
                           soft_wrap=True, markup=False)
-            default_ports = (moto_port, sqs_port) == (C.LOCAL_MOTO_PORT, C.LOCAL_SQS_PORT)
-            point = ("  set -a; . config/local.env; set +a" if default_ports and sqs == "fauxqs" else
-                     "\n".join(f"  export {k}={v}" for k, v in aws.env().items()))
-            console.print("send an action from another shell:\n" + point + "\n"
-                          "  actionrunner submit tasks.demo.hello --json '{\"name\": \"you\"}'\n"
-                          "  # or: python -c 'from tasks.demo import hello; hello.delay(name=\"you\")'",
-                          markup=False)
+            api_url = f"http://127.0.0.1:{api_port}" if api_port else None
+            write_env_file(ENV_FILE, aws.env(), env, api_url=api_url, api_token=token)
+            console.print(
+                f"send an action from another shell (in {Path.cwd()}):\n"
+                f"  set -a; . {ENV_FILE}; set +a      # endpoints, ACTIONRUNNER_IMPORTS, .venv/bin "
+                "on PATH, the API token\n"
+                "  actionrunner submit tasks.demo.hello --json '{\"name\": \"you\"}'\n"
+                "  python -c 'from tasks.demo import hello; hello.delay(name=\"you\")'",
+                markup=False, soft_wrap=True)
             if token:
                 console.print(f"admin API token (submit, admin) for this session: {token}\n"
-                              f"  curl -H 'Authorization: Bearer {token}' -d '{{\"name\": \"you\"}}' "
-                              f"http://127.0.0.1:{api_port}/v1/actions/tasks.demo.hello",
+                              f"  curl -H 'Authorization: Bearer {token}' "
+                              "-H 'Content-Type: application/json' -d '{\"name\": \"you\"}' "
+                              f"{api_url}/v1/actions/tasks.demo.hello",
                               markup=False, soft_wrap=True)
-            stop.wait(poll=lambda: any(p.poll() is not None for _, p in children))
-            for name, proc in children:
-                if proc.poll() is not None:
-                    console.print(f"[red]{name} exited with code {proc.returncode}[/]")
+            while not stop.event.is_set():
+                stop.wait(poll=lambda: any(c.proc.poll() is not None for c in supervisor.children
+                                           if not c.given_up))
+                if not stop.event.is_set() and not supervisor.check():
+                    console.print("[red]every process of the stack is down; stopping[/]")
+                    break
         finally:
-            for _, proc in children:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + 20
-            for _, proc in children:
-                try:
-                    proc.wait(max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            supervisor.stop()
     console.print("stack stopped")
 
 
@@ -331,15 +327,21 @@ def dlq_list(limit: int = 100) -> None:
 
 
 @dlq_cli.command("show")
-def dlq_show(message_id: str) -> None:
-    """Show one DLQ message (failure and envelope headers) as JSON."""
+def dlq_show(
+    ident: Annotated[str, typer.Argument(
+        metavar="ID", help="A run id (the task id `.delay()` returned, the API's run_id) or an "
+                           "SQS message id, as `actionrunner dlq list` shows them.")],
+) -> None:
+    """Show DLQ messages of one run or one message id (failure and envelope headers) as JSON."""
     from .dlq import DeadLetterQueue
 
-    for letter in DeadLetterQueue(_settings()).list(1000):
-        if letter.message_id == message_id:
-            print(letter.summary().model_dump_json(indent=2))
-            return
-    raise ActionRunnerError(f"no message {message_id!r} in the DLQ (looked at up to 1,000)")
+    found = [letter for letter in DeadLetterQueue(_settings()).list(1000)
+             if ident in (letter.message_id, letter.run_id)]
+    if not found:
+        raise ActionRunnerError(f"no message of run or message id {ident!r} in the DLQ (looked "
+                                "at up to 1,000)")
+    for letter in found:
+        print(letter.summary().model_dump_json(indent=2))
 
 
 @dlq_cli.command("redrive")
@@ -395,7 +397,7 @@ def bench(
 ) -> None:
     """Run a benchmark script from bench/ and print its figures."""
     try:
-        module = import_module(f"bench.{name}")
+        module = import_from_cwd(f"bench.{name}")  # bench/ is the checkout's, not installed
     except ModuleNotFoundError as exc:
         raise ActionRunnerError(f"no benchmark named {name!r} (bench/{name}.py)") from exc
     raise typer.Exit(module.main(list(ctx.args)) or 0)
