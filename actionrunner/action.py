@@ -56,9 +56,17 @@ VERSION_HEADER = "ar_schema"
 #: Misspellings kombu would silently ignore, and what to write instead.
 _MISSPELLED_OPTIONS = {
     "message_group_id": "MessageGroupId",
-    "group_id": "MessageGroupId",
     "message_deduplication_id": "MessageDeduplicationId",
     "deduplication_id": "MessageDeduplicationId",
+}
+
+
+#: Celery's built-in canvas tasks that cannot travel as actions, and what sent them.
+_UNSUPPORTED_BUILTINS = {
+    "celery.chunks": "task.chunks()",
+    "celery.map": "task.map()",
+    "celery.starmap": "task.starmap() or task.chunks()",
+    "celery.chord_unlock": "a chord polled by a task: this app's result backend joins chords itself",
 }
 
 
@@ -112,8 +120,10 @@ class Action(Task):  # type: ignore[misc]
     Request = "actionrunner.worker.request:ActionRequest"
     #: Delete the message only after the action ran.
     acks_late = True
-    #: Results are reported through logs and run status, not a Celery result backend.
-    ignore_result = True
+    #: Results are kept (run records in the state table, read by ``AsyncResult``) when
+    #: ``ACTIONRUNNER_RUN_STATUS=all`` (Celery's ``task_ignore_result`` off) or per action with
+    #: ``@action(ignore_result=False)``; see actionrunner/results.py.
+    ignore_result = None
     typing = False
 
     #: MessageGroupId template / callable (``None``: the action's name).
@@ -224,14 +234,21 @@ class Action(Task):  # type: ignore[misc]
     ) -> AsyncResult:
         """Validate and send; returns once SQS accepted the message (see Celery's apply_async)."""
         if not is_action(self):  # one of Celery's built-in tasks (the app's task_cls is Action)
+            if self.name in _UNSUPPORTED_BUILTINS:
+                raise ActionError(f"{self.name} ({_UNSUPPORTED_BUILTINS[self.name]}) is not "
+                                  "supported on SQS FIFO: send a group of signatures instead, "
+                                  "e.g. group(action.s(...) for ... in ...)")
             return super().apply_async(args, kwargs, task_id, producer, link, link_error, shadow,
                                        **options)
         for wrong, right in _MISSPELLED_OPTIONS.items():
             if wrong in options:
                 raise ActionError(f"action {self.name!r}: {wrong}= is not an SQS option; use {right}=")
+        _check_canvas_options(self, options)
         headers = {**(options.pop("headers", None) or {}), VERSION_HEADER: self.version}
-        # one call id per call; a message sent again for the same call (a retry) keeps it
-        headers.setdefault(C.CALL_ID_HEADER, keys.new_call_id())
+        # one call id per call; a message sent again for the same call (a retry) keeps it. A
+        # task id given by the caller names the call (canvas freezes its members' ids, the API
+        # passes its run id): the same task id sent again is the same call
+        headers.setdefault(C.CALL_ID_HEADER, task_id or keys.new_call_id())
         call = self.prepare(
             args or (),
             kwargs,
@@ -329,6 +346,16 @@ class Action(Task):  # type: ignore[misc]
         delay = min(self.retry_backoff_max, self.retry_backoff * 2 ** max(0, attempt - 1))
         return random.uniform(delay / 2, delay) if self.retry_jitter else delay
 
+    def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:  # noqa: N802 (Celery's name)
+        """The result of a call (:class:`~actionrunner.results.ActionResult`: asking for a result
+        that is not kept raises an error naming the setting)."""
+        if not is_action(self):
+            return super().AsyncResult(task_id, **kwargs)
+        from .results import ActionResult
+
+        return ActionResult(task_id, backend=self.backend, task_name=self.name, app=self.app,
+                            **kwargs)
+
     def apply(self, args: Any = None, kwargs: Any = None, *rest: Any, **options: Any) -> Any:
         """Run in this process (Celery's ``apply``); a call of its own, like ``apply_async``."""
         if is_action(self):
@@ -348,6 +375,17 @@ class Action(Task):  # type: ignore[misc]
         from .state.guard import guarded_run  # idempotency, shared rate limit, staged writes
 
         return guarded_run(self, values, lambda: self.run(**values))
+
+
+def _check_canvas_options(task: Action, options: Mapping[str, Any]) -> None:
+    """Refuse, before anything is sent, what cannot work on the canvas (see the README)."""
+    ignores = options.get("ignore_result")
+    ignores = task.ignore_result if ignores is None else ignores
+    if options.get("chord") is not None and ignores:
+        raise ActionError(
+            f"action {task.name!r} is in a chord's header, but its results are not kept: a chord "
+            "needs them (set ACTIONRUNNER_RUN_STATUS=all, or @action(ignore_result=False) on "
+            "each header action)")
 
 
 def is_action(task: Any) -> bool:

@@ -60,8 +60,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_create_missing_queues": False,
         "task_serializer": "arjson" if settings.wire_format == "compact" else "json",
         "accept_content": ["json"],
-        "result_backend": None,
-        "task_ignore_result": True,
+        # results (AsyncResult.get/.state) read the run records of the state table
+        # (actionrunner.results); kept for every action with ACTIONRUNNER_RUN_STATUS=all, else
+        # per action with @action(ignore_result=False)
+        "result_backend": "actionrunner.results:RunResultBackend",
+        "result_serializer": "json",
+        "result_accept_content": ["json"],
+        "task_ignore_result": settings.run_status != "all",
         "task_acks_late": True,
         "task_acks_on_failure": False,  # failures: retry on the message, or dead-letter
         "task_acks_on_timeout": False,

@@ -162,3 +162,22 @@ def echo_zipped(run: str, value: Any = None) -> None:
     """Like echo, but its messages are always zlib-compressed (kombu's own option, per action)."""
     _append_json(f"{run}.jsonl", {"value": value, "group": "zipped", "seq": 0, "start": time.time(),
                                  "end": time.time(), "attempt": 1, "ok": True, "pid": os.getpid()})
+
+
+# -- results and canvas (tests/test_results_canvas.py) ---------------------------------------------
+@action(group="kept:{a}", ignore_result=False)
+def kept_add(a: int, b: int = 0) -> int:
+    """Its results are kept (per action): AsyncResult.get() reads them."""
+    return a + b
+
+
+@action(group="kept-total", ignore_result=False)
+def kept_total(values: list[int]) -> int:
+    """A chord's body: the sum of its header's results."""
+    return sum(values)
+
+
+@action(group="kept-fail:{token}", ignore_result=False, max_attempts=1)
+def kept_fail(token: str) -> None:
+    """Fails for good at once (one attempt)."""
+    raise ValueError(f"kept failure {token}")
