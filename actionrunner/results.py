@@ -240,21 +240,18 @@ class RunResultBackend(KeyValueStoreBackend):  # type: ignore[misc]
 
 
 def _final_failure(request: Any, exc: Any) -> bool:
-    """True when a failed attempt will not be retried (see actionrunner/worker/request.py)."""
-    task = getattr(request, "task", None)
+    """True when a failed attempt ends the run: the worker dead-letters it (the same decision as
+    actionrunner/settle.py; a held or retried message runs again, so it is not an end)."""
     from .app import app
+    from .settle import DeadLetter, Policy, decide
 
+    task = getattr(request, "task", None)
     action = app.tasks.get(task) if isinstance(task, str) else task
-    if action is None or not hasattr(action, "max_attempts"):
+    if action is None or not isinstance(exc, BaseException):
         return True
-    from .worker.request import NOT_RETRYABLE
-
     sqs = getattr(request, "sqs", None) or {}
-    attempt = int(sqs.get("attempt") or 1)
-    retryable = isinstance(exc, tuple(action.retry_for)) and not isinstance(exc, NOT_RETRYABLE)
-    if getattr(exc, "counts_as_attempt", True) is False:
-        return False
-    return not retryable or attempt >= action.max_attempts
+    outcome = decide(Policy.of(action), exc, attempt=int(sqs.get("attempt") or 1), jitter=False)
+    return isinstance(outcome, DeadLetter)
 
 
 class ActionResult(AsyncResult):  # type: ignore[misc]
