@@ -379,8 +379,22 @@ class Action(Task):  # type: ignore[misc]
         return guarded_run(self, values, lambda: self.run(**values))
 
 
+#: Celery task options that would be silent no-ops here, and what to use instead.
+_REFUSED_TASK_OPTIONS = {
+    "max_retries": "max_attempts= (runs of one message, retries included)",
+    "default_retry_delay": "retry_backoff= / retry_backoff_max= (seconds)",
+    "autoretry_for": "retry_for= (failures of these types are retried on the same message; "
+                     "the default is every Exception)",
+    "dont_autoretry_for": "retry_for= (list the types that are retried)",
+    "retry_kwargs": "max_attempts= / retry_backoff=",
+}
+
+
 def _check_canvas_options(task: Action, options: Mapping[str, Any]) -> None:
-    """Refuse, before anything is sent, what cannot work on the canvas (see the README)."""
+    """Refuse, before anything is sent, what cannot work (see the README's compatibility table)."""
+    if options.get("priority") is not None:
+        raise ActionError(f"action {task.name!r}: priority= is not supported: SQS FIFO has no "
+                          "priorities (order is per message group; use another group, or queue)")
     ignores = options.get("ignore_result")
     ignores = task.ignore_result if ignores is None else ignores
     if options.get("chord") is not None and ignores:
@@ -412,6 +426,10 @@ def action(
 
     def decorate(func: Callable[..., Any]) -> Action:
         for option in options:
+            if option in _REFUSED_TASK_OPTIONS:
+                raise ActionDefinitionError(
+                    f"@action on {func.__qualname__}: {option}= does nothing here (a retry runs "
+                    f"the same message again); use {_REFUSED_TASK_OPTIONS[option]}")
             if not hasattr(Action, option):
                 raise ActionDefinitionError(
                     f"@action on {func.__qualname__}: unknown option {option!r}"

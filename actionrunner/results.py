@@ -11,7 +11,8 @@ the state table by the worker (:mod:`actionrunner.runs`, ``pk = "run#{id}"``), a
 
 Run status → Celery state: ``queued`` (or no record yet) → PENDING, ``running`` → STARTED,
 ``failed`` / ``retrying`` / ``held`` → RETRY (the message will run again), ``succeeded`` →
-SUCCESS with the result, ``dead-lettered`` → FAILURE with the error (``.get()`` raises it).
+SUCCESS with the result, ``dead-lettered`` → FAILURE with the error (``.get()`` raises it),
+``revoked`` (expired, or revoked with ``celery control revoke``) → REVOKED.
 
 Groups and chords: a group's member list and a chord's progress are items of the same table
 (``pk = "celery#…"``, with the table's TTL). A chord counts each header member once (a set of
@@ -49,6 +50,7 @@ STATE_OF_STATUS = {
     "held": states.RETRY,
     "succeeded": states.SUCCESS,
     "dead-lettered": states.FAILURE,
+    "revoked": states.REVOKED,
 }
 #: Prefix of the items this backend keeps besides run records (group members, chord progress).
 ITEM_PREFIX = "celery#"
@@ -60,11 +62,14 @@ def _exception_module(name: str) -> str | None:
     candidate = getattr(builtins, name, None)
     if isinstance(candidate, type) and issubclass(candidate, BaseException):
         return "builtins"
+    import celery.exceptions
+
     from . import errors
 
-    candidate = getattr(errors, name, None)
-    if isinstance(candidate, type) and issubclass(candidate, BaseException):
-        return errors.__name__
+    for module in (errors, celery.exceptions):
+        candidate = getattr(module, name, None)
+        if isinstance(candidate, type) and issubclass(candidate, BaseException):
+            return module.__name__
     return None
 
 
@@ -184,9 +189,13 @@ class RunResultBackend(KeyValueStoreBackend):  # type: ignore[misc]
         """The worker writes each run's record from its lifecycle (actionrunner.runs); here only
         a chord member's end is written at once, so that the chord's last member finds every
         result when it joins them."""
+        fields = {"id": task_id, "action": getattr(request, "task", None) or "?"}
+        if state == states.REVOKED:  # expired or revoked: discarded without a lifecycle line
+            self.runs.record("revoked", {**fields, "error_type": "TaskRevokedError",
+                                         "error": str(result)[:1000]})
+            return result
         if request is None or not getattr(request, "chord", None):
             return result
-        fields = {"id": task_id, "action": getattr(request, "task", None) or "?"}
         if state == states.SUCCESS:
             self.runs.record("succeeded", fields, result)
         elif state == states.FAILURE and _final_failure(request, result):

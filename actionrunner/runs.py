@@ -30,6 +30,7 @@ STATUS_OF_EVENT = {
     "retrying": "retrying",
     "dead-lettered": "dead-lettered",
     "held": "held",
+    "revoked": "revoked",
 }
 #: Every status a run can have.
 STATUSES = ("queued", *dict.fromkeys(STATUS_OF_EVENT.values()))
@@ -111,7 +112,7 @@ class RunStore:
             values[":replayed"] = {"BOOL": True}
         if status == "running":
             sets.append("started_at = :now")
-        if status in ("succeeded", "dead-lettered", "held"):
+        if status in ("succeeded", "dead-lettered", "held", "revoked"):
             sets.append("finished_at = :now")
         if status == "succeeded":
             encoded = orjson.dumps(result, default=str)

@@ -181,3 +181,34 @@ def kept_total(values: list[int]) -> int:
 def kept_fail(token: str) -> None:
     """Fails for good at once (one attempt)."""
     raise ValueError(f"kept failure {token}")
+
+
+@action(group="paced-local:{run}:{n}", rate_limit="2/s", ignore_result=False)
+def paced_local(run: str, n: int) -> float:
+    """Celery's own (per worker) rate limit: returns when it ran."""
+    return time.time()
+
+
+@action(group="auto:{run}", retry_for=(ValueError,), max_attempts=3, retry_backoff=0.2,
+        ignore_result=False)
+def auto_retried(run: str) -> int:
+    """Fails its first attempt with ValueError (retried: retry_for); returns its attempt."""
+    attempts = _record_path() / f"{run}-auto.attempts"
+    with open(attempts, "a") as out:
+        out.write("x")
+    attempt = len(attempts.read_text())
+    if attempt == 1:
+        raise ValueError("first attempt fails")
+    return attempt
+
+
+@action(group="soft:{run}", soft_time_limit=0.5, ignore_result=False)
+def soft_limited(run: str) -> str:
+    """Catches its soft time limit."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    try:
+        time.sleep(3)
+    except SoftTimeLimitExceeded:
+        return "soft limit"
+    return "no limit"
