@@ -50,6 +50,14 @@ def test_refused_options_fail_loudly(queue_url: str) -> None:
         record.apply_async(kwargs={"bucket": "q", "token": "t"}, priority=5)
     with pytest.raises(ActionDefinitionError, match="max_retries= does nothing here"):
         action(name="tests.compat.bad", max_retries=5)(lambda x: x)
+    from actionrunner.errors import SendError
+
+    @app.task(name="tests.compat.plain_celery_task")
+    def plain_celery_task(x: int) -> int:
+        return x
+
+    with pytest.raises(SendError, match="has no MessageDeduplicationId; send it through an @action"):
+        plain_celery_task.delay(1)
     with pytest.raises(ActionDefinitionError, match="autoretry_for= does nothing here.*retry_for="):
         action(name="tests.compat.bad", autoretry_for=(ValueError,))(lambda x: x)
 
