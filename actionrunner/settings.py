@@ -116,7 +116,9 @@ class Settings(BaseSettings):
     api_tokens: list[ApiToken] = Field(default_factory=list)
     #: Which runs get their status (queued, running, succeeded...) written to the state table:
     #: ``api`` (those the admin API accepted: GET /v1/runs/{id} follows them), ``all`` (also
-    #: ``.delay()``: two more DynamoDB writes per action), or ``off``.
+    #: ``.delay()``: two more DynamoDB writes per action; Celery's ``task_ignore_result`` is then
+    #: off, so ``AsyncResult.get()`` / ``.state`` work, see actionrunner/results.py), or ``off``.
+    #: An action declared with ``@action(ignore_result=False)`` keeps its runs whatever this says.
     run_status: Literal["api", "all", "off"] = "api"
     #: Seconds a run's status is kept (DynamoDB TTL).
     run_status_ttl_seconds: int = Field(default=7 * 86_400, ge=60)
