@@ -33,8 +33,9 @@ from . import effects
 from .lease import keeper
 from .ratelimit import SharedRateLimit, drawing_from, parse_rate
 from .record import Replay
+from .schema import idempotency_pk
 from .store import IdempotencyStore
-from .table import client, idempotency_pk
+from .table import client
 
 log = get_logger("actionrunner.state")
 
