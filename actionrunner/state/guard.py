@@ -25,7 +25,6 @@ from typing import Any
 
 from .. import constants as C
 from .. import keys
-from ..dynamo import is_throttling
 from ..errors import ActionDefinitionError, LeaseLost
 from ..logging import get_logger
 from ..settings import get_settings
@@ -36,6 +35,7 @@ from .record import Replay
 from .schema import idempotency_pk
 from .store import IdempotencyStore
 from .table import client
+from .throttling import is_throttling
 
 log = get_logger("actionrunner.state")
 
