@@ -12,11 +12,6 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "actionrunner"
 
-#: Import edges between these subpackages (either way) are a known cycle, left out of the graph.
-KNOWN_CYCLES: list[frozenset[str]] = [
-    frozenset({"actionrunner.sqs", "actionrunner.worker"}),  # removed by issue 12
-]
-
 
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
@@ -55,15 +50,6 @@ def _imports(path: Path, modules: set[str]) -> set[str]:
               == "import_module" and node.args):
             found.add(_leading_text(node.args[0]))  # importlib.import_module("bench.x")
     return {m for m in found if m.partition(".")[0] in ("actionrunner", "bench")}
-
-
-def _subpackage(module: str) -> str:
-    return ".".join(module.split(".")[:2])
-
-
-def _known(source: str, target: str) -> bool:
-    pair = {_subpackage(source), _subpackage(target)}
-    return len(pair) == 2 and any(pair == known for known in KNOWN_CYCLES)
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -115,8 +101,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_no_import_cycles() -> None:
-    graph = {source: {t for t in targets if not _known(source, t)}
-             for source, targets in import_graph().items()}
+    graph = import_graph()
     found = cycles(graph)
     assert not found, "modules importing each other (directly or round a loop):\n" + "\n".join(
         f"{c}: " + "; ".join(f"{m} → {sorted(graph[m] & set(c))}" for m in c) for c in found)
