@@ -178,14 +178,15 @@ class MessageIdError(ActionError, ValueError):
 class PayloadTooLarge(ActionError, ValueError):
     """The encoded message is larger than the queue accepts."""
 
-    def __init__(self, action: str, size: int, limit: int):
+    def __init__(self, action: str, size: int, limit: int,
+                 setting: str = "ACTIONRUNNER_MAX_MESSAGE_BYTES"):
         self.action = action
         self.size = size
         self.limit = limit
+        what = "the message" if setting.endswith("MESSAGE_BYTES") else "its body"
         super().__init__(
-            f"action {action!r}: the message is {size:,} bytes, over the queue's limit of "
-            f"{limit:,} bytes (ACTIONRUNNER_MAX_MESSAGE_BYTES); pass a reference (an S3 key, "
-            "a table key) instead of the data itself"
+            f"action {action!r}: {what} is {size:,} bytes, over the limit of {limit:,} bytes "
+            f"({setting}); pass a reference (an S3 key, a table key) instead of the data itself"
         )
 
 

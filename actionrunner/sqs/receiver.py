@@ -61,24 +61,25 @@ def backoff(failures: int, *, base: float = 0.2, cap: float = 20.0) -> float:
 
 
 class Episode:
-    """A run of failures of one kind of request: one line when it starts, one a minute while it
-    lasts, one when it ends."""
+    """A run of failures of one kind of request: a line when it starts (and when a new error code
+    shows up in it), one a minute while it lasts, one when it ends."""
 
     def __init__(self, what: str, *, every: float = 60.0) -> None:
         self.what, self.every = what, every
         self.failures = 0
         self.started = self.logged = 0.0
+        self.codes: set[str] = set()
 
     def failed(self, exc: BaseException) -> int:
         now = time.monotonic()
         self.failures += 1
         code = error_code(exc)
         if self.failures == 1:
-            self.started = self.logged = now
-        elif now - self.logged < self.every:
-            return self.failures
-        else:
-            self.logged = now
+            self.started, self.codes = now, set()
+        elif code in self.codes and now - self.logged < self.every:
+            return self.failures  # said already in this episode
+        self.logged = now
+        self.codes.add(code)
         if code in PERMISSION_CODES:
             logger.error("%s refused: %s (%s). This worker's credentials or role may not do it: "
                          "check its IAM policy, the queue's KMS key and the credentials' expiry. "
@@ -157,6 +158,8 @@ class Receiver(threading.Thread):
         polling_interval: float = 0.1,
         system_attributes: list[str] | None = None,
         fifo: bool = True,
+        backoff_base: float = 0.2,
+        backoff_cap: float = 20.0,
     ) -> None:
         super().__init__(name=f"actionrunner-receiver-{queue_url.rsplit('/', 1)[-1]}", daemon=True)
         self.client, self.queue_url = client, queue_url
@@ -165,6 +168,7 @@ class Receiver(threading.Thread):
         self.polling_interval = polling_interval
         self.system_attributes = system_attributes or ["All"]
         self.fifo = fifo
+        self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
         self.episode = Episode(f"ReceiveMessage from {queue_url.rsplit('/', 1)[-1]}")
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -215,7 +219,8 @@ class Receiver(threading.Thread):
                 self.requests += 1
                 response = self.client.receive_message(**params)
             except Exception as exc:
-                self._pause(backoff(self.episode.failed(exc)))
+                self._pause(backoff(self.episode.failed(exc), base=self.backoff_base,
+                                    cap=self.backoff_cap))
                 continue
             self.episode.succeeded()
             attempt_id = None
