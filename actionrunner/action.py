@@ -380,7 +380,7 @@ class Action(Task):  # type: ignore[misc]
 
 
 #: Celery task options that would be silent no-ops here, and what to use instead.
-_REFUSED_TASK_OPTIONS = {
+REFUSED_TASK_OPTIONS = {
     "max_retries": "max_attempts= (runs of one message, retries included)",
     "default_retry_delay": "retry_backoff= / retry_backoff_max= (seconds)",
     "autoretry_for": "retry_for= (failures of these types are retried on the same message; "
@@ -407,72 +407,3 @@ def _check_canvas_options(task: Action, options: Mapping[str, Any]) -> None:
 def is_action(task: Any) -> bool:
     """True for tasks declared with ``@action`` (not Celery's built-in tasks)."""
     return isinstance(task, Action) and getattr(task, "input_model", None) is not None
-
-
-def action(
-    fn: Callable[..., Any] | None = None,
-    *,
-    group: keys.IdSpec | None = None,
-    key: keys.IdSpec | None = None,
-    name: str | None = None,
-    app: Any = None,
-    **options: Any,
-) -> Any:
-    """Declare an action. Use as ``@action`` or ``@action(group=..., key=..., rate_limit=...)``.
-
-    ``options`` are Celery task options (``rate_limit``, ``time_limit``, ``bind``...); an unknown
-    one is an error here, not a silent no-op.
-    """
-
-    def decorate(func: Callable[..., Any]) -> Action:
-        for option in options:
-            if option in _REFUSED_TASK_OPTIONS:
-                raise ActionDefinitionError(
-                    f"@action on {func.__qualname__}: {option}= does nothing here (a retry runs "
-                    f"the same message again); use {_REFUSED_TASK_OPTIONS[option]}")
-            if not hasattr(Action, option):
-                raise ActionDefinitionError(
-                    f"@action on {func.__qualname__}: unknown option {option!r}"
-                )
-        if options.get("on_exhausted", "continue") not in ("continue", "hold"):
-            raise ActionDefinitionError(
-                f"@action on {func.__qualname__}: on_exhausted must be 'continue' or 'hold'"
-            )
-        if int(options.get("max_attempts", 1)) < 1:
-            raise ActionDefinitionError(f"@action on {func.__qualname__}: max_attempts must be >= 1")
-        from .state.guard import check_options
-
-        check_options(func.__qualname__, options)
-        bound = bool(options.get("bind"))
-        model = build_input_model(func, bound=bound)
-        names = tuple(model.model_fields)
-        for label, spec in (("group", group), ("key", key)):
-            if isinstance(spec, str):
-                unknown = keys.template_fields(spec) - set(names)
-                if unknown:
-                    raise ActionDefinitionError(
-                        f"@action on {func.__qualname__}: {label} template {spec!r} names "
-                        f"{sorted(unknown)}, which are not inputs (inputs: {list(names)})"
-                    )
-            elif spec is not None and not callable(spec):
-                raise ActionDefinitionError(
-                    f"@action on {func.__qualname__}: {label}= must be a template string or a callable"
-                )
-        target = app
-        if target is None:
-            from .app import app as target
-        return target.task(  # type: ignore[no-any-return]
-            func,
-            base=Action,
-            name=name,
-            # a plain function stored on the class would turn into a method: keep it static
-            message_group=staticmethod(group) if callable(group) else group,
-            idempotency_key=staticmethod(key) if callable(key) else key,
-            input_model=model,
-            input_names=names,
-            **options,
-        )
-
-    if fn is not None:
-        return decorate(fn)
-    return decorate

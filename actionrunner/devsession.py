@@ -97,16 +97,7 @@ class Supervisor:
         return any(not c.given_up for c in self.children)
 
     def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM every child, then SIGKILL what is left after ``timeout`` seconds."""
-        import signal
+        """Stop every child (SIGTERM, then SIGKILL after ``timeout`` seconds)."""
+        from .local import stop_processes
 
-        for child in self.children:
-            if child.proc.poll() is None:
-                child.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for child in self.children:
-            try:
-                child.proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.proc.kill()
-                child.proc.wait()
+        stop_processes([child.proc for child in self.children], timeout=timeout)

@@ -17,7 +17,6 @@ action writes again); for exactly-once writes, stage them with :mod:`actionrunne
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -27,25 +26,15 @@ from typing import Any
 from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
+from .state.ratelimit import report_throttling
+from .state.throttling import THROTTLING_CODES, backoff_delay, is_throttling
+
+__all__ = ["MAX_BATCH_WRITE", "THROTTLING_CODES", "BatchWriter", "Pacer", "WriteStats",
+           "backoff_delay", "is_throttling", "to_attribute_values", "write_batch"]
+
 #: DynamoDB's cap on one BatchWriteItem call.
 MAX_BATCH_WRITE = 25
-#: Error codes with which DynamoDB says "too fast".
-THROTTLING_CODES = frozenset({
-    "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
-    "Throttling", "TooManyRequestsException",
-})
-
 _serializer = TypeSerializer()
-
-
-def is_throttling(exc: BaseException) -> bool:
-    """True if ``exc`` is DynamoDB (or another AWS service) saying "too fast"."""
-    return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in THROTTLING_CODES
-
-
-def backoff_delay(attempt: int, base: float = 0.05, cap: float = 5.0) -> float:
-    """Seconds to wait before try ``attempt + 1`` (1-based): exponential, full jitter."""
-    return random.uniform(0, min(cap, base * 2 ** attempt))
 
 
 def to_attribute_values(item: Mapping[str, Any]) -> dict[str, Any]:
@@ -151,8 +140,6 @@ class BatchWriter:
 
             client = get_settings().client("dynamodb")
         if on_throttle is None:
-            from .state.ratelimit import report_throttling
-
             on_throttle = report_throttling
         self.table, self.client, self.max_attempts = table, client, max_attempts
         self.on_throttle, self.sleep, self.raw = on_throttle, sleep, raw

@@ -27,7 +27,6 @@ from typing import Any
 
 from .. import constants as C
 from .. import keys
-from ..dynamo import is_throttling
 from ..errors import ActionDefinitionError, LeaseLost
 from ..logging import get_logger
 from ..settings import get_settings
@@ -35,8 +34,10 @@ from . import effects
 from .lease import keeper
 from .ratelimit import SharedRateLimit, drawing_from, parse_rate
 from .record import Replay
+from .schema import idempotency_pk
 from .store import IdempotencyStore
-from .table import client, idempotency_pk
+from .table import client
+from .throttling import is_throttling
 
 log = get_logger("actionrunner.state")
 
