@@ -38,6 +38,7 @@ from celery.result import AsyncResult, GroupResult, allow_join_result
 from celery.utils.log import get_logger as celery_logger
 
 from .errors import ResultsNotKept
+from .state.schema import CELERY_PREFIX
 
 logger = celery_logger(__name__)
 
@@ -53,7 +54,7 @@ STATE_OF_STATUS = {
     "revoked": states.REVOKED,
 }
 #: Prefix of the items this backend keeps besides run records (group members, chord progress).
-ITEM_PREFIX = "celery#"
+ITEM_PREFIX = CELERY_PREFIX
 
 
 def _exception_module(name: str) -> str | None:
@@ -198,7 +199,7 @@ class RunResultBackend(KeyValueStoreBackend):  # type: ignore[misc]
             return result
         if state == states.SUCCESS:
             self.runs.record("succeeded", fields, result)
-        elif state == states.FAILURE and _final_failure(request, result):
+        elif state == states.FAILURE and _final_failure(self.app, request, result):
             self.runs.record("dead-lettered", {**fields, "error_type": type(result).__name__,
                                                "error": str(result)[:1000]})
         return result
@@ -210,7 +211,7 @@ class RunResultBackend(KeyValueStoreBackend):  # type: ignore[misc]
     def on_chord_part_return(self, request: Any, state: str, result: Any, **kwargs: Any) -> None:
         """Count this header member once (a set of ids), then, once all are in, join their
         results and send the body (its task id gives its call id: a second send is a duplicate)."""
-        if state in states.EXCEPTION_STATES and not _final_failure(request, result):
+        if state in states.EXCEPTION_STATES and not _final_failure(self.app, request, result):
             return  # a failed attempt that will be retried: the member is not done
         gid = getattr(request, "group", None)
         if not gid:
@@ -248,10 +249,9 @@ class RunResultBackend(KeyValueStoreBackend):  # type: ignore[misc]
         return maybe_signature(sig, app=self.app)
 
 
-def _final_failure(request: Any, exc: Any) -> bool:
+def _final_failure(app: Any, request: Any, exc: Any) -> bool:
     """True when a failed attempt ends the run: the worker dead-letters it (the same decision as
     actionrunner/settle.py; a held or retried message runs again, so it is not an end)."""
-    from .app import app
     from .settle import DeadLetter, Policy, decide
 
     task = getattr(request, "task", None)

@@ -168,9 +168,9 @@ def install_worker_observer(settings: Settings) -> None:
 
 def keeps_results(action: str | None) -> bool:
     """True when the runs of ``action`` are kept (its ``ignore_result`` is off)."""
-    from .app import app
+    from celery import current_app  # the worker's app (actionrunner.app), without importing it
 
-    task = app.tasks.get(action) if action else None
+    task = current_app.tasks.get(action) if action else None
     return task is not None and task.ignore_result is False
 
 
