@@ -127,8 +127,11 @@ class Action(Task):  # type: ignore[misc]
 
     #: MessageGroupId template / callable (``None``: the action's name).
     message_group: keys.IdSpec | None = None
-    #: Idempotency key template / callable (``None``: the canonical inputs).
+    #: Idempotency key template / callable (``None``: the call id, one per call).
     idempotency_key: keys.IdSpec | None = None
+    #: The queue (lane) this action travels on (``None``: ``ACTIONRUNNER_QUEUE_NAME``); one of
+    #: ``ACTIONRUNNER_LANES``. Celery routes it (``task.queue``), ``-Q`` selects it.
+    queue: str | None = None
     # -- failures (see actionrunner/settle.py) ----------------------------------------
     #: Runs of one message before it is dead-lettered (1 = no retry).
     max_attempts: int = 3

@@ -40,6 +40,16 @@ def action(
                 raise ActionDefinitionError(
                     f"@action on {func.__qualname__}: unknown option {option!r}"
                 )
+        queue = options.get("queue")
+        if queue is not None:
+            from .settings import get_settings
+
+            known = get_settings().queues
+            if queue not in known:
+                raise ActionDefinitionError(
+                    f"@action on {func.__qualname__}: queue={queue!r} is not one of this "
+                    f"deployment's queues {known}; add it to ACTIONRUNNER_LANES (then "
+                    "`actionrunner provision` creates it and its DLQ)")
         if options.get("on_exhausted", "continue") not in ("continue", "hold"):
             raise ActionDefinitionError(
                 f"@action on {func.__qualname__}: on_exhausted must be 'continue' or 'hold'"
