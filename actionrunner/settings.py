@@ -155,6 +155,9 @@ class Settings(BaseSettings):
     )
     #: Seconds to wait for a TCP connection to an AWS endpoint before giving up.
     connect_timeout: float = Field(default=5.0, gt=0)
+    #: Seconds to wait for the state table's answer (DynamoDB answers in milliseconds) before
+    #: trying the request again (idempotency store, shared rate limits, run status).
+    state_read_timeout: float = Field(default=5.0, gt=0)
 
     @field_validator("queue_name")
     @classmethod

@@ -46,8 +46,10 @@ def client() -> Any:
     """This process's DynamoDB client for the state table (pool processes are forked: one each)."""
     pid = os.getpid()
     if pid not in _clients:
+        from ..dynamo import state_client_config
         from ..settings import get_settings
 
+        settings = get_settings()
         _clients.clear()
-        _clients[pid] = get_settings().client("dynamodb")
+        _clients[pid] = settings.client("dynamodb", config=state_client_config(settings))
     return _clients[pid]
