@@ -98,7 +98,7 @@ class RunStore:
             self._record(event, fields, result)
         except Exception as exc:
             self.failed_writes += 1
-            log.warning("run-status-write-failed", event=event, id=fields.get("id"),
+            log.warning("run-status-write-failed", lifecycle_event=event, id=fields.get("id"),
                         error=repr(exc)[:300])
 
     def _record(self, event: str, fields: dict[str, Any], result: Any) -> None:
