@@ -203,13 +203,15 @@ def score(effects: dict[int, list[int]]) -> tuple[int, int, int]:
 
 def drain(settings: Any, *, label: str, count: int, groups: int, rate: float, kills: int = 0,
           seed: int = 1, concurrency: int = 4, timeout: float = 900.0,
-          kinds: tuple[str, ...] = KINDS, slow_sqs: float = 31.0, slow_dynamodb: float = 6.0,
+          kinds: tuple[str, ...] = KINDS, sqs_kinds: tuple[str, ...] | None = None,
+          slow_sqs: float = 31.0, slow_dynamodb: float = 6.0,
           worker_env: dict[str, str] | None = None, stop_on_exit: bool = False,
           progress: Any = None) -> Result:
     """Send ``count`` chaos actions in ``groups`` groups, drain them with a supervised worker
     whose every SQS and DynamoDB request goes through a fault proxy at ``rate``; what happened.
 
     ``settings``: where the queues and the state table are (this process sends directly).
+    ``kinds``: the faults injected (``sqs_kinds``: into SQS requests, if other).
     ``stop_on_exit``: give up at the first unplanned worker exit (tests: fail fast).
     """
     from bench.actions import chaos
@@ -227,7 +229,8 @@ def drain(settings: Any, *, label: str, count: int, groups: int, rate: float, ki
         chaos.delay_many(calls[first : first + 500])
 
     record = record_file(f"chaos-{run}")
-    proxies = [FaultProxy(settings.sqs_endpoint_url, rate=rate, seed=seed, kinds=kinds,
+    proxies = [FaultProxy(settings.sqs_endpoint_url, rate=rate, seed=seed,
+                          kinds=kinds if sqs_kinds is None else sqs_kinds,
                           slow_seconds=slow_sqs),
                FaultProxy(settings.dynamodb_endpoint_url, rate=rate, seed=seed + 1, kinds=kinds,
                           slow_seconds=slow_dynamodb)]
