@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import random
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -113,12 +112,13 @@ class Action(Task):  # type: ignore[misc]
     message_group: keys.IdSpec | None = None
     #: Idempotency key template / callable (``None``: the canonical inputs).
     idempotency_key: keys.IdSpec | None = None
-    # -- failures (see actionrunner/worker/request.py) ----------------------------------------
+    # -- failures (see actionrunner/settle.py) ----------------------------------------
     #: Runs of one message before it is dead-lettered (1 = no retry).
     max_attempts: int = 3
     #: Exceptions that are retried; any other goes to the DLQ at once.
     retry_for: tuple[type[BaseException], ...] = (Exception,)
-    #: Backoff before attempt n+1: ``min(retry_backoff_max, retry_backoff * 2**(n-1))``, jittered.
+    #: Backoff before attempt n+1: ``min(retry_backoff_max, retry_backoff * 2**(n-1))``, jittered
+    #: (the failure rule itself is :func:`actionrunner.settle.decide`).
     retry_backoff: float = 1.0
     retry_backoff_max: float = 60.0
     retry_jitter: bool = True
@@ -310,9 +310,11 @@ class Action(Task):  # type: ignore[misc]
         )
 
     def backoff(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt ``attempt`` (1-based)."""
-        delay = min(self.retry_backoff_max, self.retry_backoff * 2 ** max(0, attempt - 1))
-        return random.uniform(delay / 2, delay) if self.retry_jitter else delay
+        """Seconds to wait after failed attempt ``attempt`` (1-based): the action's
+        :class:`~actionrunner.settle.Policy` says."""
+        from .settle import Policy
+
+        return Policy.of(self).backoff(attempt)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not is_action(self):

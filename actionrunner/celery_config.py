@@ -40,6 +40,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "max_message_bytes": settings.max_message_bytes,
             "wire_format": settings.wire_format,
             "payload_bucket": settings.payload_bucket,
+            "max_decoded_bytes": settings.max_decoded_bytes,
             "s3_endpoint_url": settings.s3_endpoint_url,
             "compress_over_bytes": settings.compress_over_bytes,
             "visibility_timeout": settings.visibility_timeout,
@@ -48,7 +49,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "heartbeat_interval": settings.heartbeat_interval,
             "fetch_message_attributes": {"MessageSystemAttributeNames": SYSTEM_ATTRIBUTES,
                                          "MessageAttributeNames": ["All"]},
-            "client-config": {"connect_timeout": settings.connect_timeout},
+            "client-config": {"connect_timeout": settings.connect_timeout,
+                              "read_timeout": settings.wait_time_seconds + settings.read_timeout,
+                              "retries": {"mode": "standard", "max_attempts": 3}},
             # Flower / celery inspect / celery events over SQS (actionrunner.sqs.monitor)
             "monitor_queue_prefix": settings.monitor_queue_prefix,
             "task_events": settings.task_events,

@@ -15,6 +15,17 @@ The tree::
     │   ├── MessageIdError          a group or dedup id is empty, too long or has bad characters
     │   └── PayloadTooLarge         the encoded message exceeds the queue's size limit
     ├── SendError                   SQS did not accept a message (after retries)
+    ├── UndecodableMessage          a received message cannot become a call of an action
+    │   ├── NotJson                 its body is neither JSON nor base64 of JSON
+    │   ├── BadEnvelope             the envelope, its properties, headers or body have the wrong shape
+    │   ├── BadEncoding             a body marked base64 is not base64 (or not UTF-8 text)
+    │   ├── BadCompression          compressed data that is corrupt, truncated or of an unknown kind
+    │   ├── MessageTooLarge         decompressed (or claim-checked) data over the bound
+    │   ├── ContentTypeRefused      a content type other than JSON (pickle included)
+    │   ├── BadTaskHeader           the Celery headers are missing or of the wrong type
+    │   ├── UnknownAction           no action of that name is registered here
+    │   ├── PointerRefused          a claim-check pointer outside the payload bucket (never fetched)
+    │   └── PayloadMissing          the claim-checked object is gone
     └── StateError                  the state table (idempotency, shared rate limits) failed a run
         ├── IdempotencyKeyReused    the key was already used with other inputs (not retried)
         ├── LeaseLost               another run took the key after this run's lease ran out
@@ -167,14 +178,15 @@ class MessageIdError(ActionError, ValueError):
 class PayloadTooLarge(ActionError, ValueError):
     """The encoded message is larger than the queue accepts."""
 
-    def __init__(self, action: str, size: int, limit: int):
+    def __init__(self, action: str, size: int, limit: int,
+                 setting: str = "ACTIONRUNNER_MAX_MESSAGE_BYTES"):
         self.action = action
         self.size = size
         self.limit = limit
+        what = "the message" if setting.endswith("MESSAGE_BYTES") else "its body"
         super().__init__(
-            f"action {action!r}: the message is {size:,} bytes, over the queue's limit of "
-            f"{limit:,} bytes (ACTIONRUNNER_MAX_MESSAGE_BYTES); pass a reference (an S3 key, "
-            "a table key) instead of the data itself"
+            f"action {action!r}: {what} is {size:,} bytes, over the limit of {limit:,} bytes "
+            f"({setting}); pass a reference (an S3 key, a table key) instead of the data itself"
         )
 
 
@@ -189,6 +201,60 @@ class SendError(ActionRunnerError):
     def __init__(self, message: str, failed: list[tuple[int, str, str]] | None = None):
         self.failed = failed or []
         super().__init__(message)
+
+
+# -- receiving -----------------------------------------------------------------------------------
+class UndecodableMessage(ActionRunnerError):
+    """A received message cannot become a valid call of a registered action. Never retried: it is
+    dead-lettered at once with its class name as ``actionrunner.error_type`` and this text as the
+    reason, and the next message of its group follows it."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
+
+
+class NotJson(UndecodableMessage):
+    """The body is neither JSON nor base64 of JSON."""
+
+
+class BadEnvelope(UndecodableMessage):
+    """The envelope is not an object, or its ``properties``, ``headers`` or ``body`` have the
+    wrong type, or the task body is not ``[args, kwargs, embed]``."""
+
+
+class BadEncoding(UndecodableMessage):
+    """A body marked base64 is not base64, or the bytes are not UTF-8 text."""
+
+
+class BadCompression(UndecodableMessage):
+    """Compressed data that is corrupt or truncated, or a compression this worker refuses."""
+
+
+class MessageTooLarge(UndecodableMessage):
+    """Decompressed or claim-checked data over ``ACTIONRUNNER_MAX_DECODED_BYTES`` (checked while
+    reading it, never after)."""
+
+
+class ContentTypeRefused(UndecodableMessage):
+    """A content type other than JSON (pickle, yaml, msgpack... are never deserialized)."""
+
+
+class BadTaskHeader(UndecodableMessage):
+    """Celery's headers (``task``, ``id``, ``eta``, ``retries``...) are missing or of the wrong type."""
+
+
+class UnknownAction(UndecodableMessage):
+    """No action of that name is registered in this process (``ACTIONRUNNER_IMPORTS``?)."""
+
+
+class PointerRefused(UndecodableMessage):
+    """A claim-check pointer outside the configured payload bucket and prefix (or with no payload
+    bucket configured): never fetched, never deleted."""
+
+
+class PayloadMissing(UndecodableMessage):
+    """The claim-checked object does not exist (any more)."""
 
 
 # -- state (actionrunner/state/) -----------------------------------------------------------------

@@ -31,6 +31,10 @@ COUNT_OF_EVENT = {
     "retrying": "ActionsRetried",
     "dead-lettered": "ActionsDeadLettered",
     "held": "ActionsHeld",
+    # the worker's own troubles (Action "(worker)" or the action's name)
+    "dead-letter-failed": "DeadLetterSendFailures",
+    "delete-failed": "DeletesFailed",
+    "visibility-lost": "VisibilityLost",
 }
 #: Lifecycle field → timing metric (milliseconds).
 TIMING_OF_FIELD = {"duration_ms": "ActionDuration", "queue_wait_ms": "QueueWait"}

@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     wire_format: Literal["compact", "celery"] = "compact"
     #: S3 bucket for payloads larger than ``max_message_bytes`` (claim check; None: refuse them).
     payload_bucket: str | None = None
+    #: Largest task body a worker decodes: decompressed bodies and claim-checked payloads are read
+    #: up to this many bytes and refused past it (checked while reading, never after); sends over
+    #: it are refused too.
+    max_decoded_bytes: int = Field(default=8 * 1_048_576, ge=C.SQS_MAX_MESSAGE_BYTES)
     #: Task bodies larger than this are zlib-compressed (compact format; None: never).
     compress_over_bytes: int | None = Field(default=65_536, ge=0)
     #: Long-poll wait of a receive. 20 on AWS; short against moto, whose long poll spins a CPU.
@@ -155,6 +159,9 @@ class Settings(BaseSettings):
     )
     #: Seconds to wait for a TCP connection to an AWS endpoint before giving up.
     connect_timeout: float = Field(default=5.0, gt=0)
+    #: Seconds to wait for an AWS answer (a receive waits ``wait_time_seconds`` more) before the
+    #: request is given up and retried.
+    read_timeout: float = Field(default=20.0, gt=0)
     #: Seconds to wait for the state table's answer (DynamoDB answers in milliseconds) before
     #: trying the request again (idempotency store, shared rate limits, run status).
     state_read_timeout: float = Field(default=5.0, gt=0)
@@ -216,7 +223,7 @@ class Settings(BaseSettings):
                     "s3": self.s3_endpoint_url}.get(service, self.dynamodb_endpoint_url)
         defaults = Config(
             connect_timeout=self.connect_timeout,
-            read_timeout=max(self.wait_time_seconds + 10, 30),
+            read_timeout=self.wait_time_seconds + self.read_timeout,
             retries={"mode": "standard", "max_attempts": 3},
             max_pool_connections=32,
         )

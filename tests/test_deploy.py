@@ -368,7 +368,8 @@ def test_the_alarms_watch_the_deployed_queues_and_notify_the_topic(core_stack: A
     cloudwatch = _client("cloudwatch")
     alarms = {k: v for k, v in stack.template["Resources"].items()
               if v["Type"] == "AWS::CloudWatch::Alarm"}
-    assert set(alarms) == {"DeadLetterQueueNotEmptyAlarm", "OldestMessageAgeAlarm", "FailureRateAlarm"}
+    assert set(alarms) == {"DeadLetterQueueNotEmptyAlarm", "OldestMessageAgeAlarm", "FailureRateAlarm",
+                           "DeadLetterSendFailingAlarm"}
     for alarm in alarms.values():
         properties = stack.resolve(alarm["Properties"])
         for number in ("Threshold", "EvaluationPeriods", "DatapointsToAlarm", "Period"):
@@ -379,8 +380,9 @@ def test_the_alarms_watch_the_deployed_queues_and_notify_the_topic(core_stack: A
     name = stack.values["AWS::StackName"]
     found = {a["AlarmName"]: a
              for a in cloudwatch.describe_alarms(AlarmNamePrefix=name)["MetricAlarms"]}
-    dlq, oldest, rate = (found[f"{name}-{n}"] for n in ("dlq-not-empty", "oldest-message-age",
-                                                        "failure-rate"))
+    dlq, oldest, rate, sends = (found[f"{name}-{n}"] for n in (
+        "dlq-not-empty", "oldest-message-age", "failure-rate", "dead-letter-send-failing"))
+    assert (sends["MetricName"], sends["Namespace"]) == ("DeadLetterSendFailures", "ActionRunner")
     # Then they watch the deployed queues and notify the deployed topic
     assert dlq["Dimensions"] == [{"Name": "QueueName", "Value": settings.dlq_name}]
     assert oldest["Dimensions"] == [{"Name": "QueueName", "Value": settings.queue_name}]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from actionrunner.worker.dispatch import GroupDispatcher
+from actionrunner.sqs.dispatch import GroupDispatcher
 from tests.actions import boom, probe
 
 

@@ -251,7 +251,7 @@ def test_undeliverable_messages_go_to_the_dlq_at_once_not_away(
             group = m["Attributes"]["MessageGroupId"]
             if run in group:
                 groups.add((group, m["MessageAttributes"]["actionrunner.error_type"]["StringValue"]))
-    assert groups == {(f"bad:{run}", "ActionInputError"), (f"unknown:{run}", "Rejected")}
+    assert groups == {(f"bad:{run}", "ActionInputError"), (f"unknown:{run}", "UnknownAction")}
 
 
 def test_a_hard_time_limit_is_a_failed_attempt_retried_then_dead_lettered(

@@ -90,7 +90,7 @@ def test_payload_over_the_queue_limit_is_refused_at_send_time(sqs: Any, queue_ur
     assert done.returncode == 0, done.stderr
     size, limit = map(int, done.stdout.splitlines()[0].split())
     assert limit == 1_048_576 and size > 1_048_576
-    assert "over the queue's limit" in done.stdout
+    assert "over the limit of 1,048,576 bytes (ACTIONRUNNER_MAX_MESSAGE_BYTES)" in done.stdout
     assert receive_all(sqs, queue_url, 1, timeout=2, token="big-nothing-sent") == []
 
 

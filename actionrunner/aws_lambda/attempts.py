@@ -49,14 +49,14 @@ class AttemptLog:
         expired = int(item.get(STATE_TTL_ATTRIBUTE, {}).get("N", "0")) <= self.clock()
         return 0 if not item or expired else int(item["failures"]["N"])
 
-    def record_failure(self, queue: str, message_id: str) -> None:
-        """Count one more failed run of the message."""
+    def record_failure(self, queue: str, message_id: str, by: int = 1) -> None:
+        """Count ``by`` more failed runs of the message."""
         try:
             self.client.update_item(
                 TableName=self.table, Key=self.key(queue, message_id),
                 UpdateExpression="ADD failures :one SET #expires = :expires",
                 ExpressionAttributeNames={"#expires": STATE_TTL_ATTRIBUTE},
-                ExpressionAttributeValues={":one": {"N": "1"}, ":expires": {
+                ExpressionAttributeValues={":one": {"N": str(by)}, ":expires": {
                     "N": str(int(self.clock()) + self.ttl_seconds)}})
         except Exception as exc:
             log.warning("attempts-write-failed", message_id=message_id, error=repr(exc)[:300])

@@ -2,20 +2,23 @@
 
 Lambda hands a record in its own spelling (``messageId``, ``attributes``, ``messageAttributes``
 with ``stringValue``...). :func:`to_sqs_message` turns it back into a ReceiveMessage entry, and
-:func:`decode` runs kombu's own SQS decoding on it (``Channel._message_to_python``: the optional
-base64 layer, the JSON envelope, the delivery info) and wraps the payload in the same kombu
-message class the worker's channel makes. So a Celery protocol-2 message (headers ``task``,
-``id``...; body ``[args, kwargs, embed]``) reads exactly as the worker reads it.
+:func:`decode` runs the worker's own strict decoding on it (:mod:`actionrunner.sqs.inbound`) and
+wraps the payload in the same kombu message class the worker's channel makes. So a Celery
+protocol-2 message (headers ``task``, ``id``...; body ``[args, kwargs, embed]``) reads exactly as
+the worker reads it, and a malformed one is refused for the same reason.
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from typing import Any
 
 from kombu.serialization import prepare_accept_content
 from kombu.transport import virtual
 from kombu.transport.SQS import Channel as SQSChannel
+
+from ..sqs import inbound
 
 #: Lambda's attribute keys → SQS API keys of a message attribute.
 _ATTRIBUTE_KEYS = {"stringValue": "StringValue", "binaryValue": "BinaryValue",
@@ -61,7 +64,7 @@ def to_sqs_message(record: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Decoder(SQSChannel):  # type: ignore[misc]
-    """kombu's SQS channel, used only for its decoding methods (never connected)."""
+    """kombu's SQS channel, used only as the channel of the messages built here (never connected)."""
 
     _noack_queues: frozenset[str] = frozenset()  # every message is acked after its run
 
@@ -72,16 +75,17 @@ class _Decoder(SQSChannel):  # type: ignore[misc]
 _DECODER = _Decoder()
 
 
-def decode(message: dict[str, Any], queue_name: str, queue_url: str | None = None,
+def decode(message: dict[str, Any], queue_name: str, *, max_bytes: int,
+           is_registered: Callable[[str], bool], body: str | None = None,
            attempt: int | None = None) -> virtual.Message:
-    """The kombu message of a ReceiveMessage entry, as the worker's channel builds it.
+    """The kombu message of a ReceiveMessage entry, as the worker's channel builds it
+    (:func:`actionrunner.sqs.inbound.decode`: raises only ``UndecodableMessage``).
 
     ``attempt`` is written where the worker keeps its own count
     (``delivery_info["actionrunner_attempt"]``), for the request's ``sqs`` attributes.
     """
-    payload = _DECODER._message_to_python(message, queue_name, queue_url or queue_name)
-    if not isinstance(payload.get("headers"), dict) or "task" not in payload["headers"]:
-        raise ValueError("not a Celery protocol-2 message (no 'task' header)")
+    payload = inbound.decode(message, queue_url=queue_name, max_bytes=max_bytes,
+                             is_registered=is_registered, body=body)
     if attempt is not None:
         payload["properties"]["delivery_info"]["actionrunner_attempt"] = attempt
     decoded = virtual.Message(payload, channel=_DECODER)

@@ -4,8 +4,8 @@ Records run one at a time, in the order Lambda gives them (FIFO order within eac
 SequenceNumber is not re-sorted: Lambda already orders a group, and emulators number at random).
 Each goes through Celery's tracer exactly as in a worker's pool process, so ``Action.__call__``
 validates the inputs and claims the idempotency key, and the ``started`` / ``succeeded`` /
-``failed`` lines come from the same signals. After a failure (compare
-:mod:`actionrunner.worker.request`):
+``failed`` lines come from the same signals. After a failure, the outcome is the worker's own
+(:func:`actionrunner.settle.decide`; compare :mod:`actionrunner.worker.request`):
 
 ==================================  ==========================================================
 the run                             the record
@@ -17,7 +17,9 @@ another run holds the key           reported, hidden for the wait asked (``waiti
                                     attempt)
 failed for good, ``continue``       sent to the DLQ with the failure attributes; group goes on
 failed for good, ``hold``           reported, hidden ``hold_seconds`` (``held``)
-unknown action / undecodable        sent to the DLQ at once
+unknown action / undecodable        sent to the DLQ at once (:mod:`actionrunner.sqs.inbound`)
+the DLQ send failed                 reported; on its next receive it goes to the DLQ without
+                                    running again
 ==================================  ==========================================================
 
 A claim-checked message (its body a pointer to S3, :mod:`actionrunner.sqs.claimcheck`) is read
@@ -35,26 +37,45 @@ from __future__ import annotations
 import math
 import os
 import socket
-import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery
 from celery.app.trace import trace_task
-from celery.exceptions import Reject, Retry
-from celery.states import IGNORED, REJECTED
+from celery.states import IGNORED
 
 from .. import constants as C
 from ..action import is_action
+from ..errors import UndecodableMessage
 from ..logging import get_logger, log_event
 from ..settings import Settings
+from ..settle import (
+    UNDECODABLE,
+    Hold,
+    Policy,
+    Reason,
+    Release,
+    Retry,
+    Wait,
+    announce,
+    dead_letter_entry,
+    decide,
+)
 from ..sqs import claimcheck
-from ..worker.request import NOT_RETRYABLE, ActionRequest
+from ..sqs.inbound import describe
+from ..worker.request import ActionRequest
 from .attempts import AttemptLog
 from .events import decode, queue_name_of, to_sqs_message
 
 log = get_logger("actionrunner.lambda")
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
 
 #: Records are not started with less than this many seconds of the invocation left.
 TIME_MARGIN_SECONDS = 10.0
@@ -122,32 +143,46 @@ class LambdaRunner:
     def run(self, record: dict[str, Any]) -> Outcome:
         message = to_sqs_message(record)
         queue = queue_name_of(record["eventSourceARN"])
-        pointer = claimcheck.pointer_of(message["Body"])
-        readable = message
-        if pointer is not None:  # the payload is in S3
-            try:
-                readable = {**message, "Body": claimcheck.fetch(self.s3, *pointer)}
-            except Exception as exc:
-                log.error("payload-fetch-failed", message_id=message["MessageId"],
-                          location=f"s3://{pointer[0]}/{pointer[1]}", error=repr(exc)[:300])
-                return Outcome("retrying", report=True, visibility=30)
         attrs = message["Attributes"]
-        receive_count = int(attrs.get("ApproximateReceiveCount") or 1)
-        attempt = self.attempts.failures(queue, message["MessageId"], receive_count) + 1
-        fields: dict[str, Any] = {"group": attrs.get("MessageGroupId"), "attempt": attempt,
+        receive_count = _int(attrs.get("ApproximateReceiveCount")) or 1
+        fields: dict[str, Any] = {"group": attrs.get("MessageGroupId"),
                                   "dedup_id": attrs.get("MessageDeduplicationId"),
                                   "receive_count": receive_count}
         try:
-            kombu_message = decode(readable, queue, attempt=attempt)
-            name = kombu_message.headers["task"]
-            fields.update(action=name, id=kombu_message.headers.get("id"))
-            task = self.app.tasks.get(name)
-            if not is_action(task):
-                raise LookupError(f"no action named {name!r} in this function (ACTIONRUNNER_IMPORTS?)")
-            request = ActionRequest(kombu_message, app=self.app, task=task, hostname=self.hostname)
-        except Exception as exc:  # nothing to run: the worker dead-letters these at once too
-            return self._dead_letter(message, queue, fields, {
-                "error_type": type(exc).__name__, "error": str(exc), "attempts": attempt})
+            pointer = claimcheck.pointer_of(message["Body"])
+            body = None
+            if pointer is not None:  # the payload is in S3 (only from the payload bucket)
+                claimcheck.check(pointer, message.get("MessageAttributes"),
+                                 bucket=self.settings.payload_bucket,
+                                 max_bytes=self.settings.max_decoded_bytes)
+                try:
+                    body = claimcheck.fetch(self.s3, *pointer, self.settings.max_decoded_bytes)
+                except UndecodableMessage:
+                    raise
+                except Exception as exc:  # reported: its group waits behind it, in order
+                    log.error("payload-fetch-failed", message_id=message["MessageId"],
+                              location=f"s3://{pointer[0]}/{pointer[1]}", error=repr(exc)[:300])
+                    return Outcome("retrying", report=True, visibility=30)
+            kombu_message = decode(message, queue, max_bytes=self.settings.max_decoded_bytes,
+                                   is_registered=lambda name: is_action(self.app.tasks.get(name)),
+                                   body=body)
+        except UndecodableMessage as exc:  # nothing to run: dead-lettered at once, as on a worker
+            described = describe(message)
+            fields.update(action=described.get("action") or "(undecodable)", id=described.get("id"),
+                          attempt=1)
+            return self._apply(decide(UNDECODABLE, exc, attempt=1, receive_count=receive_count),
+                               message, queue, fields)
+        attempt = self.attempts.failures(queue, message["MessageId"], receive_count) + 1
+        name = kombu_message.headers["task"]
+        task = self.app.tasks[name]
+        policy = Policy.of(task)
+        fields.update(action=name, id=kombu_message.headers.get("id"), attempt=attempt)
+        if attempt > policy.max_attempts:  # failed for good before, but the DLQ did not take it
+            reason = Reason("AttemptsExhausted", f"failed {attempt - 1} times; dead-lettered now "
+                            "(an earlier DLQ send failed)", attempt - 1, receive_count)
+            return self._dead_letter(message, queue, fields, reason, policy)
+        kombu_message.delivery_info["actionrunner_attempt"] = attempt
+        request = ActionRequest(kombu_message, app=self.app, task=task, hostname=self.hostname)
         args, kwargs, embed = kombu_message.decode()
         context = {**request.request_dict, "loglevel": None, "logfile": None, "is_eager": False,
                    **(embed or {})}
@@ -158,61 +193,40 @@ class LambdaRunner:
                 self._delete_payload(*pointer)
             return Outcome("succeeded")
         exc = info.retval
-        if info.state == REJECTED and isinstance(exc, Reject) and exc.requeue:
-            return Outcome("released", report=True)
-        return self._after_failure(task, exc, message, queue, fields, attempt)
-
-    def _after_failure(self, task: Any, exc: BaseException, message: dict[str, Any], queue: str,
-                       fields: dict[str, Any], attempt: int) -> Outcome:
-        error = {"error_type": type(exc).__name__, "error": str(exc)[:1000], "attempts": attempt}
         when = getattr(exc, "when", None)
-        countdown = float(when) if isinstance(when, int | float) else None
-        if isinstance(exc, Retry) and not getattr(exc, "counts_as_attempt", True):
-            delay = countdown if countdown is not None else 1.0  # another run holds the key
-            log_event("waiting", **fields, outcome="waiting", retry_in_s=round(delay, 3),
-                      reason=str(exc)[:300])
-            return Outcome("waiting", report=True, visibility=delay)
-        retryable = isinstance(exc, Retry) or (
-            isinstance(exc, tuple(task.retry_for)) and not isinstance(exc, NOT_RETRYABLE))
-        if isinstance(exc, Reject) or not retryable or attempt >= task.max_attempts:
-            if task.on_exhausted == "hold" and not isinstance(exc, Reject):
-                log_event("held", **fields, outcome="held", hold_s=task.hold_seconds, **error,
-                          level=40)
-                return Outcome("held", report=True, visibility=task.hold_seconds)
-            return self._dead_letter(message, queue, fields, error)
-        self.attempts.record_failure(queue, message["MessageId"])
-        delay = countdown if countdown is not None else task.backoff(attempt)
-        log_event("retrying", **fields, outcome="retrying", retry_in_s=round(delay, 3), **error,
-                  level=30)
-        return Outcome("retrying", report=True, visibility=delay)
+        outcome = decide(policy, exc, attempt=attempt, receive_count=receive_count,
+                         countdown=float(when) if isinstance(when, int | float) else None)
+        if isinstance(outcome, Retry):
+            self.attempts.record_failure(queue, message["MessageId"])
+        return self._apply(outcome, message, queue, fields, policy)
+
+    def _apply(self, outcome: Any, message: dict[str, Any], queue: str,
+               fields: dict[str, Any], policy: Policy | None = None) -> Outcome:
+        """What Lambda does with the record for ``outcome`` (the worker applies the same
+        outcomes through its channel)."""
+        announce(outcome, fields)
+        if isinstance(outcome, Retry | Wait):
+            return Outcome(outcome.event, report=True, visibility=outcome.delay)
+        if isinstance(outcome, Hold):
+            return Outcome("held", report=True, visibility=outcome.seconds)
+        if isinstance(outcome, Release):
+            return Outcome("released", report=True)
+        return self._dead_letter(message, queue, fields, outcome.reason, policy)
 
     def _dead_letter(self, message: dict[str, Any], queue: str, fields: dict[str, Any],
-                     failure: dict[str, Any]) -> Outcome:
-        """Send the message to the DLQ as the worker does (body, group, attributes, failure);
-        Lambda then deletes it. If the DLQ refuses it, it is reported and tried again later."""
-        attrs = message["Attributes"]
-        attributes = dict(message.get("MessageAttributes") or {})
-        for key, value in {
-            "actionrunner.error_type": failure.get("error_type"),
-            "actionrunner.error": (failure.get("error") or "")[:1000] or None,
-            "actionrunner.attempts": failure.get("attempts"),
-            "actionrunner.receive_count": attrs.get("ApproximateReceiveCount"),
-            "actionrunner.source_queue": self._url(queue),
-            "actionrunner.failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }.items():
-            if value is not None:
-                attributes[key] = {"DataType": "String", "StringValue": str(value)}
+                     reason: Reason, policy: Policy | None = None) -> Outcome:
+        """Send the message to the DLQ as the worker does (:func:`dead_letter_entry`); Lambda then
+        deletes it. If the DLQ refuses it, it is reported and tried again on its next receive."""
+        entry = dead_letter_entry(message, reason, source_queue=self._url(queue))
         try:
-            self.sqs.send_message(
-                QueueUrl=self._url(self.settings.dlq_name), MessageBody=message["Body"],
-                MessageGroupId=attrs.get("MessageGroupId") or "default",
-                MessageDeduplicationId=f"{message['MessageId']}:dlq:"
-                                       f"{attrs.get('ApproximateReceiveCount', '0')}",
-                MessageAttributes=attributes)
+            self.sqs.send_message(QueueUrl=self._url(self.settings.dlq_name), **entry.params)
         except Exception as exc:
-            log.error("dead-letter-failed", message_id=message["MessageId"], error=repr(exc)[:300])
+            log_event("dead-letter-failed", **{"action": "(unknown)", **fields},
+                      error_type=type(exc).__name__, error=repr(exc)[:300], level=40)
+            if policy is not None:  # its next receive dead-letters it without running it again
+                self.attempts.record_failure(queue, message["MessageId"], by=policy.max_attempts)
             return Outcome("retrying", report=True, visibility=30)
-        log_event("dead-lettered", **fields, outcome="dead-lettered", **failure, level=40)
+        log_event("dead-lettered", **fields, outcome="dead-lettered", **reason.fields(), level=40)
         return Outcome("dead-lettered")
 
     # -- SQS and S3 ------------------------------------------------------------------------

@@ -170,7 +170,7 @@ def _alarm(name: str, description: str, **properties: Any) -> dict[str, Any]:
 
 
 def alarms() -> dict[str, Any]:
-    """DLQ not empty, oldest message too old, failure rate too high."""
+    """DLQ not empty, oldest message too old, failure rate too high, DLQ sends failing."""
     def sqs_metric(queue: str, metric: str) -> dict[str, Any]:
         return {"Namespace": "AWS/SQS", "MetricName": metric, "Statistic": "Maximum", "Period": 60,
                 "Dimensions": [{"Name": "QueueName", "Value": get_att(queue, "QueueName")}]}
@@ -198,6 +198,12 @@ def alarms() -> dict[str, Any]:
                               "100 * failed / started, 0)"}],
             ComparisonOperator="GreaterThanThreshold", Threshold=ref("FailureRatePercent"),
             EvaluationPeriods=3, DatapointsToAlarm=2),
+        "DeadLetterSendFailingAlarm": _alarm(
+            "dead-letter-send-failing", "Workers cannot send failed messages to the DLQ (its "
+            "groups wait meanwhile): check the DLQ's existence, IAM and KMS.",
+            Namespace=metrics.NAMESPACE, MetricName="DeadLetterSendFailures", Statistic="Sum",
+            Period=60, ComparisonOperator="GreaterThanThreshold", Threshold=0,
+            EvaluationPeriods=5, DatapointsToAlarm=3),
     }
 
 

@@ -3,9 +3,15 @@
 The pointer is the one AWS's SQS extended client libraries write (so their consumers, and other
 AWS tools, can read it): the body is
 ``["software.amazon.payloadoffloading.PayloadS3Pointer", {"s3BucketName": B, "s3Key": K}]`` and
-the ``ExtendedPayloadSize`` message attribute holds the payload's size. The worker fetches the
-payload when it receives the pointer and deletes the object once the action has succeeded (a
-dead-lettered message keeps it; the bucket's lifecycle rule expires what is left).
+the ``ExtendedPayloadSize`` message attribute holds the payload's size.
+
+A pointer is a claim on the worker's S3 permissions, so it is checked before anything is read
+(:func:`check`): only keys under :data:`KEY_PREFIX` of the configured payload bucket are fetched;
+any other pointer (or any pointer when no payload bucket is configured) is refused with
+:class:`~actionrunner.errors.PointerRefused` without an S3 request, and so is a declared size over
+the bound. :func:`fetch` reads at most the bound. The object is deleted only after the message's
+SQS delete succeeded (a dead-lettered message keeps it; the bucket's lifecycle rule expires what
+is left).
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from __future__ import annotations
 import json
 import uuid
 from typing import Any
+
+from ..errors import MessageTooLarge, PayloadMissing, PointerRefused
 
 #: The class name AWS's extended client libraries put first in a pointer body.
 POINTER_CLASS = "software.amazon.payloadoffloading.PayloadS3Pointer"
@@ -31,16 +39,64 @@ def offload(s3: Any, bucket: str, body: str) -> tuple[str, dict[str, Any]]:
     return pointer, {SIZE_ATTRIBUTE: {"DataType": "Number", "StringValue": str(len(data))}}
 
 
-def pointer_of(body: str) -> tuple[str, str] | None:
-    """``(bucket, key)`` if ``body`` is an extended-client pointer, else None."""
-    if not body.startswith('["' + POINTER_CLASS):
+def pointer_of(body: Any) -> tuple[str, str] | None:
+    """``(bucket, key)`` if ``body`` is an extended-client pointer, else None; a body that names
+    the pointer class but is not a well-formed pointer is refused (:class:`PointerRefused`)."""
+    if not isinstance(body, str) or POINTER_CLASS not in body[:200]:
         return None
     try:
-        _, location = json.loads(body)
-        return str(location["s3BucketName"]), str(location["s3Key"])
+        kind, location = json.loads(body)
+        bucket, key = location["s3BucketName"], location["s3Key"]
     except (ValueError, KeyError, TypeError):
+        raise PointerRefused("a malformed claim-check pointer") from None
+    if kind != POINTER_CLASS or not isinstance(bucket, str) or not isinstance(key, str):
+        raise PointerRefused("a malformed claim-check pointer") from None
+    return bucket, key
+
+
+def declared_size(attributes: dict[str, Any] | None) -> int | None:
+    """The ``ExtendedPayloadSize`` a message declares, if any."""
+    value = (attributes or {}).get(SIZE_ATTRIBUTE) or {}
+    try:
+        return int(value.get("StringValue"))
+    except (TypeError, ValueError):
         return None
 
 
-def fetch(s3: Any, bucket: str, key: str) -> str:
-    return str(s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8"))
+def check(pointer: tuple[str, str], attributes: dict[str, Any] | None, *, bucket: str | None,
+          max_bytes: int, prefix: str = KEY_PREFIX) -> None:
+    """Refuse a pointer this worker must not follow (before any S3 request)."""
+    where = f"s3://{pointer[0]}/{pointer[1]}"
+    if not bucket:
+        raise PointerRefused(f"a claim-check pointer to {where}, and no payload bucket is "
+                             "configured (ACTIONRUNNER_PAYLOAD_BUCKET): not fetched")
+    if pointer[0] != bucket or not pointer[1].startswith(prefix) or ".." in pointer[1]:
+        raise PointerRefused(f"a claim-check pointer to {where}, outside the payload bucket "
+                             f"s3://{bucket}/{prefix}: not fetched")
+    size = declared_size(attributes)
+    if size is not None and size > max_bytes:
+        raise MessageTooLarge(f"the claim-checked payload declares {size:,} bytes, over "
+                              f"{max_bytes:,} (ACTIONRUNNER_MAX_DECODED_BYTES): not fetched")
+
+
+def fetch(s3: Any, bucket: str, key: str, max_bytes: int | None = None) -> str:
+    """The payload text; at most ``max_bytes`` are read (:class:`MessageTooLarge` past them).
+    A missing object is :class:`PayloadMissing`; any other error is raised as it is (transient:
+    the caller tries again later)."""
+    try:
+        response = s3.get_object(Bucket=bucket, Key=key)
+    except Exception as exc:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            raise PayloadMissing(f"the claim-checked payload s3://{bucket}/{key} does not exist") from None
+        raise
+    stream = response["Body"]
+    data = stream.read() if max_bytes is None else stream.read(max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:
+        stream.close()
+        raise MessageTooLarge(f"the claim-checked payload s3://{bucket}/{key} is over "
+                              f"{max_bytes:,} bytes: stopped reading there")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PayloadMissing(f"the claim-checked payload s3://{bucket}/{key} is not UTF-8 text") from None

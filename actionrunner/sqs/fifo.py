@@ -1,19 +1,24 @@
 """The receiving side of ActionRunner's SQS channel: FIFO's promises under ``celery worker -c N``.
 
-Mixed into :class:`actionrunner.sqs.transport.Channel`. kombu's receive loop stays (long polls of
-up to 10 messages); what happens to the messages changes:
+Mixed into :class:`actionrunner.sqs.transport.Channel`. What happens to a received message:
 
-* **group order** — every received message goes through a :class:`GroupDispatcher`: Celery sees
-  the head of each group only; the next message of the group is handed over when the head is done;
-* **ack after the work** — an ack queues the message for DeleteMessageBatch (the housekeeper
-  thread sends it), and hands the group's next message to the worker;
-* **heartbeat** — every message held (running, waiting its turn, or backing off) has its visibility
-  extended by the housekeeper until it is deleted, dead-lettered or released;
-* **retries on the same message** — :meth:`retry_later` keeps the message (and its group) and
-  hands it to the worker again after the backoff; nothing is republished;
-* **dead-lettering** — :meth:`dead_letter` sends the message to the DLQ with its body, group and
-  attributes plus the failure, then deletes it; :meth:`hold` instead leaves it in the queue, hidden
-  for a while, blocking its group, for the queue's redrive policy to decide;
+* **receive** — a :class:`~.receiver.Receiver` thread per queue long-polls with boto3 and hands the
+  messages to the event loop's thread; no AWS error stops it (see :mod:`.receiver`);
+* **decode** — :func:`.inbound.decode` turns each message into a payload Celery can run, or a
+  refusal naming the problem; a claim-checked payload is fetched (in a thread, from the payload
+  bucket only) when its message reaches the head of its group;
+* **group order** — every message goes through a :class:`~.dispatch.GroupDispatcher`: Celery
+  sees the head of each group only; the next message of the group is handed over when the head
+  is settled;
+* **settle** — the worker's request decides with :func:`actionrunner.settle.decide` and applies
+  the outcome through :meth:`FifoConsumer.settle` (the :class:`~actionrunner.settle.MessageSettler`
+  interface): ack → delete; retry/wait → the same message again after the delay, nothing
+  republished; hold → hidden at the head of its group; release → back at once with its group;
+  dead-letter → sent to the DLQ (retried until it takes it), then deleted, then the group goes
+  on. A message that cannot be decoded is dead-lettered in its turn, the same way;
+* **heartbeat** — every held message has its visibility extended by the
+  :class:`~.housekeeper.Housekeeper` until it is deleted, dead-lettered or released; one whose
+  visibility was lost before it started is dropped (with the rest of its group held here);
 * **release** — on shutdown, messages that did not run are made visible again at once.
 """
 
@@ -21,24 +26,44 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 import time
 import weakref
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from kombu.transport import virtual
-from vine import promise
 
 from .. import constants as C
+from ..errors import UndecodableMessage
 from ..logging import log_event
-from ..worker.dispatch import GroupDispatcher
-from ..worker.housekeeper import Housekeeper
-from . import claimcheck
+from ..settle import (
+    UNDECODABLE,
+    DeadLetter,
+    Hold,
+    MessageSettler,
+    Outcome,
+    Reason,
+    Release,
+    Retry,
+    Wait,
+    dead_letter_entry,
+    decide,
+    failure_attributes,
+)
+from . import claimcheck, inbound
+from .dispatch import GroupDispatcher
+from .housekeeper import DeadLetterJob, Housekeeper
+from .receiver import HubInbox, Receiver, backoff
 
 logger = logging.getLogger("actionrunner.worker")
 
 #: Every live consuming channel of this process (the shutdown handler releases their messages).
 CHANNELS: weakref.WeakSet[Any] = weakref.WeakSet()
+#: Default bound on decoded bodies (``ACTIONRUNNER_MAX_DECODED_BYTES``).
+DEFAULT_MAX_DECODED_BYTES = 8 * C.SQS_MAX_MESSAGE_BYTES
 
 
 @dataclass
@@ -47,124 +72,323 @@ class Held:
 
     group: str
     callback: Any
-    payload: dict[str, Any]
+    message: dict[str, Any]  #: the ReceiveMessage entry
     queue_url: str
     receipt_handle: str
+    payload: dict[str, Any] | None = None  #: decoded (None: not yet, or undecodable)
+    problem: UndecodableMessage | None = None
+    pointer: tuple[str, str] | None = None  #: claim-checked payload, fetched at its turn
+    fetch_failures: int = 0
     attempt: int = 0
     running: bool = False
+    settling: bool = False  #: on its way to the DLQ
     received_at: float = field(default_factory=time.monotonic)
 
     @property
     def sqs_message(self) -> dict[str, Any]:
-        return dict(self.payload["properties"]["delivery_info"]["sqs_message"])
+        return self.message
+
+    @property
+    def receive_count(self) -> int | None:
+        value = (self.message.get("Attributes") or {}).get("ApproximateReceiveCount")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            return None
 
 
-class FifoConsumer:
+def _is_registered(name: str) -> bool:
+    from celery import current_app
+
+    return name in current_app.tasks
+
+
+class FifoConsumer(MessageSettler):
     """Receive-side overrides of the SQS channel (see the module docstring)."""
 
     _dispatcher: GroupDispatcher[Held] | None = None
     _housekeeper: Housekeeper | None = None
+    _inbox: HubInbox | None = None
     _held: dict[str, Held]
+    _receivers: dict[str, Receiver]
 
     # -- set-up ----------------------------------------------------------------------------
     def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
         if self._dispatcher is None:
             self._held = {}
+            self._receivers = {}
+            self._incoming = 0
+            self._incoming_lock = threading.Lock()
             self._dispatcher = GroupDispatcher()
-            client = self._new_boto_client(  # type: ignore[attr-defined]
-                service="sqs", region=self.region,  # type: ignore[attr-defined]
-                access_key_id=self.conninfo.userid,  # type: ignore[attr-defined]
-                secret_access_key=self.conninfo.password,  # type: ignore[attr-defined]
-            )
+            self._fetcher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="actionrunner-fetch")
             self._housekeeper = Housekeeper(
-                client,
-                visibility_timeout=int(self.transport_options.get("visibility_timeout", 30)),  # type: ignore[attr-defined]
+                self._new_sqs_client(),
+                visibility_timeout=self._visibility_timeout,
                 heartbeat_interval=self.transport_options.get("heartbeat_interval"),  # type: ignore[attr-defined]
+                on_lost=lambda handles: self._post(self._lost, handles),
             )
             self._housekeeper.start()
+            hub = getattr(self, "hub", None)
+            if hub is not None:
+                self._inbox = HubInbox(hub)
             CHANNELS.add(self)
         return super().basic_consume(queue, no_ack, *args, **kwargs)  # type: ignore[misc]
 
+    def _new_sqs_client(self) -> Any:
+        return self._new_boto_client(  # type: ignore[attr-defined]
+            service="sqs", region=self.region,  # type: ignore[attr-defined]
+            access_key_id=self.conninfo.userid,  # type: ignore[attr-defined]
+            secret_access_key=self.conninfo.password,  # type: ignore[attr-defined]
+        )
+
+    @property
+    def _visibility_timeout(self) -> int:
+        return int(self.transport_options.get("visibility_timeout", 30))  # type: ignore[attr-defined]
+
+    @property
+    def max_decoded_bytes(self) -> int:
+        return int(self.transport_options.get("max_decoded_bytes") or DEFAULT_MAX_DECODED_BYTES)  # type: ignore[attr-defined]
+
     @property
     def capacity(self) -> int:
-        """Messages this channel holds at most (running, reserved or waiting their turn): Celery's
-        prefetch count, and at least two receives' worth, so one can be in flight while ten run."""
+        """Messages this channel holds at most (running, reserved or waiting their group's turn):
+        Celery's prefetch count, and at least two receives' worth."""
         prefetch = self.qos.prefetch_count or 0  # type: ignore[attr-defined]
         return max(2 * C.SQS_MAX_BATCH, prefetch)
 
     def _room(self) -> int:
         if self._dispatcher is None:
             return C.SQS_MAX_BATCH
-        return self.capacity - len(self._held)
+        return self.capacity - len(self._held) - self._incoming
+
+    def _demand(self) -> int:
+        """How many messages to ask for now: 10 while there is room for 10; what room is left
+        only when fewer than half the capacity are held (so receives come back full)."""
+        if self._dispatcher is None or self._dispatcher.closed:
+            return 0
+        room = self._room()
+        if room >= C.SQS_MAX_BATCH:
+            return C.SQS_MAX_BATCH
+        return room if room > 0 and self.capacity - room < self.capacity // 2 else 0
+
+    def _post(self, fn: Any, *args: Any) -> None:
+        """Run ``fn(*args)`` in the event loop's thread (at once when there is no event loop)."""
+        if self._inbox is not None and not self._inbox.closed:
+            self._inbox.post(fn, *args)
+        else:
+            try:
+                fn(*args)
+            except Exception:
+                logger.exception("error handling %s (the worker goes on)", getattr(fn, "__name__", fn))
 
     # -- receiving -------------------------------------------------------------------------
-    def _get_message_estimate(self, max_if_unlimited: int = C.SQS_MAX_BATCH) -> int:
-        return max(0, min(C.SQS_MAX_BATCH, self._room()))
+    def _is_action_queue(self, queue: str) -> bool:
+        return queue.endswith(".fifo") and not getattr(self, "_kind", lambda q: None)(queue)
 
     def _schedule_queue(self, queue: str) -> None:
-        if queue in self._active_queues:  # type: ignore[attr-defined]
-            closed = self._dispatcher is not None and self._dispatcher.closed
-            if closed:
-                self._loop1(queue)  # type: ignore[attr-defined]
-            elif self._room() > 0:
-                self._get_bulk_async(queue, callback=promise(self._loop1, (queue,)))  # type: ignore[attr-defined]
-            else:  # full: look again soon (a local check, not a request)
-                self.hub.call_later(0.02, self._schedule_queue, queue)  # type: ignore[attr-defined]
-
-    def _get_from_sqs(self, queue_name: str, queue_url: str, connection: Any, count: int = 1,
-                      callback: Any = None) -> Any:
-        # The worker sets the visibility of what it receives (the heartbeat keeps it up), so a
-        # crashed worker's messages come back after this short timeout whatever the queue says.
-        return connection.receive_message(
-            queue_name, queue_url, number_messages=count,
-            visibility_timeout=int(self.transport_options.get("visibility_timeout", 30)),  # type: ignore[attr-defined]
-            wait_time_seconds=self.wait_time_seconds,  # type: ignore[attr-defined]
-            callback=callback,
+        if not self._is_action_queue(queue) or self._inbox is None:
+            return super()._schedule_queue(queue)  # type: ignore[misc,no-any-return]
+        if queue in self._receivers or queue not in self._active_queues:  # type: ignore[attr-defined]
+            return None
+        q_url = self._new_queue(queue)  # type: ignore[attr-defined]
+        attributes = self.get_message_attributes.get("MessageSystemAttributeNames")  # type: ignore[attr-defined]
+        receiver = Receiver(
+            self._new_sqs_client(), q_url,
+            demand=self._demand,
+            deliver=lambda messages: self._hand_over(q_url, queue, messages),
+            release=lambda messages: self._housekeeper.release(  # type: ignore[union-attr]
+                [(q_url, m["ReceiptHandle"]) for m in messages]),
+            wait_time_seconds=int(self.wait_time_seconds),  # type: ignore[attr-defined]
+            visibility_timeout=self._visibility_timeout,
+            polling_interval=float(self.connection.polling_interval or 0),  # type: ignore[attr-defined]
+            system_attributes=list(attributes) if attributes else None,
         )
+        self._receivers[queue] = receiver
+        receiver.start()
+        return None
 
-    def _on_messages_ready(self, queue: str, qname: str, messages: dict[str, Any]) -> int:
-        msgs = messages.get("Messages") or []
-        if not msgs:
-            return 0
-        callback = self.connection._callbacks.get(qname)  # type: ignore[attr-defined]
-        if callback is None or self._dispatcher is None or self._dispatcher.closed:
-            if self._housekeeper is not None:
-                self._housekeeper.release([(queue, m["ReceiptHandle"]) for m in msgs])
-            else:
-                self._release_messages(queue, qname, msgs)  # type: ignore[attr-defined]
-            return 0
+    def _hand_over(self, q_url: str, qname: str, messages: list[dict[str, Any]]) -> None:
+        """(Receiver thread) track the messages at once, then pass them to the event loop."""
         assert self._housekeeper is not None
-        for msg in msgs:
-            pointer = claimcheck.pointer_of(msg.get("Body") or "")
-            if pointer is not None:  # the payload is in S3: fetch it
-                try:
-                    msg = {**msg, "Body": claimcheck.fetch(self.s3, *pointer),  # type: ignore[attr-defined]
-                           "ar_pointer": pointer, "ar_original_body": msg["Body"]}
-                except Exception as exc:
-                    logger.error("cannot fetch claim-checked payload s3://%s/%s: %r", *pointer, exc)
-                    self._housekeeper.release([(queue, msg["ReceiptHandle"])], 30)
-                    continue
-            payload = self._message_to_python(msg, qname, queue)  # type: ignore[attr-defined]
-            group = (msg.get("Attributes") or {}).get("MessageGroupId", "")
-            held = Held(group, callback, payload, queue, msg["ReceiptHandle"])
-            self._held[held.receipt_handle] = held
-            self._housekeeper.track(queue, held.receipt_handle)
-            if self._dispatcher.offer(group, held):
-                self._deliver(held)
+        for message in messages:
+            self._housekeeper.track(q_url, message["ReceiptHandle"])
+        with self._incoming_lock:
+            self._incoming += len(messages)
+        self._post(self._accept, q_url, qname, messages)
+
+    def _on_messages_ready(self, queue: str, qname: str, messages: Any) -> int:
+        """kombu's own receive loop (used only without an event loop): the same path."""
+        if not isinstance(messages, Mapping):  # kombu answers a failed receive with a list
+            return 0
+        msgs = [m for m in (messages.get("Messages") or []) if isinstance(m, dict)]
+        if msgs and self._housekeeper is not None:
+            for message in msgs:
+                self._housekeeper.track(queue, message["ReceiptHandle"])
+            with self._incoming_lock:
+                self._incoming += len(msgs)
+            self._accept(queue, qname, msgs)
         return len(msgs)
 
+    def _accept(self, q_url: str, qname: str, messages: list[dict[str, Any]]) -> None:
+        """(Event loop) take received messages into their groups; start each group's head."""
+        assert self._housekeeper is not None and self._dispatcher is not None
+        with self._incoming_lock:
+            self._incoming -= len(messages)
+        callback = self.connection._callbacks.get(qname)  # type: ignore[attr-defined]
+        if callback is None or self._dispatcher.closed:
+            self._housekeeper.release([(q_url, m["ReceiptHandle"]) for m in messages])
+            return
+        for message in messages:
+            group = str((message.get("Attributes") or {}).get("MessageGroupId", ""))
+            held = Held(group, callback, message, q_url, message["ReceiptHandle"])
+            self._read(held)
+            self._held[held.receipt_handle] = held
+            if self._dispatcher.offer(group, held):
+                self._deliver(held)
+
+    def _read(self, held: Held, body: str | None = None) -> None:
+        """Decode the message (or its claim-checked ``body``) into ``held``: a payload, a
+        pointer to fetch at its turn, or the problem it is dead-lettered for."""
+        try:
+            if body is None:
+                pointer = claimcheck.pointer_of(held.message.get("Body"))
+                if pointer is not None:
+                    claimcheck.check(pointer, held.message.get("MessageAttributes"),
+                                     bucket=self.transport_options.get("payload_bucket"),  # type: ignore[attr-defined]
+                                     max_bytes=self.max_decoded_bytes)
+                    held.pointer = pointer
+                    return
+            held.payload = inbound.decode(held.message, queue_url=held.queue_url,
+                                          max_bytes=self.max_decoded_bytes,
+                                          is_registered=_is_registered, body=body)
+        except UndecodableMessage as exc:
+            held.problem = exc
+
     def _deliver(self, held: Held) -> None:
-        held.attempt += 1
+        """(Event loop) the message's turn has come: run it, fetch it, or dead-letter it."""
+        if self._held.get(held.receipt_handle) is not held:
+            return
+        try:
+            if held.problem is not None:
+                self._settle_held(held, DeadLetter(Reason.of(held.problem, max(1, held.attempt),
+                                                             held.receive_count)),
+                                  self._describe(held))
+                return
+            if held.payload is None and held.pointer is not None:
+                self._fetch(held)
+                return
+            assert held.payload is not None
+            held.attempt += 1
+            held.running = False
+            payload = copy.deepcopy(held.payload) if held.attempt > 1 else held.payload
+            payload["properties"]["delivery_info"]["actionrunner_attempt"] = held.attempt
+            if held.attempt > 1:  # Celery's own count (self.request.retries, Flower's "retries")
+                payload.setdefault("headers", {})["retries"] = held.attempt - 1
+            held.callback(payload)
+        except Exception as exc:  # Celery could not take it: dead-letter it, never raise
+            logger.exception("the worker could not start message %s", held.message.get("MessageId"))
+            self._settle_held(held, decide(UNDECODABLE, exc, attempt=max(1, held.attempt),
+                                           receive_count=held.receive_count), self._describe(held))
+
+    def _describe(self, held: Held) -> dict[str, Any]:
+        fields = inbound.describe(held.message)
+        return {"action": fields.get("action") or "(undecodable)", "id": fields.get("id"),
+                "message_id": held.message.get("MessageId"), "group": held.group,
+                "attempt": max(1, held.attempt), "receive_count": held.receive_count}
+
+    # -- claim check -----------------------------------------------------------------------
+    def _fetch(self, held: Held) -> None:
+        assert held.pointer is not None
+        bucket, key = held.pointer
+
+        def work() -> None:
+            try:
+                text = claimcheck.fetch(self.s3, bucket, key, self.max_decoded_bytes)  # type: ignore[attr-defined]
+            except UndecodableMessage as exc:
+                self._post(self._fetched, held, None, exc)
+            except Exception as exc:
+                self._post(self._fetch_failed, held, exc)
+            else:
+                self._post(self._fetched, held, text, None)
+
+        self._fetcher.submit(work)
+
+    def _fetched(self, held: Held, text: str | None, problem: UndecodableMessage | None) -> None:
+        if problem is not None:
+            held.problem = problem
+        else:
+            self._read(held, body=text)
+            if held.payload is not None:
+                held.payload["properties"]["delivery_info"]["ar_pointer"] = held.pointer
+        if held.payload is None and held.problem is None:
+            held.problem = UndecodableMessage("the claim-checked payload could not be read")
+        self._deliver(held)
+
+    def _fetch_failed(self, held: Held, exc: Exception) -> None:
+        """The payload could not be read now: try again later; the group waits behind it."""
+        held.fetch_failures += 1
+        delay = backoff(held.fetch_failures, base=0.5, cap=30.0)
+        logger.warning("cannot fetch claim-checked payload s3://%s/%s (%r); trying again in %.1f s "
+                       "(its group waits)", *(held.pointer or ("?", "?")), exc, delay)
+        self.hub.call_later(delay, self._post, self._deliver, held)  # type: ignore[attr-defined]
+
+    # -- outcomes (the MessageSettler interface) -------------------------------------------
+    def mark_running(self, delivery_tag: str) -> None:
+        held = self._held.get(delivery_tag)
+        if held is not None:
+            held.running = True
+
+    def settle(self, delivery_tag: str, outcome: Outcome, fields: Mapping[str, Any]) -> None:
+        held = self._held.get(delivery_tag)
+        if held is None:
+            return
+        self._settle_held(held, outcome, fields)
+
+    def _settle_held(self, held: Held, outcome: Outcome, fields: Mapping[str, Any]) -> None:
         held.running = False
-        payload = copy.deepcopy(held.payload) if held.attempt > 1 else held.payload
-        payload["properties"]["delivery_info"]["actionrunner_attempt"] = held.attempt
-        if held.attempt > 1:  # Celery's own count (self.request.retries, Flower's "retries")
-            payload.setdefault("headers", {})["retries"] = held.attempt - 1
-        held.callback(payload)
+        if isinstance(outcome, Retry | Wait):
+            if isinstance(outcome, Wait):
+                held.attempt -= 1  # a wait is not an attempt
+            self.hub.call_later(max(0.0, outcome.delay), self._deliver, held)  # type: ignore[attr-defined]
+        elif isinstance(outcome, Hold):
+            self._release_group(held, visibility=outcome.seconds)
+        elif isinstance(outcome, Release):
+            self._release_group(held, visibility=0)
+        else:
+            self._dead_letter(held, outcome, fields)
+
+    def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
+        held = self._held.pop(delivery_tag, None) if self._dispatcher is not None else None
+        if held is None:
+            return super().basic_ack(delivery_tag, multiple)  # type: ignore[misc,no-any-return]
+        assert self._housekeeper is not None
+        pointer = (held.payload or {}).get("properties", {}).get("delivery_info", {}).get("ar_pointer")
+        then = None
+        if pointer:  # done: the claim-checked payload goes too, once the message is deleted
+            def then() -> None:
+                try:
+                    self.s3.delete_object(Bucket=pointer[0], Key=pointer[1])  # type: ignore[attr-defined]
+                except Exception as exc:  # the bucket's lifecycle rule expires it anyway
+                    logger.warning("could not delete s3://%s/%s: %r", *pointer, exc)
+        self._housekeeper.delete(held.queue_url, delivery_tag, then=then)
+        virtual.Channel.basic_ack(self, delivery_tag)  # type: ignore[arg-type]
+        self._next_of(held.group)
+
+    def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        held = self._held.get(delivery_tag) if self._dispatcher is not None else None
+        if held is None:
+            return super().basic_reject(delivery_tag, requeue)  # type: ignore[misc,no-any-return]
+        if requeue:  # back to SQS, with the rest of its group behind it: order is kept
+            self._release_group(held, visibility=0)
+        else:  # Celery refused it (unknown task, invalid message): never deleted unprocessed
+            reason = Reason("Rejected", "rejected by the worker (unknown or invalid message)",
+                            max(1, held.attempt), held.receive_count)
+            self._dead_letter(held, DeadLetter(reason), self._describe(held))
 
     def _next_of(self, group: str) -> None:
         assert self._dispatcher is not None
         following = self._dispatcher.done(group)
+        self._wake_receivers()
         if following is not None:
             hub = getattr(self, "hub", None)
             if hub is not None:
@@ -172,102 +396,42 @@ class FifoConsumer:
             else:
                 self._deliver(following)
 
-    # -- outcomes --------------------------------------------------------------------------
-    def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
-        held = self._held.pop(delivery_tag, None) if self._dispatcher is not None else None
-        if held is None:
-            return super().basic_ack(delivery_tag, multiple)  # type: ignore[misc,no-any-return]
-        assert self._housekeeper is not None
-        self._housekeeper.delete(held.queue_url, delivery_tag)
-        virtual.Channel.basic_ack(self, delivery_tag)  # type: ignore[arg-type]
-        self._next_of(held.group)
-        pointer = held.sqs_message.get("ar_pointer")
-        if pointer:  # done: the claim-checked payload goes too
-            try:
-                self.s3.delete_object(Bucket=pointer[0], Key=pointer[1])  # type: ignore[attr-defined]
-            except Exception as exc:  # the bucket's lifecycle rule expires it anyway
-                logger.warning("could not delete s3://%s/%s: %r", *pointer, exc)
+    def _wake_receivers(self) -> None:
+        for receiver in getattr(self, "_receivers", {}).values():
+            receiver.wake()
 
-    def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
-        held = self._held.get(delivery_tag) if self._dispatcher is not None else None
-        if held is None:
-            return super().basic_reject(delivery_tag, requeue)  # type: ignore[misc,no-any-return]
-        if requeue:
-            # back to SQS, with the rest of its group behind it: order is kept
-            self._release_group(held, visibility=0)
-        else:
-            self.dead_letter(delivery_tag, {"error_type": "Rejected",
-                                            "error": "rejected by the worker (unknown or invalid message)"})
-
-    def mark_running(self, delivery_tag: str) -> None:
-        """The worker started running the message (it is no longer only reserved)."""
-        held = self._held.get(delivery_tag)
-        if held is not None:
-            held.running = True
-
-    def retry_later(self, delivery_tag: str, delay: float, count_attempt: bool = True) -> None:
-        """Hand the message to the worker again after ``delay`` seconds; its group waits.
-        ``count_attempt=False``: the next run has the same attempt number (a wait, not a failure)."""
-        held = self._held.get(delivery_tag)
-        if held is None:
+    def _dead_letter(self, held: Held, outcome: DeadLetter, fields: Mapping[str, Any]) -> None:
+        """Send the message to the DLQ (the housekeeper retries until it takes it), then delete
+        it; its group goes on only then."""
+        if held.settling:
             return
-        held.running = False
-        if not count_attempt:
-            held.attempt -= 1
-        self.hub.call_later(max(0.0, delay), self._deliver_if_held, held)  # type: ignore[attr-defined]
-
-    def _deliver_if_held(self, held: Held) -> None:
-        if self._held.get(held.receipt_handle) is held and not (self._dispatcher and self._dispatcher.closed):
-            self._deliver(held)
-
-    def dead_letter(self, delivery_tag: str, failure: dict[str, Any]) -> bool:
-        """Move the message to the DLQ (body, group, attributes and the failure); then delete it.
-
-        Returns False (and keeps the message, to be retried later) if the DLQ did not take it.
-        """
-        held = self._held.get(delivery_tag)
-        if held is None:
-            return False
-        sqs_message = held.sqs_message
-        attrs = sqs_message.get("Attributes") or {}
-        dlq_url = self._new_queue(self.transport_options["dlq_name"])  # type: ignore[attr-defined]
-        message_attributes = dict(sqs_message.get("MessageAttributes") or {})
-        for key, value in {
-            "actionrunner.error_type": failure.get("error_type"),
-            "actionrunner.error": (failure.get("error") or "")[:1000] or None,
-            "actionrunner.attempts": failure.get("attempts"),
-            "actionrunner.receive_count": attrs.get("ApproximateReceiveCount"),
-            "actionrunner.source_queue": held.queue_url,
-            "actionrunner.failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }.items():
-            if value is not None:
-                message_attributes[key] = {"DataType": "String", "StringValue": str(value)}
-        try:
-            self.sqs(queue=self.transport_options["dlq_name"]).send_message(  # type: ignore[attr-defined]
-                QueueUrl=dlq_url,
-                MessageBody=sqs_message.get("ar_original_body") or sqs_message["Body"],
-                MessageGroupId=attrs.get("MessageGroupId") or held.group or "default",
-                MessageDeduplicationId=f"{sqs_message.get('MessageId', delivery_tag[:60])}"
-                                       f":dlq:{attrs.get('ApproximateReceiveCount', '0')}",
-                MessageAttributes=message_attributes,
-            )
-        except Exception as exc:  # the message stays ours; try again after a pause
-            logger.error("could not move message to the DLQ (%r); retrying in 30 s", exc)
-            self.retry_later(delivery_tag, 30)
-            return False
-        self._held.pop(delivery_tag, None)
+        held.settling = True
         assert self._housekeeper is not None
-        self._housekeeper.delete(held.queue_url, delivery_tag)
-        virtual.Channel.basic_ack(self, delivery_tag)  # type: ignore[arg-type]
-        self._next_of(held.group)
-        return True
+        dlq_name = self.dlq_name_for(held.queue_url)
+        entry = dead_letter_entry(held.message, outcome.reason, source_queue=held.queue_url,
+                                  group=held.group)
+        line = {**fields, "outcome": "dead-lettered", **outcome.reason.fields()}
+        if entry.dropped_attributes:
+            line["dropped_attributes"] = entry.dropped_attributes
+        self._housekeeper.dead_letter(DeadLetterJob(
+            dlq_url=self._new_queue(dlq_name),  # type: ignore[attr-defined]
+            params=entry.params, queue_url=held.queue_url, receipt_handle=held.receipt_handle,
+            done=lambda: self._post(self._dead_lettered, held, line),
+            describe={k: v for k, v in fields.items() if k in ("action", "id", "group")},
+        ))
 
-    def hold(self, delivery_tag: str, seconds: int) -> None:
-        """Leave the message in the queue hidden for ``seconds``: its group waits behind it, and
-        the queue's redrive policy moves it to the DLQ after maxReceiveCount receives."""
-        held = self._held.get(delivery_tag)
-        if held is not None:
-            self._release_group(held, visibility=seconds)
+    def dlq_name_for(self, queue_url: str) -> str:
+        """The DLQ of the queue at ``queue_url``."""
+        names = self.transport_options.get("dlq_names") or {}  # type: ignore[attr-defined]
+        return str(names.get(queue_url.rsplit("/", 1)[-1]) or self.transport_options["dlq_name"])  # type: ignore[attr-defined]
+
+    def _dead_lettered(self, held: Held, line: dict[str, Any]) -> None:
+        log_event("dead-lettered", **line, level=40)
+        if self._held.pop(held.receipt_handle, None) is None:
+            return
+        if held.payload is not None and held.attempt > 0:
+            virtual.Channel.basic_ack(self, held.receipt_handle)  # type: ignore[arg-type]
+        self._next_of(held.group)
 
     def _release_group(self, held: Held, visibility: int) -> None:
         assert self._dispatcher is not None and self._housekeeper is not None
@@ -277,8 +441,44 @@ class FifoConsumer:
         self._housekeeper.release([(held.queue_url, held.receipt_handle)], visibility)
         if rest:
             self._housekeeper.release([(r.queue_url, r.receipt_handle) for r in rest], 0)
-        virtual.Channel.basic_ack(self, held.receipt_handle)  # type: ignore[arg-type]  (forget it)
+        if held.attempt > 0:
+            virtual.Channel.basic_ack(self, held.receipt_handle)  # type: ignore[arg-type]  (forget it)
         self._dispatcher.done(held.group)
+        self._wake_receivers()
+
+    def _lost(self, handles: list[str]) -> None:
+        """(Event loop) SQS no longer keeps these messages for us. One that has not started is
+        dropped from memory (it runs wherever it is received next, never here from this receive),
+        with every later message of its group held here (released), so the group's order holds."""
+        assert self._dispatcher is not None and self._housekeeper is not None
+        for handle in handles:
+            held = self._held.get(handle)
+            if held is None or held.settling:
+                continue
+            fields = {"action": "(worker)", "group": held.group,
+                      "message_id": held.message.get("MessageId")}
+            if held.running:
+                log_event("visibility-lost", **fields, running=True, level=30)
+                continue
+            log_event("visibility-lost", **fields, running=False, dropped=True, level=30)
+            waiting = self._dispatcher.take_group(held.group)
+            is_head = held not in waiting
+            ahead = [] if is_head else waiting[: waiting.index(held)]
+            behind = waiting if is_head else waiting[waiting.index(held) + 1:]
+            for item in (held, *behind):
+                self._held.pop(item.receipt_handle, None)
+            if behind:
+                self._housekeeper.release([(r.queue_url, r.receipt_handle) for r in behind], 0)
+            for item in ahead:  # still waiting their turn, ahead of the lost one
+                self._dispatcher.offer(held.group, item)
+            if held.attempt > 0:
+                virtual.Channel.basic_ack(self, held.receipt_handle)  # type: ignore[arg-type]  (forget it)
+            if is_head:  # the group's head never started: the group is free again
+                self._dispatcher.done(held.group)
+        self._wake_receivers()
+
+    def holds(self, delivery_tag: str) -> bool:
+        return delivery_tag in getattr(self, "_held", {})
 
     # -- shutdown --------------------------------------------------------------------------
     def release_waiting(self) -> int:
@@ -287,7 +487,8 @@ class FifoConsumer:
         if self._dispatcher is None or self._housekeeper is None:
             return 0
         waiting = self._dispatcher.close()
-        waiting += [h for h in list(self._held.values()) if not h.running and h.attempt > 0]
+        waiting += [h for h in list(self._held.values())
+                    if not h.running and not h.settling and h not in waiting]
         for item in waiting:
             self._held.pop(item.receipt_handle, None)
         self._housekeeper.release([(w.queue_url, w.receipt_handle) for w in waiting], 0)
@@ -300,25 +501,24 @@ class FifoConsumer:
         count = self.release_waiting()
         if self._housekeeper is None:
             return count
-        rest = list(self._held.values())
-        self._held.clear()
+        rest = [h for h in self._held.values() if not h.settling]
+        for item in rest:
+            self._held.pop(item.receipt_handle, None)
         self._housekeeper.release([(h.queue_url, h.receipt_handle) for h in rest], 0)
         return count + len(rest)
 
     def close(self) -> None:
         if self._dispatcher is not None and self._housekeeper is not None:
+            for receiver in self._receivers.values():
+                receiver.stop()
             self.release_all()  # what never finished goes back to the queue at once
             self._housekeeper.stop()
+            self._fetcher.shutdown(wait=False, cancel_futures=True)
+            if self._inbox is not None:
+                self._inbox.close()
             self.qos._delivered.clear()  # type: ignore[attr-defined]  (released above, not restored)
             CHANNELS.discard(self)
         super().close()  # type: ignore[misc]
-
-
-def failure_attributes(message: dict[str, Any]) -> dict[str, str]:
-    """The failure ActionRunner recorded on a dead-lettered message (for `actionrunner dlq`)."""
-    attrs = message.get("MessageAttributes") or {}
-    return {k.removeprefix("actionrunner."): v.get("StringValue", "") for k, v in attrs.items()
-            if k.startswith("actionrunner.")}
 
 
 __all__ = ["CHANNELS", "FifoConsumer", "Held", "failure_attributes"]

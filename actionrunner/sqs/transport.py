@@ -139,6 +139,11 @@ class Channel(MonitorRouting, FifoConsumer, SQSChannel):
                     "send it through an @action so it gets a deterministic one"
                 )
             entry["MessageDeduplicationId"] = dedup
+        raw = message.get("body")
+        limit = int(self.transport_options.get("max_decoded_bytes") or 0)
+        if limit and isinstance(raw, str | bytes) and len(raw) > limit:  # workers would refuse it
+            name = message.get("headers", {}).get("task", "?")
+            raise PayloadTooLarge(name, len(raw), limit, "ACTIONRUNNER_MAX_DECODED_BYTES")
         if self.wire_format == codec.COMPACT:
             body = codec.encode(message, compress_over=self.compress_over)
         else:

@@ -2,7 +2,7 @@
 
 A claim lasts ``lease_seconds`` unless renewed; the keeper renews each claim every third of its
 lease while the action runs, so only a dead worker's claim runs out (compare the SQS heartbeat
-in :mod:`actionrunner.worker.housekeeper`). Actions shorter than a third of the lease cost no
+in :mod:`actionrunner.sqs.housekeeper`). Actions shorter than a third of the lease cost no
 renewal at all.
 
     with keeper().keep(store, claim):

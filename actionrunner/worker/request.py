@@ -6,14 +6,11 @@ message (group, dedup id, receive count, sent time, attempt) into the request, w
 process sees it as ``task.request.sqs``.
 
 After the run (in the worker's main process), success acks the message (Celery's own path). A
-failure does not delete it, and is never republished:
-
-* retryable and attempts left → the channel hands the same message to the worker again after the
-  action's backoff (exponential, jittered); its group waits;
-* :class:`~actionrunner.errors.IdempotencyInProgress` (another run holds the action's key) → the
-  same, after the wait it asks for, without using an attempt (logged as ``waiting``);
-* otherwise → ``on_exhausted="continue"``: moved to the DLQ with the failure recorded, the group
-  goes on; ``"hold"``: left at the head of its group for the queue's redrive policy.
+failure is never acked and never republished: :func:`actionrunner.settle.decide` chooses the
+outcome (retry on the same message after the backoff, wait for another run's idempotency key,
+hold, or dead-letter), and the channel applies it through the
+:class:`~actionrunner.settle.MessageSettler` interface — the same decision the Lambda runtime
+applies (:mod:`actionrunner.aws_lambda.runner`).
 """
 
 from __future__ import annotations
@@ -26,11 +23,9 @@ from celery.worker.request import Request
 from celery.worker.state import task_ready
 from kombu.utils.encoding import safe_repr
 
-from ..errors import ActionInputError, IdempotencyKeyReused, SchemaVersionRejected
 from ..logging import log_event
-
-#: Failures that a retry cannot fix: dead-lettered at once.
-NOT_RETRYABLE = (ActionInputError, IdempotencyKeyReused, SchemaVersionRejected)
+from ..settle import DeadLetter, Hold, MessageSettler, Policy, announce, decide
+from ..settle import Retry as RetryOutcome
 
 
 def sqs_attributes(message: Any) -> dict[str, Any]:
@@ -40,8 +35,10 @@ def sqs_attributes(message: Any) -> dict[str, Any]:
     attrs = raw.get("Attributes") or {}
 
     def _int(name: str) -> int | None:
-        value = attrs.get(name)
-        return int(value) if value not in (None, "") else None
+        try:
+            return int(attrs[name])
+        except (KeyError, TypeError, ValueError):
+            return None
 
     return {
         "message_id": raw.get("MessageId"),
@@ -64,9 +61,9 @@ class ActionRequest(Request):
         self._request_dict["sqs"] = self.sqs
 
     # -- helpers ---------------------------------------------------------------------------
-    def _channel(self) -> Any:
+    def _channel(self) -> MessageSettler | None:
         channel = getattr(self.message, "channel", None)
-        return channel if hasattr(channel, "retry_later") else None
+        return channel if isinstance(channel, MessageSettler) else None
 
     def _fields(self) -> dict[str, Any]:
         return {"action": self.task.name, "id": self.id, "group": self.sqs.get("group"),
@@ -75,41 +72,34 @@ class ActionRequest(Request):
                 "api_run": True if self._request_dict.get("ar_api_run") else None}
 
     def _after_failure(self, exc: BaseException, countdown: float | None, traceback: str) -> None:
-        """Retry on the same message, or dead-letter / hold it: never ack, never republish."""
+        """Settle a failed run: never ack, never republish."""
         if getattr(self, "_failure_handled", False):  # a hard timeout reports twice
             return
         self._failure_handled = True
-        task, channel = self.task, self._channel()
-        attempt = int(self.sqs.get("attempt") or 1)
-        error = {"error_type": type(exc).__name__, "error": str(exc)[:1000], "attempts": attempt}
-        retryable = isinstance(exc, Retry) or (
-            isinstance(exc, tuple(task.retry_for)) and not isinstance(exc, NOT_RETRYABLE)
-        )  # a message whose inputs do not validate will not validate next time either
+        channel = self._channel()
+        assert channel is not None
+        outcome = decide(Policy.of(self.task), exc, attempt=int(self.sqs.get("attempt") or 1),
+                         receive_count=self.sqs.get("receive_count"), countdown=countdown)
         task_ready(self)
-        if isinstance(exc, Retry) and not getattr(exc, "counts_as_attempt", True):
-            # another run holds the action's idempotency key: wait for it, using no attempt
-            delay = float(countdown) if countdown is not None else 1.0
-            log_event("waiting", **self._fields(), outcome="waiting", retry_in_s=round(delay, 3),
-                      reason=str(exc)[:300])
-            channel.retry_later(self.message.delivery_tag, delay, count_attempt=False)
-            return
-        if retryable and attempt < task.max_attempts:
-            delay = float(countdown) if countdown is not None else task.backoff(attempt)
-            log_event("retrying", **self._fields(), outcome="retrying", retry_in_s=round(delay, 3),
-                      **error, level=30)
+        fields = self._fields()
+        announce(outcome, fields)
+        if isinstance(outcome, RetryOutcome):
             self.send_event("task-retried", exception=safe_repr(exc), traceback=traceback)
-            channel.retry_later(self.message.delivery_tag, delay)
-            return
-        self.send_event("task-failed", exception=safe_repr(exc), traceback=traceback)
-        if task.on_exhausted == "hold":
-            log_event("held", **self._fields(), outcome="held", hold_s=task.hold_seconds, **error,
-                      level=40)
-            channel.hold(self.message.delivery_tag, task.hold_seconds)
-        elif channel.dead_letter(self.message.delivery_tag, error):
-            log_event("dead-lettered", **self._fields(), outcome="dead-lettered", **error, level=40)
+        elif isinstance(outcome, Hold | DeadLetter):
+            self.send_event("task-failed", exception=safe_repr(exc), traceback=traceback)
+        channel.settle(self.message.delivery_tag, outcome, fields)
 
     # -- Celery's hooks --------------------------------------------------------------------
     _hard_timeout: float | None = None
+
+    def execute_using_pool(self, pool: Any, **kwargs: Any) -> Any:
+        channel = self._channel()
+        if channel is not None and not channel.holds(self.message.delivery_tag):
+            # its visibility was lost before it started: it runs wherever SQS hands it out next
+            log_event("skipped", **self._fields(), reason="the message is no longer this worker's")
+            task_ready(self)
+            return None
+        return super().execute_using_pool(pool, **kwargs)
 
     def on_timeout(self, soft: bool, timeout: float) -> None:
         if not soft:
@@ -137,7 +127,7 @@ class ActionRequest(Request):
         exc = exc_info.exception
         exc = exc.exc if isinstance(exc, ExceptionWithTraceback) else exc
         when = getattr(exc, "when", None)
-        countdown = float(when) if isinstance(when, (int, float)) else None
+        countdown = float(when) if isinstance(when, int | float) else None
         self._after_failure(exc, countdown, str(exc_info.traceback))
 
     def on_failure(self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False) -> None:
