@@ -1,4 +1,5 @@
-"""Serve moto over HTTP, with the CloudFormation property moto 5.2 drops filled in.
+"""Serve moto over HTTP, with the CloudFormation property moto 5.2 drops filled in, and FIFO
+order kept when several in-flight messages of a group come back at once.
 
 ``python -m actionrunner.moto_serve -H 127.0.0.1 -p 4566`` is ``python -m moto.server`` plus one
 fix: moto's CloudFormation builds an ``AWS::DynamoDB::Table`` without its
@@ -6,7 +7,15 @@ fix: moto's CloudFormation builds an ``AWS::DynamoDB::Table`` without its
 ``moto/dynamodb/models/table.py``). Real CloudFormation enables TTL on create, so this launcher
 applies the property the same way moto's own ``UpdateTimeToLive`` does. The stack's table is
 then what AWS would create from the same template, and the deploy test reads TTL off it
-instead of trusting the template. Nothing else of moto changes.
+instead of trusting the template.
+
+And one SQS fix: when several received messages of one FIFO group become visible again together
+(their receive's answer was lost, or the consumer died), moto 5.2 releases them one by one as its
+receive loop reaches them, each time still counting the group as in flight because of the ones
+not reached yet — so it delivers the *last* of them first (seq 9 before 7 and 8). SQS delivers
+them in order. This launcher releases every message whose visibility ran out before a receive
+looks at the queue, and counts a group as in flight only for messages still invisible (the
+chaos benchmark found it: bench/chaos.py). Nothing else of moto changes.
 """
 
 from __future__ import annotations
@@ -45,8 +54,30 @@ def patch_cloudformation_table_ttl() -> None:
     Table._actionrunner_ttl_patch = True  # type: ignore[attr-defined]
 
 
+def patch_sqs_fifo_redelivery_order() -> None:
+    from moto.sqs.models import Queue, SQSBackend
+
+    if getattr(SQSBackend, "_actionrunner_fifo_patch", False):
+        return
+    receive = SQSBackend.receive_message
+
+    def receive_message(self: SQSBackend, queue_name: str, *args: Any, **kwargs: Any) -> Any:
+        queue = self.get_queue(queue_name)
+        for message in [m for m in queue.pending_messages if m.visible]:
+            queue.pending_messages.discard(message)  # its consumer timed out: back in line
+        return receive(self, queue_name, *args, **kwargs)
+
+    def pending_message_groups(self: Queue) -> set[str]:
+        return {m.group_id for m in self.pending_messages if m.group_id is not None and not m.visible}
+
+    SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
+    Queue.pending_message_groups = property(pending_message_groups)  # type: ignore[assignment,method-assign]
+    SQSBackend._actionrunner_fifo_patch = True  # type: ignore[attr-defined]
+
+
 def main(argv: list[str] | None = None) -> None:
     patch_cloudformation_table_ttl()
+    patch_sqs_fifo_redelivery_order()
     if os.environ.get("ACTIONRUNNER_MOTO_GC") == "off":
         # moto keeps every item as Python objects in this one process; with ~10^5 items a full
         # cyclic collection pauses every request for a second or more (the benchmarks measure
