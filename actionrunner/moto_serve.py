@@ -15,14 +15,23 @@ receive loop reaches them, each time still counting the group as in flight becau
 not reached yet — so it delivers the *last* of them first (seq 9 before 7 and 8). SQS delivers
 them in order. This launcher releases every message whose visibility ran out before a receive
 looks at the queue, and counts a group as in flight only for messages still invisible (the
-chaos benchmark found it: bench/chaos.py). Nothing else of moto changes.
+chaos benchmark found it: bench/chaos.py).
+
+And one DynamoDB fix: moto cancels a TransactWriteItems by putting back a copy of each table it
+took when the transaction began, so every write other requests (moto serves each in a thread of
+its own) made to those tables meanwhile is undone — a completed idempotency record and its
+staged effect vanished when another run's retried transaction was cancelled. This launcher
+serves item reads and writes one at a time (a lock), so a transaction is atomic as on DynamoDB.
+Nothing else of moto changes.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import sys
+import threading
 from typing import Any
 
 
@@ -75,9 +84,34 @@ def patch_sqs_fifo_redelivery_order() -> None:
     SQSBackend._actionrunner_fifo_patch = True  # type: ignore[attr-defined]
 
 
+#: DynamoDB calls that read or write items: one at a time (see the module docstring).
+_DYNAMODB_ITEM_CALLS = ("put_item", "get_item", "update_item", "delete_item",
+                        "transact_write_items")
+
+
+def patch_dynamodb_transaction_isolation() -> None:
+    from moto.dynamodb.models import DynamoDBBackend
+
+    if getattr(DynamoDBBackend, "_actionrunner_lock_patch", False):
+        return
+    lock = threading.RLock()  # a batch call goes through put_item/get_item: re-entrant
+
+    def serialized(call: Any) -> Any:
+        @functools.wraps(call)
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return call(*args, **kwargs)
+        return locked
+
+    for name in _DYNAMODB_ITEM_CALLS:
+        setattr(DynamoDBBackend, name, serialized(getattr(DynamoDBBackend, name)))
+    DynamoDBBackend._actionrunner_lock_patch = True  # type: ignore[attr-defined]
+
+
 def main(argv: list[str] | None = None) -> None:
     patch_cloudformation_table_ttl()
     patch_sqs_fifo_redelivery_order()
+    patch_dynamodb_transaction_isolation()
     if os.environ.get("ACTIONRUNNER_MOTO_GC") == "off":
         # moto keeps every item as Python objects in this one process; with ~10^5 items a full
         # cyclic collection pauses every request for a second or more (the benchmarks measure
