@@ -40,7 +40,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,6 +206,7 @@ def drain(settings: Any, *, label: str, count: int, groups: int, rate: float, ki
           kinds: tuple[str, ...] = KINDS, sqs_kinds: tuple[str, ...] | None = None,
           slow_sqs: float = 31.0, slow_dynamodb: float = 6.0,
           worker_env: dict[str, str] | None = None, stop_on_exit: bool = False,
+          send: Callable[[list[dict[str, Any]]], Any] | None = None,
           progress: Any = None) -> Result:
     """Send ``count`` chaos actions in ``groups`` groups, drain them with a supervised worker
     whose every SQS and DynamoDB request goes through a fault proxy at ``rate``; what happened.
@@ -213,6 +214,7 @@ def drain(settings: Any, *, label: str, count: int, groups: int, rate: float, ki
     ``settings``: where the queues and the state table are (this process sends directly).
     ``kinds``: the faults injected (``sqs_kinds``: into SQS requests, if other).
     ``stop_on_exit``: give up at the first unplanned worker exit (tests: fail fast).
+    ``send``: sends the calls (default: ``bench.actions.chaos.delay_many`` in this process).
     """
     from bench.actions import chaos
 
@@ -226,7 +228,7 @@ def drain(settings: Any, *, label: str, count: int, groups: int, rate: float, ki
     calls = [{"run": run, "group": i % groups, "seq": i // groups, "table": table}
              for i in range(count)]
     for first in range(0, count, 500):
-        chaos.delay_many(calls[first : first + 500])
+        (send or chaos.delay_many)(calls[first : first + 500])
 
     record = record_file(f"chaos-{run}")
     proxies = [FaultProxy(settings.sqs_endpoint_url, rate=rate, seed=seed,
@@ -237,7 +239,8 @@ def drain(settings: Any, *, label: str, count: int, groups: int, rate: float, ki
     env = {**BENCH_ENV, **(worker_env or {}), "ACTIONRUNNER_BENCH_RECORD": str(record),
            "AWS_ENDPOINT_URL_SQS": proxies[0].url, "AWS_ENDPOINT_URL_DYNAMODB": proxies[1].url,
            "ACTIONRUNNER_QUEUE_NAME": settings.queue_name, "ACTIONRUNNER_DLQ_NAME": settings.dlq_name,
-           "ACTIONRUNNER_STATE_TABLE": table}
+           "ACTIONRUNNER_STATE_TABLE": table,
+           "ACTIONRUNNER_VISIBILITY_TIMEOUT": str(settings.visibility_timeout)}
     kill_at = [count * (k + 1) // (kills + 1) for k in range(kills)]
     for proxy in proxies:
         proxy.start()
