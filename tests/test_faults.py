@@ -123,7 +123,7 @@ def test_rate_seed_and_counts(settings: Settings, proxies: dict[str, FaultProxy]
     proxy.rate, proxy.kinds, proxy.apis = 0.3, ("error", "throttle"), {"PutItem"}
     client = _client(settings, "dynamodb", proxy,
                      Config(retries={"mode": "standard", "max_attempts": 10}))
-    for n in range(30):
+    for n in range(15):
         key = f"faults#{uuid.uuid4().hex}-{n}"
         client.put_item(TableName=settings.state_table, Item=_table_item(settings, key))
         client.get_item(TableName=settings.state_table, Key={"pk": {"S": key}})
@@ -131,8 +131,8 @@ def test_rate_seed_and_counts(settings: Settings, proxies: dict[str, FaultProxy]
     injected = sum(faults.values())
     assert injected > 0
     assert set(faults) <= {("error", "PutItem"), ("throttle", "PutItem")}
-    assert proxy.counts()["PutItem"] == 30 + injected  # every fault was one more request
-    assert proxy.counts()["GetItem"] == 30
+    assert proxy.counts()["PutItem"] == 15 + injected  # every fault was one more request
+    assert proxy.counts()["GetItem"] == 15
     assert sum(proxy.faults_by_kind().values()) == injected == proxy.faults_by_api()["PutItem"]
     assert proxy.reset_faults() == faults and not proxy.faults()
 
