@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .action import Action, action
+from .action import Action
+from .declare import action
 from .settings import Settings, get_settings
 
 __all__ = ["Action", "Settings", "action", "app", "get_settings"]

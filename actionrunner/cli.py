@@ -10,13 +10,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import threading
-import time
-from importlib import import_module
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -46,20 +40,6 @@ def _settings() -> Any:
 
     get_settings.cache_clear()
     return get_settings()
-
-
-class _Stop:
-    """Waits for SIGINT/SIGTERM (or for ``poll`` to return True)."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: self.event.set())
-
-    def wait(self, poll: Any = None, every: float = 0.5) -> None:
-        while not self.event.wait(every):
-            if poll is not None and poll():
-                return
 
 
 def _print_changes(changes: list[Any], applied: bool) -> None:
@@ -106,9 +86,9 @@ def local_aws(
     sqs_port: int = C.LOCAL_SQS_PORT,
 ) -> None:
     """Run the embedded AWS emulator on 127.0.0.1 until Ctrl-C."""
-    from .local import LocalAWS
+    from .local import LocalAWS, Stop
 
-    stop = _Stop()
+    stop = Stop()
     with LocalAWS(sqs=sqs, moto_port=moto_port, sqs_port=sqs_port,  # type: ignore[arg-type]
                   log_dir=Path(".local/logs")) as aws:
         for server in aws.servers:
@@ -132,96 +112,10 @@ def dev(
 ) -> None:
     """The whole stack on the embedded local AWS: emulator, queues, worker, beat, admin API and
     Flower."""
-    from . import provision as prov
-    from .local import LocalAWS
+    from .devstack import DevStack
 
-    logs = Path(".local/logs")
-    stop = _Stop()
-    children: list[tuple[str, subprocess.Popen[bytes]]] = []
-    with LocalAWS(sqs=sqs, moto_port=moto_port, sqs_port=sqs_port,  # type: ignore[arg-type]
-                  log_dir=logs) as aws:
-        env = {**os.environ, **aws.env()}
-        if sqs == "moto":
-            env.setdefault("ACTIONRUNNER_WAIT_TIME_SECONDS", "1")  # moto's long poll spins a CPU
-        os.environ.update(env)
-        settings = _settings()
-        prov.apply(settings)
-        prov.apply_table(settings)
-        prov.apply_bucket(settings)
-        celery = [sys.executable, "-m", "celery", "-A", "actionrunner"]
-        commands = {"worker": [*celery, "worker", "-c", str(concurrency), "--loglevel",
-                               settings.log_level]}
-        if beat:
-            commands["beat"] = [*celery, "beat", "--schedule", str(logs.parent / "celerybeat-schedule")]
-        token = None
-        if api_port:
-            from .api.auth import new_token
-
-            token, entry = new_token("dev", ["submit", "admin"])
-            env["ACTIONRUNNER_API_TOKENS"] = json.dumps(
-                [*(t.model_dump() for t in settings.api_tokens), entry.model_dump()])
-            commands["api"] = [sys.executable, "-m", "actionrunner.cli", "api", "--port", str(api_port)]
-        flower_password = None
-        if flower_port:
-            import importlib.util
-            import secrets
-
-            if importlib.util.find_spec("flower") is None:
-                console.print("[yellow]Flower is not installed (pip install -e \".[flower]\"); "
-                              "running without it[/]")
-            else:
-                flower_password = secrets.token_urlsafe(12)
-                commands["flower"] = [*celery, "flower", "--address=127.0.0.1", f"--port={flower_port}",
-                                      f"--basic-auth=admin:{flower_password}"]
-        try:
-            for name, argv in commands.items():
-                proc = subprocess.Popen(argv, env=env, start_new_session=True)
-                children.append((name, proc))
-            table = Table(title="ActionRunner dev stack (Ctrl-C stops everything)")
-            table.add_column("part")
-            table.add_column("where")
-            for server in aws.servers:
-                table.add_row(server.name, f"{server.url}  (pid {server.process.pid}, log {server.log_path})")  # type: ignore[union-attr]
-            table.add_row("queue", f"{settings.queue_name} → DLQ {settings.dlq_name} "
-                                   f"(maxReceiveCount {settings.max_receive_count})")
-            for name, proc in children:
-                where = {"api": f"http://127.0.0.1:{api_port}/docs, ",
-                         "flower": f"http://127.0.0.1:{flower_port}/ (user admin, password "
-                                   f"{flower_password}), "}.get(name, "")
-                table.add_row(name, f"{where}pid {proc.pid}, JSON logs below")
-            console.print(table)
-            pids = [(s.name, s.process.pid) for s in aws.servers if s.process]
-            pids += [(name, proc.pid) for name, proc in children]
-            console.print("processes: " + ", ".join(f"{n} pid={p}" for n, p in pids),
-                          soft_wrap=True, markup=False)
-            default_ports = (moto_port, sqs_port) == (C.LOCAL_MOTO_PORT, C.LOCAL_SQS_PORT)
-            point = ("  set -a; . config/local.env; set +a" if default_ports and sqs == "fauxqs" else
-                     "\n".join(f"  export {k}={v}" for k, v in aws.env().items()))
-            console.print("send an action from another shell:\n" + point + "\n"
-                          "  actionrunner submit tasks.demo.hello --json '{\"name\": \"you\"}'\n"
-                          "  # or: python -c 'from tasks.demo import hello; hello.delay(name=\"you\")'",
-                          markup=False)
-            if token:
-                console.print(f"admin API token (submit, admin) for this session: {token}\n"
-                              f"  curl -H 'Authorization: Bearer {token}' -d '{{\"name\": \"you\"}}' "
-                              f"http://127.0.0.1:{api_port}/v1/actions/tasks.demo.hello",
-                              markup=False, soft_wrap=True)
-            stop.wait(poll=lambda: any(p.poll() is not None for _, p in children))
-            for name, proc in children:
-                if proc.poll() is not None:
-                    console.print(f"[red]{name} exited with code {proc.returncode}[/]")
-        finally:
-            for _, proc in children:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + 20
-            for _, proc in children:
-                try:
-                    proc.wait(max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-    console.print("stack stopped")
+    DevStack(concurrency=concurrency, sqs=sqs, beat=beat, moto_port=moto_port, sqs_port=sqs_port,
+             api_port=api_port, flower_port=flower_port, console=console).run()
 
 
 @cli.command()
@@ -393,12 +287,19 @@ def bench(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Benchmark: backlog, chaos, idempotency... (bench/NAME.py).")],
 ) -> None:
-    """Run a benchmark script from bench/ and print its figures."""
-    try:
-        module = import_module(f"bench.{name}")
-    except ModuleNotFoundError as exc:
-        raise ActionRunnerError(f"no benchmark named {name!r} (bench/{name}.py)") from exc
-    raise typer.Exit(module.main(list(ctx.args)) or 0)
+    """Run a benchmark script from bench/ (of a checkout of the repository) and print its figures."""
+    import subprocess
+
+    checkout = next((root for root in (Path.cwd(), Path(__file__).resolve().parent.parent)
+                     if (root / "bench" / "__init__.py").is_file()), None)
+    if checkout is None:
+        raise ActionRunnerError("`actionrunner bench` runs the scripts in bench/ of a checkout of the "
+                                "repository (they are not installed with the package): run it "
+                                "from the checkout")
+    if not (checkout / "bench" / f"{name}.py").is_file():
+        raise ActionRunnerError(f"no benchmark named {name!r} ({checkout / 'bench' / name}.py)")
+    done = subprocess.run([sys.executable, "-m", f"bench.{name}", *ctx.args], cwd=checkout, check=False)
+    raise typer.Exit(done.returncode)
 
 
 deploy_cli = typer.Typer(help="Infrastructure as code (deploy/).", no_args_is_help=True)

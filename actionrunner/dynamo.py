@@ -17,7 +17,6 @@ action writes again); for exactly-once writes, stage them with :mod:`actionrunne
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -27,62 +26,15 @@ from typing import Any
 from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
+from .state.ratelimit import report_throttling
+from .state.throttling import THROTTLING_CODES, backoff_delay, is_throttling
+
+__all__ = ["MAX_BATCH_WRITE", "THROTTLING_CODES", "BatchWriter", "Pacer", "WriteStats",
+           "backoff_delay", "is_throttling", "to_attribute_values", "write_batch"]
+
 #: DynamoDB's cap on one BatchWriteItem call.
 MAX_BATCH_WRITE = 25
-#: Error codes with which DynamoDB says "too fast".
-THROTTLING_CODES = frozenset({
-    "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
-    "Throttling", "TooManyRequestsException",
-})
-
-#: Error codes of answers that say "not now" rather than "no": worth the same request again later.
-#: (Credentials and permissions too: the state table must not be skipped because of them, so
-#: the run waits until they are fixed.)
-TRANSIENT_CODES = THROTTLING_CODES | frozenset({
-    "InternalServerError", "InternalFailure", "InternalError", "ServiceUnavailable",
-    "ServiceUnavailableException", "TransactionInProgressException", "RequestTimeout",
-    "RequestTimeoutException", "AccessDeniedException", "UnrecognizedClientException",
-    "ExpiredTokenException", "IncompleteSignatureException", "InvalidSignatureException",
-})
-
 _serializer = TypeSerializer()
-
-
-def is_throttling(exc: BaseException) -> bool:
-    """True if ``exc`` is DynamoDB (or another AWS service) saying "too fast"."""
-    return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in THROTTLING_CODES
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True if ``exc`` says the server could not answer now, not that the request was wrong:
-    throttling, a 5xx answer, a connection refused, reset or timed out, bad credentials."""
-    from botocore.exceptions import ConnectionError as BotoConnectionError
-    from botocore.exceptions import HTTPClientError
-
-    if isinstance(exc, BotoConnectionError | HTTPClientError):
-        return True
-    if not isinstance(exc, ClientError):
-        return False
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-    return exc.response.get("Error", {}).get("Code") in TRANSIENT_CODES or int(status) >= 500
-
-
-def state_client_config(settings: Any, max_attempts: int = 4) -> Any:
-    """botocore ``Config`` of a state-table client: standard retries (throttling, 5xx, resets
-    and timeouts retried with jittered exponential backoff, ``max_attempts`` tries in all), a
-    read timeout of ``state_read_timeout``. What is still failing after that is the caller's
-    to handle (:class:`~actionrunner.state.dynamodb.DynamoDBStore` keeps trying, then the run
-    waits: :class:`~actionrunner.errors.StateUnavailable`)."""
-    from botocore.config import Config
-
-    return Config(retries={"mode": "standard", "max_attempts": max_attempts},
-                  read_timeout=settings.state_read_timeout,
-                  connect_timeout=min(settings.connect_timeout, settings.state_read_timeout))
-
-
-def backoff_delay(attempt: int, base: float = 0.05, cap: float = 5.0) -> float:
-    """Seconds to wait before try ``attempt + 1`` (1-based): exponential, full jitter."""
-    return random.uniform(0, min(cap, base * 2 ** attempt))
 
 
 def to_attribute_values(item: Mapping[str, Any]) -> dict[str, Any]:
@@ -188,8 +140,6 @@ class BatchWriter:
 
             client = get_settings().client("dynamodb")
         if on_throttle is None:
-            from .state.ratelimit import report_throttling
-
             on_throttle = report_throttling
         self.table, self.client, self.max_attempts = table, client, max_attempts
         self.on_throttle, self.sleep, self.raw = on_throttle, sleep, raw

@@ -17,9 +17,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -40,14 +42,36 @@ FAUXQS_PREFIX = Path(
 
 def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
     """Stop a process we started, by its PID: SIGTERM, then SIGKILL after ``timeout`` seconds."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_processes([proc] if proc is not None else [], timeout)
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]], timeout: float = 10.0) -> None:
+    """Stop processes we started, by their PIDs, together: SIGTERM to each, then SIGKILL to those
+    still running ``timeout`` seconds later."""
+    running = [proc for proc in procs if proc.poll() is None]
+    for proc in running:
+        proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in running:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Stop:
+    """Waits for SIGINT/SIGTERM (or for ``poll`` to return True)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.event.set())
+
+    def wait(self, poll: Callable[[], bool] | None = None, every: float = 0.5) -> None:
+        while not self.event.wait(every):
+            if poll is not None and poll():
+                return
 
 
 def port_is_free(host: str, port: int) -> bool:

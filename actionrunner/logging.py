@@ -21,6 +21,8 @@ from typing import Any, TextIO
 import orjson
 import structlog
 
+from .metrics import emf_fields
+
 #: The lifecycle events an action goes through.
 LIFECYCLE_EVENTS = ("sent", "started", "succeeded", "failed", "retrying", "dead-lettered")
 #: Name of the logger lifecycle events are written to.
@@ -70,11 +72,12 @@ def _configure_structlog() -> None:
 
 
 def _install_metrics() -> None:
-    from .metrics import install
+    """Embed CloudWatch metrics in this process's lifecycle lines, unless ``metrics`` is ``off``."""
     from .settings import get_settings
 
     with contextlib.suppress(Exception):  # bad settings are reported elsewhere; logging must not fail
-        install(get_settings().metrics)
+        if get_settings().metrics == "emf":
+            enrich(emf_fields)
 
 
 def configure(

@@ -63,10 +63,3 @@ def emf_fields(event: str, fields: dict[str, Any]) -> dict[str, Any]:
         },
     }
 
-
-def install(mode: str) -> None:
-    """Embed metrics in this process's lifecycle lines (``mode`` ``"emf"``) or not (``"off"``)."""
-    if mode == "emf":
-        from .logging import enrich
-
-        enrich(emf_fields)

@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from .errors import EndpointUnreachable, QueueMisconfigured, QueueMissing, TableMissing
 from .settings import Settings
+from .state.schema import STATE_KEY, STATE_TTL_ATTRIBUTE
 
 #: Attributes whose values are JSON documents (compared parsed, not as text).
 JSON_ATTRIBUTES = frozenset({"RedrivePolicy", "RedriveAllowPolicy"})
@@ -178,10 +179,7 @@ def apply(settings: Settings, client: Any | None = None) -> list[Change]:
 
 
 # -- the DynamoDB state table -------------------------------------------------------------------
-#: The state table's shape: one table for all ActionRunner state (idempotency, run status, rate
-#: buckets, API idempotency keys), told apart by the prefix of ``pk``; items expire by TTL.
-STATE_KEY = "pk"
-STATE_TTL_ATTRIBUTE = "expires_at"
+# Its shape (key, TTL attribute, kinds of items) is defined in actionrunner.state.schema.
 
 
 def _table_status(client: Any, name: str, endpoint: str | None) -> dict[str, Any] | None:

@@ -3,7 +3,8 @@
 The admin API writes ``queued`` when it accepts a run, and marks its message (header
 ``ar_api_run``); the worker writes the rest as lifecycle events happen (``running``,
 ``succeeded`` with the result, ``failed``, ``retrying``, ``dead-lettered``, ``held``). Items
-live in the single ActionRunner state table under ``pk = "run#{id}"``::
+live in the single ActionRunner state table under ``pk = "run#{id}"``
+(:mod:`actionrunner.state.schema`)::
 
     >>> store = RunStore(get_settings())                   # doctest: +SKIP
     >>> store.get("5f0c…")                                  # doctest: +SKIP
@@ -24,9 +25,10 @@ from typing import Any
 
 import orjson
 
-from .dynamo import state_client_config
 from .logging import get_logger
 from .settings import Settings
+from .state.schema import STATE_KEY, STATE_TTL_ATTRIBUTE, expiry, key, run_pk
+from .state.throttling import state_client_config
 
 log = get_logger("actionrunner.runs")
 
@@ -69,10 +71,10 @@ class RunStore:
 
     @staticmethod
     def key(run_id: str) -> dict[str, Any]:
-        return {"pk": {"S": f"run#{run_id}"}}
+        return key(run_pk(run_id))
 
     def _expires(self) -> dict[str, str]:
-        return {"N": str(int(time.time()) + self.settings.run_status_ttl_seconds)}
+        return expiry(self.settings.run_status_ttl_seconds)
 
     def queued(self, run_id: str, action: str, group: str, dedup_id: str) -> None:
         """Record a run the API accepted (before the worker has seen it)."""
@@ -81,9 +83,10 @@ class RunStore:
             TableName=self.table, Key=self.key(run_id),
             UpdateExpression=(
                 "SET run_id = :id, #a = :a, #g = :g, dedup_id = :d, queued_at = :now, "
-                "updated_at = :now, expires_at = :exp, #s = if_not_exists(#s, :queued)"
+                "updated_at = :now, #expires = :exp, #s = if_not_exists(#s, :queued)"
             ),
-            ExpressionAttributeNames={"#a": "action", "#g": "group", "#s": "status"},
+            ExpressionAttributeNames={"#a": "action", "#g": "group", "#s": "status",
+                                      "#expires": STATE_TTL_ATTRIBUTE},
             ExpressionAttributeValues={
                 ":id": {"S": run_id}, ":a": {"S": action}, ":g": {"S": group},
                 ":d": {"S": dedup_id}, ":now": {"N": repr(now)}, ":exp": self._expires(),
@@ -107,12 +110,12 @@ class RunStore:
         if status is None or not run_id or not fields.get("action"):
             return
         now = time.time()
-        names = {"#s": "status", "#a": "action"}
+        names = {"#s": "status", "#a": "action", "#expires": STATE_TTL_ATTRIBUTE}
         values: dict[str, Any] = {
             ":s": {"S": status}, ":a": {"S": fields["action"]}, ":id": {"S": run_id},
             ":now": {"N": repr(now)}, ":exp": self._expires(),
         }
-        sets = ["#s = :s", "#a = :a", "run_id = :id", "updated_at = :now", "expires_at = :exp"]
+        sets = ["#s = :s", "#a = :a", "run_id = :id", "updated_at = :now", "#expires = :exp"]
         optional = {
             "group": "S", "dedup_id": "S", "attempt": "N", "receive_count": "N",
             "duration_ms": "N", "error_type": "S", "error": "S",
@@ -155,8 +158,8 @@ class RunStore:
         from boto3.dynamodb.types import TypeDeserializer
 
         plain = _plain({k: TypeDeserializer().deserialize(v) for k, v in item.items()})
-        plain.pop("pk", None)
-        plain.pop("expires_at", None)
+        plain.pop(STATE_KEY, None)
+        plain.pop(STATE_TTL_ATTRIBUTE, None)
         if isinstance(plain.get("result"), str):
             plain["result"] = orjson.loads(plain["result"])
         return plain

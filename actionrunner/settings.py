@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     #: ``{"name": ..., "sha256": <hex digest of the token>, "scopes": ["submit", "admin"]}``
     #: (``actionrunner api-token`` makes one).
     api_tokens: list[ApiToken] = Field(default_factory=list)
+    #: Largest request body the admin API accepts, in bytes: a larger one is answered 413
+    #: without being read (by its Content-Length, or once that many bytes have streamed in).
+    api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     #: Which runs get their status (queued, running, succeeded...) written to the state table:
     #: ``api`` (those the admin API accepted: GET /v1/runs/{id} follows them), ``all`` (also
     #: ``.delay()``: two more DynamoDB writes per action), or ``off``.

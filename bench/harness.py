@@ -172,6 +172,55 @@ def wait_records(path: Path, count: int, timeout: float,
     return None
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and every live descendant
+    (a worker's main process and its pool), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        used[int(entry)] = (int(fields[11]) + int(fields[12])) / ticks
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return sum(used.get(p, 0.0) for p in tree)
+
+
+class CpuMeter:
+    """CPU ms per action of a worker: from its first recorded action to its last (start-up
+    excluded), over the main process and its pool."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], record: Path) -> None:
+        self.proc, self.record = proc, record
+        self.start_cpu: float | None = None
+        self.start_count = 0
+
+    def wait_first(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while count_records(self.record) == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        self.start_count = count_records(self.record)
+        self.start_cpu = tree_cpu_seconds(self.proc.pid)
+
+    def ms_per_action(self) -> float | None:
+        done = count_records(self.record) - self.start_count
+        if self.start_cpu is None or done <= 0:
+            return None
+        return (tree_cpu_seconds(self.proc.pid) - self.start_cpu) * 1000 / done
+
+
 def percentile(values: list[float], p: float) -> float:
     """The p-th percentile (0-100), linear between closest ranks; NaN for no values."""
     if not values:

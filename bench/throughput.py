@@ -9,7 +9,9 @@ a bare boto3 loop on the same server (SendMessageBatch 10 at a time, then Receiv
 DeleteMessageBatch until all are received) — what one sequential client gets from this server.
 
 Columns: send and drain times and rates; *steady* is first action start → last action end (drain
-without the worker's start-up); *% of bound* compares each rate with the bare loop's. A worker with
+without the worker's start-up); *% of bound* compares each rate with the bare loop's; *worker
+CPU ms/action* is the CPU time (user + system, from /proc) of the worker's main process and pool
+from its first action to its last, per action. A worker with
 -c N can beat a sequential loop in principle; here all three share the machine's cores.
 
 ActionRunner runs with its defaults, which include the idempotency store and run status on
@@ -39,11 +41,14 @@ def run_side(side: str, args: argparse.Namespace, settings: Any) -> dict[str, An
     sent = h.send_probes(side, calls, run)
     with h.probe_worker(side, args.concurrency, f"{tag}-worker", record) as proc:
         t0 = time.time()
+        meter = h.CpuMeter(proc, record)
+        meter.wait_first(args.timeout)
         drain = h.wait_records(record, args.count, args.timeout, proc)
+        cpu_ms = meter.ms_per_action()
         h.wait_drained(settings.client("sqs"), h.probe_queue(side, settings), 30)
     records = [r for r in h.read_records(record) if r["run"] == run]
     steady = max(r["end"] for r in records) - min(r["start"] for r in records) if records else None
-    return {"send_s": sent, "drain_s": drain, "steady_s": steady,
+    return {"send_s": sent, "drain_s": drain, "steady_s": steady, "cpu_ms": cpu_ms,
             "done": sorted(r["end"] - t0 for r in records)}
 
 
@@ -127,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     table = Table(title=f"throughput: {args.count:,} no-op actions, {args.groups} groups, "
                         f"-c {args.concurrency} ({args.sqs})")
     for col in ("", "send (s)", "send/s", "% of bound", "drain (s)", "drain/s", "% of bound",
-                "steady/s", "send + drain (s)"):
+                "steady/s", "send + drain (s)", "worker CPU ms/action"):
         table.add_column(col, justify="right")
     for name, r in results.items():
         send_rate, drain_rate = rate(r["send_s"]), rate(r["drain_s"])
@@ -137,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             h.fmt(drain_rate, ",.0f"), share(drain_rate, rate(bound["drain_s"])),
             h.fmt(rate(r["steady_s"]), ",.0f"),
             h.fmt(r["send_s"] + r["drain_s"] if r["drain_s"] else None),
+            h.fmt(r.get("cpu_ms"), ".2f"),
         )
     console.print(table)
     path = plot(results, str(h.OUT / f"throughput-{args.sqs}.png"))

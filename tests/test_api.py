@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -148,14 +150,72 @@ def test_purge_needs_the_explicit_confirmation(api: httpx.Client) -> None:
     assert api.post("/v1/dlq/purge", json={"confirm": "yes"}, headers=auth(SUBMIT)).status_code == 403
 
 
-def test_sqs_unreachable_is_503_and_never_202(aws: Any) -> None:
-    closed = _free_port()
-    proc, base = _serve({"AWS_ENDPOINT_URL_SQS": f"http://127.0.0.1:{closed}"})
+@pytest.fixture(scope="module")
+def unreachable(aws: Any) -> Iterator[str]:
+    """An API whose SQS endpoint is a closed port."""
+    proc, base = _serve({"AWS_ENDPOINT_URL_SQS": f"http://127.0.0.1:{_free_port()}"})
     try:
-        sent = httpx.post(base + "/v1/actions/tests.actions.record", json={"bucket": "b", "token": "t"},
-                          headers=auth(SUBMIT), timeout=60)
-        assert sent.status_code == 503 and "SQS" in sent.json()["detail"]
-        assert httpx.get(base + "/readyz", timeout=30).status_code == 503
+        yield base
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_sqs_unreachable_is_503_and_never_202(unreachable: str) -> None:
+    sent = httpx.post(unreachable + "/v1/actions/tests.actions.record",
+                      json={"bucket": "b", "token": "t"}, headers=auth(SUBMIT), timeout=60)
+    assert sent.status_code == 503 and "SQS" in sent.json()["detail"]
+    assert httpx.get(unreachable + "/readyz", timeout=30).status_code == 503
+
+
+def test_readyz_keeps_internals_out_of_its_open_answer(unreachable: str) -> None:
+    ready = httpx.get(unreachable + "/readyz", timeout=30)
+    assert ready.status_code == 503 and ready.json()["detail"].startswith("SQS is unavailable")
+    for internal in ("http", "127.0.0.1", str(urlsplit(unreachable).port), "amazonaws", "arn:"):
+        assert internal not in ready.text
+
+
+def _raw(base: str, request: bytes) -> tuple[int, float]:
+    """Send ``request`` on a socket of its own; the answer's status and the seconds it took."""
+    url = urlsplit(base)
+    start = time.monotonic()
+    with socket.create_connection((url.hostname, url.port), timeout=10) as conn:
+        conn.sendall(request)
+        head = conn.recv(65536)
+    return int(head.split(b" ")[1]), time.monotonic() - start
+
+
+def test_an_unauthenticated_huge_body_is_refused_without_being_read(api: httpx.Client) -> None:
+    path, host = b"/v1/actions/tests.actions.record", b"Host: 127.0.0.1\r\n"
+    # 50 MB announced, 1 KB sent: an answer proves the server did not wait for the rest
+    announced = (b"POST " + path + b" HTTP/1.1\r\n" + host + b"Content-Type: application/json\r\n"
+                 b"Content-Length: 52428800\r\n\r\n" + b"[" * 1024)
+    status, took = _raw(str(api.base_url), announced)
+    assert status in (401, 413) and took < 5
+    # no length (chunked): the token is checked before the first byte of the body is read
+    chunked = (b"POST " + path + b" HTTP/1.1\r\n" + host + b"Content-Type: application/json\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n" + b"400\r\n" + b"[" * 1024 + b"\r\n")
+    status, took = _raw(str(api.base_url), chunked)
+    assert status == 401 and took < 5
+
+
+def test_a_streamed_body_over_the_cap_is_413(api: httpx.Client) -> None:
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams in
+        yield b'{"bucket": "'
+        for _ in range(40):
+            yield b"x" * 65536
+        yield b'", "token": "t"}'
+
+    sent = api.post("/v1/actions/tests.actions.record", content=chunks(),
+                    headers={**auth(SUBMIT), "Content-Type": "application/json"})
+    assert sent.status_code == 413
+
+
+def test_deep_nesting_without_a_token_is_401(api: httpx.Client) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert api.post("/v1/actions/tests.actions.record", content=deep,
+                    headers={"Content-Type": "application/json"}).status_code == 401
+    assert api.post("/v1/dlq/redrive", content=deep,
+                    headers={**auth(SUBMIT), "Content-Type": "application/json"}).status_code == 403
+    assert api.post("/v1/actions/tests.actions.record", content=deep,
+                    headers={**auth(SUBMIT), "Content-Type": "application/json"}).status_code < 500

@@ -47,7 +47,7 @@ class FakeHousekeeper:
         self.released: list[tuple[str, int]] = []
         self.letters: list[Any] = []
 
-    def delete(self, url: str, handle: str, then: Any = None) -> None:
+    def delete(self, url: str, handle: str, then: Any = None, urgent: bool = False) -> None:
         self.deleted.append(handle)
 
     def release(self, messages: list[tuple[str, str]], visibility: int = 0) -> None:

@@ -29,7 +29,7 @@ from actionrunner.settings import Settings
 from actionrunner.state import Claim, DynamoDBStore, MemoryStore, Status, guard
 from actionrunner.state import effects as fx
 from actionrunner.state.lease import LeaseKeeper
-from actionrunner.state.table import idempotency_pk
+from actionrunner.state.schema import idempotency_pk
 from tests.actions import charge_order, gated, tally
 from tests.conftest import Worker
 from tests.test_fifo_worker import _kill_tree

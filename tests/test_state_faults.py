@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 
 from actionrunner import action
-from actionrunner.dynamo import state_client_config
 from actionrunner.errors import IdempotencyInProgress, StateUnavailable
 from actionrunner.runs import RunStore
 from actionrunner.settings import Settings
 from actionrunner.state import Claim, DynamoDBStore, Replay, guard
 from actionrunner.state import effects as fx
 from actionrunner.state.ratelimit import SharedRateLimit
+from actionrunner.state.throttling import state_client_config
 from bench.faults import FaultProxy
 from tests.conftest import SQS_SERVER, Worker
 

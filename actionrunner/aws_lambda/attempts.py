@@ -16,12 +16,11 @@ from collections.abc import Callable
 from typing import Any
 
 from ..logging import get_logger
-from ..provision import STATE_KEY, STATE_TTL_ATTRIBUTE
+from ..state.schema import ATTEMPTS_PREFIX, STATE_TTL_ATTRIBUTE, attempts_pk, expiry, key
 
 log = get_logger("actionrunner.lambda")
 
-#: Prefix of the attempt counters in the state table.
-ATTEMPTS_PREFIX = "attempts#"
+__all__ = ["ATTEMPTS_PREFIX", "AttemptLog"]
 
 
 class AttemptLog:
@@ -34,7 +33,7 @@ class AttemptLog:
 
     @staticmethod
     def key(queue: str, message_id: str) -> dict[str, Any]:
-        return {STATE_KEY: {"S": f"{ATTEMPTS_PREFIX}{queue}#{message_id}"}}
+        return key(attempts_pk(queue, message_id))
 
     def failures(self, queue: str, message_id: str, receive_count: int) -> int:
         """Failed runs of the message so far (0 on its first receive, without a request)."""
@@ -56,7 +55,7 @@ class AttemptLog:
                 TableName=self.table, Key=self.key(queue, message_id),
                 UpdateExpression="ADD failures :one SET #expires = :expires",
                 ExpressionAttributeNames={"#expires": STATE_TTL_ATTRIBUTE},
-                ExpressionAttributeValues={":one": {"N": str(by)}, ":expires": {
-                    "N": str(int(self.clock()) + self.ttl_seconds)}})
+                ExpressionAttributeValues={":one": {"N": str(by)},
+                                           ":expires": expiry(self.ttl_seconds, self.clock())})
         except Exception as exc:
             log.warning("attempts-write-failed", message_id=message_id, error=repr(exc)[:300])

@@ -2,8 +2,8 @@
 
 One source of truth: the templates are rendered by this package from the same things
 ``actionrunner provision`` and the services use — the queue attributes of
-:func:`actionrunner.provision.desired_attributes`, the table shape of :mod:`actionrunner.provision`
-(``STATE_KEY``, ``STATE_TTL_ATTRIBUTE``), the defaults and bounds of
+:func:`actionrunner.provision.desired_attributes`, the table shape of
+:mod:`actionrunner.state.schema` (``STATE_KEY``, ``STATE_TTL_ATTRIBUTE``), the defaults and bounds of
 :class:`~actionrunner.settings.Settings` (as parameters, see :mod:`.params`; every service
 receives them as its ``ACTIONRUNNER_*`` variables), the metric names of
 :mod:`actionrunner.metrics` (in the failure-rate alarm). ``deploy/*.template.json`` are this

@@ -17,9 +17,10 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import metrics
-from ..provision import STATE_KEY, STATE_TTL_ATTRIBUTE, desired_attributes
+from ..provision import desired_attributes
 from ..settings import Settings
 from ..sqs.claimcheck import KEY_PREFIX
+from ..state.schema import STATE_KEY, STATE_TTL_ATTRIBUTE
 from .cfn import equals, flag, get_att, if_, parameter, queue_arn, ref, sub
 from .params import BY_FIELD
 

@@ -12,7 +12,7 @@ api        queue: send, GetQueueUrl, GetQueueAttributes (/readyz); DLQ: receive,
            visibility, purge (dlq.py); table: get, put, update (runs, Idempotency-Key);
            cloudwatch:GetMetricStatistics (age of the oldest message; no resource-level scope)
 flower     both queues: GetQueueUrl, GetQueueAttributes; ListQueues
-monitor    worker and flower, on the monitoring queues (sqs/monitor.py: ``<MonitorQueuePrefix>*``):
+monitor    worker and flower, on the monitoring queues (sqs/monitor/: ``<MonitorQueuePrefix>*``):
            create, delete, list, send, receive, GetQueueUrl, GetQueueAttributes
 lambda     as the worker (the event source mapping receives and deletes with the same role),
            without the monitoring queues (no Celery worker runs there)
@@ -42,7 +42,7 @@ STATE_RUN = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dyn
 
 QUEUE, DLQ, TABLE = queue_arn("QueueName"), queue_arn("DeadLetterQueueName"), table_arn("StateTableName")
 MONITOR = sub("arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:${MonitorQueuePrefix}*")
-#: Flower / celery inspect / celery events (sqs/monitor.py): each worker and Flower creates its
+#: Flower / celery inspect / celery events (sqs/monitor/): each worker and Flower creates its
 #: own monitoring queue, finds the others with ListQueues, and sends to and receives from them.
 SQS_MONITOR = ["sqs:CreateQueue", "sqs:DeleteQueue", "sqs:SendMessage", "sqs:ReceiveMessage",
                *SQS_LOOKUP]
@@ -92,6 +92,6 @@ def flower() -> list[dict[str, Any]]:
 
 
 def monitor() -> list[dict[str, Any]]:
-    """A worker's remote-control mailbox and its events (sqs/monitor.py)."""
+    """A worker's remote-control mailbox and its events (sqs/monitor/)."""
     return [allow(SQS_MONITOR, MONITOR, "MonitoringQueues"),
             allow(["sqs:ListQueues"], "*", "ListMonitoringQueues")]

@@ -370,9 +370,11 @@ class FifoConsumer(MessageSettler):
                     self.s3.delete_object(Bucket=pointer[0], Key=pointer[1])  # type: ignore[attr-defined]
                 except Exception as exc:  # the bucket's lifecycle rule expires it anyway
                     logger.warning("could not delete s3://%s/%s: %r", *pointer, exc)
-        self._housekeeper.delete(held.queue_url, delivery_tag, then=then)
         virtual.Channel.basic_ack(self, delivery_tag)  # type: ignore[arg-type]
         self._next_of(held.group)
+        # nothing left here to run: lingering for a fuller batch would only keep groups waiting
+        idle = all(h.running for h in self._held.values())
+        self._housekeeper.delete(held.queue_url, delivery_tag, then=then, urgent=idle)
 
     def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
         held = self._held.get(delivery_tag) if self._dispatcher is not None else None

@@ -5,8 +5,9 @@ Celery's event loop is busy or stopped (during a warm shutdown, running actions 
 messages alive until they finish), and no SQS error ever reaches the event loop. Every request is
 retried until it succeeds or there is nothing left to do:
 
-* :meth:`delete` queues a message for DeleteMessageBatch (sent when ten are queued or within
-  ``flush_interval``). A failed call, or a ``Failed`` entry, is sent again with the same receipt
+* :meth:`delete` queues a message for DeleteMessageBatch: sent when ten are queued, or when the
+  oldest has waited ``linger`` seconds (0.25 s: batches fill), or at once when the worker has
+  nothing else to run (``urgent``: lingering would only add latency). A failed call, or a ``Failed`` entry, is sent again with the same receipt
   handle, and the message keeps its heartbeat meanwhile, so the handle stays valid. A delete that
   finally fails (the handle expired) is a ``delete-failed`` line and metric: the message runs
   again, and the idempotency store turns that run into a replay. ``then`` runs after the delete
@@ -85,7 +86,8 @@ class Housekeeper(threading.Thread):
         *,
         visibility_timeout: int,
         heartbeat_interval: float | None = None,
-        flush_interval: float = 0.05,
+        flush_interval: float = 0.02,
+        linger: float = 0.25,
         on_lost: Callable[[list[str]], None] | None = None,
         dlq_client: Any = None,
     ) -> None:
@@ -95,6 +97,8 @@ class Housekeeper(threading.Thread):
         self.visibility_timeout = max(visibility_timeout, 1)
         self.heartbeat_interval = heartbeat_interval or max(1.0, self.visibility_timeout / 3)
         self.flush_interval = flush_interval
+        self.linger = linger
+        self._urgent = False
         self.on_lost = on_lost
         self._lock = threading.Condition()
         self._deletes: list[_Delete] = []
@@ -124,11 +128,14 @@ class Housekeeper(threading.Thread):
         with self._lock:
             return receipt_handle in self._tracked
 
-    def delete(self, queue_url: str, receipt_handle: str, then: Callable[[], None] | None = None) -> None:
-        """Delete the message (batched, retried); it keeps its heartbeat until SQS confirms."""
+    def delete(self, queue_url: str, receipt_handle: str, then: Callable[[], None] | None = None,
+               *, urgent: bool = False) -> None:
+        """Delete the message (batched, retried); it keeps its heartbeat until SQS confirms.
+        ``urgent``: send the batch now (the worker has nothing else to do)."""
         with self._lock:
             self._deletes.append(_Delete(queue_url, receipt_handle, then))
-            if len(self._deletes) >= C.SQS_MAX_BATCH:
+            self._urgent = self._urgent or urgent
+            if len(self._deletes) >= C.SQS_MAX_BATCH or urgent:
                 self._lock.notify()
 
     def release(self, messages: list[tuple[str, str]], visibility: int = 0) -> None:
@@ -164,16 +171,25 @@ class Housekeeper(threading.Thread):
         self.flush()
 
     # -- the thread ------------------------------------------------------------------------
+    def _deletes_due(self, now: float) -> bool:
+        if self._urgent or len(self._deletes) >= C.SQS_MAX_BATCH or self._stopping:
+            return True
+        return any(d.due <= now and now - d.since >= self.linger for d in self._deletes)
+
     def run(self) -> None:
         while True:
             with self._lock:
-                if not self._stopping and len(self._deletes) < C.SQS_MAX_BATCH and not self._releases:
+                now = time.monotonic()
+                if not self._stopping and not self._deletes_due(now) and not self._releases:
                     self._lock.wait(self.flush_interval)
                 if self._stopping:
                     return
                 now = time.monotonic()
-                deletes = [d for d in self._deletes if d.due <= now]
-                self._deletes = [d for d in self._deletes if d.due > now]
+                deletes: list[_Delete] = []
+                if self._deletes_due(now):
+                    deletes = [d for d in self._deletes if d.due <= now]
+                    self._deletes = [d for d in self._deletes if d.due > now]
+                    self._urgent = False
                 releases, self._releases = self._releases, []
                 letters = [j for j in self._dead_letters if j.due <= now]
                 self._dead_letters = [j for j in self._dead_letters if j.due > now]

@@ -171,14 +171,16 @@ class Receiver(threading.Thread):
         self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
         self.episode = Episode(f"ReceiveMessage from {queue_url.rsplit('/', 1)[-1]}")
         self._wake = threading.Event()
+        self._idle = False  #: waiting for room (only then does wake() need to signal)
         self._stopping = threading.Event()
         #: Requests made and messages received (for the benchmarks and tests).
         self.requests = 0
         self.received = 0
 
     def wake(self) -> None:
-        """Room was freed: look at the demand now."""
-        self._wake.set()
+        """Room was freed: look at the demand now (a no-op unless the loop waits for room)."""
+        if self._idle:
+            self._wake.set()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -201,7 +203,10 @@ class Receiver(threading.Thread):
                 logger.exception("receiver: cannot tell how many messages to ask for")
                 wanted = 0
             if wanted <= 0 and attempt_id is None:
-                self._wake.wait(0.25)
+                self._idle = True
+                if self.demand() <= 0:  # room freed between the two looks is not missed
+                    self._wake.wait(0.25)
+                self._idle = False
                 self._wake.clear()
                 continue
             if attempt_id is None:  # a new receive (a retried one keeps its id and its count)

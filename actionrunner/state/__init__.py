@@ -8,7 +8,9 @@
 * :mod:`.ratelimit` — shared rate limits: a token bucket in the state table for all workers;
 * :mod:`.lease` — renews the leases of running actions;
 * :mod:`.guard` — puts them around each run of an action (``Action.__call__``);
-* :mod:`.table` — the kinds of items in the one state table.
+* :mod:`.schema` — the state table: its key, TTL attribute and every kind of item in it;
+* :mod:`.apikeys` — the admin API's Idempotency-Keys;
+* :mod:`.table` — this process's client of the table.
 """
 
 from __future__ import annotations

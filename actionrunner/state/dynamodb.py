@@ -37,12 +37,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..dynamo import is_transient
 from ..errors import EffectRejected, StateError, StateUnavailable
 from ..settings import Settings
 from .record import Record, Status
+from .schema import IDEMPOTENCY_PREFIX, STATE_KEY, STATE_TTL_ATTRIBUTE
 from .store import Effect, IdempotencyStore
-from .table import IDEMPOTENCY_PREFIX, STATE_KEY, STATE_TTL_ATTRIBUTE
+from .throttling import is_transient
 
 #: The item is free to claim: no record, or it expired, or it is a claim whose lease ran out.
 _CLAIMABLE = ("attribute_not_exists(#pk) OR #expires <= :now OR "

@@ -32,7 +32,6 @@ from typing import Any
 
 from .. import constants as C
 from .. import keys
-from ..dynamo import is_throttling, is_transient
 from ..errors import ActionDefinitionError, LeaseLost, StateUnavailable
 from ..logging import get_logger
 from ..settings import get_settings
@@ -40,8 +39,10 @@ from . import effects
 from .lease import keeper
 from .ratelimit import SharedRateLimit, drawing_from, parse_rate
 from .record import Replay
+from .schema import idempotency_pk
 from .store import IdempotencyStore
-from .table import client, idempotency_pk
+from .table import client
+from .throttling import is_throttling, is_transient
 
 log = get_logger("actionrunner.state")
 

@@ -39,9 +39,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..dynamo import backoff_delay, is_throttling, is_transient
 from ..errors import StateError, StateUnavailable
-from .table import STATE_KEY, STATE_TTL_ATTRIBUTE, bucket_pk
+from .schema import STATE_KEY, STATE_TTL_ATTRIBUTE, bucket_pk
+from .throttling import backoff_delay, is_throttling, is_transient
 
 #: First pause of a bucket after its action was throttled; it doubles up to MAX_PENALTY.
 BASE_PENALTY = 0.5

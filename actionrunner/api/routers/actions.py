@@ -1,0 +1,84 @@
+"""``/v1/actions``: the actions this deployment knows, and submitting one (``submit`` scope)."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Annotated, Any
+
+from fastapi import Body, Header, HTTPException, Path, Query, Response
+
+from ... import keys
+from ...action import Action, PreparedCall
+from ...logging import get_logger
+from ...runs import API_RUN_HEADER
+from ..auth import router as scoped_router
+from ..deps import Deps, Services
+from ..errors import upstream
+from ..models import Accepted, ActionInfo
+
+log = get_logger("actionrunner.api")
+router = scoped_router("submit", prefix="/v1/actions", tags=["actions"])
+
+
+@router.get("", response_model=list[ActionInfo])
+def list_actions(deps: Deps) -> list[ActionInfo]:
+    """Every action this deployment knows, with the JSON Schema of its inputs."""
+    infos = []
+    for name, action in sorted(deps.actions.items()):
+        group = action.message_group
+        infos.append(ActionInfo(
+            name=name, group=group if isinstance(group, str) or group is None else "callable",
+            max_attempts=action.max_attempts, input_schema=action.input_model.model_json_schema(),
+        ))
+    return infos
+
+
+@router.post(
+    "/{name}", status_code=202, response_model=Accepted,
+    responses={404: {"description": "unknown action"}, 422: {"description": "invalid inputs"},
+               503: {"description": "SQS unreachable: nothing was sent"}},
+)
+def submit(
+    response: Response,
+    deps: Deps,
+    name: Annotated[str, Path(max_length=256)],
+    inputs: Annotated[dict[str, Any], Body(description="The action's inputs.")],
+    group: Annotated[str | None, Query(max_length=128, description="MessageGroupId override.")] = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)] = None,
+) -> Accepted:
+    """Validate and send one action. 202 only once SQS has accepted the message."""
+    action = deps.actions.get(name)
+    if action is None:
+        raise HTTPException(404, f"no action named {name!r}")
+    call = action.prepare(kwargs=inputs, group=group)  # ActionError → 422
+    run_id, replayed = str(uuid.uuid4()), False
+    dedup_id = keys.dedup_id(name, f"run:{run_id}")
+    if idempotency_key is not None:
+        run_id, dedup_id, replayed = _claim_key(deps, name, idempotency_key, call, run_id)
+    _send(action, call, run_id, dedup_id)
+    try:
+        if deps.settings.run_status != "off":
+            deps.runs.queued(run_id, name, call.group, dedup_id)
+    except Exception:  # the message is sent: a missing status row must not turn into an error
+        log.warning("run-status-write-failed", run_id=run_id, exc_info=True)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return Accepted(run_id=run_id, status_url=f"/v1/runs/{run_id}", action=name,
+                    group=call.group, dedup_id=dedup_id, replayed=replayed)
+
+
+def _send(action: Action, call: PreparedCall, run_id: str, dedup_id: str) -> None:
+    with upstream("SQS"):
+        action.apply_async(kwargs=call.kwargs, task_id=run_id, MessageGroupId=call.group,
+                           MessageDeduplicationId=dedup_id, headers={API_RUN_HEADER: 1})
+
+
+def _claim_key(deps: Services, name: str, key: str, call: PreparedCall,
+               run_id: str) -> tuple[str, str, bool]:
+    """First use of an Idempotency-Key stores its run id; a repeat gets the same run id (and
+    the same SQS dedup id, so a re-send within SQS's window is dropped there too)."""
+    fingerprint = hashlib.sha256(keys.canonical_json([call.kwargs, call.group])).hexdigest()
+    with upstream("DynamoDB"):
+        run_id, replayed = deps.api_keys.claim(name, key, run_id, fingerprint)  # KeyReused → 422
+    return run_id, keys.dedup_id(name, f"api-key:{key}"), replayed

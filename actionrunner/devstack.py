@@ -1,0 +1,133 @@
+"""``actionrunner dev``: the whole stack on the embedded local AWS, supervised until Ctrl-C.
+
+The emulator (:class:`actionrunner.local.LocalAWS`) and the queues, table and bucket first; then
+the worker, beat, the admin API (with a token made for the session) and Flower (with a password
+made for the session), each a child process. When one exits, or on SIGINT/SIGTERM, all are
+stopped together (:func:`actionrunner.local.stop_processes`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from . import constants as C
+from . import provision
+from .local import LocalAWS, Stop, stop_processes
+from .settings import Settings, get_settings
+
+#: Logs of the emulator, and beat's schedule (in its parent folder).
+LOGS = Path(".local/logs")
+
+
+@dataclass
+class DevStack:
+    """What ``actionrunner dev`` runs (see its options)."""
+
+    concurrency: int = 2
+    sqs: str = "fauxqs"
+    beat: bool = True
+    moto_port: int = C.LOCAL_MOTO_PORT
+    sqs_port: int = C.LOCAL_SQS_PORT
+    api_port: int = 8000
+    flower_port: int = 5555
+    console: Console = field(default_factory=lambda: Console(stderr=True))
+
+    def run(self) -> None:
+        """Run until Ctrl-C (or until a child exits), then stop everything."""
+        stop = Stop()
+        with LocalAWS(sqs=self.sqs, moto_port=self.moto_port, sqs_port=self.sqs_port,  # type: ignore[arg-type]
+                      log_dir=LOGS) as aws:
+            env = {**os.environ, **aws.env()}
+            if self.sqs == "moto":
+                env.setdefault("ACTIONRUNNER_WAIT_TIME_SECONDS", "1")  # moto's long poll spins a CPU
+            os.environ.update(env)
+            get_settings.cache_clear()
+            settings = get_settings()
+            provision.apply(settings)
+            provision.apply_table(settings)
+            provision.apply_bucket(settings)
+            commands, notes = self.commands(settings, env)
+            children: list[tuple[str, subprocess.Popen[bytes]]] = []
+            try:
+                for name, argv in commands.items():
+                    children.append((name, subprocess.Popen(argv, env=env, start_new_session=True)))
+                self._print(aws, settings, children, notes)
+                stop.wait(poll=lambda: any(p.poll() is not None for _, p in children))
+                for name, proc in children:
+                    if proc.poll() is not None:
+                        self.console.print(f"[red]{name} exited with code {proc.returncode}[/]")
+            finally:
+                stop_processes([proc for _, proc in children], timeout=20)
+        self.console.print("stack stopped")
+
+    def commands(self, settings: Settings,
+                 env: dict[str, str]) -> tuple[dict[str, list[str]], dict[str, str]]:
+        """The children's command lines, and what to tell about each (URLs, credentials). Adds the
+        session's API token to ``env``."""
+        celery = [sys.executable, "-m", "celery", "-A", "actionrunner"]
+        commands = {"worker": [*celery, "worker", "-c", str(self.concurrency), "--loglevel",
+                               settings.log_level]}
+        notes: dict[str, str] = {}
+        if self.beat:
+            commands["beat"] = [*celery, "beat", "--schedule", str(LOGS.parent / "celerybeat-schedule")]
+        if self.api_port:
+            from .api.auth import new_token
+
+            token, entry = new_token("dev", ["submit", "admin"])
+            env["ACTIONRUNNER_API_TOKENS"] = json.dumps(
+                [*(t.model_dump() for t in settings.api_tokens), entry.model_dump()])
+            commands["api"] = [sys.executable, "-m", "actionrunner.cli", "api", "--port",
+                               str(self.api_port)]
+            notes["api"] = f"http://127.0.0.1:{self.api_port}/docs, "
+            notes["token"] = token
+        if self.flower_port:
+            if importlib.util.find_spec("flower") is None:
+                self.console.print("[yellow]Flower is not installed (pip install -e \".[flower]\"); "
+                                   "running without it[/]")
+            else:
+                password = secrets.token_urlsafe(12)
+                commands["flower"] = [*celery, "flower", "--address=127.0.0.1",
+                                      f"--port={self.flower_port}", f"--basic-auth=admin:{password}"]
+                notes["flower"] = (f"http://127.0.0.1:{self.flower_port}/ (user admin, password "
+                                   f"{password}), ")
+        return commands, notes
+
+    def _print(self, aws: LocalAWS, settings: Settings,
+               children: list[tuple[str, subprocess.Popen[bytes]]], notes: dict[str, str]) -> None:
+        table = Table(title="ActionRunner dev stack (Ctrl-C stops everything)")
+        table.add_column("part")
+        table.add_column("where")
+        for server in aws.servers:
+            table.add_row(server.name, f"{server.url}  (pid {server.process.pid}, log {server.log_path})")  # type: ignore[union-attr]
+        table.add_row("queue", f"{settings.queue_name} → DLQ {settings.dlq_name} "
+                               f"(maxReceiveCount {settings.max_receive_count})")
+        for name, proc in children:
+            table.add_row(name, f"{notes.get(name, '')}pid {proc.pid}, JSON logs below")
+        self.console.print(table)
+        pids = [(s.name, s.process.pid) for s in aws.servers if s.process]
+        pids += [(name, proc.pid) for name, proc in children]
+        self.console.print("processes: " + ", ".join(f"{n} pid={p}" for n, p in pids),
+                           soft_wrap=True, markup=False)
+        default_ports = (self.moto_port, self.sqs_port) == (C.LOCAL_MOTO_PORT, C.LOCAL_SQS_PORT)
+        point = ("  set -a; . config/local.env; set +a" if default_ports and self.sqs == "fauxqs" else
+                 "\n".join(f"  export {k}={v}" for k, v in aws.env().items()))
+        self.console.print("send an action from another shell:\n" + point + "\n"
+                           "  actionrunner submit tasks.demo.hello --json '{\"name\": \"you\"}'\n"
+                           "  # or: python -c 'from tasks.demo import hello; hello.delay(name=\"you\")'",
+                           markup=False)
+        if token := notes.get("token"):
+            self.console.print(
+                f"admin API token (submit, admin) for this session: {token}\n"
+                f"  curl -H 'Authorization: Bearer {token}' -d '{{\"name\": \"you\"}}' "
+                f"http://127.0.0.1:{self.api_port}/v1/actions/tasks.demo.hello",
+                markup=False, soft_wrap=True)

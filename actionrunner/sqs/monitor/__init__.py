@@ -1,0 +1,68 @@
+"""Flower, ``celery inspect`` and ``celery events`` over SQS, with no server besides SQS.
+
+Celery watches and steers workers through three exchanges that kombu's SQS transport cannot
+route: remote control broadcasts on a fanout exchange (``celery.pidbox``), the replies on a
+direct exchange (``reply.celery.pidbox``), and events on a topic exchange (``celeryev``). kombu's
+virtual transports keep exchange bindings in each process's memory, so a worker never learns of
+the reply queue ``celery inspect`` declared, nor of Flower's event queue: stock Celery on SQS
+disables both ("No nodes replied"; Flower stays empty).
+
+Here the bindings live in SQS itself, in queue names. Each listener gets a standard queue named
+``<prefix><kind>-<name>``:
+
+========  =========================================  =======================================
+kind      the queue                                  who sends to it
+========  =========================================  =======================================
+``box``   a worker's mailbox (``<host>.celery.pidbox``)  a broadcast: every ``box`` queue
+``rep``   a client's replies (``<oid>.reply.celery.pidbox``)  a worker's reply: that one queue
+``ev``    an event listener (``celeryev.<uuid>``)    an event: every ``ev`` queue
+========  =========================================  =======================================
+
+A sender finds the listeners with ListQueues (by prefix, cached for a few seconds, refreshed at
+once when a broadcast arrives, as Flower sends one when it starts), and sends from a background
+thread with SendMessageBatch, so the worker's loop never waits on monitoring and events to one
+queue share requests. With nobody listening, an event costs no request at all.
+
+The queues keep messages 60 s (SQS's minimum) and hide what was received for longer than that,
+so a received message is never deleted: it expires. Events are one-way notices and control
+messages carry their own deadlines; neither needs more. Listeners delete their queue when they
+close; a workers' janitor deletes event queues whose listener died (messages waiting, none
+received for a minute).
+
+Modules, one job each:
+
+* :mod:`.names` — the kinds of monitoring queue, their SQS names, their timings;
+* :mod:`.listeners` — :class:`Monitor`: the listener queues a process knows and where a message
+  goes (one per process and endpoint, :func:`monitor_for`);
+* :mod:`.sender` — :class:`Sender`: the thread that sends, batched per queue;
+* :mod:`.janitor` — :class:`Janitor`: deletes event queues whose listener died;
+* :mod:`.routing` — :class:`MonitorRouting`: the channel's names, declarations and publishing;
+* :mod:`.mailbox` — its receiving: mailbox (with a watchdog), replies, events.
+"""
+
+from __future__ import annotations
+
+from .janitor import Janitor
+from .listeners import Monitor, monitor_for
+from .names import (
+    DEFAULT_PREFIX,
+    FAILURE_EVENTS,
+    JANITOR_INTERVAL_SECONDS,
+    KINDS,
+    LISTING_TTL_SECONDS,
+    MAX_QUEUE_NAME,
+    REPLY_WAIT_SECONDS,
+    RETENTION_SECONDS,
+    VISIBILITY_SECONDS,
+    Kind,
+    is_monitoring_exchange,
+    kind_of,
+    sqs_queue_name,
+)
+from .routing import MonitorRouting
+from .sender import Sender
+
+__all__ = ["DEFAULT_PREFIX", "FAILURE_EVENTS", "JANITOR_INTERVAL_SECONDS", "KINDS",
+           "LISTING_TTL_SECONDS", "MAX_QUEUE_NAME", "REPLY_WAIT_SECONDS", "RETENTION_SECONDS",
+           "VISIBILITY_SECONDS", "Janitor", "Kind", "Monitor", "MonitorRouting", "Sender",
+           "is_monitoring_exchange", "kind_of", "monitor_for", "sqs_queue_name"]

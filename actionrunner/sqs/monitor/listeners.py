@@ -1,0 +1,194 @@
+"""A process's view of the monitoring queues: the listeners it knows (cached ListQueues), the
+queues it declared itself, where a message to a monitoring exchange goes; one per process and
+endpoint (:func:`monitor_for`)."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .janitor import Janitor
+from .names import (
+    FAILURE_EVENTS,
+    LISTING_TTL_SECONDS,
+    RETENTION_SECONDS,
+    VISIBILITY_SECONDS,
+    Kind,
+    sqs_queue_name,
+)
+from .sender import Sender
+
+logger = logging.getLogger("actionrunner.monitor")
+
+
+class Monitor:
+    """One per process and endpoint: the listener queues it knows, and its :class:`Sender`."""
+
+    def __init__(self, client: Any, prefix: str, task_events: str = "all",
+                 attributes: dict[str, str] | None = None) -> None:
+        self.client, self.prefix, self.task_events = client, prefix, task_events
+        self.attributes = {"MessageRetentionPeriod": str(RETENTION_SECONDS),
+                           "VisibilityTimeout": str(VISIBILITY_SECONDS), **(attributes or {})}
+        self._lock = threading.Lock()
+        self._listing: dict[Kind, tuple[float, list[str]]] = {}
+        self._urls: dict[str, str] = {}  # SQS name -> URL
+        self._sender: Sender | None = None
+        self.janitor = Janitor(client, lambda: self.listeners("ev"), self._gone)
+        #: this process's token in its mailbox's name (see :func:`sqs_queue_name`)
+        self.instance = uuid.uuid4().hex[:8]
+        self._declared: dict[str, str] = {}  # this process's own queues: name -> URL
+        self._pid = os.getpid()
+        atexit.register(self.close)
+
+    def sqs_name(self, queue: str) -> str:
+        return sqs_queue_name(self.prefix, queue, self.instance)
+
+    # -- listeners ---------------------------------------------------------------------------
+    def declare(self, queue: str) -> str:
+        """Create (or find) the SQS queue of monitoring queue ``queue``; returns its URL."""
+        name = self.sqs_name(queue)
+        url = self._urls.get(name)
+        if url is None:
+            url = self.client.create_queue(QueueName=name, Attributes=self.attributes)["QueueUrl"]
+            self._urls[name] = self._declared[name] = url
+            self.refresh()
+        return url
+
+    def forget(self, queue: str) -> None:
+        """Drop what is known of ``queue``'s SQS queue (it is gone; the next declare makes it)."""
+        name = self.sqs_name(queue)
+        self._urls.pop(name, None)
+        self._declared.pop(name, None)
+
+    def close(self) -> None:
+        """Send what is pending and delete this process's own queues (also at exit: Flower exits
+        on SIGTERM without closing its connections)."""
+        if os.getpid() != self._pid:
+            return  # a forked child: the queues are its parent's
+        self.flush()
+        for name, url in list(self._declared.items()):
+            self._declared.pop(name, None)
+            self._urls.pop(name, None)
+            with contextlib.suppress(ClientError, BotoCoreError):
+                self.client.delete_queue(QueueUrl=url)
+
+    def delete(self, queue: str) -> None:
+        """Delete the SQS queue of ``queue`` (a listener that stops)."""
+        name = self.sqs_name(queue)
+        url = self._urls.pop(name, None)
+        self._declared.pop(name, None)
+        if url is None:
+            return
+        try:
+            self.client.delete_queue(QueueUrl=url)
+        except (ClientError, BotoCoreError) as exc:
+            logger.debug("could not delete monitoring queue %s: %s", url, exc)
+        self.refresh()
+
+    def listeners(self, kind: Kind) -> list[str]:
+        """URLs of the ``kind`` queues (cached ListQueues)."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._listing.get(kind)
+            if cached is not None and now - cached[0] < LISTING_TTL_SECONDS:
+                return cached[1]
+        urls: list[str] = []
+        try:
+            paginator = self.client.get_paginator("list_queues")
+            for page in paginator.paginate(QueueNamePrefix=f"{self.prefix}{kind}-", MaxResults=1000):
+                urls.extend(page.get("QueueUrls") or [])
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("could not list monitoring queues: %s", exc)
+            urls = cached[1] if cached else []
+        with self._lock:
+            self._listing[kind] = (now, urls)
+        return urls
+
+    def refresh(self) -> None:
+        """Forget the listings (a new listener may have appeared)."""
+        with self._lock:
+            self._listing.clear()
+
+    def _gone(self, url: str) -> None:
+        with self._lock:
+            for kind, (at, urls) in list(self._listing.items()):
+                self._listing[kind] = (at, [u for u in urls if u != url])
+
+    # -- sending -----------------------------------------------------------------------------
+    def route(self, exchange: str, routing_key: str, event_exchange: str = "celeryev") -> list[str] | None:
+        """The queue URLs a message to ``exchange`` goes to, or None if it is not a monitoring
+        exchange."""
+        if exchange.endswith(".pidbox"):
+            if exchange.startswith("reply."):
+                url = self.reply_url(f"{routing_key}.{exchange}")
+                return [url] if url else []
+            return self.listeners("box")
+        if exchange == event_exchange:
+            # (also when a worker's Celery events were switched on remotely: Flower's
+            # enable_events broadcast cannot override the setting)
+            if routing_key.startswith("task.") and (
+                    self.task_events == "off"
+                    or (self.task_events == "failures" and routing_key not in FAILURE_EVENTS)):
+                return []
+            self.janitor.maybe_sweep()
+            return self.listeners("ev")
+        return None
+
+    def reply_url(self, queue: str) -> str | None:
+        """URL of a client's reply queue (the client created it), or None if it is gone."""
+        name = sqs_queue_name(self.prefix, queue)
+        url = self._urls.get(name)
+        if url is None:
+            try:
+                url = self.client.get_queue_url(QueueName=name)["QueueUrl"]
+            except (ClientError, BotoCoreError):
+                return None
+            self._urls[name] = url
+        return url
+
+    def send(self, urls: list[str], entry: dict[str, Any]) -> None:
+        if not urls:
+            return
+        if self._sender is None:
+            with self._lock:
+                if self._sender is None:
+                    self._sender = Sender(self.client, self._gone)
+                    atexit.register(self._sender.flush)
+        for url in urls:
+            self._sender.submit(url, entry)
+
+    def flush(self, timeout: float = 2.0) -> bool:
+        return self._sender.flush(timeout) if self._sender is not None else True
+
+    @property
+    def requests(self) -> int:
+        return self._sender.requests if self._sender is not None else 0
+
+
+    def _sweep(self) -> None:
+        """One janitor pass now (tests)."""
+        self.janitor.sweep()
+
+
+_MONITORS: dict[tuple[int, str | None, str, str], Monitor] = {}
+_MONITORS_LOCK = threading.Lock()
+
+
+def monitor_for(endpoint: str | None, prefix: str, task_events: str,
+                make_client: Callable[[], Any]) -> Monitor:
+    """This process's :class:`Monitor` for ``endpoint`` (one Sender thread per process)."""
+    key = (os.getpid(), endpoint, prefix, task_events)  # a forked child starts its own thread
+    with _MONITORS_LOCK:
+        monitor = _MONITORS.get(key)
+        if monitor is None:
+            monitor = _MONITORS[key] = Monitor(make_client(), prefix, task_events)
+        return monitor

@@ -1,0 +1,139 @@
+"""Receiving from monitoring queues: a worker's mailbox (with a watchdog that restarts its receive
+loop), a client's replies, event queues. Mixed into :class:`.routing.MonitorRouting`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from kombu.asynchronous.aws.sqs.message import AsyncMessage
+from kombu.transport.SQS import Channel as SQSChannel
+from vine import transform
+
+from .names import REPLY_WAIT_SECONDS, VISIBILITY_SECONDS, Kind, kind_of
+
+if TYPE_CHECKING:
+    from .listeners import Monitor
+
+logger = logging.getLogger("actionrunner.monitor")
+
+
+class MonitorReceiving:
+    """Receive overrides for the monitoring queues: standard, unordered, never acknowledged."""
+
+    _monitor_declared: set[str]
+    _polled: dict[str, float]  #: a mailbox's last receive (its watchdog's clock)
+
+    if TYPE_CHECKING:  # provided by MonitorRouting
+        monitor: Monitor
+
+        def _kind(self, name: str) -> Kind | None: ...
+        def canonical_queue_name(self, queue_name: str) -> str: ...
+        def _new_queue(self, queue: str, **kwargs: Any) -> str: ...
+
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        if not self._kind(queue):
+            return super().basic_consume(queue, no_ack, *args, **kwargs)  # type: ignore[misc]
+        tag = SQSChannel.basic_consume(self, queue, no_ack, *args, **kwargs)  # type: ignore[arg-type]
+        hub = getattr(self, "hub", None)
+        if self._kind(queue) == "box" and hub is not None:  # a worker's mailbox
+            self._polled = {**getattr(self, "_polled", {}), queue: time.monotonic()}
+            hub.call_repeatedly(self._watch_every, self._watch_mailbox, queue)
+        return tag
+
+    @property
+    def _watch_every(self) -> float:
+        return float(self.wait_time_seconds) + 5  # type: ignore[attr-defined]
+
+    def _watch_mailbox(self, queue: str) -> None:
+        """Restart the mailbox's receive loop if it stopped: a failed receive (the queue was
+        deleted under the worker, the endpoint was down) ends kombu's loop for good, and the
+        worker would stop answering `celery inspect` and Flower while it goes on running actions."""
+        if queue not in self._active_queues or self.closed:  # type: ignore[attr-defined]
+            return
+        if time.monotonic() - self._polled.get(queue, 0.0) < 2 * self._watch_every:
+            return
+        logger.warning("the remote-control mailbox %s stopped answering; declaring it again", queue)
+        if self._declare_again(queue):
+            self._polled[queue] = time.monotonic()
+            self._schedule_queue(queue)  # type: ignore[attr-defined]
+
+    def _declare_again(self, queue_or_name: str) -> bool:
+        """Forget a monitoring queue's URL and create it again (it was deleted under us)."""
+        queue = next((q for q in getattr(self, "_monitor_declared", set())
+                      if q == queue_or_name or self.canonical_queue_name(q) == queue_or_name),
+                     queue_or_name)
+        if not kind_of(queue):
+            return False  # not one this channel declared by its kombu name
+        name = self.canonical_queue_name(queue)
+        for key in (queue, name):
+            self._queue_cache.pop(key, None)  # type: ignore[attr-defined]
+            self.predefined_queues.pop(key, None)  # type: ignore[attr-defined]
+        self.monitor.forget(queue)
+        try:
+            self._new_queue(queue)
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("could not declare %s again (%s); trying later", queue, exc)
+            return False
+        return True
+
+    def _receive_message(self, queue: str, max_number_of_messages: int = 1,
+                         wait_time_seconds: int | None = None) -> Any:
+        if self._kind(queue) == "rep":  # `celery inspect` collects for ~1 s: poll in 1 s steps
+            wait_time_seconds = REPLY_WAIT_SECONDS
+        return super()._receive_message(queue, max_number_of_messages, wait_time_seconds)  # type: ignore[misc]
+
+    def _get_from_sqs(self, queue_name: str, queue_url: str, connection: Any, count: int = 1,
+                      callback: Any = None) -> Any:
+        if not self._kind(queue_name):
+            return super()._get_from_sqs(queue_name, queue_url, connection, count, callback)  # type: ignore[misc]
+
+        def ready(response: Any) -> Any:
+            # kombu raises a 4xx answer out of the event loop, which stops the worker ("Unrecoverable
+            # error"): monitoring must not. The queue is declared again and polling goes on.
+            try:
+                result = connection._on_list_ready(queue_name, [("Message", AsyncMessage)],
+                                                   "ReceiveMessage", response)
+            except Exception as exc:
+                logger.warning("receive from %s failed (%s); declaring it again", queue_name, exc)
+                self._declare_again(queue_name)
+                return {}
+            if not isinstance(result, dict):  # a 5xx answer comes back as a list: poll again
+                logger.warning("receive from %s failed (HTTP %s); polling again", queue_name,
+                               getattr(response, "status", "?"))
+                return {}
+            return result
+
+        params = {"MaxNumberOfMessages": count, "VisibilityTimeout": VISIBILITY_SECONDS,
+                  "WaitTimeSeconds": self.wait_time_seconds}  # type: ignore[attr-defined]
+        return connection.make_request("ReceiveMessage", params, queue_url, "POST",
+                                       callback=transform(ready, callback),
+                                       protocol_params={"query": {}, "json": {}})
+
+    def _on_messages_ready(self, queue: str, qname: str, messages: dict[str, Any]) -> Any:
+        kind = self._kind(qname)
+        if kind:
+            if kind == "box" and hasattr(self, "_polled"):
+                self._polled[qname] = time.monotonic()
+            if kind == "box" and messages.get("Messages"):
+                self.monitor.refresh()  # e.g. Flower starting: look for its event queue now
+            return SQSChannel._on_messages_ready(self, queue, qname, messages)  # type: ignore[arg-type]
+        return super()._on_messages_ready(queue, qname, messages)  # type: ignore[misc]
+
+    def _delete_message(self, queue_name: str, message: dict[str, Any]) -> None:
+        if self._kind(queue_name):
+            return  # received monitoring messages expire (see the module docstring)
+        return super()._delete_message(queue_name, message)  # type: ignore[misc,no-any-return]
+
+    def close(self) -> None:
+        """A listener that stops deletes its queues (its mailbox, reply or event queue)."""
+        declared = getattr(self, "_monitor_declared", set())
+        if declared and not getattr(self, "closed", False):
+            self.monitor.flush()
+            for queue in list(declared):
+                self._delete(queue)
+            declared.clear()
+        super().close()  # type: ignore[misc]
+
