@@ -24,8 +24,8 @@ worker exits (unplanned) and restarts, drain time (worker start to the queue emp
 faults injected by kind and by API call.
 
 A slow answer is held ``--slow-sqs`` / ``--slow-dynamodb`` seconds: above the worker's read
-timeouts (kombu's receive 20 s, boto3's SQS client 30 s; the state table's 5 s,
-ACTIONRUNNER_STATE_READ_TIMEOUT).
+timeouts (SQS: the bench's 1 s long poll + ACTIONRUNNER_READ_TIMEOUT, 20 s; the state table:
+ACTIONRUNNER_STATE_READ_TIMEOUT, 5 s), so the client gives up and tries again.
 """
 
 from __future__ import annotations
