@@ -291,7 +291,7 @@ def dlq_purge(
 @cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def bench(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Benchmark: backlog.")],
+    name: Annotated[str, typer.Argument(help="Benchmark: backlog, chaos, idempotency... (bench/NAME.py).")],
 ) -> None:
     """Run a benchmark script from bench/ (of a checkout of the repository) and print its figures."""
     import subprocess

@@ -32,8 +32,8 @@ The tree::
         └── EffectRejected          a staged write's own condition failed; nothing was written
 
 Control-flow signals (not failures): :class:`RetryLater` (raised by ``self.retry()`` in an action),
-and its subclass :class:`IdempotencyInProgress` (another run holds the key: wait, without using
-an attempt).
+and its subclasses :class:`IdempotencyInProgress` (another run holds the key: wait, without using
+an attempt) and :class:`StateUnavailable` (the state table does not answer: wait, the same way).
 
 Errors carry the context a caller needs to act on them (``field_errors``, ``size``, ``limit``,
 ``failed``...).
@@ -354,3 +354,24 @@ class IdempotencyInProgress(RetryLater):
 
     def __reduce__(self) -> Any:
         return type(self), (self.key, self.lease_until, self.when)
+
+
+class StateUnavailable(RetryLater):
+    """The state table (idempotency store, shared rate limits) kept failing — throttled, 5xx,
+    unreachable, timing out, refusing the credentials — for longer than a run waits for it.
+
+    Like :class:`IdempotencyInProgress`, the worker runs the message again after ``when`` seconds
+    *without using an attempt*: while DynamoDB is unreachable, actions wait; they neither run
+    without their guard nor go to the DLQ. ``operation`` names what failed (e.g. ``PutItem``),
+    ``cause`` the last error.
+    """
+
+    counts_as_attempt = False
+
+    def __init__(self, operation: str, cause: str = "", when: float | None = None):
+        self.operation, self.cause = operation, cause
+        super().__init__(f"the state table is unavailable ({operation}: {cause}); waiting",
+                         None, when)
+
+    def __reduce__(self) -> Any:
+        return type(self), (self.operation, self.cause, self.when)

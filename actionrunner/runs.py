@@ -9,6 +9,10 @@ live in the single ActionRunner state table under ``pk = "run#{id}"``
     >>> store = RunStore(get_settings())                   # doctest: +SKIP
     >>> store.get("5f0c…")                                  # doctest: +SKIP
     {'run_id': '5f0c…', 'action': 'tasks.demo.hello', 'status': 'succeeded', 'attempts': 1, ...}
+
+The worker's status writes are best effort: the client retries throttling, 5xx answers, resets
+and timeouts a few times (each write is idempotent: the same event written twice is the same
+item), and a write that still fails is a warning line — never the action's failure, nor a wait.
 """
 
 from __future__ import annotations
@@ -21,8 +25,12 @@ from typing import Any
 
 import orjson
 
+from .logging import get_logger
 from .settings import Settings
 from .state.schema import STATE_KEY, STATE_TTL_ATTRIBUTE, expiry, key, run_pk
+from .state.throttling import state_client_config
+
+log = get_logger("actionrunner.runs")
 
 #: Lifecycle event → run status.
 STATUS_OF_EVENT = {
@@ -58,7 +66,9 @@ class RunStore:
     def __init__(self, settings: Settings, client: Any = None) -> None:
         self.settings = settings
         self.table = settings.state_table
-        self.client = client or settings.client("dynamodb")
+        self.client = client or settings.client("dynamodb", config=state_client_config(settings, 3))
+        #: Status writes that failed (after the client's retries) and were given up.
+        self.failed_writes = 0
 
     @staticmethod
     def key(run_id: str) -> dict[str, Any]:
@@ -86,7 +96,16 @@ class RunStore:
         )
 
     def record(self, event: str, fields: dict[str, Any], result: Any = None) -> None:
-        """Apply a lifecycle event of a run (an observer of :func:`actionrunner.logging.log_event`)."""
+        """Apply a lifecycle event of a run (an observer of :func:`actionrunner.logging.log_event`);
+        best effort: a write that fails is logged and given up."""
+        try:
+            self._record(event, fields, result)
+        except Exception as exc:
+            self.failed_writes += 1
+            log.warning("run-status-write-failed", lifecycle_event=event, id=fields.get("id"),
+                        error=repr(exc)[:300])
+
+    def _record(self, event: str, fields: dict[str, Any], result: Any) -> None:
         status = STATUS_OF_EVENT.get(event)
         run_id = fields.get("id")
         if status is None or not run_id or not fields.get("action"):

@@ -177,6 +177,9 @@ class Settings(BaseSettings):
     #: Seconds to wait for an AWS answer (a receive waits ``wait_time_seconds`` more) before the
     #: request is given up and retried.
     read_timeout: float = Field(default=20.0, gt=0)
+    #: Seconds to wait for the state table's answer (DynamoDB answers in milliseconds) before
+    #: trying the request again (idempotency store, shared rate limits, run status).
+    state_read_timeout: float = Field(default=5.0, gt=0)
 
     @field_validator("queue_name")
     @classmethod

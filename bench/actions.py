@@ -1,4 +1,4 @@
-"""ActionRunner's side of the benchmarks: the probe action.
+"""ActionRunner's side of the benchmarks: the probe action (and bench chaos's action).
 
 The worker loads it with ``ACTIONRUNNER_IMPORTS=bench.actions``; each execution is appended to
 the file named by ``ACTIONRUNNER_BENCH_RECORD`` (see bench/probe.py). ``run`` (a uuid per
@@ -16,3 +16,19 @@ from bench.probe import run_probe
 def probe(group: str, seq: int, sleep_ms: int = 0, run: str = "") -> None:
     """Sleep ``sleep_ms`` and record (group, seq, start, end, pid)."""
     run_probe("actionrunner", group, seq, sleep_ms, run)
+
+
+@action(group="chaos:{run}:{group}")
+def chaos(run: str, group: int, seq: int, table: str) -> None:
+    """``actionrunner bench chaos``'s action: appends ``seq`` to its group's item
+    ``chaos#{run}#{group}`` in ``table`` — a write staged with the effects API, so committed
+    exactly once, with the completion — and records each execution (at least once) like the probe.
+    """
+    import time
+
+    from actionrunner.state import effects
+
+    effects.update(table, {"pk": f"chaos#{run}#{group}"},
+                   "SET seqs = list_append(if_not_exists(seqs, :empty), :seq), expires_at = :exp",
+                   values={":empty": [], ":seq": [seq], ":exp": int(time.time()) + 86_400})
+    run_probe("actionrunner", str(group), seq, 0, run)

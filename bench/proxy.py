@@ -14,17 +14,24 @@ responses with no message are also counted (in the window their request arrived 
 ``ReceiveMessage (empty)``. A ``label(api, body)`` function, if given, names what is counted
 instead (e.g. by queue: ``ReceiveMessage → events``, its empty part
 ``ReceiveMessage (empty) → events``).
+
+Subclasses change what happens to a request by overriding :meth:`CountingProxy.relay` with the
+pieces it is made of (``read_request``, ``relay_read``, ``forward_request``, ``respond``,
+``reset_connection``): bench/faults.py's ``FaultProxy`` injects AWS faults that way.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import socket
+import struct
 import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 #: Request headers that describe one connection, not the request: never forwarded.
@@ -43,10 +50,21 @@ def api_name(headers: http.client.HTTPMessage, body: bytes) -> str:
 
 
 class _Server(ThreadingHTTPServer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.to_reset: set[socket.socket] = set()  # connections to end with a TCP reset
+
     def handle_error(self, request: object, client_address: object) -> None:
         """A client that went away (a worker stopped mid long poll) is not worth a traceback."""
         if not isinstance(sys.exc_info()[1], ConnectionError):
             super().handle_error(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        if request in self.to_reset:  # no FIN first: SO_LINGER 0 makes close() send a RST
+            self.to_reset.discard(request)
+            self.close_request(request)
+            return
+        super().shutdown_request(request)
 
 
 def has_messages(body: bytes) -> bool:
@@ -122,6 +140,55 @@ class CountingProxy:
                     raise
         raise AssertionError("unreachable")
 
+    # -- one request: read, forward, answer (subclasses change what happens in between) --------
+    def relay(self, handler: BaseHTTPRequestHandler) -> None:
+        """Forward one request to the upstream and its answer back, counting it."""
+        self.relay_read(handler, *self.read_request(handler))
+
+    def relay_read(self, handler: BaseHTTPRequestHandler, api: str, body: bytes) -> None:
+        """:meth:`relay` of a request already read (its API name and body)."""
+        name = self.label(api, body) if self.label else api
+        epoch = self._count(name)  # on arrival: a long poll counts when it starts
+        try:
+            status, out_headers, out = self.forward_request(handler, body)
+        except OSError as exc:
+            handler.send_error(502, f"upstream: {exc}")
+            return
+        if api == "ReceiveMessage" and status == 200 and not has_messages(out):
+            self._count(name.replace(api, EMPTY_RECEIVE, 1), epoch)
+        self.respond(handler, status, out_headers, out)
+
+    @staticmethod
+    def read_request(handler: BaseHTTPRequestHandler) -> tuple[str, bytes]:
+        """The request's API name and body."""
+        body = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+        return api_name(handler.headers, body), body
+
+    def forward_request(self, handler: BaseHTTPRequestHandler, body: bytes
+                        ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Send the request ``handler`` read (with ``body``) upstream; status, headers, body."""
+        headers = {k: v for k, v in handler.headers.items() if k.lower() not in HOP_BY_HOP}
+        return self.forward(handler.command, handler.path, headers, body)
+
+    @staticmethod
+    def respond(handler: BaseHTTPRequestHandler, status: int, headers: list[tuple[str, str]],
+                body: bytes) -> None:
+        """Answer the client."""
+        handler.send_response_only(status)
+        for key, value in headers:
+            if key.lower() not in HOP_BY_HOP:
+                handler.send_header(key, value)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    def reset_connection(self, handler: BaseHTTPRequestHandler) -> None:
+        """End the client's connection with a TCP reset, answering nothing."""
+        sock = handler.connection
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        handler.close_connection = True
+        self.server.to_reset.add(sock)
+
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
 
@@ -132,25 +199,7 @@ class CountingProxy:
             disable_nagle_algorithm = True
 
             def _relay(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                api = api_name(self.headers, body)
-                name = proxy.label(api, body) if proxy.label else api
-                epoch = proxy._count(name)  # on arrival: a long poll counts when it starts
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
-                try:
-                    status, out_headers, out = proxy.forward(self.command, self.path, headers, body)
-                except OSError as exc:
-                    self.send_error(502, f"upstream: {exc}")
-                    return
-                if api == "ReceiveMessage" and status == 200 and not has_messages(out):
-                    proxy._count(name.replace(api, EMPTY_RECEIVE, 1), epoch)
-                self.send_response_only(status)
-                for key, value in out_headers:
-                    if key.lower() not in HOP_BY_HOP:
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
+                proxy.relay(self)
 
             do_POST = do_GET = do_PUT = do_DELETE = _relay
 

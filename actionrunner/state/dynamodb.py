@@ -16,23 +16,33 @@ the key after it. The lease timeline of one key::
 A failed claim returns the stored item in the same request (ReturnValuesOnConditionCheckFailure),
 so a replay costs one request. Effects staged by the action go in one TransactWriteItems with the
 completion: both are written, or neither.
+
+When DynamoDB misbehaves: the client retries throttling, 5xx answers, resets and timeouts
+(botocore's standard retries, :func:`actionrunner.dynamo.state_client_config`); past those, the
+store tries the request again for ``patience`` seconds, then raises
+:class:`~actionrunner.errors.StateUnavailable` (the run waits, without using an attempt). A
+conditional write whose answer was lost and that is sent again finds its own first try applied,
+and fails its condition: that is told apart from another run's write by the fencing token — a
+claim by its ``lease_id``, a completion by ``completed_by`` (the lease id of the run that
+completed the key), a release by the item being gone. So a lost answer is never "someone else
+holds the key" nor a lost lease.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..errors import EffectRejected, StateError
+from ..errors import EffectRejected, StateError, StateUnavailable
 from ..settings import Settings
 from .record import Record, Status
 from .schema import IDEMPOTENCY_PREFIX, STATE_KEY, STATE_TTL_ATTRIBUTE
 from .store import Effect, IdempotencyStore
-from .throttling import is_throttling
+from .throttling import is_transient
 
 #: The item is free to claim: no record, or it expired, or it is a claim whose lease ran out.
 _CLAIMABLE = ("attribute_not_exists(#pk) OR #expires <= :now OR "
@@ -43,8 +53,11 @@ _HELD_BY = "#status = :in_progress AND #lease_id = :lease_id"
 _NAMES = {
     "#pk": STATE_KEY, "#status": "status", "#expires": STATE_TTL_ATTRIBUTE,
     "#lease_id": "lease_id", "#lease_until": "lease_until", "#inputs_hash": "inputs_hash",
-    "#result": "result", "#result_saved": "result_saved",
+    "#result": "result", "#result_saved": "result_saved", "#completed_by": "completed_by",
 }
+#: Seconds a store call keeps trying a state table that fails transiently (beyond the client's
+#: own retries) before the run is told to wait (StateUnavailable).
+PATIENCE_SECONDS = 5.0
 #: Transaction cancellations worth trying again.
 _TRANSIENT_REASONS = frozenset({"TransactionConflict", "ThrottlingError",
                                 "ProvisionedThroughputExceeded", "RequestLimitExceeded"})
@@ -96,9 +109,11 @@ class DynamoDBStore(IdempotencyStore):
         Claim(record=Record(key='idem#tasks.x#3f…', status=<Status.IN_PROGRESS...>, ...))
     """
 
-    def __init__(self, *, table: str, client: Any, **options: Any) -> None:
+    def __init__(self, *, table: str, client: Any, patience: float = PATIENCE_SECONDS,
+                 sleep: Callable[[float], None] = time.sleep, **options: Any) -> None:
         super().__init__(**options)
         self.table, self.client = table, client
+        self.patience, self.sleep = patience, sleep
 
     @classmethod
     def from_settings(cls, settings: Settings, client: Any | None = None,
@@ -112,16 +127,48 @@ class DynamoDBStore(IdempotencyStore):
     def _key(self, key: str) -> dict[str, Any]:
         return {STATE_KEY: {"S": key}}
 
+    def _call(self, operation: str, **params: Any) -> Any:
+        """``client.<operation>(**params)``, tried again while it fails transiently, for
+        ``patience`` seconds; then :class:`StateUnavailable`."""
+        method = getattr(self.client, operation)
+        deadline = time.monotonic() + self.patience
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return method(**params)
+            except Exception as exc:
+                if not is_transient(exc):
+                    if attempt > 1:
+                        exc.actionrunner_retried = True  # type: ignore[attr-defined]
+                    raise
+                if time.monotonic() >= deadline:
+                    api = "".join(part.title() for part in operation.split("_"))
+                    raise StateUnavailable(api, repr(exc)[:300],
+                                           when=round(random.uniform(2.0, 6.0), 3)) from exc
+            self.sleep(_backoff(attempt))
+
+    def _item(self, key: str) -> dict[str, Any] | None:
+        item: dict[str, Any] | None = self._call(
+            "get_item", TableName=self.table, Key=self._key(key), ConsistentRead=True).get("Item")
+        return item
+
+    def _completed_by(self, key: str, lease_id: str) -> bool:
+        """Whether the run holding ``lease_id`` completed ``key`` (an answer lost on the way)."""
+        item = self._item(key) or {}
+        return (item.get("status", {}).get("S") == Status.COMPLETED.value
+                and item.get("completed_by", {}).get("S") == lease_id)
+
     # -- the four primitives ---------------------------------------------------------------
     def _get_record(self, key: str) -> Record | None:
-        item = self.client.get_item(TableName=self.table, Key=self._key(key),
-                                    ConsistentRead=True).get("Item")
+        item = self._item(key)
         return from_item(item) if item else None
 
     def _put_record(self, record: Record, now: float) -> Record | None:
         for _ in range(5):
             try:
-                self.client.put_item(
+                self._call(
+                    "put_item",
                     TableName=self.table, Item=to_item(record), ConditionExpression=_CLAIMABLE,
                     ExpressionAttributeNames=_names("#pk", "#expires", "#status", "#lease_until"),
                     ExpressionAttributeValues={":now": _n(now),
@@ -134,6 +181,9 @@ class DynamoDBStore(IdempotencyStore):
                     raise
                 item = exc.response.get("Item")  # servers without ALL_OLD: read it
                 existing = from_item(item) if item else self._get_record(record.key)
+                if (existing is not None and existing.lease_id == record.lease_id
+                        and existing.status is Status.IN_PROGRESS):
+                    return None  # this very claim: a try before was applied, its answer lost
                 if existing is not None:
                     return existing
                 # released between the check and the read: claim again
@@ -143,32 +193,39 @@ class DynamoDBStore(IdempotencyStore):
         update = self._update(record, lease_id)
         if not effects:
             try:
-                self.client.update_item(**update)
+                self._call("update_item", **update)
             except ClientError as exc:
-                if _code(exc) == "ConditionalCheckFailedException":
-                    return False
-                raise
+                if _code(exc) != "ConditionalCheckFailedException":
+                    raise
+                # a completion whose answer was lost finds its own write when tried again
+                return (record.status is Status.COMPLETED and _retried(exc)
+                        and self._completed_by(record.key, lease_id))
             return True
-        return self._transact([*effects, {"Update": update}], token=f"{lease_id}-complete")
+        return self._transact([*effects, {"Update": update}], record.key, lease_id,
+                              token=f"{lease_id}-complete")
 
     def _delete_record(self, key: str, lease_id: str) -> bool:
         try:
-            self.client.delete_item(
+            self._call(
+                "delete_item",
                 TableName=self.table, Key=self._key(key), ConditionExpression=_HELD_BY,
                 ExpressionAttributeNames=_names("#status", "#lease_id"),
                 ExpressionAttributeValues={":in_progress": {"S": Status.IN_PROGRESS.value},
                                            ":lease_id": {"S": lease_id}},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise
+            if _code(exc) != "ConditionalCheckFailedException":
+                raise
+            # no item left after a retry: released (a try before was applied, its answer lost)
+            return _retried(exc) and "Item" not in exc.response and self._item(key) is None
         return True
 
     # -- helpers ---------------------------------------------------------------------------
     def _update(self, record: Record, lease_id: str) -> dict[str, Any]:
         """An UpdateItem (or transaction Update) that writes ``record`` if ``lease_id`` holds it:
-        a renewal sets the lease's end; a completion sets the result and removes the lease."""
+        a renewal sets the lease's end; a completion sets the result, removes the lease and
+        keeps its id as ``completed_by`` (to recognise its own write after a lost answer)."""
         item = to_item(record)
         sets, removes = ["#status = :status", "#expires = :expires"], []
         names = ["#status", "#lease_id", "#expires"]
@@ -185,6 +242,9 @@ class DynamoDBStore(IdempotencyStore):
             if attribute not in item:
                 removes.append(placeholder)
                 names.append(placeholder)
+        if record.status is Status.COMPLETED:
+            sets.append("#completed_by = :lease_id")
+            names.append("#completed_by")
         expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
         return {
             "TableName": self.table, "Key": self._key(record.key), "UpdateExpression": expression,
@@ -192,38 +252,50 @@ class DynamoDBStore(IdempotencyStore):
             "ExpressionAttributeValues": values,
         }
 
-    def _transact(self, items: list[dict[str, Any]], token: str) -> bool:
+    def _transact(self, items: list[dict[str, Any]], key: str, lease_id: str, token: str) -> bool:
         """TransactWriteItems; False if the last item's (the record's) condition failed.
 
         The request token makes a repeated call (after a lost response) a no-op that succeeds,
-        not a second write."""
+        not a second write; a server that does not keep tokens cancels the repeat (the record
+        is no longer in progress): then the record says whether it was this run's completion."""
         for attempt in range(1, 9):
             try:
-                self.client.transact_write_items(TransactItems=items, ClientRequestToken=token[:36])
+                self._call("transact_write_items", TransactItems=items,
+                           ClientRequestToken=token[:36])
                 return True
             except ClientError as exc:
-                if is_throttling(exc) and attempt < 8:
-                    time.sleep(_backoff(attempt))
-                    continue
                 if _code(exc) != "TransactionCanceledException":
                     raise
                 cancelled = exc.response.get("CancellationReasons", [])
                 reasons = [r.get("Code", "None") for r in cancelled]
+                if ("ConditionalCheckFailed" in reasons and (attempt > 1 or _retried(exc))
+                        and self._completed_by(key, lease_id)):
+                    return True
                 if reasons and reasons[-1] == "ConditionalCheckFailed":
                     return False
                 for index, reason in enumerate(reasons[:-1]):
                     if reason == "ConditionalCheckFailed":
                         detail = cancelled[index].get("Message", "")
                         raise EffectRejected(index, reason, detail) from None
-                if set(reasons) - {"None"} <= _TRANSIENT_REASONS and attempt < 8:
-                    time.sleep(_backoff(attempt))
-                    continue
+                if set(reasons) - {"None"} <= _TRANSIENT_REASONS:
+                    if attempt < 8:
+                        self.sleep(_backoff(attempt))
+                        continue
+                    raise StateUnavailable("TransactWriteItems", f"cancelled: {reasons}",
+                                           when=round(random.uniform(2.0, 6.0), 3)) from exc
                 raise StateError(f"the completion transaction was cancelled: {reasons}") from exc
         raise StateError("the completion transaction kept conflicting")  # pragma: no cover
 
 
 def _names(*placeholders: str) -> dict[str, str]:
     return {p: _NAMES[p] for p in dict.fromkeys(placeholders)}
+
+
+def _retried(exc: ClientError) -> bool:
+    """Whether the request that failed was a retry (botocore's, or the store's own): only then
+    can its condition have failed because of its own earlier try."""
+    retries = exc.response.get("ResponseMetadata", {}).get("RetryAttempts") or 0
+    return bool(retries) or getattr(exc, "actionrunner_retried", False)
 
 
 def _code(exc: ClientError) -> str:

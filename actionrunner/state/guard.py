@@ -16,18 +16,25 @@ the staged writes. Called from :meth:`actionrunner.action.Action.__call__` in th
   before it starts (after the claim: a replay takes no token).
 * **effects**: writes staged with :mod:`actionrunner.state.effects` are committed with the
   completion, in one transaction.
+* **the state table unavailable** (throttled, 5xx, unreachable, timing out, after the client's
+  retries and the store's patience): :class:`~actionrunner.errors.StateUnavailable` — the worker
+  runs the message again later without using an attempt. Before the claim, nothing ran; after
+  the run, the claim is released if it can be (else its lease runs out), so the message's next
+  run finds the completion (a replay) or claims the key again: a run never goes unguarded, and
+  waiting for DynamoDB never sends a message to the DLQ.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from .. import constants as C
 from .. import keys
-from ..errors import ActionDefinitionError, LeaseLost
+from ..errors import ActionDefinitionError, LeaseLost, StateUnavailable
 from ..logging import get_logger
 from ..settings import get_settings
 from . import effects
@@ -37,7 +44,7 @@ from .record import Replay
 from .schema import idempotency_pk
 from .store import IdempotencyStore
 from .table import client
-from .throttling import is_throttling
+from .throttling import is_throttling, is_transient
 
 log = get_logger("actionrunner.state")
 
@@ -134,8 +141,8 @@ def guarded_run(task: Any, values: dict[str, Any], run: Callable[[], Any]) -> An
         else:
             dedup_id = call.dedup_id
         key = idempotency_pk(task.name, dedup_id)
-        outcome = store.begin(key, keys.default_key(call.kwargs), action=task.name,
-                              run_id=task.request.id)
+        outcome = _state_call("claim", lambda: store.begin(
+            key, keys.default_key(call.kwargs), action=task.name, run_id=task.request.id))
         if isinstance(outcome, Replay):
             task.request.idempotency = {"idempotent_replay": True, "idempotency_key": key,
                                         "result_saved": None if outcome.record.result_saved else False}
@@ -143,7 +150,7 @@ def guarded_run(task: Any, values: dict[str, Any], run: Callable[[], Any]) -> An
         try:
             with keeper().keep(store, outcome):
                 result = _limited(limiter, run)
-            store.complete(outcome, result, staged)
+            _state_call("complete", lambda: store.complete(outcome, result, staged))
         except BaseException as exc:
             _release(store, outcome, exc)
             raise
@@ -161,7 +168,7 @@ def _header(request: Any, name: str) -> str | None:
 
 def _limited(limiter: SharedRateLimit | None, run: Callable[[], Any]) -> Any:
     if limiter is not None:
-        limiter.acquire()
+        _state_call("rate-limit", limiter.acquire)
     try:
         return run()
     except Exception as exc:
@@ -171,6 +178,20 @@ def _limited(limiter: SharedRateLimit | None, run: Callable[[], Any]) -> Any:
             except Exception as report:  # the action's own error is the one to raise
                 log.warning("rate-limit-report-failed", bucket=limiter.name, error=repr(report)[:300])
         raise
+
+
+def _state_call(operation: str, call: Callable[[], Any]) -> Any:
+    """``call()``, a request to the state table: a transient failure that reaches here (a store
+    without patience of its own) is :class:`StateUnavailable`, so the run waits."""
+    try:
+        return call()
+    except StateUnavailable:
+        raise
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        raise StateUnavailable(operation, repr(exc)[:300],
+                               when=round(random.uniform(2.0, 6.0), 3)) from exc
 
 
 def _release(store: IdempotencyStore, claim: Any, cause: BaseException) -> None:

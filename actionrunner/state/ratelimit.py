@@ -39,15 +39,18 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..errors import StateError
+from ..errors import StateError, StateUnavailable
 from .schema import STATE_KEY, STATE_TTL_ATTRIBUTE, bucket_pk
-from .throttling import backoff_delay, is_throttling
+from .throttling import backoff_delay, is_throttling, is_transient
 
 #: First pause of a bucket after its action was throttled; it doubles up to MAX_PENALTY.
 BASE_PENALTY = 0.5
 MAX_PENALTY = 30.0
 #: A bucket item lives this long after its last use (TTL).
 BUCKET_TTL_SECONDS = 86_400
+#: Failed requests (5xx, resets, timeouts: after the client's own retries) after which a run
+#: stops waiting for a token and waits for the table instead (StateUnavailable).
+MAX_TRANSIENT_FAILURES = 4
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh]))?\s*$")
 _PER = {"s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -88,17 +91,28 @@ class SharedRateLimit:
     def acquire(self) -> float:
         """Wait for this run's slot; returns the seconds waited."""
         busy = self._busy
+        failing: BaseException | None = None  # the last transient failure
+        failures = 0  # transient failures other than throttling
         for attempt in range(1, 30):
             now = self.clock()
             try:
                 slot = self._take(now, busy)
-            except ClientError as exc:
+            except Exception as exc:
                 if is_throttling(exc):
                     self.throttled += 1
+                    failing = exc
                     self.sleep(backoff_delay(attempt))
                     continue
-                if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                if is_transient(exc):  # 5xx, reset, timeout (after the client's own retries)
+                    failing, failures = exc, failures + 1
+                    if failures >= MAX_TRANSIENT_FAILURES:
+                        break
+                    self.sleep(backoff_delay(attempt))
+                    continue
+                if not (isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code")
+                        == "ConditionalCheckFailedException"):
                     raise
+                failing = None
                 busy = not busy  # the bucket was in the other state: take that branch
                 continue
             self._busy = busy
@@ -106,6 +120,9 @@ class SharedRateLimit:
             if wait > 0:
                 self.sleep(wait)
             return max(0.0, wait)
+        if failing is not None:  # the table is unavailable: the run waits, using no attempt
+            raise StateUnavailable("UpdateItem", f"rate-limit bucket {self.name!r}: {failing!r}"[:300],
+                                   when=round(backoff_delay(3, base=1.0, cap=6.0) + 1.0, 3))
         raise StateError(f"rate-limit bucket {self.name!r}: could not take a token")
 
     def _take(self, now: float, busy: bool) -> float:

@@ -13,7 +13,9 @@ def client() -> Any:
     pid = os.getpid()
     if pid not in _clients:
         from ..settings import get_settings
+        from .throttling import state_client_config
 
+        settings = get_settings()
         _clients.clear()
-        _clients[pid] = get_settings().client("dynamodb")
+        _clients[pid] = settings.client("dynamodb", config=state_client_config(settings))
     return _clients[pid]
