@@ -87,6 +87,16 @@ def new_call_id() -> str:
     return uuid.uuid4().hex
 
 
+_MINTED = re.compile(r"^[0-9a-f]{32}$")
+
+
+def is_minted_call_id(call_id: str, task_id: str | None) -> bool:
+    """Whether ``call_id`` was made by :func:`new_call_id` for one send (not a task id the caller
+    chose — a canvas member's, which may be sent again — nor a continuation's, derived from its
+    step): no other message carries it, so its first delivery is its first run."""
+    return call_id != task_id and _MINTED.match(call_id) is not None
+
+
 def default_key(jsonable_inputs: Mapping[str, Any]) -> str:
     """A key over the canonical inputs: what a message without a call id (sent before call ids)
     is deduplicated by, and the inputs' fingerprint a key record keeps."""

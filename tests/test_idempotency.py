@@ -16,6 +16,7 @@ import pytest
 
 from actionrunner import action
 from actionrunner import constants as C
+from actionrunner import keys as ar_keys
 from actionrunner import logging as ar_logging
 from actionrunner.errors import (
     ActionDefinitionError,
@@ -391,3 +392,138 @@ def test_two_delays_with_equal_inputs_both_run_and_an_old_format_message_still_d
     assert worker.lifecycle("succeeded", id=old[0].id)
     assert again["idempotent_replay"] is True
     assert (record_dir / f"{legacy}.txt").read_text().splitlines() == [token]
+
+
+# -- a first delivery: one write ----------------------------------------------------------------------
+class Writes:
+    """Counts the store's writes by primitive."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.seen: list[str] = []
+        for name in ("_put_record", "_update_record", "_delete_record", "_put_completed"):
+            original = getattr(store, name)
+
+            def counted(*args: Any, _name: str = name, _original: Any = original) -> Any:
+                self.seen.append(_name)
+                return _original(*args)
+
+            setattr(store, name, counted)
+
+
+BETWEEN: list[Callable[[], None]] = []
+
+
+@action(name="tests.idem.staged")
+def staged(order: str) -> str:
+    CALLS.append({"order": order})
+    fx.update("ledger", {"pk": order}, "ADD n :one", values={":one": 1})
+    for hook in BETWEEN:  # what happens elsewhere while this run goes on
+        hook()
+    return f"done {order}"
+
+
+def deliver(task: Any, inputs: dict[str, Any], *, receive_count: int = 1, attempt: int = 1,
+            runs: int = 1, call_id: str | None = None, task_id: str | None = None,
+            **headers: Any) -> Any:
+    """Run ``task`` as the worker's pool runs a delivery of a message (``task.request.sqs``)."""
+    call_id = call_id or uuid.uuid4().hex
+    task.push_request(id=task_id or str(uuid.uuid4()), called_directly=False, kwargs=inputs,
+                      headers={C.CALL_ID_HEADER: call_id, **headers},
+                      sqs={"receive_count": receive_count, "attempt": attempt, "runs": runs})
+    try:
+        return task(**inputs)
+    finally:
+        task.pop_request()
+
+
+def test_a_first_delivery_writes_its_completion_and_effects_in_one_write(store: MemoryStore) -> None:
+    writes = Writes(store)
+    call_id = uuid.uuid4().hex
+    assert deliver(staged, {"order": "f1"}, call_id=call_id) == "done f1"
+    assert writes.seen == ["_put_completed"] and len(store.committed) == 1
+    # its redelivery (the worker died before the delete) claims: a replay, no second run
+    assert deliver(staged, {"order": "f1"}, call_id=call_id, receive_count=2) == "done f1"
+    assert writes.seen == ["_put_completed", "_put_record"]
+    assert CALLS == [{"order": "f1"}] and len(store.committed) == 1
+
+
+def test_a_failed_first_delivery_writes_nothing(store: MemoryStore) -> None:
+    writes = Writes(store)
+    with pytest.raises(RuntimeError):
+        deliver(charge_plain, {"order": "f2"})
+    assert writes.seen == [] and store.committed == []
+
+
+@action(name="tests.idem.charge_plain")
+def charge_plain(order: str) -> str:
+    fx.update("ledger", {"pk": order}, "ADD n :one", values={":one": 1})
+    raise RuntimeError("declined")
+
+
+def test_a_first_delivery_whose_call_a_redelivery_claimed_meanwhile_writes_nothing(
+        store: MemoryStore) -> None:
+    # Given a first delivery during which its message comes back and is claimed elsewhere
+    call_id = uuid.uuid4().hex
+    pk = idempotency_pk(staged.name, ar_keys.call_dedup_id(
+        staged.name, call_id))
+    claims: list[Any] = []
+    BETWEEN.append(lambda: claims.append(store.begin(pk, default_key({"order": "f3"}))))
+    try:
+        # When the first delivery finishes: it waits (no attempt used) and nothing is written
+        with pytest.raises(IdempotencyInProgress) as caught:
+            deliver(staged, {"order": "f3"}, call_id=call_id)
+    finally:
+        BETWEEN.clear()
+    assert caught.value.counts_as_attempt is False and store.committed == []
+    # And once the redelivery completed, the first delivery's next run (a wait: same attempt,
+    # second run) replays it without running again
+    [claim] = claims
+    store.complete(claim, "from the redelivery", [{"Update": {"Key": {"pk": {"S": "x"}}}}])
+    assert deliver(staged, {"order": "f3"}, call_id=call_id, runs=2) == "from the redelivery"
+    assert len(CALLS) == 1 and len(store.committed) == 1
+
+
+def test_a_first_delivery_that_finishes_after_another_completed_the_call_returns_its_result(
+        store: MemoryStore, lines: list[tuple[str, dict[str, Any]]]) -> None:
+    call_id = uuid.uuid4().hex
+    pk = idempotency_pk(staged.name, ar_keys.call_dedup_id(
+        staged.name, call_id))
+
+    def other_delivery_completes() -> None:
+        claim = store.begin(pk, default_key({"order": "f4"}))
+        assert isinstance(claim, Claim)
+        store.complete(claim, "theirs", [{"Update": {"Key": {"pk": {"S": "theirs"}}}}])
+
+    BETWEEN.append(other_delivery_completes)
+    try:
+        assert deliver(staged, {"order": "f4"}, call_id=call_id) == "theirs"
+    finally:
+        BETWEEN.clear()
+    assert len(store.committed) == 1  # theirs only: this run's staged write went nowhere
+
+
+@pytest.mark.parametrize("case", ["redelivery", "retry", "wait", "keyed", "call key",
+                                  "continuation", "task id", "eager"])
+def test_other_deliveries_and_keyed_calls_claim_then_complete(store: MemoryStore, case: str) -> None:
+    writes = Writes(store)
+    task, inputs = staged, {"order": f"k-{case}"}
+    options: dict[str, Any] = {}
+    if case == "redelivery":
+        options["receive_count"] = 2
+    elif case == "retry":
+        options["attempt"] = 2
+    elif case == "wait":
+        options["runs"] = 2
+    elif case == "keyed":
+        task, inputs = keyed, {"order": "k-keyed", "cents": 1}
+    elif case == "call key":
+        options[C.IDEMPOTENCY_KEY_HEADER] = "beat:slot-1"
+    elif case == "continuation":  # continue_with derives its call id from the step
+        options["call_id"] = ar_keys.dedup_id(staged.name, "x:next:1")
+    elif case == "task id":  # a canvas member: its frozen task id is its call id
+        options["call_id"] = options["task_id"] = str(uuid.uuid4())
+    if case == "eager":
+        task.apply(kwargs=inputs).get()
+    else:
+        deliver(task, inputs, **options)
+    assert writes.seen == ["_put_record", "_update_record"]

@@ -244,17 +244,80 @@ def test_effects_are_committed_with_the_completion_and_only_with_it(backend: Bac
     assert backend.store.get(k).status is Status.COMPLETED  # type: ignore[union-attr]
 
 
+# -- a first delivery: one write, no claim ------------------------------------------------------
+def test_a_first_delivery_completes_a_new_key_in_one_write_with_its_effects(backend: Backend) -> None:
+    k = key()
+    done = backend.store.complete_first(k, "h1", {"n": 1}, [backend.effect(k)],
+                                        action="tests.contract", run_id="run-1")
+    assert done.status is Status.COMPLETED and done.lease_id is None
+    assert backend.count(k) == 1
+    stored = backend.store.get(k)
+    assert stored is not None and stored.status is Status.COMPLETED and stored.value == {"n": 1}
+    assert stored.run_id == "run-1" and stored.expires_at > backend.clock.now + TTL - 1
+    replay = backend.store.begin(k, "h1")  # its redelivery replays it
+    assert isinstance(replay, Replay) and replay.result == {"n": 1}
+
+
+def test_a_first_delivery_writes_nothing_if_a_redelivery_claimed_the_call_meanwhile(
+        backend: Backend) -> None:
+    # Given a redelivery of the call that claimed its key while the first delivery ran
+    k = key()
+    redelivery = backend.store.begin(k, "h1")
+    assert isinstance(redelivery, Claim)
+    backend.clock.advance(LEASE - 3)
+    # When the first delivery completes: refused, it waits for the holder; nothing written
+    with pytest.raises(IdempotencyInProgress) as caught:
+        backend.store.complete_first(k, "h1", "first", [backend.effect(k)])
+    assert caught.value.when == 3.0 and caught.value.counts_as_attempt is False
+    assert backend.count(k) == 0
+    # And the redelivery still holds the key, and completes it (its effects, once)
+    backend.store.complete(redelivery, "second", [backend.effect(k)])
+    assert backend.count(k) == 1
+    # And a first delivery that finishes after that gets the redelivery's result, writing nothing
+    late = backend.store.complete_first(k, "h1", "first", [backend.effect(k)])
+    assert isinstance(late, Replay) and late.result == "second"
+    assert backend.count(k) == 1
+
+
+def test_a_first_delivery_completes_over_a_crashed_claim_whose_lease_ran_out(
+        backend: Backend) -> None:
+    k = key()
+    crashed = backend.store.begin(k, "h1")
+    assert isinstance(crashed, Claim)
+    backend.clock.advance(LEASE)
+    done = backend.store.complete_first(k, "h1", "first", [backend.effect(k)])
+    assert done.status is Status.COMPLETED
+    with pytest.raises(LeaseLost):  # the crashed claim's late completion changes nothing
+        backend.store.complete(crashed, "stale", [backend.effect(k)])
+    assert backend.count(k) == 1
+    assert isinstance(backend.store.begin(k, "h1"), Replay)
+
+
+def test_a_first_delivery_completes_once_and_refuses_other_inputs(backend: Backend) -> None:
+    k = key()
+    backend.store.complete_first(k, "h1", "first", [backend.effect(k)])
+    again = backend.store.complete_first(k, "h1", "again", [backend.effect(k)])
+    assert isinstance(again, Replay) and again.result == "first"
+    with pytest.raises(IdempotencyKeyReused):
+        backend.store.complete_first(k, "h2", "other", [backend.effect(k)])
+    assert backend.count(k) == 1
+    backend.clock.advance(TTL + 1)  # an expired completion is a new life
+    assert backend.store.complete_first(k, "h2", "new", []).status is Status.COMPLETED
+
+
 # -- the two backends agree on any history ------------------------------------------------------------
 @pytest.mark.integration
 def test_dynamodb_and_memory_agree_on_random_histories(aws: Any, counters: str) -> None:
-    """Random sequences of claims, completions, releases, renewals and clock jumps (to the lease's
-    and the TTL's edges) get the same answers from both backends."""
+    """Random sequences of claims, completions, first deliveries' completions (no claim),
+    releases, renewals and clock jumps (to the lease's and the TTL's edges) get the same answers
+    from both backends."""
     from hypothesis import HealthCheck, given
     from hypothesis import settings as examples
     from hypothesis import strategies as st
 
     step = st.one_of(
-        st.tuples(st.just("begin"), st.integers(0, 1), st.sampled_from(["h1", "h1", "h2"])),
+        st.tuples(st.sampled_from(["begin", "first"]), st.integers(0, 1),
+                  st.sampled_from(["h1", "h1", "h2"])),
         st.tuples(st.sampled_from(["complete", "release", "renew"]), st.integers(0, 7)),
         st.tuples(st.just("advance"), st.sampled_from([1.0, LEASE - 0.001, LEASE, TTL])),
     )
@@ -278,6 +341,9 @@ def test_dynamodb_and_memory_agree_on_random_histories(aws: Any, counters: str) 
                 if answers[0][0] == "claim":
                     claims.append((answers[0][1], answers[1][1]))
                 answers = [a[:1] + a[2:] for a in answers]
+            elif op == "first":
+                answers = [_first(store, prefix + str(args[0]), args[1], f"result {n}")
+                           for store in (memory, dynamodb)]
             elif not claims:
                 continue
             else:
@@ -299,6 +365,18 @@ def _begin(store: IdempotencyStore, k: str, inputs_hash: str) -> tuple[Any, ...]
     if isinstance(outcome, Replay):
         return ("replay", None, outcome.result)
     return ("claim", outcome)
+
+
+def _first(store: IdempotencyStore, k: str, inputs_hash: str, result: str) -> tuple[Any, ...]:
+    try:
+        outcome = store.complete_first(k, inputs_hash, result)
+    except IdempotencyInProgress as busy:
+        return ("busy", busy.when)
+    except IdempotencyKeyReused:
+        return ("reused",)
+    if isinstance(outcome, Replay):
+        return ("replay", outcome.result)
+    return ("completed", outcome.value)
 
 
 def _finish(store: IdempotencyStore, claim: Claim, op: str, result: str) -> Any:

@@ -98,6 +98,32 @@ def test_claim_complete_release_replay_hold_under_20_percent_faults(
     assert {"PutItem", "UpdateItem", "TransactWriteItems"} <= set(apis), apis
 
 
+def test_first_deliveries_complete_once_under_20_percent_faults(
+        settings: Settings, proxy: FaultProxy) -> None:
+    store, rival = _store(settings, proxy), _store(settings, proxy)
+    proxy.rate = 0.2
+    keys = [f"idem#tests.state_faults#first-{uuid.uuid4().hex}" for _ in range(12)]
+    for n, key in enumerate(keys):
+        effect = {"Update": {"TableName": settings.state_table, "Key": {"pk": {"S": f"ledger#{key}"}},
+                             "UpdateExpression": "ADD n :one",
+                             "ExpressionAttributeValues": {":one": {"N": "1"}}}}
+        if n % 3 == 2:  # a redelivery claimed it meanwhile: the first delivery writes nothing
+            claim = rival.begin(key, "h")
+            assert isinstance(claim, Claim)
+            with pytest.raises(IdempotencyInProgress):
+                store.complete_first(key, "h", {"n": n}, [effect])
+            rival.complete(claim, {"n": n}, [effect])
+        else:  # a lost answer is never taken for another run's write
+            done = store.complete_first(key, "h", {"n": n}, [effect] if n % 2 else [])
+            assert not isinstance(done, Replay), f"its own write, taken for another's: {done}"
+        replay = rival.begin(key, "h")
+        assert isinstance(replay, Replay) and replay.result == {"n": n}
+    proxy.rate = 0.0
+    assert [_count(settings, f"ledger#{k}") for k in keys] == [
+        1 if n % 2 or n % 3 == 2 else 0 for n in range(len(keys))]
+    assert sum(proxy.faults_by_kind().values()) >= 5
+
+
 def test_with_dynamodb_down_a_run_waits_without_running(settings: Settings, proxy: FaultProxy) -> None:
     store = _store(settings, proxy, patience=0.5, attempts=1)
     guard.use_store(store)

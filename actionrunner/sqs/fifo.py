@@ -80,6 +80,7 @@ class Held:
     pointer: tuple[str, str] | None = None  #: claim-checked payload, fetched at its turn
     fetch_failures: int = 0
     attempt: int = 0
+    runs: int = 0  #: times handed to Celery (a wait uses no attempt, but it is a run)
     running: bool = False
     settling: bool = False  #: on its way to the DLQ
     received_at: float = field(default_factory=time.monotonic)
@@ -279,9 +280,11 @@ class FifoConsumer(MessageSettler):
                 return
             assert held.payload is not None
             held.attempt += 1
+            held.runs += 1
             held.running = False
-            payload = copy.deepcopy(held.payload) if held.attempt > 1 else held.payload
+            payload = copy.deepcopy(held.payload) if held.runs > 1 else held.payload
             payload["properties"]["delivery_info"]["actionrunner_attempt"] = held.attempt
+            payload["properties"]["delivery_info"]["actionrunner_runs"] = held.runs
             if held.attempt > 1:  # Celery's own count (self.request.retries, Flower's "retries")
                 payload.setdefault("headers", {})["retries"] = held.attempt - 1
             held.callback(payload)

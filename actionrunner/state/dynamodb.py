@@ -17,6 +17,17 @@ A failed claim returns the stored item in the same request (ReturnValuesOnCondit
 so a replay costs one request. Effects staged by the action go in one TransactWriteItems with the
 completion: both are written, or neither.
 
+A first delivery of a per-call key writes no claim: its completion is one PutItem (or, with
+staged effects, one TransactWriteItems whose last item is that Put) on the claim's condition —
+no record, an expired one, or a claim whose lease ran out. A redelivery that claimed the key
+while the first delivery ran (or completed it) makes that condition fail: nothing of the first
+delivery is written. Its ``completed_by`` is a token of its own, so a lost answer is recognised
+as for a claimed completion::
+
+    first delivery A: ── runs ──────────────────── PutItem COMPLETED ✓ (1 write)
+    with a redelivery: ── runs ──────────────────── PutItem ✗ (B holds) → waits, then replays B
+    redelivery B:           PutItem IN_PROGRESS ✓ ── runs ── complete ✓
+
 When DynamoDB misbehaves: the client retries throttling, 5xx answers, resets and timeouts
 (botocore's standard retries, :func:`actionrunner.dynamo.state_client_config`); past those, the
 store tries the request again for ``patience`` seconds, then raises
@@ -220,6 +231,38 @@ class DynamoDBStore(IdempotencyStore):
             # no item left after a retry: released (a try before was applied, its answer lost)
             return _retried(exc) and "Item" not in exc.response and self._item(key) is None
         return True
+
+    def _put_completed(self, record: Record, token: str, now: float,
+                       effects: Sequence[Effect]) -> Record | None:
+        item = {**to_item(record), "completed_by": {"S": token}}
+        put = {
+            "TableName": self.table, "Item": item, "ConditionExpression": _CLAIMABLE,
+            "ExpressionAttributeNames": _names("#pk", "#expires", "#status", "#lease_until"),
+            "ExpressionAttributeValues": {":now": _n(now),
+                                          ":in_progress": {"S": Status.IN_PROGRESS.value}},
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        for _ in range(5):
+            stored: dict[str, Any] | None
+            if effects:
+                if self._transact([*effects, {"Put": put}], record.key, token,
+                                  token=f"{token}-first"):
+                    return None
+                stored = self._item(record.key)
+            else:
+                try:
+                    self._call("put_item", **put)
+                    return None
+                except ClientError as exc:
+                    if _code(exc) != "ConditionalCheckFailedException":
+                        raise
+                    stored = exc.response.get("Item") or self._item(record.key)
+            if stored is not None and stored.get("completed_by", {}).get("S") == token:
+                return None  # this very write: a try before was applied, its answer lost
+            if stored is not None:
+                return from_item(stored)
+            # released between the check and the read: write again
+        raise StateError(f"could not complete {record.key!r}: it keeps changing under this run")
 
     # -- helpers ---------------------------------------------------------------------------
     def _update(self, record: Record, lease_id: str) -> dict[str, Any]:

@@ -12,6 +12,18 @@ the staged writes. Called from :meth:`actionrunner.action.Action.__call__` in th
   value (the run logs ``idempotent_replay: true``); a key another run holds raises
   :class:`~actionrunner.errors.IdempotencyInProgress` (the worker tries again later, without
   using an attempt); a failed run releases its claim so that the retry can run.
+* **one write on the common path**: a *first delivery* (the message's first receive, its first
+  attempt, its first run in this worker: ``task.request.sqs``) of a *per-call* key (a call id
+  minted for one send: no ``key=``, no call key, not a continuation, not a canvas member whose
+  task id is its call id) skips the claim: it runs, then writes its completion — with the staged
+  writes — in one conditional write (:meth:`~.store.IdempotencyStore.complete_first`) that
+  fails if another delivery of the call claimed the key meanwhile (its message came back: the
+  worker died or lost it) or completed it. Then nothing of this run is written: if the other
+  delivery completed, its saved result is this run's return value (``idempotent_replay``); if
+  it still holds the key, :class:`~actionrunner.errors.IdempotencyInProgress` (the message
+  waits, and its next run claims). A failed first delivery writes nothing at all. Redeliveries,
+  retries, waits and explicitly keyed calls claim, run and complete (two writes): such a call
+  may have run before, so it must not run unguarded.
 * **rate_limit_shared** (with ``bucket=``): the run waits for a token of the shared bucket
   before it starts (after the claim: a replay takes no token).
 * **effects**: writes staged with :mod:`actionrunner.state.effects` are committed with the
@@ -36,6 +48,7 @@ from .. import constants as C
 from .. import keys
 from ..errors import ActionDefinitionError, LeaseLost, StateUnavailable
 from ..logging import get_logger
+from ..runs import API_RUN_HEADER
 from ..settings import get_settings
 from . import effects
 from .lease import keeper
@@ -141,6 +154,9 @@ def guarded_run(task: Any, values: dict[str, Any], run: Callable[[], Any]) -> An
         else:
             dedup_id = call.dedup_id
         key = idempotency_pk(task.name, dedup_id)
+        if not explicit and task.idempotency_key is None and _first_delivery(task.request, call_id):
+            return _run_first(task, store, key, keys.default_key(call.kwargs), staged,
+                              lambda: _limited(limiter, run))
         outcome = _state_call("claim", lambda: store.begin(
             key, keys.default_key(call.kwargs), action=task.name, run_id=task.request.id))
         if isinstance(outcome, Replay):
@@ -158,6 +174,37 @@ def guarded_run(task: Any, values: dict[str, Any], run: Callable[[], Any]) -> An
             log.warning("result-not-saved", action=task.name, key=key,
                         why="not JSON-able or over 300 KB; a replay returns None")
         return result
+
+
+def _first_delivery(request: Any, call_id: str | None) -> bool:
+    """Whether this run is the first delivery of a call sent once (see the module docstring):
+    no run of it can have happened before, so it may run before it writes anything."""
+    sqs = getattr(request, "sqs", None)
+    if not sqs or not call_id or sqs.get("receive_count") != 1 or sqs.get("attempt") != 1 \
+            or (sqs.get("runs") or 1) != 1:
+        return False
+    if request.get(API_RUN_HEADER) or (request.get("headers") or {}).get(API_RUN_HEADER):
+        return True  # the API sends each run once (with Idempotency-Key: an explicit key)
+    return keys.is_minted_call_id(str(call_id), request.id)
+
+
+def _run_first(task: Any, store: IdempotencyStore, key: str, inputs_hash: str,
+               staged: list[Any], run: Callable[[], Any]) -> Any:
+    """A first delivery: run, then complete in one write (see the module docstring)."""
+    result = run()  # a failure writes nothing: there is no claim to release
+    outcome = _state_call("complete", lambda: store.complete_first(
+        key, inputs_hash, result, staged, action=task.name, run_id=task.request.id))
+    if isinstance(outcome, Replay):  # another delivery completed the call first
+        log.warning("first-delivery-superseded", action=task.name, key=key,
+                    why="another delivery of this call completed it while this one ran; "
+                        "nothing of this run was written, its saved result stands")
+        task.request.idempotency = {"idempotent_replay": True, "idempotency_key": key,
+                                    "result_saved": None if outcome.record.result_saved else False}
+        return outcome.result
+    if not outcome.result_saved:
+        log.warning("result-not-saved", action=task.name, key=key,
+                    why="not JSON-able or over 300 KB; a replay returns None")
+    return result
 
 
 def _header(request: Any, name: str) -> str | None:

@@ -58,6 +58,16 @@ class MemoryStore(IdempotencyStore):
             self.committed.extend(effects)
             return True
 
+    def _put_completed(self, record: Record, token: str, now: float,
+                       effects: Sequence[Effect]) -> Record | None:
+        with self._lock:
+            existing = self._records.get(record.key)
+            if existing is not None and existing.holds(now):
+                return existing
+            self._records[record.key] = record
+            self.committed.extend(effects)
+            return None
+
     def _delete_record(self, key: str, lease_id: str) -> bool:
         with self._lock:
             if not self._held_by(key, lease_id):

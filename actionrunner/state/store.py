@@ -10,6 +10,9 @@
 ``_update_record``     replace the record *only if* it is still IN_PROGRESS under the given lease;
                        commit the staged writes in the same atomic step
 ``_delete_record``     delete the record *only if* it is still IN_PROGRESS under the given lease
+``_put_completed``     store a COMPLETED record, and commit the staged writes in the same atomic
+                       step, *unless* the stored one still holds the key (a first delivery's
+                       completion without a claim, :meth:`IdempotencyStore.complete_first`)
 =====================  ==========================================================================
 
 The life of a key, as a run sees it::
@@ -24,6 +27,16 @@ The life of a key, as a run sees it::
         store.release(outcome)             # a retry may claim the key again
         raise
     store.complete(outcome, result)        # COMPLETED, result saved (LeaseLost if it ran out)
+
+A first delivery of a per-call key (see :mod:`actionrunner.state.guard`) skips the claim: it
+runs, then writes its completion in one conditional write that fails if another delivery of
+the call claimed (and still holds) or completed the key meanwhile::
+
+    result = run()
+    outcome = store.complete_first(key, inputs_hash, result, staged)   # one write
+    if isinstance(outcome, Replay):        # another delivery completed it first: nothing of
+        return outcome.result              # this run was written; its saved result stands
+    # (IdempotencyInProgress: another delivery holds it; nothing written, the message waits)
 
 Both backends pass the same contract test (tests/test_state_contract.py).
 """
@@ -96,6 +109,33 @@ class IdempotencyStore(abc.ABC):
         claim.record = done
         return done
 
+    def complete_first(self, key: str, inputs_hash: str, result: Any,
+                       effects: Sequence[Effect] = (), *, action: str | None = None,
+                       run_id: str | None = None) -> Record | Replay:
+        """Complete ``key`` without a claim (a first delivery that already ran), committing
+        ``effects`` in the same atomic step, *unless* a record holds the key: then nothing is
+        written, and the answer is the stored record's — :class:`Replay` if another run
+        completed the key, :class:`IdempotencyInProgress` if another run holds it,
+        :class:`IdempotencyKeyReused` if it was made for other inputs.
+
+        A record that no longer holds the key (expired, or a claim whose lease ran out: its run
+        never completed, so it wrote nothing) is replaced, as :meth:`begin` would."""
+        now = self.clock()
+        text, saved = encode_result(result)
+        record = Record(key=key, status=Status.COMPLETED, inputs_hash=inputs_hash,
+                        expires_at=self._expiry(now), result=text, result_saved=saved,
+                        action=action, run_id=run_id)
+        existing = self._put_completed(record, uuid.uuid4().hex, now, effects)
+        if existing is None:
+            return record
+        if existing.inputs_hash != inputs_hash:
+            raise IdempotencyKeyReused(action or existing.action or "?", key, inputs_hash,
+                                       existing.inputs_hash)
+        if existing.status is Status.COMPLETED:
+            return Replay(existing)
+        lease_until = existing.lease_until or now
+        raise IdempotencyInProgress(key, lease_until, when=self.wait_hint(lease_until - now))
+
     def renew(self, claim: Claim) -> bool:
         """Extend the claim's lease by ``lease_seconds`` from now; False if it is no longer
         this run's (or no longer in progress)."""
@@ -144,3 +184,11 @@ class IdempotencyStore(abc.ABC):
     def _delete_record(self, key: str, lease_id: str) -> bool:
         """Atomically: if the stored record of ``key`` is IN_PROGRESS with ``lease_id``, delete
         it and return True; else return False."""
+
+    @abc.abstractmethod
+    def _put_completed(self, record: Record, token: str, now: float,
+                       effects: Sequence[Effect]) -> Record | None:
+        """Atomically: if no stored record of ``record.key`` :meth:`~Record.holds` it at ``now``,
+        store ``record`` (COMPLETED) and commit ``effects``, and return ``None``; else change
+        nothing and return the stored record. ``token`` fences the write (a backend that may
+        send it twice, after a lost answer, recognises its own write by it)."""

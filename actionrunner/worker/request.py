@@ -46,6 +46,7 @@ def sqs_attributes(message: Any) -> dict[str, Any]:
         "dedup_id": attrs.get("MessageDeduplicationId"),
         "receive_count": _int("ApproximateReceiveCount"),
         "attempt": delivery_info.get("actionrunner_attempt") or 1,
+        "runs": delivery_info.get("actionrunner_runs") or 1,  # waits included (the guard's)
         "sent_timestamp_ms": _int("SentTimestamp"),
         "first_receive_timestamp_ms": _int("ApproximateFirstReceiveTimestamp"),
         "sequence_number": attrs.get("SequenceNumber"),
