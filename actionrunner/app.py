@@ -33,7 +33,8 @@ def _load_config() -> Any:
 
 def create_app() -> Celery:
     """A new Celery app configured from the settings."""
-    celery = Celery("actionrunner", task_cls="actionrunner.action:Action")
+    celery = Celery("actionrunner", task_cls="actionrunner.action:Action",
+                    events="actionrunner.worker.events:Events")
     celery.config_from_object(_load_config())
     return celery
 

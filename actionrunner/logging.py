@@ -36,6 +36,13 @@ LIFECYCLE_EVENTS = ("sent", "started", "succeeded", "failed", "retrying", "dead-
 LIFECYCLE_LOGGER = "actionrunner.lifecycle"
 
 _configured = False
+#: The handler :func:`configure` installed with the JSON format: lifecycle lines that would reach
+#: it alone are rendered straight to its stream (:func:`_write_direct`), the same JSON line
+#: without a LogRecord and a second pass through the processors.
+_direct: logging.Handler | None = None
+_stamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
+_LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning",
+                logging.ERROR: "error", logging.CRITICAL: "critical"}
 
 
 def _orjson_dumps(obj: Any, **_: Any) -> str:
@@ -99,9 +106,10 @@ def configure(
     ``level`` is the root level (Celery's ``-l``); ``actions_level`` (default: ``level``) is the
     level of ActionRunner's own loggers and the deployment's ``tasks``, so lifecycle lines are
     written even when Celery runs at its default WARNING."""
-    global _configured
+    global _configured, _direct
     handler = logging.StreamHandler(stream or sys.__stderr__)
     handler.setFormatter(formatter(fmt))
+    _direct = handler if fmt == "json" else None
     handler.set_name("actionrunner")
     root = logging.getLogger()
     ours = logging.getLogger("actionrunner")
@@ -197,7 +205,8 @@ def log_event(event: str, *, level: int = logging.INFO, result: Any = None, **fi
     extra: dict[str, Any] = {}
     for enricher in _enrichers:
         extra.update(enricher(event, present))
-    get_logger(LIFECYCLE_LOGGER).log(level, event, **present, **extra)
+    if not _write_direct(event, level, present, extra):
+        get_logger(LIFECYCLE_LOGGER).log(level, event, **present, **extra)
     for observer in _observers:
         try:
             observer(event, present, result)
@@ -205,3 +214,49 @@ def log_event(event: str, *, level: int = logging.INFO, result: Any = None, **fi
             get_logger("actionrunner").warning("lifecycle-observer-failed", event=event,
                                                observer=getattr(observer, "__name__", "?"),
                                                exc_info=True)
+
+
+def _direct_handler(level: int) -> logging.Handler | None:
+    """The JSON handler of :func:`configure` if a lifecycle line at ``level`` reaches it and
+    nothing else: no other handler or filter on the way, nothing disabled, its formatter ours."""
+    handler = _direct
+    if handler is None or handler.filters or level < handler.level:
+        return None
+    logger: logging.Logger | None = logging.getLogger(LIFECYCLE_LOGGER)
+    assert logger is not None
+    if not logger.isEnabledFor(level):
+        return None
+    while logger is not None and logger is not logging.root:
+        if logger.handlers or logger.filters or logger.disabled or not logger.propagate:
+            return None
+        logger = logger.parent
+    root = logging.root
+    if len(root.handlers) != 1 or root.handlers[0] is not handler or root.filters or root.disabled:
+        return None
+    if not isinstance(handler, logging.StreamHandler) \
+            or not isinstance(handler.formatter, structlog.stdlib.ProcessorFormatter):
+        return None
+    return handler
+
+
+def _write_direct(event: str, level: int, present: dict[str, Any], extra: dict[str, Any]) -> bool:
+    """Write a lifecycle line straight to :func:`configure`'s JSON handler, exactly as the
+    processors and the formatter would; False (nothing written) if the line must take the
+    logging path (another handler, a filter, a level, another format: see _direct_handler)."""
+    handler = _direct_handler(level)
+    if handler is None or "exc_info" in present:
+        return False
+    line: dict[str, Any] = {**present, **extra, "event": event}
+    structlog.contextvars.merge_contextvars(None, "", line)
+    line["level"] = _LEVEL_NAMES.get(level) or logging.getLevelName(level).lower()
+    line["logger"] = LIFECYCLE_LOGGER
+    _stamper(None, "", line)
+    text = _orjson_dumps(line) + "\n"
+    stream = handler.stream  # type: ignore[attr-defined]
+    with handler.lock:  # type: ignore[union-attr]
+        try:
+            stream.write(text)
+            stream.flush()
+        except Exception:  # as logging does: a broken stream never breaks the action
+            handler.handleError(logging.makeLogRecord({"msg": event}))
+    return True

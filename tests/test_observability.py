@@ -25,6 +25,55 @@ def test_lifecycle_lines_carry_embedded_metrics() -> None:
     assert emf_fields("released", {"count": 3}) == {}
 
 
+def test_a_lifecycle_line_written_directly_is_the_line_logging_would_write(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker writes lifecycle lines straight to its JSON handler (no LogRecord); the line is
+    the one the logging path writes, and a process with other handlers gets them by logging."""
+    import io
+    import json
+    import logging
+
+    from actionrunner import logging as ar_logging
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, ar_logging._direct, ar_logging._configured)
+    buffer = io.StringIO()
+    try:
+        for handler in saved[0]:  # (pytest's capture handlers)
+            root.removeHandler(handler)
+        ar_logging.configure("INFO", "json", stream=buffer)
+        assert ar_logging._direct_handler(logging.INFO) is not None
+        fields = {"action": "tests.x", "id": "i", "attempt": 1, "queue_wait_ms": 1.5, "gone": None}
+        ar_logging.log_event("started", **fields)
+        ar_logging.log_event("failed", level=logging.ERROR, action="tests.x", error="boom")
+        monkeypatch.setattr(ar_logging, "_direct", None)  # the logging path
+        ar_logging.log_event("started", **fields)
+        ar_logging.log_event("failed", level=logging.ERROR, action="tests.x", error="boom")
+        monkeypatch.undo()
+        lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
+        for line in lines:  # (the times differ)
+            line.pop("timestamp")
+            line.get("_aws", {}).pop("Timestamp", None)
+        direct, logged = lines[:2], lines[2:]
+        assert [list(line.items()) for line in direct] == [list(line.items()) for line in logged]
+        assert direct[1]["level"] == "error" and "gone" not in direct[0]
+        # another handler (a test's caplog, a host's handler): every line goes through logging
+        other = logging.NullHandler()
+        root.addHandler(other)
+        assert ar_logging._direct_handler(logging.INFO) is None
+        root.removeHandler(other)
+        logging.getLogger(ar_logging.LIFECYCLE_LOGGER).setLevel(logging.WARNING)
+        assert ar_logging._direct_handler(logging.INFO) is None  # below the logger's level
+    finally:
+        logging.getLogger(ar_logging.LIFECYCLE_LOGGER).setLevel(logging.NOTSET)
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+        ar_logging._direct, ar_logging._configured = saved[2], saved[3]
+
+
 @pytest.mark.integration
 def test_status_table_and_exit_code_follow_the_dlq(aws: Any, queue_url: str, sqs: Any,
                                                     settings: Any) -> None:
