@@ -20,8 +20,10 @@ handlers like any library's.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -36,11 +38,12 @@ LIFECYCLE_EVENTS = ("sent", "started", "succeeded", "failed", "retrying", "dead-
 LIFECYCLE_LOGGER = "actionrunner.lifecycle"
 
 _configured = False
+_lifecycle_logger = logging.getLogger(LIFECYCLE_LOGGER)
 #: The handler :func:`configure` installed with the JSON format: lifecycle lines that would reach
 #: it alone are rendered straight to its stream (:func:`_write_direct`), the same JSON line
 #: without a LogRecord and a second pass through the processors.
 _direct: logging.Handler | None = None
-_stamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
+_second: list[Any] = [None, ""]  # (epoch second, its ISO text): the timestamp's cached part
 _LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning",
                 logging.ERROR: "error", logging.CRITICAL: "critical"}
 
@@ -216,13 +219,24 @@ def log_event(event: str, *, level: int = logging.INFO, result: Any = None, **fi
                                                exc_info=True)
 
 
+def _timestamp() -> str:
+    """Now as structlog's ``TimeStamper(fmt="iso", utc=True)`` writes it
+    (``2026-11-27T10:00:00.123456Z``), its seconds formatted once per second."""
+    now = time.time()
+    second = int(now)
+    if _second[0] != second:
+        _second[1] = datetime.datetime.fromtimestamp(second, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second[0] = second
+    return f"{_second[1]}.{min(999_999, int((now - second) * 1_000_000)):06d}Z"
+
+
 def _direct_handler(level: int) -> logging.Handler | None:
     """The JSON handler of :func:`configure` if a lifecycle line at ``level`` reaches it and
     nothing else: no other handler or filter on the way, nothing disabled, its formatter ours."""
     handler = _direct
     if handler is None or handler.filters or level < handler.level:
         return None
-    logger: logging.Logger | None = logging.getLogger(LIFECYCLE_LOGGER)
+    logger: logging.Logger | None = _lifecycle_logger
     assert logger is not None
     if not logger.isEnabledFor(level):
         return None
@@ -250,7 +264,7 @@ def _write_direct(event: str, level: int, present: dict[str, Any], extra: dict[s
     structlog.contextvars.merge_contextvars(None, "", line)
     line["level"] = _LEVEL_NAMES.get(level) or logging.getLevelName(level).lower()
     line["logger"] = LIFECYCLE_LOGGER
-    _stamper(None, "", line)
+    line["timestamp"] = _timestamp()
     text = _orjson_dumps(line) + "\n"
     stream = handler.stream  # type: ignore[attr-defined]
     with handler.lock:  # type: ignore[union-attr]

@@ -40,26 +40,28 @@ COUNT_OF_EVENT = {
 TIMING_OF_FIELD = {"duration_ms": "ActionDuration", "queue_wait_ms": "QueueWait"}
 
 
+#: The ``CloudWatchMetrics`` directive of each (count metric, timing metrics) (made once).
+_directives: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
+
+
 def emf_fields(event: str, fields: dict[str, Any]) -> dict[str, Any]:
     """The EMF block (and metric values) for one lifecycle line; empty for other events."""
     count = COUNT_OF_EVENT.get(event)
     action = fields.get("action")
     if count is None or not action:
         return {}
-    metrics: list[dict[str, str]] = [{"Name": count, "Unit": "Count"}]
     values: dict[str, Any] = {count: 1}
     for field, name in TIMING_OF_FIELD.items():
-        if isinstance(fields.get(field), int | float):
-            metrics.append({"Name": name, "Unit": "Milliseconds"})
-            values[name] = fields[field]
-    return {
-        DIMENSION: action,
-        **values,
-        "_aws": {
-            "Timestamp": int(time.time() * 1000),
-            "CloudWatchMetrics": [
-                {"Namespace": NAMESPACE, "Dimensions": [[DIMENSION], []], "Metrics": metrics}
-            ],
-        },
-    }
+        value = fields.get(field)
+        if isinstance(value, int | float):
+            values[name] = value
+    shape = (count, tuple(values)[1:])
+    directive = _directives.get(shape)
+    if directive is None:
+        metrics = [{"Name": count, "Unit": "Count"},
+                   *({"Name": name, "Unit": "Milliseconds"} for name in shape[1])]
+        directive = _directives[shape] = [
+            {"Namespace": NAMESPACE, "Dimensions": [[DIMENSION], []], "Metrics": metrics}]
+    return {DIMENSION: action, **values,
+            "_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": directive}}
 

@@ -185,12 +185,22 @@ def install_worker_observer(settings: Settings) -> None:
     observe(_record)
 
 
+_tasks: dict[str, Any] = {}  # action name → its task (registry lookups through current_app)
+
+
 def keeps_results(action: str | None) -> bool:
     """True when the runs of ``action`` are kept (its ``ignore_result`` is off)."""
-    from celery import current_app  # the worker's app (actionrunner.app), without importing it
+    if not action:
+        return False
+    task = _tasks.get(action)
+    if task is None:
+        from celery import current_app  # the worker's app (actionrunner.app), without importing it
 
-    task = current_app.tasks.get(action) if action else None
-    return task is not None and task.ignore_result is False
+        task = current_app.tasks.get(action)
+        if task is None:
+            return False
+        _tasks[action] = task
+    return task.ignore_result is False
 
 
 def _record(event: str, fields: dict[str, Any], result: Any) -> None:

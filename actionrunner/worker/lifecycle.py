@@ -18,9 +18,9 @@ _started: dict[str, float] = {}
 
 
 def _is_action(task: Any) -> bool:
-    from ..action import is_action
+    from ..action import Action  # (not at import: actions import this module's package)
 
-    return is_action(task)
+    return isinstance(task, Action) and getattr(task, "input_model", None) is not None
 
 
 def _common(task: Any) -> dict[str, Any]:
