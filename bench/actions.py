@@ -32,3 +32,17 @@ def chaos(run: str, group: int, seq: int, table: str) -> None:
                    "SET seqs = list_append(if_not_exists(seqs, :empty), :seq), expires_at = :exp",
                    values={":empty": [], ":seq": [seq], ":exp": int(time.time()) + 86_400})
     run_probe("actionrunner", str(group), seq, 0, run)
+
+
+@action(group="bench:{shard}", key="{run}:{n}")
+def keyed_noop(shard: int, n: int, run: str) -> None:
+    """``actionrunner bench idempotency``'s explicitly keyed no-op (``key=``: claim + complete)."""
+
+
+@action(group="bench:{shard}")
+def staged_noop(shard: int, n: int, table: str) -> None:
+    """``actionrunner bench idempotency``'s no-op with one staged write (committed with its
+    completion)."""
+    from actionrunner.state import effects
+
+    effects.update(table, {"pk": f"n#{n}"}, "ADD c :one", values={":one": 1})

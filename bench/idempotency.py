@@ -1,6 +1,7 @@
 """Idempotency: what the store adds to each action, in DynamoDB requests and milliseconds.
 
-    actionrunner bench idempotency [--count 300] [--drain 1000] [--concurrency 2] [--no-drain]
+    actionrunner bench idempotency [--count 300] [--drain 1000] [--paths 500] [--concurrency 2]
+                                   [--no-drain]
 
 Runs on a private local stack (moto for DynamoDB over HTTP, fauxqs for SQS, free loopback ports).
 
@@ -11,6 +12,14 @@ Runs on a private local stack (moto for DynamoDB over HTTP, fauxqs for SQS, free
    table would inflate its transaction times; real DynamoDB does not).
 2. **Drain, end to end**: ``drain`` no-op actions (``tasks.demo.noop``) sent in bulk and drained by
    one worker, with ``ACTIONRUNNER_IDEMPOTENCY`` on and off (run status off in both).
+3. **Writes per action by path, end to end**: ``paths`` actions of each kind drained by a worker
+   with the store on and run status at its default (``api``: ``.delay()`` runs write none), every
+   DynamoDB request of the worker counted by a proxy in front of moto (bench/proxy.py), from its
+   start to the drained queue: *first delivery* (a ``.delay()`` of an unkeyed action, received for
+   the first time: no claim, the completion is one conditional write), the same *with one staged
+   write* (one TransactWriteItems), *redelivery* (each message received once before, by the bench,
+   and left to come back: ApproximateReceiveCount 2 → claim, then complete) and *keyed*
+   (``key=``: claim, then complete).
 
 Capacity units are AWS's published rates for items up to 1 KB: PutItem, UpdateItem and DeleteItem
 1 WCU each (a write refused by its condition too), a transaction 2 WCU per item.
@@ -199,6 +208,66 @@ def _drained(sqs: Any, url: str, timeout: float, proc: Any) -> float | None:
     return None
 
 
+#: DynamoDB APIs that write (each request is one write, whatever its WCU).
+WRITE_APIS = ("PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem")
+
+
+def by_path(aws: Any, settings: Any, count: int, concurrency: int,
+            timeout: float = 300) -> list[dict[str, Any]]:
+    """Rows of DynamoDB requests per action for each path (see the module docstring)."""
+    from bench.actions import keyed_noop, staged_noop
+    from bench.proxy import CountingProxy
+    from tasks.demo import noop
+
+    sqs = settings.client("sqs")
+    url = sqs.get_queue_url(QueueName=settings.queue_name)["QueueUrl"]
+    table = _table(settings.client("dynamodb"), "bench-paths")
+    run = uuid.uuid4().hex[:8]
+    rows = []
+    with CountingProxy(aws.moto.url) as proxy:
+        for label in ("first delivery", "first delivery, one staged write", "redelivery",
+                      "keyed (key=)"):
+            base = 100_000 * (len(rows) + 1)
+            calls = [{"shard": base + i, "n": base + i} for i in range(count)]  # a group each
+            for first in range(0, count, 1000):
+                chunk = calls[first : first + 1000]
+                if label.startswith("keyed"):
+                    keyed_noop.delay_many([{**c, "run": run} for c in chunk])
+                elif "staged" in label:
+                    staged_noop.delay_many([{**c, "table": table} for c in chunk])
+                else:
+                    noop.delay_many(chunk)
+            if label == "redelivery":
+                _receive_once(sqs, url, count, hide=4)
+            proxy.reset()
+            log_name = f"idempotency-path-{len(rows)}"
+            with environ(ACTIONRUNNER_IDEMPOTENCY="true", AWS_ENDPOINT_URL_DYNAMODB=proxy.url,
+                         ACTIONRUNNER_IMPORTS="bench.actions"), \
+                    worker("actionrunner", concurrency, log_name) as proc:
+                seconds = _drained(sqs, url, timeout, proc)
+                time.sleep(0.5)  # the last completions
+                calls_seen = proxy.reset()
+            if seconds is None:
+                console.print(f"[red]{label}: the worker did not drain the queue; see "
+                              f"bench/out/{log_name}.log[/]")
+            writes = sum(n for api, n in calls_seen.items() if api in WRITE_APIS)
+            rows.append({"path": label, "writes": writes / count, "calls": dict(calls_seen),
+                         "requests": sum(calls_seen.values()) / count})
+    return rows
+
+
+def _receive_once(sqs: Any, url: str, count: int, hide: int) -> None:
+    """Receive every message once (each is in a group of its own) and let it come back after
+    ``hide`` seconds: its next receive is its second (ApproximateReceiveCount 2)."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + 60
+    while len(seen) < count and time.monotonic() < deadline:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=hide,
+                                  WaitTimeSeconds=1).get("Messages", [])
+        seen.update(m["MessageId"] for m in got)
+    time.sleep(hide + 0.5)
+
+
 def _ops(calls: dict[str, int], count: float) -> str:
     return ", ".join(f"{name} {n / count:g}" for name, n in sorted(calls.items())) or "-"
 
@@ -208,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=300, help="runs per in-process scenario")
     parser.add_argument("--drain", type=int, default=1000, help="actions per end-to-end drain")
+    parser.add_argument("--paths", type=int, default=500,
+                        help="actions per path in the writes-per-action table (0: skip it)")
     parser.add_argument("--concurrency", "-c", type=int, default=2)
     parser.add_argument("--no-drain", dest="with_drain", action="store_false")
     args = parser.parse_args(argv)
@@ -215,11 +286,12 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     env = {"ACTIONRUNNER_POLLING_INTERVAL": "0.1", "ACTIONRUNNER_WAIT_TIME_SECONDS": "1"}
-    with local_stack("fauxqs", **env) as (_, settings):
+    with local_stack("fauxqs", **env) as (aws, settings):
         console.print(f"local stack: DynamoDB from moto, SQS from fauxqs; {args.count} runs per "
                       "scenario, in process")
         rows = per_action(args.count)
         drained = drain(args.drain, args.concurrency, settings) if args.with_drain else []
+        paths = by_path(aws, settings, args.paths, args.concurrency) if args.paths else []
 
     base = {"no-op": rows[0], "write": rows[3]}
     table = Table(title="what the idempotency store adds per action (DynamoDB on moto, loopback)")
@@ -240,6 +312,16 @@ def main(argv: list[str] | None = None) -> int:
             secs = row["seconds"]
             table.add_row(row["label"], "timeout" if secs is None else f"{secs:.1f}",
                           "-" if secs is None else f"{args.drain / secs:,.0f}", f"{row['ms']:.2f}")
+        console.print(table)
+    if paths:
+        table = Table(title=f"DynamoDB writes per action by path (end to end: one worker "
+                            f"-c {args.concurrency}, {args.paths} actions per path, store on, "
+                            "run status at its default)")
+        for column in ("path", "writes / action", "DynamoDB requests / action (by API)"):
+            table.add_column(column, justify="left" if column == "path" else "right")
+        for row in paths:
+            table.add_row(row["path"], f"{row['writes']:.3f}",
+                          f"{row['requests']:.3f} ({_ops(row['calls'], args.paths)})")
         console.print(table)
     return 0 if all(r["seconds"] is not None for r in drained) else 1
 

@@ -60,6 +60,12 @@ class ActionRequest(Request):
         super().__init__(message, *args, **kwargs)
         self.sqs = sqs_attributes(message)
         self._request_dict["sqs"] = self.sqs
+        # what goes to the pool process is pickled: not the raw SQS message again (its body,
+        # attributes and receipt handle; the pool has the decoded body and ``sqs``)
+        properties = self._request_dict.get("properties")
+        if isinstance(properties, dict) and "sqs_message" in (properties.get("delivery_info") or {}):
+            self._request_dict["properties"] = {**properties, "delivery_info": {
+                k: v for k, v in properties["delivery_info"].items() if k != "sqs_message"}}
 
     # -- helpers ---------------------------------------------------------------------------
     def _channel(self) -> MessageSettler | None:
