@@ -371,15 +371,14 @@ class Action(Task):  # type: ignore[misc]
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not is_action(self):
             return super().__call__(*args, **kwargs)
-        if not self.request.called_directly:
-            self.check_version(getattr(self.request, VERSION_HEADER, None))
+        request = self.request
+        if not request.called_directly:
+            self.check_version(getattr(request, VERSION_HEADER, None))
         model = self.validate_inputs(args, kwargs)
         values = {name: getattr(model, name) for name in self.input_names}
-        if self.request.called_directly:
+        if request.called_directly:
             return super().__call__(**values)
-        from .state.guard import guarded_run  # idempotency, shared rate limit, staged writes
-
-        return guarded_run(self, values, lambda: self.run(**values))
+        return _guarded_run()(self, values, lambda: self.run(**values))
 
 
 #: Celery task options that would be silent no-ops here, and what to use instead.
@@ -405,6 +404,20 @@ def _check_canvas_options(task: Action, options: Mapping[str, Any]) -> None:
             f"action {task.name!r} is in a chord's header, but its results are not kept: a chord "
             "needs them (set ACTIONRUNNER_RUN_STATUS=all, or @action(ignore_result=False) on "
             "each header action)")
+
+
+def _guarded_run() -> Callable[..., Any]:
+    """:func:`actionrunner.state.guard.guarded_run` (idempotency, shared rate limit, staged
+    writes; imported on first use: the state package imports this module's dependents)."""
+    global _GUARDED_RUN
+    if _GUARDED_RUN is None:
+        from .state.guard import guarded_run
+
+        _GUARDED_RUN = guarded_run
+    return _GUARDED_RUN
+
+
+_GUARDED_RUN: Callable[..., Any] | None = None
 
 
 def is_action(task: Any) -> bool:

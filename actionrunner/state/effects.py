@@ -25,9 +25,8 @@ transactions hold 100 items), one per item; for bulk writes use :class:`actionru
 
 from __future__ import annotations
 
-import contextlib
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -100,14 +99,18 @@ def _target(entry: dict[str, Any]) -> tuple[str, bytes] | None:
     return body["TableName"], orjson.dumps(body["Key"], option=orjson.OPT_SORT_KEYS)
 
 
-@contextlib.contextmanager
-def collecting() -> Iterator[list[dict[str, Any]]]:
+class collecting:  # noqa: N801 (used as a function: ``with effects.collecting() as staged``)
     """Stage the writes made in this block (one run of an action) into the yielded list."""
-    token = _staged.set([])
-    try:
-        yield _staged.get()  # type: ignore[misc]
-    finally:
-        _staged.reset(token)
+
+    __slots__ = ("_token",)
+
+    def __enter__(self) -> list[dict[str, Any]]:
+        staged: list[dict[str, Any]] = []
+        self._token = _staged.set(staged)
+        return staged
+
+    def __exit__(self, *exc: object) -> None:
+        _staged.reset(self._token)
 
 
 def commit(client: Any, items: list[dict[str, Any]]) -> None:

@@ -52,7 +52,7 @@ from ..runs import API_RUN_HEADER
 from ..settings import get_settings
 from . import effects
 from .lease import keeper
-from .ratelimit import SharedRateLimit, drawing_from, parse_rate
+from .ratelimit import SharedRateLimit, current_limiter, drawing_from, parse_rate
 from .record import Replay
 from .schema import idempotency_pk
 from .store import IdempotencyStore
@@ -137,6 +137,12 @@ def is_idempotent(task: Any) -> bool:
 def guarded_run(task: Any, values: dict[str, Any], run: Callable[[], Any]) -> Any:
     """Run ``run()`` (the action with its validated ``values``) as the module docstring says."""
     limiter = limiter_for(task)
+    if limiter is None and not is_idempotent(task) and current_limiter() is None:  # plain
+        with effects.collecting() as staged:
+            result = run()
+        if staged:
+            effects.commit(client(), staged)
+        return result
     with effects.collecting() as staged, drawing_from(limiter):
         if not is_idempotent(task):
             result = _limited(limiter, run)

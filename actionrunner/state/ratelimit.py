@@ -202,6 +202,11 @@ def drawing_from(limiter: SharedRateLimit | None) -> Iterator[None]:
         _current.reset(token)
 
 
+def current_limiter() -> SharedRateLimit | None:
+    """The running action's shared bucket, if it has one."""
+    return _current.get()
+
+
 def report_throttling() -> float:
     """Tell the running action's shared bucket (if it has one) that DynamoDB throttled it."""
     limiter = _current.get()

@@ -23,8 +23,7 @@ def _is_action(task: Any) -> bool:
     return isinstance(task, Action) and getattr(task, "input_model", None) is not None
 
 
-def _common(task: Any) -> dict[str, Any]:
-    request = task.request
+def _common(task: Any, request: Any) -> dict[str, Any]:
     sqs = getattr(request, "sqs", None) or {}
     delivery_info = request.delivery_info or {}
     return {
@@ -46,24 +45,29 @@ def _duration_ms(task_id: str | None) -> float | None:
 
 @signals.task_prerun.connect
 def _on_prerun(sender: Any = None, task_id: str | None = None, task: Any = None, **_: Any) -> None:
-    if not _is_action(task) or task.request.called_directly:
+    if not _is_action(task):
+        return
+    request = task.request
+    if request.called_directly:
         return
     _started[task_id or ""] = time.perf_counter()
-    sqs = getattr(task.request, "sqs", None) or {}
+    sqs = getattr(request, "sqs", None) or {}
     sent = sqs.get("sent_timestamp_ms")
     wait = None if sent is None else max(0.0, round(time.time() * 1000 - sent, 1))
-    log_event("started", **_common(task), queue_wait_ms=wait)
+    log_event("started", **_common(task, request), queue_wait_ms=wait)
 
 
 @signals.task_success.connect
 def _on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
-    if not _is_action(sender) or sender.request.called_directly:
+    if not _is_action(sender):
         return
-    from ..state.guard import lifecycle_fields  # idempotent_replay: the saved result, not a run
-
+    request = sender.request
+    if request.called_directly:
+        return
+    replay = getattr(request, "idempotency", None)  # idempotent_replay: the saved result, not a run
     log_event(
-        "succeeded", **_common(sender), duration_ms=_duration_ms(sender.request.id),
-        outcome="succeeded", result=result, **lifecycle_fields(sender),
+        "succeeded", **_common(sender, request), duration_ms=_duration_ms(request.id),
+        outcome="succeeded", result=result, **(dict(replay) if replay else {}),
     )
 
 
@@ -74,7 +78,7 @@ def _on_failure(
     if not _is_action(sender):
         return
     log_event(
-        "failed", **_common(sender), duration_ms=_duration_ms(task_id), outcome="failed",
+        "failed", **_common(sender, sender.request), duration_ms=_duration_ms(task_id), outcome="failed",
         error_type=type(exception).__name__ if exception else None,
         error=str(exception)[:500] if exception else None,
         level=40,
