@@ -98,10 +98,18 @@ class Held:
             return None
 
 
+_REGISTERED: set[str] = set()  # task names found registered (tasks are not unregistered)
+
+
 def _is_registered(name: str) -> bool:
+    if name in _REGISTERED:
+        return True
     from celery import current_app
 
-    return name in current_app.tasks
+    if name in current_app.tasks:
+        _REGISTERED.add(name)
+        return True
+    return False
 
 
 class FifoConsumer(MessageSettler):
