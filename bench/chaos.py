@@ -293,7 +293,7 @@ def table(results: list[Result], title: str) -> Any:
     grid.add_column("")
     for r in results:
         grid.add_column(r.label, justify="right")
-    base = results[0].drain_s if results and results[0].drain_s else None
+    base = next((r.drain_s for r in results if r.label == "fault-free"), None)
 
     def row(name: str, values: list[str]) -> None:
         grid.add_row(name, *values)
@@ -309,8 +309,8 @@ def table(results: list[Result], title: str) -> Any:
     row("SIGKILLs / restarts", [f"{r.kills} / {r.restarts}" for r in results])
     row("drain time (s)", [fmt(r.drain_s) + (" (timed out)" if r.timed_out else "")
                            for r in results])
-    row("vs fault-free", [fmt(r.drain_s / base if r.drain_s and base else None, ".2f") + "x"
-                          for r in results])
+    row("vs fault-free", [fmt(r.drain_s / base if r.drain_s and base else None, ".2f", "-") + "x"
+                          for r in results] if base else ["-"] * len(results))
     row("worker requests", [f"{sum(r.requests.values()):,}" for r in results])
     row("faults injected", [f"{sum(r.faults.values()):,}" for r in results])
     for kind in KINDS:
