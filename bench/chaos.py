@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -322,6 +323,14 @@ def table(results: list[Result], title: str) -> Any:
     return grid
 
 
+def summary(result: Result) -> dict[str, Any]:
+    """A result as plain values (faults by kind and API call, e.g. ``slow ReceiveMessage``)."""
+    plain = {k: v for k, v in vars(result).items() if k not in ("requests", "faults", "logs")}
+    return {**plain, "requests": dict(result.requests),
+            "faults": {f"{kind} {api}": n for (kind, api), n in sorted(result.faults.items())},
+            "logs": [str(path) for path in result.logs]}
+
+
 @contextlib.contextmanager
 def _progress(count: int, label: str) -> Iterator[Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -373,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
              f"{args.concurrency}, SQS from {args.sqs}, DynamoDB from moto, fault kinds "
              f"{', '.join(kinds)}, seed {args.seed}")
     console.print(table(results, title))
+    out = OUT / f"chaos-{args.sqs}.json"
+    out.write_text(json.dumps({"title": title, "runs": [summary(r) for r in results]}, indent=1))
+    console.print(f"figures: {out.relative_to(ROOT)}", markup=False)
     logs = [str(path.relative_to(ROOT)) for r in results for path in r.logs]
     console.print(f"worker logs: {', '.join(logs)}", markup=False)
     bad = [r for r in results if r.completed < r.count or r.duplicates or r.order_violations
