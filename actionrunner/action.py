@@ -10,9 +10,14 @@
 * ``group`` (template over the inputs, or a callable) gives the MessageGroupId: actions of one group
   run one at a time in order; different groups run in parallel. Without it, every call of the
   action shares one group named after the action.
-* ``key`` (template or callable) is the idempotency key; the MessageDeduplicationId is a hash of the
-  action's name and that key. Without it, the key is the canonical JSON of the inputs, so the same
-  call sent twice within SQS's 5-minute window runs once.
+* Every call runs: each ``.delay()`` / ``apply_async`` gets a call id (message header
+  ``ar_call``); the MessageDeduplicationId and the idempotency key derive from it, so a
+  redelivered or retried message is still one call (run once), and a second call with equal
+  inputs is a second run — Celery's semantics.
+* ``key`` (template or callable) opts in to content-based dedup: the MessageDeduplicationId and
+  the idempotency key are a hash of the action's name and that key, so the same key sent again
+  within SQS's 5-minute window is dropped, and within ``ACTIONRUNNER_IDEMPOTENCY_TTL_SECONDS``
+  returns the saved result without running.
 * Inputs are validated from the type hints (pydantic) when the action is *sent*: a bad call raises
   :class:`~actionrunner.errors.ActionInputError` naming each bad field, and nothing is sent.
   The worker validates them again and calls the function with the typed values.
@@ -33,6 +38,7 @@ from celery import Task
 from celery.result import AsyncResult
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from . import constants as C
 from . import keys
 from .errors import (
     ActionDefinitionError,
@@ -49,9 +55,17 @@ VERSION_HEADER = "ar_schema"
 #: Misspellings kombu would silently ignore, and what to write instead.
 _MISSPELLED_OPTIONS = {
     "message_group_id": "MessageGroupId",
-    "group_id": "MessageGroupId",
     "message_deduplication_id": "MessageDeduplicationId",
     "deduplication_id": "MessageDeduplicationId",
+}
+
+
+#: Celery's built-in canvas tasks that cannot travel as actions, and what sent them.
+_UNSUPPORTED_BUILTINS = {
+    "celery.chunks": "task.chunks()",
+    "celery.map": "task.map()",
+    "celery.starmap": "task.starmap() or task.chunks()",
+    "celery.chord_unlock": "a chord polled by a task: this app's result backend joins chords itself",
 }
 
 
@@ -62,6 +76,7 @@ class PreparedCall:
     kwargs: dict[str, Any]  #: the inputs as JSON-able values (what goes on the wire)
     group: str  #: MessageGroupId
     dedup_id: str  #: MessageDeduplicationId
+    call_id: str | None = None  #: the call id it derives from (``None``: keyed by content)
 
 
 def _field_errors(exc: ValidationError) -> dict[str, str]:
@@ -104,14 +119,19 @@ class Action(Task):  # type: ignore[misc]
     Request = "actionrunner.worker.request:ActionRequest"
     #: Delete the message only after the action ran.
     acks_late = True
-    #: Results are reported through logs and run status, not a Celery result backend.
-    ignore_result = True
+    #: Results are kept (run records in the state table, read by ``AsyncResult``) when
+    #: ``ACTIONRUNNER_RUN_STATUS=all`` (Celery's ``task_ignore_result`` off) or per action with
+    #: ``@action(ignore_result=False)``; see actionrunner/results.py.
+    ignore_result = None
     typing = False
 
     #: MessageGroupId template / callable (``None``: the action's name).
     message_group: keys.IdSpec | None = None
-    #: Idempotency key template / callable (``None``: the canonical inputs).
+    #: Idempotency key template / callable (``None``: the call id, one per call).
     idempotency_key: keys.IdSpec | None = None
+    #: The queue (lane) this action travels on (``None``: ``ACTIONRUNNER_QUEUE_NAME``); one of
+    #: ``ACTIONRUNNER_LANES``. Celery routes it (``task.queue``), ``-Q`` selects it.
+    queue: str | None = None
     # -- failures (see actionrunner/settle.py) ----------------------------------------
     #: Runs of one message before it is dead-lettered (1 = no retry).
     max_attempts: int = 3
@@ -174,8 +194,12 @@ class Action(Task):  # type: ignore[misc]
         *,
         group: str | None = None,
         dedup_id: str | None = None,
+        call_id: str | None = None,
     ) -> PreparedCall:
-        """Validate a call and compute its wire inputs, MessageGroupId and dedup id."""
+        """Validate a call and compute its wire inputs, MessageGroupId and dedup id.
+
+        The dedup id is ``dedup_id`` if given, else from the action's ``key=`` if it has one,
+        else from ``call_id`` if given, else (a message from before call ids) from the inputs."""
         model = self.validate_inputs(args, kwargs)
         values = {name: getattr(model, name) for name in self.input_names}
         wire = model.model_dump(mode="json")
@@ -187,17 +211,17 @@ class Action(Task):  # type: ignore[misc]
                     else self.name
                 )
             if dedup_id is None:
-                key = (
-                    keys.render(self.idempotency_key, values)
-                    if self.idempotency_key is not None
-                    else keys.default_key(wire)
-                )
-                dedup_id = keys.dedup_id(self.name, key)
+                if self.idempotency_key is not None:
+                    dedup_id = keys.dedup_id(self.name, keys.render(self.idempotency_key, values))
+                elif call_id is not None:
+                    dedup_id = keys.call_dedup_id(self.name, call_id)
+                else:
+                    dedup_id = keys.dedup_id(self.name, keys.default_key(wire))
         except (KeyError, AttributeError, IndexError, ValueError) as exc:
             raise ActionError(f"action {self.name!r}: cannot compute its group or key: {exc!r}") from exc
         keys.check_id(self.name, "MessageGroupId", group)
         keys.check_id(self.name, "MessageDeduplicationId", dedup_id)
-        return PreparedCall(kwargs=wire, group=group, dedup_id=dedup_id)
+        return PreparedCall(kwargs=wire, group=group, dedup_id=dedup_id, call_id=call_id)
 
     # -- sending ---------------------------------------------------------------------------
     def apply_async(  # type: ignore[override]
@@ -213,22 +237,32 @@ class Action(Task):  # type: ignore[misc]
     ) -> AsyncResult:
         """Validate and send; returns once SQS accepted the message (see Celery's apply_async)."""
         if not is_action(self):  # one of Celery's built-in tasks (the app's task_cls is Action)
+            if self.name in _UNSUPPORTED_BUILTINS:
+                raise ActionError(f"{self.name} ({_UNSUPPORTED_BUILTINS[self.name]}) is not "
+                                  "supported on SQS FIFO: send a group of signatures instead, "
+                                  "e.g. group(action.s(...) for ... in ...)")
             return super().apply_async(args, kwargs, task_id, producer, link, link_error, shadow,
                                        **options)
         for wrong, right in _MISSPELLED_OPTIONS.items():
             if wrong in options:
                 raise ActionError(f"action {self.name!r}: {wrong}= is not an SQS option; use {right}=")
+        _check_canvas_options(self, options)
+        headers = {**(options.pop("headers", None) or {}), VERSION_HEADER: self.version}
+        # one call id per call; a message sent again for the same call (a retry) keeps it. A
+        # task id given by the caller names the call (canvas freezes its members' ids, the API
+        # passes its run id): the same task id sent again is the same call
+        headers.setdefault(C.CALL_ID_HEADER, task_id or keys.new_call_id())
         call = self.prepare(
             args or (),
             kwargs,
             group=options.pop("MessageGroupId", None),
             dedup_id=options.pop("MessageDeduplicationId", None),
+            call_id=headers[C.CALL_ID_HEADER],
         )
         dedup_id = call.dedup_id
         retries = options.get("retries") or 0
         if retries:  # a Celery retry is a new message: it must not be dropped as a duplicate
             dedup_id = keys.dedup_id(self.name, f"{call.dedup_id}:retry:{retries}")
-        headers = {**(options.pop("headers", None) or {}), VERSION_HEADER: self.version}
         if self.compression and "compression" not in options:
             options["compression"] = self.compression
         result = super().apply_async(
@@ -246,7 +280,7 @@ class Action(Task):  # type: ignore[misc]
         reason are retried; if some still fail, :class:`~actionrunner.errors.SendError` lists their
         positions and all the others were sent.
         """
-        prepared = [self.prepare((), call) for call in calls]
+        prepared = [self.prepare((), call, call_id=keys.new_call_id()) for call in calls]
         results: list[AsyncResult] = []
         with self.app.producer_or_acquire() as producer, producer.channel.batch():
             for call in prepared:
@@ -254,7 +288,7 @@ class Action(Task):  # type: ignore[misc]
                     Task.apply_async(
                         self, (), call.kwargs, producer=producer,
                         MessageGroupId=call.group, MessageDeduplicationId=call.dedup_id,
-                        headers={VERSION_HEADER: self.version},
+                        headers={VERSION_HEADER: self.version, C.CALL_ID_HEADER: call.call_id},
                         **({"compression": self.compression} if self.compression else {}),
                     )
                 )
@@ -290,8 +324,9 @@ class Action(Task):  # type: ignore[misc]
                 if more:
                     migrate.continue_with(cursor=cursor + CHUNK)
 
-        The continuation's dedup id derives from the current message and the changes, so a
-        redelivered step does not start a second chain.
+        The continuation's call id derives from the current call and the changes (not from a
+        fresh id), so a redelivered step does not start a second chain: SQS drops the re-send
+        within its window, and after it the continuation's idempotency record replays it.
         """
         request = self.request
         if request.called_directly:
@@ -302,11 +337,11 @@ class Action(Task):  # type: ignore[misc]
         if unknown:
             raise ActionInputError(self.name, {name: "not an input of this action" for name in unknown})
         step = hashlib.sha256(keys.canonical_json(changes)).hexdigest()[:32]
-        dedup = keys.dedup_id(self.name, f"{sqs.get('dedup_id') or request.id}:next:{step}")
+        call_id = keys.dedup_id(self.name, f"{sqs.get('dedup_id') or request.id}:next:{step}")
         return self.apply_async(
             kwargs={**current, **changes},
             MessageGroupId=sqs.get("group") or None,
-            MessageDeduplicationId=dedup,
+            headers={C.CALL_ID_HEADER: call_id},
         )
 
     def backoff(self, attempt: int) -> float:
@@ -315,6 +350,23 @@ class Action(Task):  # type: ignore[misc]
         from .settle import Policy
 
         return Policy.of(self).backoff(attempt)
+
+    def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:  # noqa: N802 (Celery's name)
+        """The result of a call (:class:`~actionrunner.results.ActionResult`: asking for a result
+        that is not kept raises an error naming the setting)."""
+        if not is_action(self):
+            return super().AsyncResult(task_id, **kwargs)
+        from .results import ActionResult
+
+        return ActionResult(task_id, backend=self.backend, task_name=self.name, app=self.app,
+                            **kwargs)
+
+    def apply(self, args: Any = None, kwargs: Any = None, *rest: Any, **options: Any) -> Any:
+        """Run in this process (Celery's ``apply``); a call of its own, like ``apply_async``."""
+        if is_action(self):
+            options["headers"] = {C.CALL_ID_HEADER: keys.new_call_id(),
+                                  **(options.get("headers") or {})}
+        return super().apply(args, kwargs, *rest, **options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not is_action(self):
@@ -328,6 +380,31 @@ class Action(Task):  # type: ignore[misc]
         from .state.guard import guarded_run  # idempotency, shared rate limit, staged writes
 
         return guarded_run(self, values, lambda: self.run(**values))
+
+
+#: Celery task options that would be silent no-ops here, and what to use instead.
+REFUSED_TASK_OPTIONS = {
+    "max_retries": "max_attempts= (runs of one message, retries included)",
+    "default_retry_delay": "retry_backoff= / retry_backoff_max= (seconds)",
+    "autoretry_for": "retry_for= (failures of these types are retried on the same message; "
+                     "the default is every Exception)",
+    "dont_autoretry_for": "retry_for= (list the types that are retried)",
+    "retry_kwargs": "max_attempts= / retry_backoff=",
+}
+
+
+def _check_canvas_options(task: Action, options: Mapping[str, Any]) -> None:
+    """Refuse, before anything is sent, what cannot work (see the README's compatibility table)."""
+    if options.get("priority") is not None:
+        raise ActionError(f"action {task.name!r}: priority= is not supported: SQS FIFO has no "
+                          "priorities (order is per message group; use another group, or queue)")
+    ignores = options.get("ignore_result")
+    ignores = task.ignore_result if ignores is None else ignores
+    if options.get("chord") is not None and ignores:
+        raise ActionError(
+            f"action {task.name!r} is in a chord's header, but its results are not kept: a chord "
+            "needs them (set ACTIONRUNNER_RUN_STATUS=all, or @action(ignore_result=False) on "
+            "each header action)")
 
 
 def is_action(task: Any) -> bool:

@@ -1,16 +1,18 @@
 """The Celery application: ``celery -A actionrunner worker -c N`` finds it here.
 
 Configuration comes from the module named by ``ACTIONRUNNER_CELERY_CONFIG_MODULE``
-(``celeryconfig``, at the repository root) when it can be imported, else straight from the
-settings. Action modules load from ``tasks`` and ``ACTIONRUNNER_IMPORTS``.
+(``celeryconfig``, at the repository root) when it can be imported (from ``sys.path`` or the
+working directory, as Celery imports task modules), else straight from the settings. Action
+modules load from ``tasks`` and ``ACTIONRUNNER_IMPORTS`` (the same way). None of these is part of
+the installed package: a deployment's own modules live in its checkout.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from celery import Celery, signals
+from celery.utils.imports import import_from_cwd
 
 from . import sqs  # noqa: F401  (registers the actionrunner:// transport)
 from .celery_config import celery_config
@@ -22,7 +24,7 @@ from .worker import lifecycle, shutdown  # noqa: F401  (connect the lifecycle an
 def _load_config() -> Any:
     settings = get_settings()
     try:
-        return importlib.import_module(settings.celery_config_module)
+        return import_from_cwd(settings.celery_config_module)
     except ModuleNotFoundError as exc:
         if exc.name != settings.celery_config_module:
             raise
@@ -43,7 +45,7 @@ def import_action_modules(celery: Celery = app) -> None:
     """Import every module of actions; a clear error for one that cannot be imported."""
     for module in celery.conf.imports or ():
         try:
-            importlib.import_module(module)
+            import_from_cwd(module)
         except ImportError as exc:
             raise ConfigurationError(
                 f"cannot import action module {module!r} (from ACTIONRUNNER_IMPORTS or the "

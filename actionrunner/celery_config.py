@@ -26,8 +26,8 @@ SYSTEM_ATTRIBUTES = [
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery configuration for ``settings``."""
-    queue = Queue(settings.queue_name, Exchange(settings.queue_name, type="direct"),
-                  routing_key=settings.queue_name)
+    queues = [Queue(name, Exchange(name, type="direct"), routing_key=name)
+              for name in settings.queues]
     return {
         "broker_url": f"{C.TRANSPORT_ALIAS}://",
         "broker_transport_options": {
@@ -35,8 +35,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "endpoint_url": settings.sqs_endpoint_url,
             "is_secure": (settings.sqs_endpoint_url or "https").startswith("https"),
             # resolved once with GetQueueUrl; never created implicitly
-            "queue_names": [settings.queue_name, settings.dlq_name],
+            "queue_names": [n for q in settings.queues for n in (q, settings.dlq_of(q))],
             "dlq_name": settings.dlq_name,
+            # each lane's failures go to its own DLQ (actionrunner.sqs.fifo: dlq_name_for)
+            "dlq_names": {q: settings.dlq_of(q) for q in settings.queues},
             "max_message_bytes": settings.max_message_bytes,
             "wire_format": settings.wire_format,
             "payload_bucket": settings.payload_bucket,
@@ -59,12 +61,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": 3,
         "task_default_queue": settings.queue_name,
-        "task_queues": [queue],
+        "task_queues": queues,
         "task_create_missing_queues": False,
         "task_serializer": "arjson" if settings.wire_format == "compact" else "json",
         "accept_content": ["json"],
-        "result_backend": None,
-        "task_ignore_result": True,
+        # results (AsyncResult.get/.state) read the run records of the state table
+        # (actionrunner.results); kept for every action with ACTIONRUNNER_RUN_STATUS=all, else
+        # per action with @action(ignore_result=False)
+        "result_backend": "actionrunner.results:RunResultBackend",
+        "result_serializer": "json",
+        "result_accept_content": ["json"],
+        "task_ignore_result": settings.run_status != "all",
         "task_acks_late": True,
         "task_acks_on_failure": False,  # failures: retry on the message, or dead-letter
         "task_acks_on_timeout": False,

@@ -225,15 +225,21 @@ def dlq_list(limit: int = 100) -> None:
 
 
 @dlq_cli.command("show")
-def dlq_show(message_id: str) -> None:
-    """Show one DLQ message (failure and envelope headers) as JSON."""
+def dlq_show(
+    ident: Annotated[str, typer.Argument(
+        metavar="ID", help="A run id (the task id `.delay()` returned, the API's run_id) or an "
+                           "SQS message id, as `actionrunner dlq list` shows them.")],
+) -> None:
+    """Show DLQ messages of one run or one message id (failure and envelope headers) as JSON."""
     from .dlq import DeadLetterQueue
 
-    for letter in DeadLetterQueue(_settings()).list(1000):
-        if letter.message_id == message_id:
-            print(letter.summary().model_dump_json(indent=2))
-            return
-    raise ActionRunnerError(f"no message {message_id!r} in the DLQ (looked at up to 1,000)")
+    found = [letter for letter in DeadLetterQueue(_settings()).list(1000)
+             if ident in (letter.message_id, letter.run_id)]
+    if not found:
+        raise ActionRunnerError(f"no message of run or message id {ident!r} in the DLQ (looked "
+                                "at up to 1,000)")
+    for letter in found:
+        print(letter.summary().model_dump_json(indent=2))
 
 
 @dlq_cli.command("redrive")

@@ -44,3 +44,10 @@ TRANSPORT_ALIAS = "actionrunner"
 #: action's ``key=`` or inputs): ``apply_async(..., headers={IDEMPOTENCY_KEY_HEADER: "..."})``.
 #: ``celery beat`` sets it to the schedule slot, so that every slot runs once.
 IDEMPOTENCY_KEY_HEADER = "actionrunner_idempotency_key"
+
+#: Message header that carries the call id: made once per ``.delay()`` / ``apply_async`` /
+#: ``delay_many`` entry / API submit, it stays with the message through redeliveries and retries.
+#: An action without ``key=`` derives its MessageDeduplicationId and idempotency key from it, so
+#: two calls with equal inputs are two runs, while a redelivered message is still the same call.
+#: A message without it (sent before call ids) falls back to a key over its inputs.
+CALL_ID_HEADER = "ar_call"

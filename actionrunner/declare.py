@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import keys
-from .action import Action, build_input_model
+from .action import REFUSED_TASK_OPTIONS, Action, build_input_model
 from .errors import ActionDefinitionError
 
 
@@ -32,10 +32,24 @@ def action(
 
     def decorate(func: Callable[..., Any]) -> Action:
         for option in options:
+            if option in REFUSED_TASK_OPTIONS:
+                raise ActionDefinitionError(
+                    f"@action on {func.__qualname__}: {option}= does nothing here (a retry runs "
+                    f"the same message again); use {REFUSED_TASK_OPTIONS[option]}")
             if not hasattr(Action, option):
                 raise ActionDefinitionError(
                     f"@action on {func.__qualname__}: unknown option {option!r}"
                 )
+        queue = options.get("queue")
+        if queue is not None:
+            from .settings import get_settings
+
+            known = get_settings().queues
+            if queue not in known:
+                raise ActionDefinitionError(
+                    f"@action on {func.__qualname__}: queue={queue!r} is not one of this "
+                    f"deployment's queues {known}; add it to ACTIONRUNNER_LANES (then "
+                    "`actionrunner provision` creates it and its DLQ)")
         if options.get("on_exhausted", "continue") not in ("continue", "hold"):
             raise ActionDefinitionError(
                 f"@action on {func.__qualname__}: on_exhausted must be 'continue' or 'hold'"

@@ -2,8 +2,11 @@
 
 The emulator (:class:`actionrunner.local.LocalAWS`) and the queues, table and bucket first; then
 the worker, beat, the admin API (with a token made for the session) and Flower (with a password
-made for the session), each a child process. When one exits, or on SIGINT/SIGTERM, all are
-stopped together (:func:`actionrunner.local.stop_processes`).
+made for the session), each a child process. A child that exits is restarted (one that keeps
+exiting right after it starts is left down, said so, and the rest keeps running:
+:class:`actionrunner.devsession.Supervisor`); on SIGINT/SIGTERM all are stopped together
+(:func:`actionrunner.local.stop_processes`). Other shells source ``.local/dev.env``
+(:func:`actionrunner.devsession.write_env_file`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from rich.table import Table
 
 from . import constants as C
 from . import provision
+from .devsession import ENV_FILE, Supervisor, write_env_file
 from .local import LocalAWS, Stop, stop_processes
 from .settings import Settings, get_settings
 
@@ -57,17 +61,24 @@ class DevStack:
             provision.apply_table(settings)
             provision.apply_bucket(settings)
             commands, notes = self.commands(settings, env)
-            children: list[tuple[str, subprocess.Popen[bytes]]] = []
+            supervisor = Supervisor(env, lambda text: self.console.print(
+                text, style="yellow", markup=False, soft_wrap=True))
             try:
                 for name, argv in commands.items():
-                    children.append((name, subprocess.Popen(argv, env=env, start_new_session=True)))
+                    supervisor.start(name, argv)
+                children = [(c.name, c.proc) for c in supervisor.children]
+                api_url = f"http://127.0.0.1:{self.api_port}" if self.api_port else None
+                write_env_file(ENV_FILE, aws.env(), env, api_url=api_url,
+                               api_token=notes.get("token"))
                 self._print(aws, settings, children, notes)
-                stop.wait(poll=lambda: any(p.poll() is not None for _, p in children))
-                for name, proc in children:
-                    if proc.poll() is not None:
-                        self.console.print(f"[red]{name} exited with code {proc.returncode}[/]")
+                while not stop.event.is_set():
+                    stop.wait(poll=lambda: any(c.proc.poll() is not None
+                                               for c in supervisor.children if not c.given_up))
+                    if not stop.event.is_set() and not supervisor.check():
+                        self.console.print("[red]every process of the stack is down; stopping[/]")
+                        break
             finally:
-                stop_processes([proc for _, proc in children], timeout=20)
+                stop_processes([c.proc for c in supervisor.children], timeout=20)
         self.console.print("stack stopped")
 
     def commands(self, settings: Settings,
@@ -118,16 +129,16 @@ class DevStack:
         pids += [(name, proc.pid) for name, proc in children]
         self.console.print("processes: " + ", ".join(f"{n} pid={p}" for n, p in pids),
                            soft_wrap=True, markup=False)
-        default_ports = (self.moto_port, self.sqs_port) == (C.LOCAL_MOTO_PORT, C.LOCAL_SQS_PORT)
-        point = ("  set -a; . config/local.env; set +a" if default_ports and self.sqs == "fauxqs" else
-                 "\n".join(f"  export {k}={v}" for k, v in aws.env().items()))
-        self.console.print("send an action from another shell:\n" + point + "\n"
-                           "  actionrunner submit tasks.demo.hello --json '{\"name\": \"you\"}'\n"
-                           "  # or: python -c 'from tasks.demo import hello; hello.delay(name=\"you\")'",
-                           markup=False)
+        self.console.print(
+            f"send an action from another shell (in {Path.cwd()}):\n"
+            f"  set -a; . {ENV_FILE}; set +a      # endpoints, ACTIONRUNNER_IMPORTS, .venv/bin on "
+            "PATH, the API token\n"
+            "  actionrunner submit tasks.demo.hello --json '{\"name\": \"you\"}'\n"
+            "  python -c 'from tasks.demo import hello; hello.delay(name=\"you\")'",
+            markup=False, soft_wrap=True)
         if token := notes.get("token"):
             self.console.print(
                 f"admin API token (submit, admin) for this session: {token}\n"
-                f"  curl -H 'Authorization: Bearer {token}' -d '{{\"name\": \"you\"}}' "
-                f"http://127.0.0.1:{self.api_port}/v1/actions/tasks.demo.hello",
+                f"  curl -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' "
+                f"-d '{{\"name\": \"you\"}}' http://127.0.0.1:{self.api_port}/v1/actions/tasks.demo.hello",
                 markup=False, soft_wrap=True)

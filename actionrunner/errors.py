@@ -191,6 +191,19 @@ class PayloadTooLarge(ActionError, ValueError):
 
 
 # -- sending -------------------------------------------------------------------------------------
+class ResultsNotKept(ActionError):
+    """``AsyncResult.get()`` / ``.state`` of an action whose results are not kept."""
+
+    def __init__(self, action: str):
+        self.action = action
+        super().__init__(
+            f"results of action {action!r} are not kept, so .get(), .state, .ready() and .result "
+            "cannot answer: set ACTIONRUNNER_RUN_STATUS=all (in the sender's and the workers' "
+            "environment) or declare it with @action(ignore_result=False); the run's lifecycle "
+            "is in the worker's log lines either way"
+        )
+
+
 class SendError(ActionRunnerError):
     """SQS did not accept one or more messages, even after retries.
 

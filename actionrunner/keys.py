@@ -1,7 +1,11 @@
-"""Message group and deduplication ids, computed from an action's inputs.
+"""Message group and deduplication ids.
 
-Both are deterministic: the same action with the same inputs gets the same ids, so a repeated
-send within SQS's 5-minute deduplication window is dropped by SQS itself.
+The group comes from the action's inputs. The deduplication id comes from the *call*: by default
+from the call id made when the call is sent (:data:`~actionrunner.constants.CALL_ID_HEADER`), so
+each ``.delay()`` runs even with equal inputs while a redelivered or retried message stays the
+same call; from the inputs only when the action opts in with ``key=`` (or the call carries a key
+of its own: the API's ``Idempotency-Key``, beat's slot), so a repeated send within SQS's 5-minute
+deduplication window is dropped by SQS itself.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 import string
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -71,6 +76,18 @@ def dedup_id(action: str, key: str) -> str:
     return hashlib.sha256(f"{action}\x00{key}".encode()).hexdigest()
 
 
+def call_dedup_id(action: str, call_id: str) -> str:
+    """The MessageDeduplicationId (and idempotency key) of a call of ``action`` with id ``call_id``
+    (an action without ``key=``)."""
+    return dedup_id(action, f"call:{call_id}")
+
+
+def new_call_id() -> str:
+    """A fresh call id."""
+    return uuid.uuid4().hex
+
+
 def default_key(jsonable_inputs: Mapping[str, Any]) -> str:
-    """The idempotency key of a call when the action declares none: its canonical inputs."""
+    """A key over the canonical inputs: what a message without a call id (sent before call ids)
+    is deduplicated by, and the inputs' fingerprint a key record keeps."""
     return hashlib.sha256(canonical_json(dict(jsonable_inputs))).hexdigest()

@@ -8,6 +8,13 @@ Every lifecycle event of every action is one line (``event`` is the name)::
 
 Events: ``sent``, ``started``, ``succeeded``, ``failed``, ``retrying``, ``dead-lettered``.
 Celery's own log records go through the same formatter, so a worker's output is all JSON.
+
+A library in someone else's process: ActionRunner never calls ``structlog.configure`` and never
+touches the root logger unless its own process asked (:func:`configure`: the worker, beat, the
+CLI, the API). Its loggers are structlog's stdlib integration bound to their own processors
+(:func:`get_logger`), so a host application's structlog configuration and logging handlers stay
+as the host set them; our records go to the ``actionrunner`` loggers and propagate to the host's
+handlers like any library's.
 """
 
 from __future__ import annotations
@@ -58,17 +65,18 @@ def formatter(fmt: str = "json") -> logging.Formatter:
     )
 
 
-def _configure_structlog() -> None:
-    structlog.configure(
-        processors=[
-            structlog.stdlib.filter_by_level,
-            *_shared_processors(),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
-    )
+def _processors() -> list[Any]:
+    """The processors of ActionRunner's own loggers (never installed globally)."""
+    return [
+        structlog.stdlib.filter_by_level,
+        *_shared_processors(),
+        structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+    ]
+
+
+#: Loggers that log at INFO what a user need not see (botocore: "Found credentials in
+#: environment variables.", once per client); our own processes keep them at WARNING.
+QUIET_LOGGERS = ("botocore.credentials", "botocore.tokens", "urllib3.connectionpool")
 
 
 def _install_metrics() -> None:
@@ -92,7 +100,6 @@ def configure(
     level of ActionRunner's own loggers and the deployment's ``tasks``, so lifecycle lines are
     written even when Celery runs at its default WARNING."""
     global _configured
-    _configure_structlog()
     handler = logging.StreamHandler(stream or sys.__stderr__)
     handler.setFormatter(formatter(fmt))
     handler.set_name("actionrunner")
@@ -111,18 +118,21 @@ def configure(
         logging.getLogger(name).setLevel(
             ours_level if isinstance(ours_level, int) else ours_level.upper()
         )
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     _configured = True
     _install_metrics()
 
 
 def _ensure_lifecycle_output() -> None:
     """In a process that configured no logging (a script calling ``.delay()``), still write
-    lifecycle lines, on the ``actionrunner`` logger only: the root logger is left alone."""
+    lifecycle lines, on the ``actionrunner`` logger only: the root logger, and structlog's global
+    configuration, are left alone (a process that configured logging gets our lines through its
+    own handlers)."""
     global _configured
     if _configured:
         return
     _configured = True
-    _configure_structlog()
     _install_metrics()
     if logging.getLogger().handlers:
         return
@@ -138,11 +148,20 @@ def _ensure_lifecycle_output() -> None:
         ours.setLevel(settings.log_level.upper())
 
 
+_loggers: dict[str, Any] = {}
+
+
 def get_logger(name: str = "actionrunner") -> Any:
-    """A structlog logger; its records go wherever the process's logging sends them."""
-    if not structlog.is_configured():
-        _configure_structlog()
-    return structlog.get_logger(name)
+    """A structlog logger over the stdlib logger ``name``, with ActionRunner's processors (not
+    structlog's global configuration, which belongs to the host process); its records go
+    wherever the process's logging sends them."""
+    logger = _loggers.get(name)
+    if logger is None:
+        logger = _loggers[name] = structlog.wrap_logger(
+            logging.getLogger(name), processors=_processors(),
+            wrapper_class=structlog.stdlib.BoundLogger,
+        )
+    return logger
 
 
 #: Called with ``(event, fields, result)`` after each lifecycle line (e.g. the run-status writer).

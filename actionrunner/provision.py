@@ -88,8 +88,23 @@ def _current(client: Any, url: str) -> dict[str, str]:
     return dict(response.get("Attributes", {}))
 
 
+def queue_names(settings: Settings) -> list[str]:
+    """Every queue to provision, each DLQ before its queue: the queue and its DLQ, then each lane
+    (``ACTIONRUNNER_LANES``) and its own DLQ."""
+    return [name for queue in settings.queues for name in (settings.dlq_of(queue), queue)]
+
+
 def desired_attributes(settings: Settings, account: str) -> dict[str, dict[str, str]]:
-    """The attributes of the queue and the DLQ, as SQS spells them."""
+    """The attributes of every queue and DLQ, as SQS spells them: each queue's RedrivePolicy
+    points at its own DLQ, and each DLQ takes redrives from its own queue only."""
+    wanted: dict[str, dict[str, str]] = {}
+    for queue in settings.queues:
+        wanted.update(_pair_attributes(settings, account, queue, settings.dlq_of(queue)))
+    return wanted
+
+
+def _pair_attributes(settings: Settings, account: str, queue: str,
+                     dlq: str) -> dict[str, dict[str, str]]:
     common = {
         "FifoQueue": "true",
         "ContentBasedDeduplication": "false",
@@ -97,17 +112,17 @@ def desired_attributes(settings: Settings, account: str) -> dict[str, dict[str, 
         "MaximumMessageSize": str(settings.max_message_bytes),
         "VisibilityTimeout": str(settings.visibility_timeout),
     }
-    queue_arn = _arn(settings.region, account, settings.queue_name)
-    dlq_arn = _arn(settings.region, account, settings.dlq_name)
+    queue_arn = _arn(settings.region, account, queue)
+    dlq_arn = _arn(settings.region, account, dlq)
     return {
-        settings.dlq_name: {
+        dlq: {
             **common,
             "RedriveAllowPolicy": json.dumps(
                 {"redrivePermission": "byQueue", "sourceQueueArns": [queue_arn]},
                 separators=(",", ":"),
             ),
         },
-        settings.queue_name: {
+        queue: {
             **common,
             "RedrivePolicy": json.dumps(
                 {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": settings.max_receive_count},
@@ -122,7 +137,7 @@ def plan(settings: Settings, client: Any | None = None) -> list[Change]:
     ``unsupported`` notes, which :func:`apply` leaves alone). The DLQ comes first."""
     client = client or settings.client("sqs")
     urls = {name: _queue_url(client, name, settings.sqs_endpoint_url)
-            for name in (settings.dlq_name, settings.queue_name)}
+            for name in queue_names(settings)}
     wanted = desired_attributes(settings, _account_of(client, urls))
     changes: list[Change] = []
     for name, attributes in wanted.items():
@@ -149,9 +164,9 @@ def apply(settings: Settings, client: Any | None = None) -> list[Change]:
     """
     client = client or settings.client("sqs")
     done: list[Change] = []
-    for name in (settings.dlq_name, settings.queue_name):
+    for name in queue_names(settings):
         urls = {n: _queue_url(client, n, settings.sqs_endpoint_url)
-                for n in (settings.dlq_name, settings.queue_name)}
+                for n in queue_names(settings)}
         attributes = desired_attributes(settings, _account_of(client, urls))[name]
         if urls[name] is None:
             try:
@@ -285,16 +300,17 @@ def check_queues(settings: Settings, client: Any | None = None) -> None:
     DLQ exist and the queue is FIFO with a redrive policy. (Other drift is reported by
     ``actionrunner provision --check``.)"""
     client = client or settings.client("sqs")
-    for name in (settings.queue_name, settings.dlq_name):
+    for name in queue_names(settings):
         url = _queue_url(client, name, settings.sqs_endpoint_url)
         if url is None:
             raise QueueMissing(name, settings.sqs_endpoint_url)
-    url = _queue_url(client, settings.queue_name, settings.sqs_endpoint_url)
-    attrs = _current(client, url)  # type: ignore[arg-type]
-    problems = []
-    if attrs.get("FifoQueue", "").lower() != "true":
-        problems.append("it is not a FIFO queue")
-    if "RedrivePolicy" not in attrs:
-        problems.append("it has no RedrivePolicy (dead-letter queue)")
-    if problems:
-        raise QueueMisconfigured(settings.queue_name, problems)
+    for queue in settings.queues:
+        url = _queue_url(client, queue, settings.sqs_endpoint_url)
+        attrs = _current(client, url)  # type: ignore[arg-type]
+        problems = []
+        if attrs.get("FifoQueue", "").lower() != "true":
+            problems.append("it is not a FIFO queue")
+        if "RedrivePolicy" not in attrs:
+            problems.append("it has no RedrivePolicy (dead-letter queue)")
+        if problems:
+            raise QueueMisconfigured(queue, problems)

@@ -40,6 +40,7 @@ STATUS_OF_EVENT = {
     "retrying": "retrying",
     "dead-lettered": "dead-lettered",
     "held": "held",
+    "revoked": "revoked",
 }
 #: Every status a run can have.
 STATUSES = ("queued", *dict.fromkeys(STATUS_OF_EVENT.values()))
@@ -127,9 +128,13 @@ class RunStore:
                 names[f"#{name}"] = attribute
                 sets.append(f"#{name} = {token}")
                 values[token] = {kind: str(fields[name])}
+        if status == "succeeded" and fields.get("idempotent_replay"):
+            # a keyed call that returned the saved result of an earlier run, without running
+            sets.append("replayed = :replayed")
+            values[":replayed"] = {"BOOL": True}
         if status == "running":
             sets.append("started_at = :now")
-        if status in ("succeeded", "dead-lettered", "held"):
+        if status in ("succeeded", "dead-lettered", "held", "revoked"):
             sets.append("finished_at = :now")
         if status == "succeeded":
             encoded = orjson.dumps(result, default=str)
@@ -170,20 +175,29 @@ _settings: Settings | None = None
 
 
 def install_worker_observer(settings: Settings) -> None:
-    """Write run status from this worker's lifecycle events (main and pool processes), if enabled."""
+    """Write run status from this worker's lifecycle events (main and pool processes): of the
+    runs the API accepted (unless ``ACTIONRUNNER_RUN_STATUS=off``), and of every action whose
+    results are kept (``ACTIONRUNNER_RUN_STATUS=all``, or ``@action(ignore_result=False)``)."""
     global _settings
-    if settings.run_status == "off":
-        return
     from .logging import observe
 
     _settings = settings
     observe(_record)
 
 
+def keeps_results(action: str | None) -> bool:
+    """True when the runs of ``action`` are kept (its ``ignore_result`` is off)."""
+    from celery import current_app  # the worker's app (actionrunner.app), without importing it
+
+    task = current_app.tasks.get(action) if action else None
+    return task is not None and task.ignore_result is False
+
+
 def _record(event: str, fields: dict[str, Any], result: Any) -> None:
     if _settings is None or event not in STATUS_OF_EVENT:
         return
-    if _settings.run_status == "api" and not fields.get("api_run"):
+    api_run = bool(fields.get("api_run")) and _settings.run_status != "off"
+    if not api_run and not keeps_results(fields.get("action")):
         return
     pid = os.getpid()  # a boto3 client per process: pool processes are forked
     store = _stores.get(pid) or _stores.setdefault(pid, RunStore(_settings))

@@ -29,6 +29,11 @@ class ApiToken(BaseModel):
     scopes: list[Literal["submit", "admin"]] = Field(default_factory=lambda: ["submit"])
 
 
+def lane_dlq_name(queue: str) -> str:
+    """The DLQ of a lane: ``bulk.fifo`` → ``bulk-dlq.fifo``."""
+    return queue.removesuffix(".fifo") + "-dlq.fifo"
+
+
 def _fifo_name(value: str, field: str) -> str:
     if not value.endswith(".fifo"):
         raise ValueError(
@@ -55,6 +60,10 @@ class Settings(BaseSettings):
     queue_name: str = C.DEFAULT_QUEUE_NAME
     #: The FIFO dead-letter queue.
     dlq_name: str = C.DEFAULT_DLQ_NAME
+    #: More queues (lanes) besides ``queue_name``, comma separated FIFO names: an action goes on
+    #: one with ``@action(queue="bulk.fifo")``; each has its own DLQ, ``bulk-dlq.fifo``
+    #: (:meth:`dlq_of`). A worker consumes every queue unless ``-Q`` names some.
+    lanes: Annotated[list[str], NoDecode] = Field(default_factory=list)
     #: Receives after which SQS itself moves a message to the DLQ (the crash safety net).
     max_receive_count: int = Field(default=10, ge=1, le=1000)
     #: Seconds a received message stays hidden; short, so a crashed worker's messages return fast.
@@ -100,9 +109,10 @@ class Settings(BaseSettings):
     #: a run claims its key in the state table, and a completed key returns its saved result
     #: instead of running again.
     idempotency: bool = True
-    #: Seconds a completed key (and its saved result) is kept: the same call sent again within
-    #: this time is not run again.
-    idempotency_ttl_seconds: int = Field(default=3600, ge=1)
+    #: Seconds a key is kept (a completed run's record with its saved result, and the admin API's
+    #: ``Idempotency-Key``): a keyed call (``@action(key=...)``, ``Idempotency-Key``, beat's slot)
+    #: sent again within this time is not run again; it returns the saved result.
+    idempotency_ttl_seconds: int = Field(default=86_400, ge=1)
     #: Seconds a run's claim of its key lasts unless renewed (default: the visibility timeout, so
     #: a dead worker's key is free about when its message comes back). A running action renews
     #: it every third of this, so it runs out only when the worker died.
@@ -118,7 +128,9 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     #: Which runs get their status (queued, running, succeeded...) written to the state table:
     #: ``api`` (those the admin API accepted: GET /v1/runs/{id} follows them), ``all`` (also
-    #: ``.delay()``: two more DynamoDB writes per action), or ``off``.
+    #: ``.delay()``: two more DynamoDB writes per action; Celery's ``task_ignore_result`` is then
+    #: off, so ``AsyncResult.get()`` / ``.state`` work, see actionrunner/results.py), or ``off``.
+    #: An action declared with ``@action(ignore_result=False)`` keeps its runs whatever this says.
     run_status: Literal["api", "all", "off"] = "api"
     #: Seconds a run's status is kept (DynamoDB TTL).
     run_status_ttl_seconds: int = Field(default=7 * 86_400, ge=60)
@@ -179,6 +191,21 @@ class Settings(BaseSettings):
     def _dlq_is_fifo(cls, value: str) -> str:
         return _fifo_name(value, "ACTIONRUNNER_DLQ_NAME")
 
+    @field_validator("lanes", mode="before")
+    @classmethod
+    def _split_lanes(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("lanes")
+    @classmethod
+    def _lanes_are_fifo(cls, value: list[str]) -> list[str]:
+        for name in value:
+            _fifo_name(name, "ACTIONRUNNER_LANES")
+            _fifo_name(lane_dlq_name(name), "the DLQ of ACTIONRUNNER_LANES")
+        return list(dict.fromkeys(value))
+
     @field_validator("imports", "default_imports", mode="before")
     @classmethod
     def _split_modules(cls, value: Any) -> Any:
@@ -202,7 +229,22 @@ class Settings(BaseSettings):
                 f"ACTIONRUNNER_QUEUE_NAME and ACTIONRUNNER_DLQ_NAME are both {self.queue_name!r}; "
                 "the dead-letter queue must be a queue of its own"
             )
+        taken = {self.queue_name, self.dlq_name}
+        for lane in self.lanes:
+            if lane in taken or lane_dlq_name(lane) in taken:
+                raise ValueError(f"ACTIONRUNNER_LANES: {lane!r} (or its DLQ "
+                                 f"{lane_dlq_name(lane)!r}) is already another queue")
+            taken |= {lane, lane_dlq_name(lane)}
         return self
+
+    @property
+    def queues(self) -> list[str]:
+        """Every queue actions travel on: ``queue_name``, then the lanes."""
+        return list(dict.fromkeys([self.queue_name, *self.lanes]))
+
+    def dlq_of(self, queue: str) -> str:
+        """The DLQ of ``queue``: ``dlq_name`` for ``queue_name``, ``<lane>-dlq.fifo`` for a lane."""
+        return self.dlq_name if queue == self.queue_name else lane_dlq_name(queue)
 
     @property
     def lease_seconds(self) -> float:

@@ -101,17 +101,19 @@ def broken_once(run: str) -> str:
 
 
 # -- exactly-once effects and shared rate limits (tests/test_idempotency.py, test_rate_limit.py) --
-@action(group="tally:{run}")
+@action(group="tally:{run}", key="{run}:{token}")
 def tally(run: str, token: str) -> dict:
-    """Appends ``token`` to ``{run}.tally`` (its effect); returns what only this run knows."""
+    """Keyed by its inputs (content-based dedup, opted in). Appends ``token`` to ``{run}.tally``
+    (its effect); returns what only this run knows."""
     with open(_record_path() / f"{run}.tally", "a") as out:
         out.write(token + "\n")
     return {"token": token, "ran_at": time.time(), "pid": os.getpid()}
 
 
-@action(group="gated:{run}")
+@action(group="gated:{run}", key="{run}:{token}")
 def gated(run: str, token: str) -> dict:
-    """Records its start, waits for ``{run}.gate`` to exist (up to 2 minutes), records its end."""
+    """Keyed by its inputs. Records its start, waits for ``{run}.gate`` to exist (up to 2
+    minutes), records its end."""
     _append_json(f"{run}.gated", {"event": "start", "at": time.time(), "pid": os.getpid()})
     gate = _record_path() / f"{run}.gate"
     deadline = time.monotonic() + 120
@@ -160,3 +162,53 @@ def echo_zipped(run: str, value: Any = None) -> None:
     """Like echo, but its messages are always zlib-compressed (kombu's own option, per action)."""
     _append_json(f"{run}.jsonl", {"value": value, "group": "zipped", "seq": 0, "start": time.time(),
                                  "end": time.time(), "attempt": 1, "ok": True, "pid": os.getpid()})
+
+
+# -- results and canvas (tests/test_results_canvas.py) ---------------------------------------------
+@action(group="kept:{a}", ignore_result=False)
+def kept_add(a: int, b: int = 0) -> int:
+    """Its results are kept (per action): AsyncResult.get() reads them."""
+    return a + b
+
+
+@action(group="kept-total", ignore_result=False)
+def kept_total(values: list[int]) -> int:
+    """A chord's body: the sum of its header's results."""
+    return sum(values)
+
+
+@action(group="kept-fail:{token}", ignore_result=False, max_attempts=1)
+def kept_fail(token: str) -> None:
+    """Fails for good at once (one attempt)."""
+    raise ValueError(f"kept failure {token}")
+
+
+@action(group="paced-local:{run}:{n}", rate_limit="2/s", ignore_result=False)
+def paced_local(run: str, n: int) -> float:
+    """Celery's own (per worker) rate limit: returns when it ran."""
+    return time.time()
+
+
+@action(group="auto:{run}", retry_for=(ValueError,), max_attempts=3, retry_backoff=0.2,
+        ignore_result=False)
+def auto_retried(run: str) -> int:
+    """Fails its first attempt with ValueError (retried: retry_for); returns its attempt."""
+    attempts = _record_path() / f"{run}-auto.attempts"
+    with open(attempts, "a") as out:
+        out.write("x")
+    attempt = len(attempts.read_text())
+    if attempt == 1:
+        raise ValueError("first attempt fails")
+    return attempt
+
+
+@action(group="soft:{run}", soft_time_limit=0.5, ignore_result=False)
+def soft_limited(run: str) -> str:
+    """Catches its soft time limit."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    try:
+        time.sleep(3)
+    except SoftTimeLimitExceeded:
+        return "soft limit"
+    return "no limit"

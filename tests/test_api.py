@@ -120,6 +120,30 @@ def test_idempotency_key_returns_the_same_run_and_sends_one_message(
     assert other.status_code == 422 and "different inputs" in other.text
 
 
+def test_two_submits_with_equal_inputs_are_two_runs_and_a_keyed_repeat_runs_once(
+    api: httpx.Client, start_worker: Callable[..., Worker], record_dir: Path
+) -> None:
+    worker = start_worker()
+    bucket, token = f"api-twice-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    body = {"bucket": bucket, "token": token}
+    runs = [api.post("/v1/actions/tests.actions.record", json=body, headers=auth(SUBMIT)).json()
+            for _ in range(2)]
+    assert runs[0]["run_id"] != runs[1]["run_id"] and runs[0]["dedup_id"] != runs[1]["dedup_id"]
+    for run in runs:
+        worker.wait_for(lambda r=run: worker.lifecycle("succeeded", id=r["run_id"]), what="a run")
+    assert (record_dir / f"{bucket}.txt").read_text().splitlines() == [token, token]
+    # an Idempotency-Key: the repeat sends nothing new, the call ran once
+    keyed = {"bucket": bucket + "-k", "token": token}
+    headers = {**auth(SUBMIT), "Idempotency-Key": uuid.uuid4().hex}
+    one = api.post("/v1/actions/tests.actions.record", json=keyed, headers=headers).json()
+    worker.wait_for(lambda: worker.lifecycle("succeeded", id=one["run_id"]), what="the keyed run")
+    two = api.post("/v1/actions/tests.actions.record", json=keyed, headers=headers).json()
+    assert two["run_id"] == one["run_id"] and two["replayed"] is True
+    time.sleep(2)
+    assert len(worker.lifecycle("succeeded", id=one["run_id"])) == 1
+    assert (record_dir / f"{bucket}-k.txt").read_text().splitlines() == [token]
+
+
 def test_redrive_moves_dlq_messages_back_and_they_run(
     api: httpx.Client, start_worker: Callable[..., Worker], queue_url: str
 ) -> None:

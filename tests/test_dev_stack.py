@@ -50,18 +50,23 @@ def test_dev_runs_the_stack_and_stops_all_of_it_on_ctrl_c(tmp_path: Path) -> Non
             time.sleep(0.2)
         text = log.read_text()
         assert f"http://127.0.0.1:{moto_port}" in text and "actions.fifo" in text
-        # From another shell: point at the stack as dev says, and submit
-        sqs_at = sqs_port if SQS_SERVER == "fauxqs" else moto_port
-        shell = {**env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
-                 "AWS_ENDPOINT_URL_SQS": f"http://127.0.0.1:{sqs_at}"}
+        # From a fresh shell (no inherited environment), the commands dev printed, as pasted
+        printed = text[text.index("send an action from another shell"):]
+        source = re.search(r"^  (set -a; \. \S+; set \+a)", printed, re.M).group(1)
+        submit = re.search(r"^  (actionrunner submit .*)$", printed, re.M).group(1)
+        curl = re.search(r"^  (curl .*)$", printed, re.M).group(1)
         name = uuid.uuid4().hex[:8]
-        sent = subprocess.run(
-            [sys.executable, "-m", "actionrunner.cli", "submit", "tasks.demo.hello", "--json",
-             json.dumps({"name": name})],
-            cwd=ROOT, env=shell, capture_output=True, text=True, timeout=60,
-        )
-        assert sent.returncode == 0, sent.stderr
-        run_id = sent.stdout.strip()
+        submit = submit.replace('"you"', f'"{name}"')
+
+        def fresh_shell(command: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["env", "-i", f"HOME={os.environ.get('HOME', '/tmp')}",
+                                   "PATH=/usr/bin:/bin", "bash", "--noprofile", "--norc", "-c",
+                                   f"{source}; {command}"],
+                                  cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+        sent = fresh_shell(submit)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        run_id = sent.stdout.strip().splitlines()[-1]
         while True:
             lines = [json.loads(line) for line in log.read_text(errors="replace").splitlines()
                      if line.startswith("{")]
@@ -101,6 +106,24 @@ def test_dev_runs_the_stack_and_stops_all_of_it_on_ctrl_c(tmp_path: Path) -> Non
             assert time.monotonic() < deadline + 60, "Flower did not list the worker"
             time.sleep(0.5)
         assert httpx.get(f"http://127.0.0.1:{flower_port}/api/workers", timeout=10).status_code == 401
+        # The printed curl, pasted in a fresh shell: 202
+        posted = fresh_shell(curl + " -s -o /dev/null -w '%{http_code}'")
+        assert posted.stdout.strip() == "202", posted.stdout + posted.stderr
+        # A worker stopped with `celery control shutdown` is restarted; the rest stays up
+        down = fresh_shell("celery -A actionrunner control shutdown")  # (a shutdown gets no reply)
+        assert "Traceback" not in down.stderr and "command not found" not in down.stderr, down.stderr
+        while "worker restarted: pid" not in log.read_text(errors="replace"):
+            assert dev.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline + 120, log.read_text()[-3000:]
+            time.sleep(0.3)
+        pids += [int(p) for p in re.findall(r"worker restarted: pid (\d+)", log.read_text())]
+        again = fresh_shell(submit)
+        assert again.returncode == 0, again.stdout + again.stderr
+        again_id = again.stdout.strip().splitlines()[-1]
+        while not any(line.startswith("{") and again_id in line and '"succeeded"' in line
+                      for line in log.read_text(errors="replace").splitlines()):
+            assert time.monotonic() < deadline + 180, log.read_text()[-3000:]
+            time.sleep(0.3)
     finally:
         dev.send_signal(signal.SIGINT)
         assert dev.wait(60) == 0, log.read_text()[-3000:]

@@ -37,7 +37,7 @@ from tests.test_fifo_worker import _kill_tree
 CALLS: list[dict[str, Any]] = []
 
 
-@action(name="tests.idem.charge", group="charge:{order}")
+@action(name="tests.idem.charge", group="charge:{order}", key="{order}:{cents}:{fail}")
 def charge(order: str, cents: int, fail: bool = False) -> dict:
     CALLS.append({"order": order, "cents": cents})
     fx.update("ledger", {"pk": order}, "ADD cents :c", values={":c": cents})
@@ -54,6 +54,12 @@ def keyed(order: str, cents: int) -> str:
 
 @action(name="tests.idem.plain", idempotent=False)
 def plain(order: str) -> str:
+    CALLS.append({"order": order})
+    return uuid.uuid4().hex
+
+
+@action(name="tests.idem.unkeyed")
+def unkeyed(order: str) -> str:
     CALLS.append({"order": order})
     return uuid.uuid4().hex
 
@@ -99,6 +105,29 @@ def test_a_completed_call_returns_its_saved_result_and_does_not_run_again(
     assert [s.get("idempotent_replay") for s in succeeded] == [None, True]
     assert succeeded[1]["idempotency_key"] == key_of(charge, order="o1", cents=500)[0]
     assert succeeded[1]["result"] == first
+
+
+def test_every_call_of_an_unkeyed_action_runs_and_the_same_call_runs_once(
+    store: MemoryStore,
+) -> None:
+    # Two calls with equal inputs are two runs (each has its own call id)...
+    one = unkeyed.apply(kwargs={"order": "u1"}).get()
+    two = unkeyed.apply(kwargs={"order": "u1"}).get()
+    assert one != two and CALLS == [{"order": "u1"}, {"order": "u1"}]
+    # ...while the same call (its message delivered again: the same call id) runs once
+    same = {C.CALL_ID_HEADER: "call-" + uuid.uuid4().hex}
+    three = unkeyed.apply(kwargs={"order": "u1"}, headers=same).get()
+    assert unkeyed.apply(kwargs={"order": "u1"}, headers=same).get() == three
+    assert len(CALLS) == 3
+
+
+def test_a_message_without_a_call_id_falls_back_to_its_inputs(store: MemoryStore) -> None:
+    # (a message sent before call ids: Celery's own apply, without the header)
+    from celery import Task
+
+    first = Task.apply(unkeyed, kwargs={"order": "legacy"}).get()
+    assert Task.apply(unkeyed, kwargs={"order": "legacy"}).get() == first
+    assert CALLS == [{"order": "legacy"}]
 
 
 def test_a_failed_run_writes_nothing_and_releases_its_key_for_the_retry(store: MemoryStore) -> None:
@@ -332,3 +361,33 @@ def test_a_key_reused_with_other_inputs_goes_to_the_dlq_at_once(
     assert dead["error_type"] == "IdempotencyKeyReused" and dead["attempt"] == 1
     assert "already used with different inputs" in dead["error"]
     assert worker.lifecycle("retrying", id=other.id) == []
+
+
+@pytest.mark.integration
+@pytest.mark.e2e
+def test_two_delays_with_equal_inputs_both_run_and_an_old_format_message_still_dedups(
+    start_worker: Callable[..., Worker], queue_url: str, record_dir: Path
+) -> None:
+    from celery import Task
+
+    from tests.actions import record
+
+    worker = start_worker()
+    bucket, token = f"twice-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    # When the same inputs are sent twice with .delay() (an unkeyed action)
+    first, second = record.delay(bucket=bucket, token=token), record.delay(bucket=bucket, token=token)
+    # Then both run: two runs, two effects, no replay
+    for sent in (first, second):
+        [done] = worker.wait_for(lambda s=sent: worker.lifecycle("succeeded", id=s.id), what="a run")
+        assert "idempotent_replay" not in done
+    assert (record_dir / f"{bucket}.txt").read_text().splitlines() == [token, token]
+    # And a message without a call id (sent before call ids) is keyed by its inputs, as it was:
+    # the same inputs sent again after SQS's window replay the first run
+    legacy = f"legacy-{uuid.uuid4().hex[:8]}"
+    old = [Task.apply_async(record, (), {"bucket": legacy, "token": token, "sleep_s": 0.0},
+                            MessageGroupId=f"rec:{legacy}",
+                            MessageDeduplicationId=f"old-{n}-{uuid.uuid4().hex}") for n in (1, 2)]
+    [again] = worker.wait_for(lambda: worker.lifecycle("succeeded", id=old[1].id), what="old 2")
+    assert worker.lifecycle("succeeded", id=old[0].id)
+    assert again["idempotent_replay"] is True
+    assert (record_dir / f"{legacy}.txt").read_text().splitlines() == [token]

@@ -101,8 +101,11 @@ def test_dlq_list_and_show_print_the_recorded_failure(aws: Any, queue_url: str, 
             "message_id": sent["MessageId"], "group": "boom:x", "action": "tests.actions.boom",
             "run_id": "run-1", "failure": {"error_type": "ValueError", "error": "boom x", "attempts": "2"},
             "sent_at": json.loads(shown.stdout)["sent_at"]}
+        by_run = cli("show", "run-1")  # the run id (task id) finds it too
+        assert by_run.returncode == 0, by_run.stderr
+        assert json.loads(by_run.stdout)["message_id"] == sent["MessageId"]
         missing = cli("show", "no-such-id")
-        assert missing.returncode == 2 and "no message 'no-such-id'" in missing.stderr
+        assert missing.returncode == 2 and "run or message id 'no-such-id'" in missing.stderr
     finally:
         while messages := sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10).get("Messages"):
             for m in messages:

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from actionrunner import constants as C
 from actionrunner import keys
 from actionrunner.errors import ActionInputError
-from tests.actions import record
+from tests.actions import charge_order, record
 from tests.conftest import ROOT, message_text, receive_all
 
 pytestmark = pytest.mark.integration
@@ -25,19 +26,17 @@ def _body(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_group_and_dedup_id_arrive_at_sqs_as_computed(sqs: Any, queue_url: str) -> None:
-    # Given an action whose group is a template over its inputs
+    # Given an action whose group is a template over its inputs (and no key=)
     token = uuid.uuid4().hex
     # When it is sent with .delay()
     result = record.delay(bucket="b1", token=token)
-    # Then SQS holds one message in that group, with the deterministic dedup id
+    # Then SQS holds one message in that group, its dedup id derived from the call id it carries
     [message] = receive_all(sqs, queue_url, 1, token=token)
     attrs = message["Attributes"]
     assert attrs["MessageGroupId"] == "rec:b1"
-    expected = record.prepare(kwargs={"bucket": "b1", "token": token}).dedup_id
-    assert attrs["MessageDeduplicationId"] == expected
-    assert expected == keys.dedup_id(record.name, keys.default_key(
-        {"bucket": "b1", "token": token, "sleep_s": 0.0}))
     envelope = _body(message)
+    call_id = envelope["headers"][C.CALL_ID_HEADER]
+    assert attrs["MessageDeduplicationId"] == keys.call_dedup_id(record.name, call_id)
     assert envelope["headers"]["id"] == result.id
     assert envelope["headers"]["task"] == "tests.actions.record"
 
@@ -53,13 +52,21 @@ def test_per_call_override_wins(sqs: Any, queue_url: str) -> None:
     assert message["Attributes"]["MessageDeduplicationId"].startswith("override-dedup-")
 
 
-def test_a_duplicate_within_the_window_is_dropped_by_sqs(sqs: Any, queue_url: str) -> None:
+def test_equal_calls_are_each_sent_and_a_keyed_duplicate_is_dropped_by_sqs(
+    sqs: Any, queue_url: str
+) -> None:
+    # Every call is sent: equal inputs, two calls, two messages
     token = uuid.uuid4().hex
     record.delay(bucket="dup", token=token)
     record.delay(bucket="dup", token=token)
     record.delay(bucket="dup", token=token + "-other")
-    messages = receive_all(sqs, queue_url, 3, timeout=5, token=token)
-    assert len(messages) == 2
+    assert len(receive_all(sqs, queue_url, 3, timeout=5, token=token)) == 3
+    # An action keyed by content (key=): the same key within the window is dropped by SQS
+    order = "dup-" + uuid.uuid4().hex[:12]
+    charge_order.delay(order=order, cents=1)
+    charge_order.delay(order=order, cents=1)
+    [message] = receive_all(sqs, queue_url, 2, timeout=5, token=order)
+    assert message["Attributes"]["MessageDeduplicationId"] == keys.dedup_id(charge_order.name, order)
 
 
 def test_bad_input_raises_and_sends_nothing(sqs: Any, queue_url: str) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from actionrunner import action
+from actionrunner import constants as C
 from actionrunner.errors import IdempotencyInProgress, StateUnavailable
 from actionrunner.runs import RunStore
 from actionrunner.settings import Settings
@@ -102,16 +103,20 @@ def test_with_dynamodb_down_a_run_waits_without_running(settings: Settings, prox
     guard.use_store(store)
     CALLS.clear()
     order = uuid.uuid4().hex
+    same_call = {C.CALL_ID_HEADER: uuid.uuid4().hex}  # one call, delivered three times
     try:
         proxy.rate, proxy.kinds = 1.0, ("reset", "error", "throttle")  # down
-        waiting = charge.apply(kwargs={"order": order, "table": settings.state_table})
+        waiting = charge.apply(kwargs={"order": order, "table": settings.state_table},
+                               headers=same_call)
         assert waiting.state == "RETRY" and isinstance(waiting.result, StateUnavailable)
         assert waiting.result.counts_as_attempt is False and 2 <= waiting.result.when <= 6
         assert CALLS == []  # never run without its guard
         proxy.rate = 0.0  # back: the same call runs, once
-        assert charge.apply(kwargs={"order": order, "table": settings.state_table}).get() == \
+        assert charge.apply(kwargs={"order": order, "table": settings.state_table},
+                               headers=same_call).get() == \
             f"charged {order}"
-        assert charge.apply(kwargs={"order": order, "table": settings.state_table}).get() == \
+        assert charge.apply(kwargs={"order": order, "table": settings.state_table},
+                               headers=same_call).get() == \
             f"charged {order}"
     finally:
         guard.use_store(None)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from actionrunner import constants as C
 from tests.actions import explode, record
 from tests.conftest import ROOT, Worker
 
@@ -37,11 +38,10 @@ def test_delay_runs_in_the_worker_and_logs_each_lifecycle_event_as_json(
     # And its lifecycle lines carry the fields operators need
     [started] = worker.lifecycle("started", id=result.id)
     [succeeded] = worker.lifecycle("succeeded", id=result.id)
-    expected_dedup = record.prepare(kwargs={"bucket": bucket, "token": token}).dedup_id
     for line in (started, succeeded):
         assert line["action"] == "tests.actions.record"
         assert line["group"] == f"rec:{bucket}"
-        assert line["dedup_id"] == expected_dedup
+        assert line["dedup_id"] == started["dedup_id"]  # from the call id: one per call
         assert line["attempt"] == 1
         assert line["level"] == "info" and "timestamp" in line
     assert isinstance(started["queue_wait_ms"], float) and started["queue_wait_ms"] >= 0
@@ -64,12 +64,14 @@ def test_a_failure_is_logged_with_its_error_type(
     assert failed["level"] == "error"
 
 
-def test_a_duplicate_sent_within_the_dedup_window_runs_once(
+def test_the_same_call_sent_twice_within_the_dedup_window_runs_once(
     start_worker: Callable[..., Worker], queue_url: str, record_dir: Path
 ) -> None:
+    # (one call, sent twice: e.g. a producer that re-sends after a lost response keeps its call id)
     bucket, token = f"dup-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    first = record.delay(bucket=bucket, token=token)
-    second = record.delay(bucket=bucket, token=token)
+    call = {C.CALL_ID_HEADER: uuid.uuid4().hex}
+    first = record.apply_async(kwargs={"bucket": bucket, "token": token}, headers=call)
+    second = record.apply_async(kwargs={"bucket": bucket, "token": token}, headers=call)
     marker = record.delay(bucket=bucket, token="after")  # same group: runs after the others
     worker = start_worker()
     worker.wait_for(lambda: worker.lifecycle("succeeded", id=marker.id), what="the marker")
@@ -92,3 +94,18 @@ def test_action_modules_come_from_actionrunner_imports(aws: Any, queue_url: str)
     bad = subprocess.run([sys.executable, "-c", code], env={**env, "ACTIONRUNNER_IMPORTS": "no.such.module"},
                          cwd=ROOT, capture_output=True, text=True)
     assert "cannot import action module 'no.such.module'" in bad.stderr
+
+
+def test_a_clean_stop_logs_no_traceback(
+    start_worker: Callable[..., Worker], queue_url: str, record_dir: Path
+) -> None:
+    # Given a worker that ran an action and polls its queue and its mailbox
+    worker = start_worker()
+    bucket = f"stop-{uuid.uuid4().hex[:8]}"
+    record.delay(bucket=bucket, token="t")
+    worker.wait_for(lambda: _lines(record_dir, bucket), timeout=30, what="the action")
+    # When it is stopped as a supervisor stops it
+    assert worker.stop() == 0
+    # Then it said nothing alarming on the way out
+    text = worker.log_path.read_text()
+    assert "Traceback" not in text and "Error in timer" not in text, text[-3000:]

@@ -29,7 +29,8 @@ class Services:
         sqs, dynamodb = settings.client("sqs"), settings.client("dynamodb")
         return cls(settings=settings, actions=actions, sqs=sqs,
                    runs=RunStore(settings, client=dynamodb),
-                   api_keys=ApiKeyStore(settings.state_table, dynamodb))
+                   api_keys=ApiKeyStore(settings.state_table, dynamodb,
+                                        ttl_seconds=settings.idempotency_ttl_seconds))
 
 
 def _services(request: Request) -> Services:

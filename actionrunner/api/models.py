@@ -41,6 +41,8 @@ class RunStatus(BaseModel):
     result: Any = None
     error_type: str | None = None
     error: str | None = None
+    replayed: bool = Field(default=False, description="True when a keyed call returned the saved "
+                           "result of an earlier run of its key instead of running.")
 
 
 class QueueStats(BaseModel):

@@ -7,8 +7,9 @@ retried until it succeeds or there is nothing left to do:
 
 * :meth:`delete` queues a message for DeleteMessageBatch: sent when ten are queued, or when the
   oldest has waited ``linger`` seconds (0.25 s: batches fill), or at once when the worker has
-  nothing else to run (``urgent``: lingering would only add latency). A failed call, or a ``Failed`` entry, is sent again with the same receipt
-  handle, and the message keeps its heartbeat meanwhile, so the handle stays valid. A delete that
+  nothing else to run (``urgent``: lingering would only add latency). A failed call, or a
+  ``Failed`` entry, is sent again with the same receipt handle, and the message keeps its
+  heartbeat meanwhile, so the handle stays valid. A delete that
   finally fails (the handle expired) is a ``delete-failed`` line and metric: the message runs
   again, and the idempotency store turns that run into a replay. ``then`` runs after the delete
   succeeded (e.g. deleting a claim-checked payload).

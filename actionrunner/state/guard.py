@@ -2,12 +2,14 @@
 the staged writes. Called from :meth:`actionrunner.action.Action.__call__` in the pool process.
 
 * **idempotent** (the default; ``@action(idempotent=False)`` or ``ACTIONRUNNER_IDEMPOTENCY=false``
-  turn it off): the run claims its key ``idem#{action}#{dedup id}`` — the dedup id that
-  :meth:`~actionrunner.action.Action.prepare` computes from the action's ``key=`` or its inputs
-  (or from the call's own key, header :data:`~actionrunner.constants.IDEMPOTENCY_KEY_HEADER`),
-  so a redelivered message and the same call sent again after SQS's 5-minute window find the
-  same record. A completed key returns its saved result as the task's return value (the run
-  logs ``idempotent_replay: true``); a key another run holds raises
+  turn it off): the run claims its key ``idem#{action}#{dedup id}``, the dedup id of, in order:
+  the call's own key (header :data:`~actionrunner.constants.IDEMPOTENCY_KEY_HEADER`: the API's
+  ``Idempotency-Key``, beat's slot); the action's ``key=`` over the inputs; the call id (header
+  :data:`~actionrunner.constants.CALL_ID_HEADER`, one per ``.delay()``); the inputs (a message
+  sent before call ids). So a redelivered message finds its own record, a keyed call sent again
+  after SQS's 5-minute window finds the first one's, and a second ``.delay()`` of an unkeyed
+  action is a run of its own. A completed key returns its saved result as the task's return
+  value (the run logs ``idempotent_replay: true``); a key another run holds raises
   :class:`~actionrunner.errors.IdempotencyInProgress` (the worker tries again later, without
   using an attempt); a failed run releases its claim so that the retry can run.
 * **rate_limit_shared** (with ``bucket=``): the run waits for a token of the shared bucket
@@ -129,9 +131,15 @@ def guarded_run(task: Any, values: dict[str, Any], run: Callable[[], Any]) -> An
                 effects.commit(client(), staged)
             return result
         store = get_store()
-        call = task.prepare(kwargs=values)
-        explicit = _own_key(task.request)
-        dedup_id = keys.dedup_id(task.name, str(explicit)) if explicit else call.dedup_id
+        call = task.prepare(kwargs=values)  # keyed: by its key=; else by the inputs (old messages)
+        explicit = _header(task.request, C.IDEMPOTENCY_KEY_HEADER)
+        call_id = _header(task.request, C.CALL_ID_HEADER)
+        if explicit:
+            dedup_id = keys.dedup_id(task.name, str(explicit))
+        elif task.idempotency_key is None and call_id:
+            dedup_id = keys.call_dedup_id(task.name, str(call_id))
+        else:
+            dedup_id = call.dedup_id
         key = idempotency_pk(task.name, dedup_id)
         outcome = _state_call("claim", lambda: store.begin(
             key, keys.default_key(call.kwargs), action=task.name, run_id=task.request.id))
@@ -152,10 +160,10 @@ def guarded_run(task: Any, values: dict[str, Any], run: Callable[[], Any]) -> An
         return result
 
 
-def _own_key(request: Any) -> str | None:
-    """The call's own idempotency key (a message header; beat sets it to the schedule slot)."""
+def _header(request: Any, name: str) -> str | None:
+    """A message header of the running call (the call id, the call's own idempotency key)."""
     headers = request.get("headers") or {}  # an eager apply() keeps headers apart
-    return request.get(C.IDEMPOTENCY_KEY_HEADER) or headers.get(C.IDEMPOTENCY_KEY_HEADER)
+    return request.get(name) or headers.get(name)
 
 
 def _limited(limiter: SharedRateLimit | None, run: Callable[[], Any]) -> Any:

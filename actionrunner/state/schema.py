@@ -12,6 +12,8 @@ creates the table and :mod:`actionrunner.deploy` renders it from these constants
 ``apikey#{action}#{key}``              an admin API ``Idempotency-Key`` (:mod:`.apikeys`)
 ``attempts#{queue}#{message id}``      failed runs of a message on Lambda
                                        (:mod:`actionrunner.aws_lambda.attempts`)
+``celery#{celery key}``                a group's members, a chord's progress (the result backend,
+                                       :mod:`actionrunner.results`)
 =====================================  ==========================================================
 
     >>> key(run_pk("5f0c"))
@@ -38,6 +40,8 @@ RUN_PREFIX = "run#"
 API_KEY_PREFIX = "apikey#"
 #: Prefix of the attempt counters of messages run on Lambda.
 ATTEMPTS_PREFIX = "attempts#"
+#: Prefix of the result backend's group and chord items (task results are ``run#`` items).
+CELERY_PREFIX = "celery#"
 
 
 def idempotency_pk(action: str, dedup_id: str) -> str:

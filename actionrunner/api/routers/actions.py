@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import Body, Header, HTTPException, Path, Query, Response
 
+from ... import constants as C
 from ... import keys
 from ...action import Action, PreparedCall
 from ...logging import get_logger
@@ -51,34 +52,46 @@ def submit(
     action = deps.actions.get(name)
     if action is None:
         raise HTTPException(404, f"no action named {name!r}")
-    call = action.prepare(kwargs=inputs, group=group)  # ActionError → 422
-    run_id, replayed = str(uuid.uuid4()), False
-    dedup_id = keys.dedup_id(name, f"run:{run_id}")
+    run_id = str(uuid.uuid4())  # also the call id: every submit is a run of its own
+    call = action.prepare(kwargs=inputs, group=group, call_id=run_id)  # ActionError → 422
+    replayed, sent, dedup_id = False, False, call.dedup_id
+    headers: dict[str, Any] = {API_RUN_HEADER: 1}
     if idempotency_key is not None:
-        run_id, dedup_id, replayed = _claim_key(deps, name, idempotency_key, call, run_id)
-    _send(action, call, run_id, dedup_id)
-    try:
-        if deps.settings.run_status != "off":
-            deps.runs.queued(run_id, name, call.group, dedup_id)
-    except Exception:  # the message is sent: a missing status row must not turn into an error
-        log.warning("run-status-write-failed", run_id=run_id, exc_info=True)
+        run_id, replayed, sent = _claim_key(deps, name, idempotency_key, call, run_id)
+        # the key, not the call id, makes the ids: a repeat is the same call
+        dedup_id = keys.dedup_id(name, f"api-key:{idempotency_key}")
+        headers[C.IDEMPOTENCY_KEY_HEADER] = f"api-key:{idempotency_key}"
+    headers[C.CALL_ID_HEADER] = run_id
+    if not (replayed and sent):  # a repeat whose first send did not complete sends it now
+        _send(action, call, run_id, dedup_id, headers)
+        if idempotency_key is not None:
+            try:
+                deps.api_keys.mark_sent(name, idempotency_key)
+            except Exception:  # a repeat re-sends: SQS's window and the key's record drop it
+                log.warning("idempotency-key-mark-failed", action=name, exc_info=True)
+        try:
+            if deps.settings.run_status != "off":
+                deps.runs.queued(run_id, name, call.group, dedup_id)
+        except Exception:  # the message is sent: a missing status row must not be an error
+            log.warning("run-status-write-failed", run_id=run_id, exc_info=True)
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return Accepted(run_id=run_id, status_url=f"/v1/runs/{run_id}", action=name,
                     group=call.group, dedup_id=dedup_id, replayed=replayed)
 
 
-def _send(action: Action, call: PreparedCall, run_id: str, dedup_id: str) -> None:
+def _send(action: Action, call: PreparedCall, run_id: str, dedup_id: str,
+          headers: dict[str, Any]) -> None:
     with upstream("SQS"):
         action.apply_async(kwargs=call.kwargs, task_id=run_id, MessageGroupId=call.group,
-                           MessageDeduplicationId=dedup_id, headers={API_RUN_HEADER: 1})
+                           MessageDeduplicationId=dedup_id, headers=headers)
 
 
 def _claim_key(deps: Services, name: str, key: str, call: PreparedCall,
-               run_id: str) -> tuple[str, str, bool]:
-    """First use of an Idempotency-Key stores its run id; a repeat gets the same run id (and
-    the same SQS dedup id, so a re-send within SQS's window is dropped there too)."""
+               run_id: str) -> tuple[str, bool, bool]:
+    """``(run_id, replayed, sent)``: the first use of an Idempotency-Key stores its run id; a
+    repeat gets the same run id, and whether its message was sent (then nothing is sent again).
+    The key lives ACTIONRUNNER_IDEMPOTENCY_TTL_SECONDS, as the worker's record of it does."""
     fingerprint = hashlib.sha256(keys.canonical_json([call.kwargs, call.group])).hexdigest()
     with upstream("DynamoDB"):
-        run_id, replayed = deps.api_keys.claim(name, key, run_id, fingerprint)  # KeyReused → 422
-    return run_id, keys.dedup_id(name, f"api-key:{key}"), replayed
+        return deps.api_keys.claim(name, key, run_id, fingerprint)  # type: ignore[no-any-return]

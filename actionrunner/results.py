@@ -1,0 +1,286 @@
+"""Celery results over the run records of the state table (one store, not a second one).
+
+When an action's results are kept — ``ACTIONRUNNER_RUN_STATUS=all`` (Celery's
+``task_ignore_result`` is then off), or ``@action(ignore_result=False)`` — its runs are written to
+the state table by the worker (:mod:`actionrunner.runs`, ``pk = "run#{id}"``), and
+:class:`RunResultBackend`, the app's Celery result backend, reads them back::
+
+    >>> r = recalc.delay(tenant_id="t1", season=3)            # doctest: +SKIP
+    >>> r.get(timeout=10), r.state, r.ready()                  # doctest: +SKIP
+    ({'tenant': 't1', 'season': 3}, 'SUCCESS', True)
+
+Run status → Celery state: ``queued`` (or no record yet) → PENDING, ``running`` → STARTED,
+``failed`` / ``retrying`` / ``held`` → RETRY (the message will run again), ``succeeded`` →
+SUCCESS with the result, ``dead-lettered`` → FAILURE with the error (``.get()`` raises it),
+``revoked`` (expired, or revoked with ``celery control revoke``) → REVOKED.
+
+Groups and chords: a group's member list and a chord's progress are items of the same table
+(``pk = "celery#…"``, with the table's TTL). A chord counts each header member once (a set of
+member ids, so a redelivered member is not counted twice) and a failed attempt that will be
+retried does not count; the body's call id comes from its task id, so sending it again is a
+duplicate, not a second run.
+
+When results are not kept, ``AsyncResult.get()``, ``.state``, ``.ready()``, ``.result`` raise
+:class:`~actionrunner.errors.ResultsNotKept`, which names the setting (not ``None``).
+"""
+
+from __future__ import annotations
+
+import builtins
+import datetime as dt
+import time
+from typing import Any
+
+from celery import states
+from celery.backends.base import KeyValueStoreBackend
+from celery.exceptions import ChordError
+from celery.result import AsyncResult, GroupResult, allow_join_result
+from celery.utils.log import get_logger as celery_logger
+
+from .errors import ResultsNotKept
+from .state.schema import CELERY_PREFIX
+
+logger = celery_logger(__name__)
+
+#: Run status (actionrunner.runs) → Celery state.
+STATE_OF_STATUS = {
+    "queued": states.PENDING,
+    "running": states.STARTED,
+    "failed": states.RETRY,
+    "retrying": states.RETRY,
+    "held": states.RETRY,
+    "succeeded": states.SUCCESS,
+    "dead-lettered": states.FAILURE,
+    "revoked": states.REVOKED,
+}
+#: Prefix of the items this backend keeps besides run records (group members, chord progress).
+ITEM_PREFIX = CELERY_PREFIX
+
+
+def _exception_module(name: str) -> str | None:
+    """Where an exception type of that name can be found (builtins, our errors), else None:
+    Celery then makes a class of that name (it is still raised, with the message)."""
+    candidate = getattr(builtins, name, None)
+    if isinstance(candidate, type) and issubclass(candidate, BaseException):
+        return "builtins"
+    import celery.exceptions
+
+    from . import errors
+
+    for module in (errors, celery.exceptions):
+        candidate = getattr(module, name, None)
+        if isinstance(candidate, type) and issubclass(candidate, BaseException):
+            return module.__name__
+    return None
+
+
+def meta_of_run(run_id: str, run: dict[str, Any] | None) -> dict[str, Any]:
+    """The Celery task meta (undecoded: an exception as a dict) of a run record."""
+    if not run:
+        return {"task_id": run_id, "status": states.PENDING, "result": None, "traceback": None,
+                "children": [], "date_done": None}
+    state = STATE_OF_STATUS.get(str(run.get("status")), states.PENDING)
+    result: Any = None
+    if state == states.SUCCESS:
+        result = run.get("result")
+    elif state in states.EXCEPTION_STATES and run.get("error_type"):
+        error_type = str(run["error_type"])
+        result = {"exc_type": error_type, "exc_message": [str(run.get("error") or "")],
+                  "exc_module": _exception_module(error_type)}
+    finished = run.get("finished_at")
+    done = (dt.datetime.fromtimestamp(float(finished), dt.UTC).isoformat()
+            if finished and state in states.READY_STATES else None)
+    return {"task_id": run_id, "status": state, "result": result, "traceback": None,
+            "children": [], "date_done": done, "name": run.get("action")}
+
+
+class RunResultBackend(KeyValueStoreBackend):  # type: ignore[misc]
+    """Celery's result backend over the state table (see the module docstring)."""
+
+    key_t = str
+    supports_autoexpire = True  # the table's TTL removes items; no celery.backend_cleanup
+    supports_native_join = True
+    implements_incr = True
+
+    def __init__(self, app: Any = None, url: str | None = None, **kwargs: Any) -> None:
+        super().__init__(app=app, **kwargs)
+        self._runs: Any = None
+        self._pid: int | None = None
+
+    # -- the state table ---------------------------------------------------------------------
+    @property
+    def runs(self) -> Any:
+        """The process's run store (a boto3 client per process: pool processes are forked)."""
+        import os
+
+        from .runs import RunStore
+        from .settings import get_settings
+
+        if self._runs is None or self._pid != os.getpid():
+            self._runs, self._pid = RunStore(get_settings()), os.getpid()
+        return self._runs
+
+    def _item_key(self, key: str) -> dict[str, Any]:
+        return {"pk": {"S": ITEM_PREFIX + key}}
+
+    def _task_id(self, key: str) -> str | None:
+        prefix = self.task_keyprefix
+        return key[len(prefix):] if key.startswith(prefix) else None
+
+    def _expires_at(self, seconds: float | None = None) -> dict[str, str]:
+        ttl = seconds if seconds else self.runs.settings.run_status_ttl_seconds
+        return {"N": str(int(time.time() + ttl))}
+
+    # -- KeyValueStoreBackend's primitives ---------------------------------------------------
+    def get(self, key: str) -> Any:
+        task_id = self._task_id(key)
+        if task_id is not None:
+            run = self.runs.get(task_id)
+            return self.encode(meta_of_run(task_id, run)) if run else None
+        item = self.runs.client.get_item(TableName=self.runs.table, Key=self._item_key(key),
+                                         ConsistentRead=True).get("Item")
+        if not item or "value" not in item:
+            return None
+        if int(item.get("expires_at", {}).get("N", "0")) <= time.time():
+            return None
+        return item["value"]["S"]
+
+    def mget(self, keys: list[str]) -> list[Any]:
+        return [self.get(key) for key in keys]
+
+    def set(self, key: str, value: Any) -> None:
+        if self._task_id(key) is not None:
+            raise NotImplementedError("task results are written as run records (actionrunner.runs)")
+        text = value.decode() if isinstance(value, bytes) else str(value)
+        self.runs.client.put_item(TableName=self.runs.table, Item={
+            **self._item_key(key), "value": {"S": text}, "expires_at": self._expires_at()})
+
+    def delete(self, key: str) -> None:
+        task_id = self._task_id(key)
+        pk = self.runs.key(task_id) if task_id is not None else self._item_key(key)
+        self.runs.client.delete_item(TableName=self.runs.table, Key=pk)
+
+    def incr(self, key: str) -> int:
+        answer = self.runs.client.update_item(
+            TableName=self.runs.table, Key=self._item_key(key),
+            UpdateExpression="ADD n :one SET expires_at = :exp",
+            ExpressionAttributeValues={":one": {"N": "1"}, ":exp": self._expires_at()},
+            ReturnValues="UPDATED_NEW")
+        return int(answer["Attributes"]["n"]["N"])
+
+    def expire(self, key: str, value: Any) -> None:
+        if self._task_id(key) is not None or not value:
+            return
+        seconds = value.total_seconds() if isinstance(value, dt.timedelta) else float(value)
+        self.runs.client.update_item(
+            TableName=self.runs.table, Key=self._item_key(key),
+            UpdateExpression="SET expires_at = :exp",
+            ExpressionAttributeValues={":exp": self._expires_at(seconds)})
+
+    # -- results -----------------------------------------------------------------------------
+    def _get_task_meta_for(self, task_id: str) -> dict[str, Any]:
+        meta = meta_of_run(task_id, self.runs.get(task_id))
+        return self.meta_from_decoded(meta)  # type: ignore[no-any-return]
+
+    def task_result_exists(self, task_id: str) -> bool:
+        return self.runs.get(task_id) is not None
+
+    def _store_result(self, task_id: str, result: Any, state: str, traceback: Any = None,
+                      request: Any = None, **kwargs: Any) -> Any:
+        """The worker writes each run's record from its lifecycle (actionrunner.runs); here only
+        a chord member's end is written at once, so that the chord's last member finds every
+        result when it joins them."""
+        fields = {"id": task_id, "action": getattr(request, "task", None) or "?"}
+        if state == states.REVOKED:  # expired or revoked: discarded without a lifecycle line
+            self.runs.record("revoked", {**fields, "error_type": "TaskRevokedError",
+                                         "error": str(result)[:1000]})
+            return result
+        if request is None or not getattr(request, "chord", None):
+            return result
+        if state == states.SUCCESS:
+            self.runs.record("succeeded", fields, result)
+        elif state == states.FAILURE and _final_failure(self.app, request, result):
+            self.runs.record("dead-lettered", {**fields, "error_type": type(result).__name__,
+                                               "error": str(result)[:1000]})
+        return result
+
+    def _forget(self, task_id: str) -> None:
+        self.runs.client.delete_item(TableName=self.runs.table, Key=self.runs.key(task_id))
+
+    # -- chords ------------------------------------------------------------------------------
+    def on_chord_part_return(self, request: Any, state: str, result: Any, **kwargs: Any) -> None:
+        """Count this header member once (a set of ids), then, once all are in, join their
+        results and send the body (its task id gives its call id: a second send is a duplicate)."""
+        if state in states.EXCEPTION_STATES and not _final_failure(self.app, request, result):
+            return  # a failed attempt that will be retried: the member is not done
+        gid = getattr(request, "group", None)
+        if not gid:
+            return
+        callback = self._signature(request.chord)
+        try:
+            deps = GroupResult.restore(gid, backend=self)
+        except Exception as exc:
+            self.chord_error_from_stack(callback, ChordError(f"Cannot restore group: {exc!r}"))
+            return
+        if deps is None:
+            self.chord_error_from_stack(callback, ChordError(f"GroupResult {gid} no longer exists"))
+            return
+        size = request.chord.get("chord_size") or len(deps)
+        answer = self.runs.client.update_item(
+            TableName=self.runs.table, Key=self._item_key(self.get_key_for_chord(gid)),
+            UpdateExpression="ADD members :me SET expires_at = :exp",
+            ExpressionAttributeValues={":me": {"SS": [str(request.id)]},
+                                       ":exp": self._expires_at()},
+            ReturnValues="UPDATED_NEW")
+        if len(answer["Attributes"]["members"]["SS"]) < size:
+            return
+        try:
+            with allow_join_result():
+                ret = deps.join_native(timeout=self.app.conf.result_chord_join_timeout,
+                                       propagate=True)
+        except Exception as exc:
+            self.chord_error_from_stack(callback, ChordError(f"a chord member failed: {exc!r}"))
+            return
+        callback.delay(ret)
+
+    def _signature(self, sig: Any) -> Any:
+        from celery.canvas import maybe_signature
+
+        return maybe_signature(sig, app=self.app)
+
+
+def _final_failure(app: Any, request: Any, exc: Any) -> bool:
+    """True when a failed attempt ends the run: the worker dead-letters it (the same decision as
+    actionrunner/settle.py; a held or retried message runs again, so it is not an end)."""
+    from .settle import DeadLetter, Policy, decide
+
+    task = getattr(request, "task", None)
+    action = app.tasks.get(task) if isinstance(task, str) else task
+    if action is None or not isinstance(exc, BaseException):
+        return True
+    sqs = getattr(request, "sqs", None) or {}
+    outcome = decide(Policy.of(action), exc, attempt=int(sqs.get("attempt") or 1), jitter=False)
+    return isinstance(outcome, DeadLetter)
+
+
+class ActionResult(AsyncResult):  # type: ignore[misc]
+    """The result of an action's call: Celery's, but asking for a result that is not kept
+    raises :class:`ResultsNotKept` instead of answering ``None``."""
+
+    def __init__(self, id: str, *args: Any, task_name: str | None = None, **kwargs: Any) -> None:
+        super().__init__(id, *args, **kwargs)
+        self.action = task_name
+
+    def _check_kept(self) -> None:
+        if self.ignored:
+            raise ResultsNotKept(self.action or "?")
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        self._check_kept()
+        return super().get(*args, **kwargs)
+
+    wait = get
+
+    def _get_task_meta(self) -> Any:
+        self._check_kept()
+        return super()._get_task_meta()

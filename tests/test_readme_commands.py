@@ -1,0 +1,111 @@
+"""The shell commands README.md shows (its ``sh`` / ``bash`` blocks) run as pasted in a fresh shell:
+every ``actionrunner`` / ``celery`` command is a path that exists (``.venv/bin/...``, or after the
+block sourced dev's env file, which puts ``.venv/bin`` on PATH) and parses (its options, with
+``--help`` appended), scripts and sourced files exist, ``python -c`` code compiles, and a curl that
+posts JSON says so."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from actionrunner.devsession import ENV_FILE
+from tests.conftest import ROOT
+
+BLOCK = re.compile(r"^```(?:sh|bash)\n(.*?)^```", re.M | re.S)
+#: Programs a README command may run besides ours (present on a fresh machine, or the user's).
+OTHER_PROGRAMS = {"curl", "git", "docker", "npm", "pip", "set", "export", "cd"}
+
+
+def _commands(block: str) -> list[list[str]]:
+    """The simple commands of a block: lines joined until their quotes balance, comments cut,
+    split at ``;`` / ``&&`` / ``||``."""
+    commands: list[list[str]] = []
+    pending = ""
+    for line in block.splitlines():
+        pending += line + "\n"
+        try:
+            lexer = shlex.shlex(pending, posix=True, punctuation_chars=";&|")
+            lexer.whitespace_split = True
+            lexer.commenters = "#"
+            words = list(lexer)
+        except ValueError:  # an open quote: the command goes on
+            continue
+        pending = ""
+        current: list[str] = []
+        for word in words:
+            if word in (";", "&&", "||", "|", "&"):
+                if current:
+                    commands.append(current)
+                current = []
+            else:
+                current.append(word)
+        if current:
+            commands.append(current)
+    assert not pending.strip(), f"unbalanced quotes in a README block: {pending!r}"
+    return commands
+
+
+def _readme_commands() -> list[tuple[int, list[str], bool]]:
+    """(block number, command, dev's env file sourced earlier in the block)."""
+    found = []
+    for number, match in enumerate(BLOCK.finditer((ROOT / "README.md").read_text())):
+        sourced = False
+        for words in _commands(match.group(1)):
+            while words and re.match(r"^[A-Z_][A-Z0-9_]*=", words[0]):  # VAR=value cmd
+                words = words[1:]
+            if not words:
+                continue
+            if words[0] == "." and words[1:] == [str(ENV_FILE)]:
+                sourced = True
+            found.append((number, words, sourced))
+    return found
+
+
+COMMANDS = _readme_commands()
+
+
+def test_readme_has_commands_to_check() -> None:
+    programs = {Path(words[0]).name for _, words, _ in COMMANDS}
+    assert {"actionrunner", "celery", "curl", "python"} <= programs, programs
+
+
+@pytest.mark.parametrize(("block", "words", "sourced"), COMMANDS,
+                         ids=[" ".join(w)[:60] for _, w, _ in COMMANDS])
+def test_a_readme_command_runs_as_pasted(block: int, words: list[str], sourced: bool) -> None:
+    program, args = words[0], words[1:]
+    name = Path(program).name
+    if program == ".":
+        target = args[0]
+        assert (ROOT / target).exists() or target == str(ENV_FILE), f"{target} does not exist"
+        return
+    if program.startswith("./"):
+        path = ROOT / program
+        assert path.is_file() and os.access(path, os.X_OK), f"{program} is not an executable file"
+        return
+    if name in ("actionrunner", "celery", "python"):
+        if "/" not in program:
+            assert sourced, (f"`{program}` is not on PATH in a fresh shell: write .venv/bin/{program}"
+                             f" or source {ENV_FILE} first")
+            program = f".venv/bin/{program}"
+        assert (ROOT / program).exists(), f"{program} does not exist"
+        if name == "python":
+            assert args[0] == "-c", words
+            compile(args[1], "README.md", "exec")
+            return
+        parsed = subprocess.run([str(ROOT / program), *args, "--help"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=120)
+        assert parsed.returncode == 0, f"{' '.join(words)} --help: {parsed.stdout}{parsed.stderr}"
+        return
+    if name == "curl":
+        if "-d" in args or "--data" in args:
+            headers = [args[i + 1] for i, a in enumerate(args) if a == "-H"]
+            assert any(h.lower().replace(" ", "") == "content-type:application/json" for h in headers), \
+                "a curl that posts JSON needs -H 'Content-Type: application/json' (else 422)"
+        return
+    assert name in OTHER_PROGRAMS, f"README runs {program!r}: add a check for it here"

@@ -1,0 +1,125 @@
+"""Celery results and canvas on the state table and SQS FIFO, with a real worker.
+
+Results are kept per action here (``@action(ignore_result=False)``, tests/actions.py), or for
+every action with ``ACTIONRUNNER_RUN_STATUS=all`` (in a sender process of its own).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+
+import pytest
+from celery import chain, chord, group
+
+from actionrunner.errors import ActionError, ResultsNotKept
+from tests.actions import kept_add, kept_fail, kept_total, record
+from tests.conftest import ROOT, Worker
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+
+def test_results_not_kept_raise_an_error_naming_the_setting(queue_url: str) -> None:
+    result = record.delay(bucket="not-kept", token=uuid.uuid4().hex)
+    for ask in (lambda: result.get(timeout=1), lambda: result.state, result.ready,
+                lambda: result.result, lambda: result.status):
+        with pytest.raises(ResultsNotKept, match="ACTIONRUNNER_RUN_STATUS=all"):
+            ask()
+
+
+def test_asyncresult_get_state_ready_result_of_a_kept_action(
+    start_worker: Callable[..., Worker], queue_url: str
+) -> None:
+    worker = start_worker()
+    result = kept_add.delay(a=2, b=3)
+    assert result.get(timeout=30) == 5
+    assert result.state == "SUCCESS" and result.ready() and result.successful()
+    assert result.result == 5
+    failed = kept_fail.delay(token=uuid.uuid4().hex[:8])
+    with pytest.raises(ValueError, match="kept failure"):
+        failed.get(timeout=30)
+    assert failed.state == "FAILURE" and failed.ready() and not failed.successful()
+    assert worker.lifecycle("succeeded", id=result.id)
+
+
+def test_run_status_all_keeps_every_actions_results(
+    start_worker: Callable[..., Worker], queue_url: str
+) -> None:
+    env = {"ACTIONRUNNER_RUN_STATUS": "all"}
+    start_worker(env=env)
+    code = ("import uuid\n"
+            "from tests.actions import record\n"
+            "r = record.delay(bucket='all-' + uuid.uuid4().hex[:6], token='t')\n"
+            "print(r.get(timeout=30), r.state, r.ready())\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["t", "SUCCESS", "True"]
+
+
+def test_chain_group_chord_and_immutable_signatures_run_on_a_real_worker(
+    start_worker: Callable[..., Worker], queue_url: str
+) -> None:
+    worker = start_worker(concurrency=2)
+    # chain: each step's result is the next one's first input
+    assert chain(kept_add.s(a=1, b=2), kept_add.s(b=10), kept_add.s(b=100))().get(timeout=60) == 113
+    # .si(): immutable, the previous result is not passed on
+    assert chain(kept_add.si(a=1, b=1), kept_add.si(a=5, b=5))().get(timeout=60) == 10
+    # group: every member runs, in its own message group
+    grouped = group(kept_add.s(a=n, b=1000) for n in range(4))()
+    assert grouped.get(timeout=60) == [1000, 1001, 1002, 1003]
+    groups = {line["group"] for r in grouped.results for line in worker.lifecycle("succeeded", id=r.id)}
+    assert groups == {f"kept:{n}" for n in range(4)}
+    # chord: the body gets the header's results, once
+    body = chord(kept_add.s(a=n, b=0) for n in range(1, 5))(kept_total.s())
+    assert body.get(timeout=60) == 10
+    assert len(worker.lifecycle("succeeded", id=body.id)) == 1
+
+
+def test_what_the_canvas_does_not_support_fails_when_sent(queue_url: str) -> None:
+    with pytest.raises(ActionError, match=r"task.chunks\(\)\) is not supported on SQS FIFO"):
+        kept_add.chunks([(1, 2), (3, 4)], 1).apply_async()
+    with pytest.raises(ActionError, match="celery.map .* is not supported"):
+        kept_add.map([1, 2]).apply_async()
+    # a chord needs its header's results kept
+    with pytest.raises(ActionError, match="chord's header, but its results are not kept"):
+        chord(record.s(bucket="c", token=str(n)) for n in range(2))(kept_total.s())
+
+
+def test_writes_per_action_with_results_kept(aws: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DynamoDB writes of one run, counted on the client calls (in process, eagerly): the
+    idempotency claim and completion, and the run record's running and succeeded."""
+    from botocore.client import BaseClient
+
+    from actionrunner import logging as ar_logging
+    from actionrunner import runs
+    from actionrunner.app import app
+    from actionrunner.settings import get_settings
+
+    writes: list[str] = []
+    original = BaseClient._make_api_call
+
+    def counting(self: BaseClient, operation: str, params: dict) -> object:
+        if self.meta.service_model.service_name == "dynamodb" and operation in (
+                "PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems"):
+            writes.append(operation)
+        return original(self, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", counting)
+    runs.install_worker_observer(get_settings())
+    app.conf.task_always_eager = True
+    try:
+        assert kept_add.delay(a=20, b=uuid.uuid4().int % 1000).get() >= 20
+        kept = list(writes)
+        writes.clear()
+        record.delay(bucket="writes-" + uuid.uuid4().hex[:6], token="w")
+        not_kept = list(writes)
+    finally:
+        app.conf.task_always_eager = False
+        ar_logging._observers.remove(runs._record)
+    print(f"writes per action: results kept {kept}, not kept {not_kept}")
+    assert sorted(kept) == ["PutItem", "UpdateItem", "UpdateItem", "UpdateItem"]
+    assert sorted(not_kept) == ["PutItem", "UpdateItem"]
