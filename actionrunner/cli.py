@@ -339,12 +339,21 @@ def deploy_template(
     from_env: Annotated[bool, typer.Option(
         "--from-env", help="Parameter defaults from this environment's settings, not the "
                            "settings' own defaults (what is committed).")] = False,
+    lanes: Annotated[str | None, typer.Option(
+        "--lanes", help="Comma separated lanes (as ACTIONRUNNER_LANES), each rendered with its "
+                        "own queue, DLQ, redrive policy, alarms, permissions (and Lambda "
+                        "mapping); default: the settings' (none, unless --from-env).")] = None,
 ) -> None:
     """Render the CloudFormation templates from the code (provision's attributes, the settings)."""
     from . import deploy
+    from .settings import Settings
 
     folder = out or deploy.DEPLOY_DIR
     settings = _settings() if from_env else deploy.default_settings()
+    if lanes is not None:  # validated as the setting is (FIFO names, distinct queues)
+        checked = Settings.model_validate({"queue_name": settings.queue_name,
+                                           "dlq_name": settings.dlq_name, "lanes": lanes})
+        settings = settings.model_copy(update={"lanes": checked.lanes})
     if check:
         stale = deploy.stale(folder, settings)
         for name in stale:
