@@ -194,3 +194,33 @@ def test_the_api_shows_and_redrives_each_queue(settings: Settings, sqs: Any) -> 
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_the_lambda_runtime_dead_letters_a_lane_message_into_the_lanes_dlq(
+    settings: Settings, sqs: Any
+) -> None:
+    from actionrunner.app import app
+    from actionrunner.aws_lambda import LambdaRunner
+    from actionrunner.dlq import DeadLetterQueue
+    from tests.test_lambda import Context, finish, lambda_event, receive
+
+    # Given a message on the lane that no action can run, handed to the function by the lane's
+    # event source mapping
+    laned = settings.model_copy(update={"lanes": [LANE]})
+    provision.apply(laned)
+    url = sqs.get_queue_url(QueueName=LANE)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    run = uuid.uuid4().hex
+    sqs.send_message(QueueUrl=url, MessageBody=f"plain text {run}", MessageGroupId=f"l:{run}",
+                     MessageDeduplicationId=run)
+    event = lambda_event(receive(sqs, url, 1, run), arn)
+    # When the function handles it
+    response = LambdaRunner(app, laned, sqs=sqs, hostname="lambda@test").handle(event, Context())
+    finish(sqs, url, event, response)
+    # Then it is in the lane's own DLQ, recorded as coming from the lane
+    dlq = DeadLetterQueue(laned, sqs, LANE)
+    [letter] = [d for d in dlq.list(1000) if d.group == f"l:{run}"]
+    assert (letter.queue, letter.dlq) == (LANE, LANE_DLQ)
+    assert dlq.redrive(group=f"l:{run}")["by_queue"] == {LANE: 1}
+    [back] = receive(sqs, url, 1, run)  # (back in the lane)
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=back["ReceiptHandle"])
