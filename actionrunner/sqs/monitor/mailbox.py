@@ -94,17 +94,12 @@ class MonitorReceiving:
             # kombu raises a 4xx answer out of the event loop, which stops the worker ("Unrecoverable
             # error"): monitoring must not. The queue is declared again and polling goes on.
             try:
-                result = connection._on_list_ready(queue_name, [("Message", AsyncMessage)],
-                                                   "ReceiveMessage", response)
+                return connection._on_list_ready(queue_name, [("Message", AsyncMessage)],
+                                                 "ReceiveMessage", response)
             except Exception as exc:
                 logger.warning("receive from %s failed (%s); declaring it again", queue_name, exc)
                 self._declare_again(queue_name)
                 return {}
-            if not isinstance(result, dict):  # a 5xx answer comes back as a list: poll again
-                logger.warning("receive from %s failed (HTTP %s); polling again", queue_name,
-                               getattr(response, "status", "?"))
-                return {}
-            return result
 
         params = {"MaxNumberOfMessages": count, "VisibilityTimeout": VISIBILITY_SECONDS,
                   "WaitTimeSeconds": self.wait_time_seconds}  # type: ignore[attr-defined]
@@ -112,7 +107,16 @@ class MonitorReceiving:
                                        callback=transform(ready, callback),
                                        protocol_params={"query": {}, "json": {}})
 
-    def _on_messages_ready(self, queue: str, qname: str, messages: dict[str, Any]) -> Any:
+    def _loop1(self, queue: str, messages_fetched: Any = None) -> Any:
+        if getattr(self, "closed", False) or getattr(self, "connection", None) is None:
+            return None  # a receive that ended after the channel closed: nothing to poll again
+        return super()._loop1(queue, messages_fetched)  # type: ignore[misc]
+
+    def _on_messages_ready(self, queue: str, qname: str, messages: Any) -> Any:
+        if getattr(self, "closed", False) or getattr(self, "connection", None) is None:
+            return 0  # an answer that arrives after the channel closed (a clean stop)
+        if not isinstance(messages, dict):  # kombu answers a 5xx or a timeout with a list
+            messages = {}
         kind = self._kind(qname)
         if kind:
             if kind == "box" and hasattr(self, "_polled"):
