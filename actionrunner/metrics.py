@@ -40,6 +40,7 @@ COUNT_OF_EVENT = {
 TIMING_OF_FIELD = {"duration_ms": "ActionDuration", "queue_wait_ms": "QueueWait"}
 
 
+_NUMBERS = (int, float)
 #: The ``CloudWatchMetrics`` directive of each (count metric, timing metrics) (made once).
 _directives: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
 
@@ -50,18 +51,19 @@ def emf_fields(event: str, fields: dict[str, Any]) -> dict[str, Any]:
     action = fields.get("action")
     if count is None or not action:
         return {}
-    values: dict[str, Any] = {count: 1}
+    out: dict[str, Any] = {DIMENSION: action, count: 1}
+    timings: tuple[str, ...] = ()
     for field, name in TIMING_OF_FIELD.items():
         value = fields.get(field)
-        if isinstance(value, int | float):
-            values[name] = value
-    shape = (count, tuple(values)[1:])
-    directive = _directives.get(shape)
+        if isinstance(value, _NUMBERS):
+            out[name] = value
+            timings += (name,)
+    directive = _directives.get((count, timings))
     if directive is None:
         metrics = [{"Name": count, "Unit": "Count"},
-                   *({"Name": name, "Unit": "Milliseconds"} for name in shape[1])]
-        directive = _directives[shape] = [
+                   *({"Name": name, "Unit": "Milliseconds"} for name in timings)]
+        directive = _directives[(count, timings)] = [
             {"Namespace": NAMESPACE, "Dimensions": [[DIMENSION], []], "Metrics": metrics}]
-    return {DIMENSION: action, **values,
-            "_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": directive}}
+    out["_aws"] = {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": directive}
+    return out
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 from kombu.serialization import registry
+from kombu.utils import json as kombu_json
 from kombu.utils.json import JSONEncoder
 
 #: ``ACTIONRUNNER_WIRE_FORMAT`` values.
@@ -45,10 +46,25 @@ def dumps(obj: Any) -> str:
     return orjson.dumps(obj, default=_kombu_default, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+def loads(text: Any) -> Any:
+    """kombu's JSON decoding, by orjson when kombu's hook has nothing to do: text without a
+    ``"__type__"`` marker (kombu's encoding of datetimes, UUIDs, decimals, bytes) that orjson
+    reads; anything else (markers, bytes, NaN, integers past 64 bits) goes to kombu's own
+    ``loads``, which returns the same values (a worker decodes every body twice: in its main
+    process and in the pool)."""
+    if isinstance(text, str) and '"__type__"' not in text:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return kombu_json.loads(text)
+
+
 def register() -> None:
-    """Register the ``arjson`` serializer with kombu (encoding only: decoding stays kombu's json)."""
+    """Register the ``arjson`` serializer with kombu, and :func:`loads` as the decoder of
+    ``application/json`` (every JSON message of the process, whoever sent it)."""
     if SERIALIZER not in registry._encoders:
-        registry.register(SERIALIZER, dumps, None, content_type="application/json",
+        registry.register(SERIALIZER, dumps, loads, content_type="application/json",
                           content_encoding="utf-8")
 
 
