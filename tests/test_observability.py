@@ -160,3 +160,40 @@ def test_dlq_list_and_show_print_the_recorded_failure(aws: Any, queue_url: str, 
         while messages := sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10).get("Messages"):
             for m in messages:
                 sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=m["ReceiptHandle"])
+
+
+def test_a_task_event_nobody_listens_to_is_not_built() -> None:
+    """The worker's event dispatcher asks the monitor where a task event would go first: with no
+    listener it is dropped before Celery builds it; worker events, and task events with a
+    listener, go on to Celery's dispatcher."""
+    from types import SimpleNamespace
+
+    from kombu import Exchange
+
+    from actionrunner.worker.events import ActionEventDispatcher
+
+    listeners: list[str] = []
+    asked: list[tuple[str, str]] = []
+
+    class Monitor:
+        def route(self, exchange: str, routing_key: str, event_exchange: str) -> list[str]:
+            asked.append((exchange, routing_key))
+            return list(listeners)
+
+    built: list[str] = []
+    dispatcher = ActionEventDispatcher.__new__(ActionEventDispatcher)
+    dispatcher.enabled = True
+    dispatcher.exchange = Exchange("celeryev", type="topic")
+    dispatcher.producer = SimpleNamespace(channel=SimpleNamespace(monitor=Monitor()))
+    base = ActionEventDispatcher.__mro__[1]
+    original = base.send
+    base.send = lambda self, type, blind=False, **fields: built.append(type)  # type: ignore[method-assign]
+    try:
+        dispatcher.send("task-succeeded", uuid="u", result="r")
+        dispatcher.send("worker-heartbeat")
+        listeners.append("https://sqs/ev-flower")
+        dispatcher.send("task-started", uuid="u")
+    finally:
+        base.send = original  # type: ignore[method-assign]
+    assert built == ["worker-heartbeat", "task-started"]
+    assert asked == [("celeryev", "task.succeeded"), ("celeryev", "task.started")]
