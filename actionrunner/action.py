@@ -378,7 +378,7 @@ class Action(Task):  # type: ignore[misc]
         values = {name: getattr(model, name) for name in self.input_names}
         if request.called_directly:
             return super().__call__(**values)
-        return _guarded_run()(self, values, lambda: self.run(**values))
+        return _guarded_run()(self, values, lambda: self.run(**values), model)
 
 
 #: Celery task options that would be silent no-ops here, and what to use instead.

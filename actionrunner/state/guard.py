@@ -134,8 +134,10 @@ def is_idempotent(task: Any) -> bool:
 
 
 # -- the run -----------------------------------------------------------------------------------
-def guarded_run(task: Any, values: dict[str, Any], run: Callable[[], Any]) -> Any:
-    """Run ``run()`` (the action with its validated ``values``) as the module docstring says."""
+def guarded_run(task: Any, values: dict[str, Any], run: Callable[[], Any],
+                model: Any = None) -> Any:
+    """Run ``run()`` (the action with its validated ``values``; ``model``: the validated inputs,
+    if the caller has them, not validated again) as the module docstring says."""
     limiter = limiter_for(task)
     if limiter is None and not is_idempotent(task) and current_limiter() is None:  # plain
         with effects.collecting() as staged:
@@ -150,21 +152,24 @@ def guarded_run(task: Any, values: dict[str, Any], run: Callable[[], Any]) -> An
                 effects.commit(client(), staged)
             return result
         store = get_store()
-        call = task.prepare(kwargs=values)  # keyed: by its key=; else by the inputs (old messages)
-        explicit = _header(task.request, C.IDEMPOTENCY_KEY_HEADER)
-        call_id = _header(task.request, C.CALL_ID_HEADER)
-        if explicit:
-            dedup_id = keys.dedup_id(task.name, str(explicit))
-        elif task.idempotency_key is None and call_id:
-            dedup_id = keys.call_dedup_id(task.name, str(call_id))
-        else:
-            dedup_id = call.dedup_id
+        request = task.request
+        explicit = _header(request, C.IDEMPOTENCY_KEY_HEADER)
+        call_id = _header(request, C.CALL_ID_HEADER)
+        if explicit or (task.idempotency_key is None and call_id):
+            # the inputs as sent (their JSON form), from the model Action.__call__ validated
+            wire = model.model_dump(mode="json") if model is not None \
+                else task.prepare(kwargs=values).kwargs
+            dedup_id = (keys.dedup_id(task.name, str(explicit)) if explicit
+                        else keys.call_dedup_id(task.name, str(call_id)))
+        else:  # keyed: by its key=; else by the inputs (old messages)
+            call = task.prepare(kwargs=values)
+            wire, dedup_id = call.kwargs, call.dedup_id
         key = idempotency_pk(task.name, dedup_id)
-        if not explicit and task.idempotency_key is None and _first_delivery(task.request, call_id):
-            return _run_first(task, store, key, keys.default_key(call.kwargs), staged,
-                              lambda: _limited(limiter, run))
+        inputs_hash = keys.default_key(wire)
+        if not explicit and task.idempotency_key is None and _first_delivery(request, call_id):
+            return _run_first(task, store, key, inputs_hash, staged, lambda: _limited(limiter, run))
         outcome = _state_call("claim", lambda: store.begin(
-            key, keys.default_key(call.kwargs), action=task.name, run_id=task.request.id))
+            key, inputs_hash, action=task.name, run_id=request.id))
         if isinstance(outcome, Replay):
             task.request.idempotency = {"idempotent_replay": True, "idempotency_key": key,
                                         "result_saved": None if outcome.record.result_saved else False}
