@@ -22,9 +22,10 @@ module imports one that imports it back.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any, TypeVar
 
 from .settings import Settings, get_settings
@@ -160,6 +161,20 @@ def use(rt: Runtime | None) -> Runtime | None:
     return previous
 
 
+@contextlib.contextmanager
+def using(rt: Runtime) -> Iterator[Runtime]:
+    """``rt`` as this process's runtime inside the block (tests); the one before it after."""
+    global _current, _installed
+    with _lock:
+        previous = _current, _installed
+        _current, _installed = rt, True
+    try:
+        yield rt
+    finally:
+        with _lock:
+            _current, _installed = previous
+
+
 def start(settings: Settings | None = None, **clients: Any) -> Runtime:
     """Build this process's runtime from ``settings`` (default: the environment's) and install
     it: what a process does when it starts (worker, pool process, Lambda, API)."""
@@ -175,4 +190,4 @@ def _after_fork_in_child() -> None:
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
-__all__ = ["Runtime", "current", "for_settings", "start", "use"]
+__all__ = ["Runtime", "current", "for_settings", "start", "use", "using"]
