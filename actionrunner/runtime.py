@@ -44,7 +44,8 @@ class Runtime:
                  s3: Any = None) -> None:
         self.settings = settings
         self.pid = os.getpid()
-        self._given = {k: v for k, v in (("dynamodb", dynamodb), ("sqs", sqs), ("s3", s3)) if v}
+        self._given = {k: v for k, v in (("dynamodb", dynamodb), ("sqs", sqs), ("s3", s3))
+                       if v is not None}
         self._clients: dict[Hashable, Any] = {}
         self._parts: dict[Hashable, Any] = {}
         self._lock = threading.RLock()
