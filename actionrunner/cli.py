@@ -145,13 +145,18 @@ def submit(
     print(result.id)
 
 
+QueueOption = Annotated[str | None, typer.Option(
+    "--queue", "-q", help="One queue (or its DLQ) by name, e.g. bulk.fifo; default: every queue "
+                          "(ACTIONRUNNER_QUEUE_NAME and the lanes of ACTIONRUNNER_LANES).")]
+
+
 @cli.command()
-def status() -> None:
-    """Queue depth, in flight, oldest age and DLQ depth; exits 1 when the DLQ holds messages."""
+def status(queue: QueueOption = None) -> None:
+    """Depth, in flight, oldest age of each queue and its DLQ; exits 1 when a DLQ holds messages."""
     from .dlq import queue_stats
 
     settings = _settings()
-    stats = queue_stats(settings)
+    stats = queue_stats(settings, queue=queue)
     table = Table(title=f"ActionRunner queues at {settings.sqs_endpoint_url or 'AWS ' + settings.region}")
     for column in ("queue", "name", "visible", "in flight", "oldest (s)"):
         table.add_column(column, justify="right" if column not in ("queue", "name") else "left")
@@ -159,10 +164,12 @@ def status() -> None:
         oldest = "-" if s["oldest_age_s"] is None else f"{s['oldest_age_s']:,.0f}"
         table.add_row(s["role"], s["name"], f"{s['visible']:,}", f"{s['in_flight']:,}", oldest)
     Console().print(table)
-    dead = next(s for s in stats if s["role"] == "dlq")
-    if dead["visible"] + dead["in_flight"]:
-        console.print(f"{dead['visible'] + dead['in_flight']} message(s) in the DLQ: "
-                      "`actionrunner dlq list` shows them", style="red", markup=False)
+    dead = [s for s in stats if s["role"] == "dlq" and s["visible"] + s["in_flight"]]
+    for s in dead:
+        console.print(f"{s['visible'] + s['in_flight']} message(s) in the DLQ {s['name']} (of "
+                      f"{s['queue']}): `actionrunner dlq list --queue {s['queue']}` shows them",
+                      style="red", markup=False)
+    if dead:
         raise typer.Exit(1)
 
 
@@ -207,21 +214,23 @@ def api_token(
     print(json.dumps([entry.model_dump()]))
 
 
-dlq_cli = typer.Typer(help="The dead-letter queue: list, show, redrive, purge.", no_args_is_help=True)
+dlq_cli = typer.Typer(help="The dead-letter queues (one per queue): list, show, redrive, purge.",
+                      no_args_is_help=True)
 cli.add_typer(dlq_cli, name="dlq")
 
 
 @dlq_cli.command("list")
-def dlq_list(limit: int = 100) -> None:
-    """List messages in the DLQ with their recorded failure."""
-    from .dlq import DeadLetterQueue
+def dlq_list(limit: int = 100, queue: QueueOption = None) -> None:
+    """List messages in the DLQs (of every queue, or of --queue) with their recorded failure and
+    the queue each came from (where redrive returns it)."""
+    from .dlq import dead_letter_queues, list_all
 
-    letters = DeadLetterQueue(_settings()).list(limit)
+    letters = list_all(dead_letter_queues(_settings(), queue=queue), limit)
     table = Table(title=f"DLQ: {len(letters)} message(s)")
-    for column in ("message", "group", "action", "run", "error", "attempts"):
+    for column in ("queue", "message", "group", "action", "run", "error", "attempts"):
         table.add_column(column, overflow="fold")
     for d in letters:
-        table.add_row(d.message_id, d.group, d.action or "?", d.run_id or "?",
+        table.add_row(d.queue, d.message_id, d.group, d.action or "?", d.run_id or "?",
                       f"{d.failure.get('error_type', '')}: {d.failure.get('error', '')}",
                       d.failure.get("attempts", ""))
     Console().print(table)
@@ -232,14 +241,17 @@ def dlq_show(
     ident: Annotated[str, typer.Argument(
         metavar="ID", help="A run id (the task id `.delay()` returned, the API's run_id) or an "
                            "SQS message id, as `actionrunner dlq list` shows them.")],
+    queue: QueueOption = None,
 ) -> None:
-    """Show DLQ messages of one run or one message id (failure and envelope headers) as JSON."""
-    from .dlq import DeadLetterQueue
+    """Show DLQ messages of one run or one message id (failure, source queue, envelope headers)
+    as JSON."""
+    from .dlq import dead_letter_queues, list_all
 
-    found = [letter for letter in DeadLetterQueue(_settings()).list(1000)
-             if ident in (letter.message_id, letter.run_id)]
+    dlqs = dead_letter_queues(_settings(), queue=queue)
+    found = [letter for letter in list_all(dlqs, 1000) if ident in (letter.message_id, letter.run_id)]
     if not found:
-        raise ActionRunnerError(f"no message of run or message id {ident!r} in the DLQ (looked "
+        names = ", ".join(d.name for d in dlqs)
+        raise ActionRunnerError(f"no message of run or message id {ident!r} in {names} (looked "
                                 "at up to 1,000)")
     for letter in found:
         print(letter.summary().model_dump_json(indent=2))
@@ -250,34 +262,42 @@ def dlq_redrive(
     group: Annotated[str | None, typer.Option(help="Only this MessageGroupId.")] = None,
     action: Annotated[str | None, typer.Option(help="Only this action.")] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many.")] = None,
+    queue: QueueOption = None,
 ) -> None:
-    """Move DLQ messages back to the queue (in order within each group)."""
+    """Move DLQ messages back to the queue each came from (in order within each group)."""
     from rich.progress import Progress
 
-    from .dlq import DeadLetterQueue
+    from .dlq import dead_letter_queues, redrive_all
 
-    dlq = DeadLetterQueue(_settings())
+    dlqs = dead_letter_queues(_settings(), queue=queue)
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("redriving", total=limit or dlq.depth() or None)
-        result = dlq.redrive(group=group, action=action, limit=limit,
+        task = progress.add_task("redriving", total=limit or sum(d.depth() for d in dlqs) or None)
+        result = redrive_all(dlqs, group=group, action=action, limit=limit,
                              progress=lambda n: progress.advance(task, n))
-    console.print(f"moved {result['moved']}, left {result['skipped']}", markup=False)
+    where = ", ".join(f"{n} to {q}" for q, n in sorted(result["by_queue"].items()))
+    console.print(f"moved {result['moved']}" + (f" ({where})" if where else "")
+                  + f", left {result['skipped']}", markup=False)
+    if result["unknown_source"]:
+        console.print(f"{result['unknown_source']} message(s) left: they came from a queue that is "
+                      "not in the settings (a lane no longer in ACTIONRUNNER_LANES?)", markup=False)
 
 
 @dlq_cli.command("purge")
 def dlq_purge(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+    queue: Annotated[str | None, typer.Option(
+        "--queue", "-q", help="The queue whose DLQ to purge (or the DLQ's name); default: "
+                              "ACTIONRUNNER_QUEUE_NAME's. One DLQ per purge.")] = None,
 ) -> None:
-    """Delete every message in the DLQ."""
+    """Delete every message in one DLQ (the default queue's, or that of --queue)."""
     from .dlq import DeadLetterQueue
 
     settings = _settings()
-    if not yes and not typer.confirm(f"delete every message in {settings.dlq_name}?"):
+    dlq = DeadLetterQueue(settings, queue=queue)
+    if not yes and not typer.confirm(f"delete every message in {dlq.name}?"):
         raise typer.Exit(1)
-    from rich.progress import Progress
-
-    dlq = DeadLetterQueue(settings)
     from botocore.exceptions import ClientError
+    from rich.progress import Progress
 
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("purging", total=dlq.depth() or None)
@@ -286,9 +306,9 @@ def dlq_purge(
         except ClientError as exc:
             if "PurgeQueueInProgress" not in exc.response["Error"]["Code"]:
                 raise
-            raise ActionRunnerError(f"{settings.dlq_name} was purged less than 60 s ago (SQS allows "
+            raise ActionRunnerError(f"{dlq.name} was purged less than 60 s ago (SQS allows "
                                     "one purge a minute); try again later") from None
-    console.print(f"purged {count} message(s)", markup=False)
+    console.print(f"purged {count} message(s) from {dlq.name}", markup=False)
 
 
 @cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -322,12 +342,21 @@ def deploy_template(
     from_env: Annotated[bool, typer.Option(
         "--from-env", help="Parameter defaults from this environment's settings, not the "
                            "settings' own defaults (what is committed).")] = False,
+    lanes: Annotated[str | None, typer.Option(
+        "--lanes", help="Comma separated lanes (as ACTIONRUNNER_LANES), each rendered with its "
+                        "own queue, DLQ, redrive policy, alarms, permissions (and Lambda "
+                        "mapping); default: the settings' (none, unless --from-env).")] = None,
 ) -> None:
     """Render the CloudFormation templates from the code (provision's attributes, the settings)."""
     from . import deploy
+    from .settings import Settings
 
     folder = out or deploy.DEPLOY_DIR
     settings = _settings() if from_env else deploy.default_settings()
+    if lanes is not None:  # validated as the setting is (FIFO names, distinct queues)
+        checked = Settings.model_validate({"queue_name": settings.queue_name,
+                                           "dlq_name": settings.dlq_name, "lanes": lanes})
+        settings = settings.model_copy(update={"lanes": checked.lanes})
     if check:
         stale = deploy.stale(folder, settings)
         for name in stale:

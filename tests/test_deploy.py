@@ -433,3 +433,126 @@ def test_the_lambda_stack_consumes_the_deployed_queue(core_stack: Any) -> None:
         assert function["Timeout"] <= int(env["ACTIONRUNNER_VISIBILITY_TIMEOUT"])
     finally:
         _client("cloudformation").delete_stack(StackName=name)
+
+
+# -- lanes ---------------------------------------------------------------------------------------
+LANES = ["bulk.fifo", "reports.fifo"]
+
+
+def _laned(lanes: list[str] = LANES) -> Settings:
+    return deploy.default_settings().model_copy(update={"lanes": lanes})
+
+
+def _statements(template: dict[str, Any], role: str) -> dict[str, Any]:
+    [document] = template["Resources"][role]["Properties"]["Policies"]
+    return {s["Sid"]: s["Resource"] for s in document["PolicyDocument"]["Statement"]
+            if isinstance(s, dict) and "Sid" in s}
+
+
+def test_each_lane_gets_its_queue_dlq_alarms_permissions_and_environment() -> None:
+    # Given the templates rendered with two lanes (`actionrunner deploy template --lanes ...`)
+    settings = _laned()
+    core_t, full, function = (build(settings) for build in (
+        deploy.core_template, deploy.full_template, deploy.lambda_template))
+    wanted = provision.desired_attributes(settings, ACCOUNT)
+    for lane, prefix in zip(LANES, ("LaneBulk", "LaneReports"), strict=True):
+        dlq = settings.dlq_of(lane)
+        arns = {f"{prefix}Queue": lane, f"{prefix}DeadLetterQueue": dlq}
+        stack = Stack(core_t, {}, {logical: {"Arn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}",
+                                             "QueueName": name} for logical, name in arns.items()})
+        # Then each lane and its own DLQ carry exactly provision's attributes (its redrive policy
+        # points at its own DLQ, which takes redrives from it only)
+        for logical, name in arns.items():
+            properties = stack.resolve(core_t["Resources"][logical]["Properties"])
+            assert properties["QueueName"] == name
+            assert _as_attributes(properties, wanted[name]) == {
+                k: provision._normalize(k, v) for k, v in wanted[name].items()}
+        redrive = core_t["Resources"][f"{prefix}Queue"]["Properties"]["RedrivePolicy"]
+        assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": [f"{prefix}DeadLetterQueue", "Arn"]}
+        # and alarms of their own: the DLQ not empty, the oldest message too old
+        alarm = core_t["Resources"][f"{prefix}DeadLetterQueueNotEmptyAlarm"]["Properties"]
+        assert alarm["Dimensions"] == [{"Name": "QueueName",
+                                        "Value": {"Fn::GetAtt": [f"{prefix}DeadLetterQueue",
+                                                                 "QueueName"]}}]
+        assert f"{prefix}OldestMessageAgeAlarm" in core_t["Resources"]
+        assert f"{prefix}DeadLetterQueueUrl" in core_t["Outputs"]
+        # and the full stack has them too, with every role that touches queues allowed on them
+        assert f"{prefix}Queue" in full["Resources"] and f"{prefix}DeadLetterQueue" in full["Resources"]
+        queue_arn, dlq_arn = (stack.resolve(core.lanes(settings)[LANES.index(lane)].queue_arn),
+                              stack.resolve(core.lanes(settings)[LANES.index(lane)].dlq_arn))
+        assert (queue_arn, dlq_arn) == (f"arn:aws:sqs:{REGION}:{ACCOUNT}:{lane}",
+                                        f"arn:aws:sqs:{REGION}:{ACCOUNT}:{dlq}")
+        for template, role, sids in (
+                (full, "WorkerTaskRole", {"ConsumeAndSendActions": queue_arn, "DeadLetter": dlq_arn}),
+                (full, "ApiTaskRole", {"SendActions": queue_arn, "ManageDeadLetterQueue": dlq_arn}),
+                (full, "BeatTaskRole", {"SendActions": queue_arn}),
+                (function, "FunctionRole", {"ConsumeAndSendActions": queue_arn,
+                                            "DeadLetter": dlq_arn})):
+            statements = _statements(template, role)
+            for sid, arn in sids.items():
+                assert arn in stack.resolve(statements[sid]), (role, sid)
+        # and the function consumes each lane through a mapping of its own
+        mapping = function["Resources"][f"{prefix}EventSourceMapping"]["Properties"]
+        assert stack.resolve(mapping["EventSourceArn"]) == queue_arn
+        assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    # Every process is told the lanes (ACTIONRUNNER_LANES), so that it routes and consumes them
+    for template in (full, function):
+        for process, environment in _environments(template):
+            assert Settings(lanes=environment["ACTIONRUNNER_LANES"]).lanes == LANES, process
+    # and the workers scale on the backlog of every queue
+    scaling = full["Resources"]["WorkerScalingPolicy"]["Properties"][
+        "TargetTrackingScalingPolicyConfiguration"]["CustomizedMetricSpecification"]["Metrics"]
+    assert {"lane1", "lane2"} <= {m["Id"] for m in scaling}
+    assert scaling[-1]["Expression"].startswith("(visible + lane1 + lane2) /")
+
+
+def test_templates_with_lanes_are_cfn_lint_clean(tmp_path: Path) -> None:
+    runner = CliRunner()
+    done = runner.invoke(cli, ["deploy", "template", "--out", str(tmp_path), "--lanes", ",".join(LANES)])
+    assert done.exit_code == 0, done.output
+    assert runner.invoke(cli, ["deploy", "template", "--out", str(tmp_path), "--lanes",
+                               ",".join(LANES), "--check"]).exit_code == 0
+    assert runner.invoke(cli, ["deploy", "template", "--out", str(tmp_path), "--check"]).exit_code == 1
+    assert "LaneBulkQueue" in (tmp_path / "actionrunner.template.json").read_text()
+    for name in sorted(deploy.TEMPLATES):
+        assert [str(m) for m in lint_file(tmp_path / name, config=LINT)] == [], name
+    # a lane that is not a FIFO name is refused as the setting refuses it
+    bad = runner.invoke(cli, ["deploy", "template", "--out", str(tmp_path), "--lanes", "bulk"])
+    assert bad.exit_code != 0
+
+
+@pytest.mark.integration
+def test_a_deployed_lane_is_what_provision_checks(aws: Any) -> None:
+    # Given the core template with a lane, deployed to moto
+    run = uuid.uuid4().hex[:8]
+    lane = f"cfn-{run}-bulk.fifo"
+    settings = Settings(queue_name=f"cfn-{run}.fifo", dlq_name=f"cfn-{run}-dlq.fifo",
+                        state_table=f"cfn-{run}-state", lanes=[lane],
+                        AWS_ENDPOINT_URL_SQS=MOTO, AWS_ENDPOINT_URL_DYNAMODB=MOTO,
+                        AWS_ENDPOINT_URL_S3=MOTO)
+    text = deploy.render(_laned([lane]))["actionrunner-core.template.json"]
+    name = f"core-lane-{run}"
+    resources = _create(name, text, {"QueueName": settings.queue_name,
+                                     "DeadLetterQueueName": settings.dlq_name,
+                                     "StateTableName": settings.state_table})
+    try:
+        prefix = core.lanes(settings)[0].prefix
+        # Then the lane and its own DLQ exist, and `provision --check` with the lane finds
+        # nothing to change but what moto cannot keep
+        provision.check_queues(settings)
+        changes = provision.plan(settings)
+        assert {(c.kind, c.attribute) for c in changes} <= {("unsupported", "RedriveAllowPolicy")}
+        attrs = settings.client("sqs").get_queue_attributes(
+            QueueUrl=resources[f"{prefix}Queue"]["Ref"], AttributeNames=["All"])["Attributes"]
+        assert json.loads(attrs["RedrivePolicy"]) == {
+            "deadLetterTargetArn": resources[f"{prefix}DeadLetterQueue"]["Arn"],
+            "maxReceiveCount": settings.max_receive_count}
+        assert resources[f"{prefix}DeadLetterQueue"]["QueueName"] == settings.dlq_of(lane)
+    finally:
+        _client("cloudformation").delete_stack(StackName=name)
+        sqs = _client("sqs")
+        for queue in provision.queue_names(settings):
+            with contextlib.suppress(Exception):
+                sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=queue)["QueueUrl"])
+        with contextlib.suppress(Exception):
+            _client("dynamodb").delete_table(TableName=settings.state_table)

@@ -98,7 +98,8 @@ def test_dlq_list_and_show_print_the_recorded_failure(aws: Any, queue_url: str, 
         shown = cli("show", sent["MessageId"])
         assert shown.returncode == 0, shown.stderr
         assert json.loads(shown.stdout) == {
-            "message_id": sent["MessageId"], "group": "boom:x", "action": "tests.actions.boom",
+            "message_id": sent["MessageId"], "queue": settings.queue_name,
+            "dlq": settings.dlq_name, "group": "boom:x", "action": "tests.actions.boom",
             "run_id": "run-1", "failure": {"error_type": "ValueError", "error": "boom x", "attempts": "2"},
             "sent_at": json.loads(shown.stdout)["sent_at"]}
         by_run = cli("show", "run-1")  # the run id (task id) finds it too

@@ -94,3 +94,18 @@ def test_action_modules_come_from_actionrunner_imports(aws: Any, queue_url: str)
     bad = subprocess.run([sys.executable, "-c", code], env={**env, "ACTIONRUNNER_IMPORTS": "no.such.module"},
                          cwd=ROOT, capture_output=True, text=True)
     assert "cannot import action module 'no.such.module'" in bad.stderr
+
+
+def test_a_clean_stop_logs_no_traceback(
+    start_worker: Callable[..., Worker], queue_url: str, record_dir: Path
+) -> None:
+    # Given a worker that ran an action and polls its queue and its mailbox
+    worker = start_worker()
+    bucket = f"stop-{uuid.uuid4().hex[:8]}"
+    record.delay(bucket=bucket, token="t")
+    worker.wait_for(lambda: _lines(record_dir, bucket), timeout=30, what="the action")
+    # When it is stopped as a supervisor stops it
+    assert worker.stop() == 0
+    # Then it said nothing alarming on the way out
+    text = worker.log_path.read_text()
+    assert "Traceback" not in text and "Error in timer" not in text, text[-3000:]

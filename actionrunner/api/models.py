@@ -46,6 +46,8 @@ class RunStatus(BaseModel):
 
 
 class QueueStats(BaseModel):
+    queue: str = Field(description="The queue this row belongs to (itself, or the queue whose "
+                                   "DLQ it is).")
     role: str
     name: str
     url: str
@@ -67,6 +69,10 @@ class RedriveRequest(BaseModel):
 class RedriveResult(BaseModel):
     moved: int
     skipped: int
+    by_queue: dict[str, int] = Field(default_factory=dict,
+                                     description="Messages moved, by the queue they went back to.")
+    unknown_source: int = Field(default=0, description="Messages left because the queue they "
+                                "came from is not in the settings (a removed lane).")
 
 
 class PurgeRequest(BaseModel):

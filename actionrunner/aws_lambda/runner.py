@@ -219,7 +219,7 @@ class LambdaRunner:
         deletes it. If the DLQ refuses it, it is reported and tried again on its next receive."""
         entry = dead_letter_entry(message, reason, source_queue=self._url(queue))
         try:
-            self.sqs.send_message(QueueUrl=self._url(self.settings.dlq_name), **entry.params)
+            self.sqs.send_message(QueueUrl=self._url(self.settings.dlq_of(queue)), **entry.params)
         except Exception as exc:
             log_event("dead-letter-failed", **{"action": "(unknown)", **fields},
                       error_type=type(exc).__name__, error=repr(exc)[:300], level=40)

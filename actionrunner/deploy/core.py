@@ -1,5 +1,10 @@
 """The core of every stack: the FIFO queue and its DLQ, the state table, the alarm topic and the
-alarms.
+alarms; and each lane (``ACTIONRUNNER_LANES``) with its own DLQ, redrive policy and alarms.
+
+Lanes are generated resources, not a parameter: their names are the ones the code declares
+(``@action(queue="bulk.fifo")``), so they are rendered from the settings
+(``actionrunner deploy template --lanes bulk.fifo``), each as ``Lane<Name>Queue`` and
+``Lane<Name>DeadLetterQueue`` (:func:`lanes`).
 
 The failure-rate alarm reads the metrics the lifecycle lines carry (CloudWatch Embedded Metric
 Format, :mod:`actionrunner.metrics`: CloudWatch Logs extracts them from the workers' and the
@@ -13,7 +18,9 @@ provision sets and this module cannot translate is an error, so the two cannot d
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .. import metrics
@@ -51,52 +58,117 @@ def _from_setting(field: str) -> Callable[[str, Settings], Any]:
     return render
 
 
-def _redrive_policy(value: str, settings: Settings) -> Any:
+@dataclass(frozen=True)
+class QueuePair:
+    """A queue and its DLQ as template resources: the default pair (names from the
+    ``QueueName`` / ``DeadLetterQueueName`` parameters) or a lane (names as the code declares
+    them)."""
+
+    queue: str  #: the queue's name in the settings
+    dlq: str
+    prefix: str  #: of the logical ids: "" (the default pair) or "Lane<Name>"
+    queue_name: Any  #: the QueueName property: a Ref of a parameter, or the lane's name
+    dlq_name: Any
+
+    @property
+    def queue_logical(self) -> str:
+        return f"{self.prefix}Queue"
+
+    @property
+    def dlq_logical(self) -> str:
+        return f"{self.prefix}DeadLetterQueue"
+
+    @property
+    def queue_arn(self) -> Any:
+        """The queue's ARN without a dependency on its resource (roles, other stacks)."""
+        if not self.prefix:
+            return queue_arn("QueueName")
+        return sub(f"arn:${{AWS::Partition}}:sqs:${{AWS::Region}}:${{AWS::AccountId}}:{self.queue}")
+
+    @property
+    def dlq_arn(self) -> Any:
+        if not self.prefix:
+            return queue_arn("DeadLetterQueueName")
+        return sub(f"arn:${{AWS::Partition}}:sqs:${{AWS::Region}}:${{AWS::AccountId}}:{self.dlq}")
+
+
+def _lane_prefix(name: str, taken: set[str]) -> str:
+    words = re.split(r"[^A-Za-z0-9]+", name.removesuffix(".fifo"))
+    base = "Lane" + "".join(w[:1].upper() + w[1:] for w in words if w)
+    prefix, n = base, 2
+    while prefix in taken:
+        prefix, n = f"{base}{n}", n + 1
+    taken.add(prefix)
+    return prefix
+
+
+def lanes(settings: Settings) -> list[QueuePair]:
+    """The lanes of ``settings``, each with the logical-id prefix of its resources."""
+    taken: set[str] = set()
+    return [QueuePair(lane, settings.dlq_of(lane), _lane_prefix(lane, taken), lane,
+                      settings.dlq_of(lane)) for lane in settings.lanes]
+
+
+def queue_pairs(settings: Settings) -> list[QueuePair]:
+    """The default queue and its DLQ, then each lane and its DLQ."""
+    default = QueuePair(settings.queue_name, settings.dlq_name, "", ref("QueueName"),
+                        ref("DeadLetterQueueName"))
+    return [default, *lanes(settings)]
+
+
+def _redrive_policy(value: str, settings: Settings, pair: QueuePair) -> Any:
     doc = json.loads(value)
     if set(doc) != {"deadLetterTargetArn", "maxReceiveCount"} or not str(
-            doc["deadLetterTargetArn"]).endswith(f":{settings.dlq_name}"):
+            doc["deadLetterTargetArn"]).endswith(f":{pair.dlq}"):
         raise TemplateDriftError(f"RedrivePolicy {value} is not the generator's")
-    return {"deadLetterTargetArn": get_att("DeadLetterQueue", "Arn"),
+    return {"deadLetterTargetArn": get_att(pair.dlq_logical, "Arn"),
             "maxReceiveCount": _from_setting("max_receive_count")(str(doc["maxReceiveCount"]),
                                                                   settings)}
 
 
-def _redrive_allow_policy(value: str, settings: Settings) -> Any:
+def _redrive_allow_policy(value: str, settings: Settings, pair: QueuePair) -> Any:
     doc = json.loads(value)
-    if doc.get("sourceQueueArns") != [f"arn:aws:sqs:{settings.region}:{_ACCOUNT}:{settings.queue_name}"]:
+    if doc.get("sourceQueueArns") != [f"arn:aws:sqs:{settings.region}:{_ACCOUNT}:{pair.queue}"]:
         raise TemplateDriftError(f"RedriveAllowPolicy {value} is not the generator's")
-    return {"redrivePermission": doc["redrivePermission"], "sourceQueueArns": [queue_arn("QueueName")]}
+    return {"redrivePermission": doc["redrivePermission"], "sourceQueueArns": [pair.queue_arn]}
+
+
+def _setting(field: str) -> Callable[[str, Settings, QueuePair], Any]:
+    render = _from_setting(field)
+    return lambda value, settings, _: render(value, settings)
 
 
 #: How each attribute ``actionrunner provision`` sets becomes a property of AWS::SQS::Queue.
-QUEUE_ATTRIBUTES: dict[str, Callable[[str, Settings], Any]] = {
-    "FifoQueue": lambda value, _: value == "true",
-    "ContentBasedDeduplication": lambda value, _: value == "true",
-    "MessageRetentionPeriod": _from_setting("message_retention_seconds"),
-    "MaximumMessageSize": _from_setting("max_message_bytes"),
-    "VisibilityTimeout": _from_setting("visibility_timeout"),
+QUEUE_ATTRIBUTES: dict[str, Callable[[str, Settings, QueuePair], Any]] = {
+    "FifoQueue": lambda value, _, __: value == "true",
+    "ContentBasedDeduplication": lambda value, _, __: value == "true",
+    "MessageRetentionPeriod": _setting("message_retention_seconds"),
+    "MaximumMessageSize": _setting("max_message_bytes"),
+    "VisibilityTimeout": _setting("visibility_timeout"),
     "RedrivePolicy": _redrive_policy,
     "RedriveAllowPolicy": _redrive_allow_policy,
 }
 
 
 def queue_properties(settings: Settings) -> dict[str, dict[str, Any]]:
-    """``{"Queue": properties, "DeadLetterQueue": properties}`` from provision's attributes."""
+    """``{"Queue": properties, "DeadLetterQueue": properties, "Lane<Name>Queue": ...}`` from
+    provision's attributes, for the default queue and each lane."""
     wanted = desired_attributes(settings, _ACCOUNT)
     out: dict[str, dict[str, Any]] = {}
-    for logical, name, name_parameter in (("DeadLetterQueue", settings.dlq_name, "DeadLetterQueueName"),
-                                          ("Queue", settings.queue_name, "QueueName")):
-        properties: dict[str, Any] = {"QueueName": ref(name_parameter)}
-        for attribute, value in wanted[name].items():
-            if attribute not in QUEUE_ATTRIBUTES:
-                raise TemplateDriftError(f"provision sets {attribute} on {name}; teach "
-                                         "actionrunner/deploy/core.py QUEUE_ATTRIBUTES about it")
-            properties[attribute] = QUEUE_ATTRIBUTES[attribute](value, settings)
-        # high-throughput FIFO (not a setting: provision neither sets nor checks these two)
-        properties["DeduplicationScope"] = if_("HighThroughput", "messageGroup", "queue")
-        properties["FifoThroughputLimit"] = if_("HighThroughput", "perMessageGroupId", "perQueue")
-        properties["SqsManagedSseEnabled"] = True
-        out[logical] = properties
+    for pair in queue_pairs(settings):
+        for logical, name, name_property in ((pair.dlq_logical, pair.dlq, pair.dlq_name),
+                                             (pair.queue_logical, pair.queue, pair.queue_name)):
+            properties: dict[str, Any] = {"QueueName": name_property}
+            for attribute, value in wanted[name].items():
+                if attribute not in QUEUE_ATTRIBUTES:
+                    raise TemplateDriftError(f"provision sets {attribute} on {name}; teach "
+                                             "actionrunner/deploy/core.py QUEUE_ATTRIBUTES about it")
+                properties[attribute] = QUEUE_ATTRIBUTES[attribute](value, settings, pair)
+            # high-throughput FIFO (not a setting: provision neither sets nor checks these two)
+            properties["DeduplicationScope"] = if_("HighThroughput", "messageGroup", "queue")
+            properties["FifoThroughputLimit"] = if_("HighThroughput", "perMessageGroupId", "perQueue")
+            properties["SqsManagedSseEnabled"] = True
+            out[logical] = properties
     return out
 
 
@@ -170,8 +242,9 @@ def _alarm(name: str, description: str, **properties: Any) -> dict[str, Any]:
         **properties}}
 
 
-def alarms() -> dict[str, Any]:
-    """DLQ not empty, oldest message too old, failure rate too high, DLQ sends failing."""
+def alarms(settings: Settings | None = None) -> dict[str, Any]:
+    """DLQ not empty, oldest message too old (of the queue and of each lane), failure rate too
+    high, DLQ sends failing."""
     def sqs_metric(queue: str, metric: str) -> dict[str, Any]:
         return {"Namespace": "AWS/SQS", "MetricName": metric, "Statistic": "Maximum", "Period": 60,
                 "Dimensions": [{"Name": "QueueName", "Value": get_att(queue, "QueueName")}]}
@@ -205,15 +278,35 @@ def alarms() -> dict[str, Any]:
             Namespace=metrics.NAMESPACE, MetricName="DeadLetterSendFailures", Statistic="Sum",
             Period=60, ComparisonOperator="GreaterThanThreshold", Threshold=0,
             EvaluationPeriods=5, DatapointsToAlarm=3),
+        **{name: alarm for pair in (lanes(settings) if settings else [])
+           for name, alarm in lane_alarms(pair, sqs_metric).items()},
+    }
+
+
+def lane_alarms(pair: QueuePair, sqs_metric: Callable[[str, str], dict[str, Any]]) -> dict[str, Any]:
+    """A lane's own: its DLQ not empty, its oldest message too old."""
+    slug = pair.queue.removesuffix(".fifo")
+    return {
+        f"{pair.prefix}DeadLetterQueueNotEmptyAlarm": _alarm(
+            f"{slug}-dlq-not-empty", f"Messages are waiting in {pair.dlq}, the dead-letter queue "
+            f"of lane {pair.queue} (actionrunner dlq list --queue {pair.queue}).",
+            **sqs_metric(pair.dlq_logical, "ApproximateNumberOfMessagesVisible"),
+            ComparisonOperator="GreaterThanThreshold", Threshold=0, EvaluationPeriods=1),
+        f"{pair.prefix}OldestMessageAgeAlarm": _alarm(
+            f"{slug}-oldest-message-age", f"Actions of lane {pair.queue} wait too long: add "
+            f"workers on it (-Q {pair.queue}), or look for a held group.",
+            **sqs_metric(pair.queue_logical, "ApproximateAgeOfOldestMessage"),
+            ComparisonOperator="GreaterThanThreshold", Threshold=ref("OldestMessageAgeThreshold"),
+            EvaluationPeriods=5, DatapointsToAlarm=3),
     }
 
 
 def core_resources(settings: Settings) -> dict[str, Any]:
-    """Queue, DLQ, state table, alarm topic (and its optional email), alarms."""
+    """Queue, DLQ, the lanes and theirs, state table, alarm topic (and its optional email),
+    alarms."""
     queues = queue_properties(settings)
     return {
-        "DeadLetterQueue": _retained("AWS::SQS::Queue", queues["DeadLetterQueue"]),
-        "Queue": _retained("AWS::SQS::Queue", queues["Queue"]),
+        **{logical: _retained("AWS::SQS::Queue", properties) for logical, properties in queues.items()},
         "StateTable": _retained("AWS::DynamoDB::Table", table_properties()),
         "PayloadBucket": payload_bucket(settings),
         "AlarmTopic": {"Type": "AWS::SNS::Topic",
@@ -221,11 +314,11 @@ def core_resources(settings: Settings) -> dict[str, Any]:
         "AlarmEmailSubscription": {"Type": "AWS::SNS::Subscription", "Condition": "HasAlarmEmail",
                                    "Properties": {"TopicArn": ref("AlarmTopic"), "Protocol": "email",
                                                   "Endpoint": ref("AlarmEmail")}},
-        **alarms(),
+        **alarms(settings),
     }
 
 
-def core_outputs() -> dict[str, Any]:
+def core_outputs(settings: Settings | None = None) -> dict[str, Any]:
     def out(description: str, value: Any, export: str) -> dict[str, Any]:
         return {"Description": description, "Value": value,
                 "Export": {"Name": sub(f"${{AWS::StackName}}-{export}")}}
@@ -236,5 +329,10 @@ def core_outputs() -> dict[str, Any]:
         "DeadLetterQueueUrl": out("URL of the DLQ.", ref("DeadLetterQueue"), "DeadLetterQueueUrl"),
         "StateTableArn": out("ARN of the state table.", get_att("StateTable", "Arn"), "StateTableArn"),
         "AlarmTopicArn": out("SNS topic the alarms notify.", ref("AlarmTopic"), "AlarmTopicArn"),
+        **{name: value for pair in (lanes(settings) if settings else []) for name, value in (
+            (f"{pair.queue_logical}Url", out(f"URL of lane {pair.queue}.", ref(pair.queue_logical),
+                                             f"{pair.queue_logical}Url")),
+            (f"{pair.dlq_logical}Url", out(f"URL of {pair.dlq}, the DLQ of lane {pair.queue}.",
+                                           ref(pair.dlq_logical), f"{pair.dlq_logical}Url")))},
     }
 

@@ -13,6 +13,7 @@ from ..settings import Settings
 from . import iam
 from .cfn import NO_VALUE, assume_role, equals, get_att, if_, not_, parameter, policy, ref, sub
 from .cfn import allow as allow_
+from .core import lanes as lane_pairs
 from .params import service_environment
 
 #: Seconds Fargate allows between SIGTERM and SIGKILL at most.
@@ -88,10 +89,12 @@ def _role(statements: list[dict[str, Any]], name: str, extra_policies: bool = Fa
 
 
 def _container(role: str, *, port: int | None = None, env: dict[str, Any] | None = None,
-               secrets: dict[str, Any] | None = None, stop_timeout: int | None = None) -> dict[str, Any]:
+               secrets: dict[str, Any] | None = None, stop_timeout: int | None = None,
+               lanes: list[str] | None = None) -> dict[str, Any]:
     container: dict[str, Any] = {
         "Name": role, "Image": ref("Image"), "Command": [role], "Essential": True,
-        "Environment": [{"Name": k, "Value": v} for k, v in service_environment(env).items()],
+        "Environment": [{"Name": k, "Value": v}
+                        for k, v in service_environment(env, lanes=lanes).items()],
         "LogConfiguration": {"LogDriver": "awslogs", "Options": {
             "awslogs-group": ref("LogGroup"), "awslogs-region": ref("AWS::Region"),
             "awslogs-stream-prefix": role}},
@@ -196,7 +199,8 @@ def _network() -> dict[str, Any]:
     }
 
 
-def _identity() -> dict[str, Any]:
+def _identity(settings: Settings) -> dict[str, Any]:
+    lanes = lane_pairs(settings)
     secrets = [ref("ApiTokensSecret"), if_("EnableFlower", ref("FlowerSecret"), NO_VALUE)]
     execution = [
         allow_(["ecr:GetAuthorizationToken"], "*", "EcrLogin"),
@@ -209,10 +213,10 @@ def _identity() -> dict[str, Any]:
         "ExecutionRole": {"Type": "AWS::IAM::Role", "Properties": {
             "AssumeRolePolicyDocument": assume_role("ecs-tasks.amazonaws.com"),
             "Policies": [{"PolicyName": "pull-log-secrets", "PolicyDocument": policy(execution)}]}},
-        "WorkerTaskRole": _role(iam.worker(), "worker", extra_policies=True),
-        "BeatTaskRole": _role(iam.beat(), "beat"),
-        "ApiTaskRole": _role(iam.api(), "api"),
-        "FlowerTaskRole": _role(iam.flower(), "flower", condition="EnableFlower"),
+        "WorkerTaskRole": _role(iam.worker(lanes=lanes), "worker", extra_policies=True),
+        "BeatTaskRole": _role(iam.beat(lanes), "beat"),
+        "ApiTaskRole": _role(iam.api(lanes), "api"),
+        "FlowerTaskRole": _role(iam.flower(lanes), "flower", condition="EnableFlower"),
         "ApiTokensSecret": {"Type": "AWS::SecretsManager::Secret", **KEEP, "Properties": {
             "Description": "ACTIONRUNNER_API_TOKENS of the admin API: a JSON list of hashed "
                            "tokens (make one with `actionrunner api-token`)",
@@ -228,11 +232,13 @@ def _identity() -> dict[str, Any]:
 
 def _services(settings: Settings) -> dict[str, Any]:
     stop = min(FARGATE_MAX_STOP_TIMEOUT, int(settings.shutdown_timeout) + 10)
+    lanes = settings.lanes
     worker = _container("worker", env={"WORKER_CONCURRENCY": ref("WorkerConcurrency")},
-                        stop_timeout=stop)
-    api = _container("api", port=API_PORT, secrets={"ACTIONRUNNER_API_TOKENS": ref("ApiTokensSecret")})
+                        stop_timeout=stop, lanes=lanes)
+    api = _container("api", port=API_PORT, secrets={"ACTIONRUNNER_API_TOKENS": ref("ApiTokensSecret")},
+                     lanes=lanes)
     flower = _container("flower", port=FLOWER_PORT, env={"FLOWER_URL_PREFIX": "flower"},
-                        secrets={"FLOWER_PASSWORD": sub("${FlowerSecret}:password::")})
+                        secrets={"FLOWER_PASSWORD": sub("${FlowerSecret}:password::")}, lanes=lanes)
     return {
         "Cluster": {"Type": "AWS::ECS::Cluster", "Properties": {
             # Container Insights publishes RunningTaskCount, which the worker scaling divides by
@@ -241,7 +247,7 @@ def _services(settings: Settings) -> dict[str, Any]:
             "LogGroupName": sub("/actionrunner/${AWS::StackName}"),
             "RetentionInDays": ref("LogRetentionDays")}},
         "WorkerTaskDefinition": _task("worker", worker, ref("WorkerCpu"), ref("WorkerMemory")),
-        "BeatTaskDefinition": _task("beat", _container("beat"), *TASK_SIZES["beat"]),
+        "BeatTaskDefinition": _task("beat", _container("beat", lanes=lanes), *TASK_SIZES["beat"]),
         "ApiTaskDefinition": _task("api", api, *TASK_SIZES["api"]),
         "FlowerTaskDefinition": {**_task("flower", flower, *TASK_SIZES["flower"]),
                                  "Condition": "EnableFlower"},
@@ -257,7 +263,9 @@ def _services(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _scaling() -> dict[str, Any]:
+def _scaling(settings: Settings) -> dict[str, Any]:
+    """The workers (which consume every queue) scale on the visible messages of all of them per
+    running task."""
     def stat(metric_id: str, namespace: str, name: str, dimensions: dict[str, Any],
              statistic: str) -> dict[str, Any]:
         return {"Id": metric_id, "ReturnData": False, "MetricStat": {"Stat": statistic, "Metric": {
@@ -265,6 +273,10 @@ def _scaling() -> dict[str, Any]:
             "Dimensions": [{"Name": k, "Value": v} for k, v in dimensions.items()]}}}
 
     worker_name = get_att("WorkerService", "Name")
+    lanes = [(f"lane{i}", pair) for i, pair in enumerate(lane_pairs(settings), 1)]
+    visible = " + ".join(["visible", *(metric_id for metric_id, _ in lanes)])
+    if lanes:
+        visible = f"({visible})"
     return {
         "WorkerScalableTarget": {"Type": "AWS::ApplicationAutoScaling::ScalableTarget", "Properties": {
             "ServiceNamespace": "ecs", "ScalableDimension": "ecs:service:DesiredCount",
@@ -279,16 +291,19 @@ def _scaling() -> dict[str, Any]:
                 "CustomizedMetricSpecification": {"Metrics": [
                     stat("visible", "AWS/SQS", "ApproximateNumberOfMessagesVisible",
                          {"QueueName": get_att("Queue", "QueueName")}, "Sum"),
+                    *(stat(metric_id, "AWS/SQS", "ApproximateNumberOfMessagesVisible",
+                           {"QueueName": get_att(pair.queue_logical, "QueueName")}, "Sum")
+                      for metric_id, pair in lanes),
                     stat("tasks", "ECS/ContainerInsights", "RunningTaskCount",
                          {"ClusterName": ref("Cluster"), "ServiceName": worker_name}, "Average"),
                     {"Id": "backlog", "Label": "visible messages per running worker task",
-                     "Expression": "visible / IF(tasks > 0, tasks, 1)", "ReturnData": True},
+                     "Expression": f"{visible} / IF(tasks > 0, tasks, 1)", "ReturnData": True},
                 ]}}}},
     }
 
 
 def ecs_resources(settings: Settings) -> dict[str, Any]:
-    return {**_identity(), **_network(), **_services(settings), **_scaling()}
+    return {**_identity(settings), **_network(), **_services(settings), **_scaling(settings)}
 
 
 def ecs_outputs() -> dict[str, Any]:

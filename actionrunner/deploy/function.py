@@ -28,6 +28,7 @@ from .cfn import (
     ref,
     sub,
 )
+from .core import lanes as lane_pairs
 from .core import payload_conditions
 from .ecs import DROP
 from .params import service_environment
@@ -59,8 +60,11 @@ def lambda_parameters(settings: Settings) -> dict[str, Any]:
     }
 
 
-def lambda_resources() -> dict[str, Any]:
-    statements = [*iam.worker(monitoring=False),
+def lambda_resources(settings: Settings) -> dict[str, Any]:
+    """The function, its role and logs, and an event source mapping on the queue and on each lane
+    (the lanes the template was rendered with)."""
+    lanes = lane_pairs(settings)
+    statements = [*iam.worker(monitoring=False, lanes=lanes),
                   allow(["logs:CreateLogStream", "logs:PutLogEvents"],
                         get_att("FunctionLogGroup", "Arn"), "Logs")]
     return {
@@ -77,15 +81,20 @@ def lambda_resources() -> dict[str, Any]:
             "Code": {"S3Bucket": ref("CodeS3Bucket"), "S3Key": ref("CodeS3Key")},
             "Role": get_att("FunctionRole", "Arn"), "MemorySize": ref("MemorySize"),
             "Timeout": ref("Timeout"),
-            "Environment": {"Variables": service_environment(region=False)},
+            "Environment": {"Variables": service_environment(region=False, lanes=settings.lanes)},
             # the handler writes its own JSON lines; Text keeps them as they are
             "LoggingConfig": {"LogGroup": ref("FunctionLogGroup"), "LogFormat": "Text"}}},
-        "EventSourceMapping": {"Type": "AWS::Lambda::EventSourceMapping", "Properties": {
-            "EventSourceArn": queue_arn("QueueName"), "FunctionName": ref("Function"),
-            "BatchSize": ref("BatchSize"), "Enabled": True,
-            "FunctionResponseTypes": ["ReportBatchItemFailures"],
-            "ScalingConfig": {"MaximumConcurrency": ref("MaximumConcurrency")}}},
+        "EventSourceMapping": _mapping(queue_arn("QueueName")),
+        **{f"{pair.prefix}EventSourceMapping": _mapping(pair.queue_arn) for pair in lanes},
     }
+
+
+def _mapping(queue: Any) -> dict[str, Any]:
+    return {"Type": "AWS::Lambda::EventSourceMapping", "Properties": {
+        "EventSourceArn": queue, "FunctionName": ref("Function"),
+        "BatchSize": ref("BatchSize"), "Enabled": True,
+        "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        "ScalingConfig": {"MaximumConcurrency": ref("MaximumConcurrency")}}}
 
 
 def lambda_conditions() -> dict[str, Any]:
@@ -93,6 +102,8 @@ def lambda_conditions() -> dict[str, Any]:
             **payload_conditions()}
 
 
-def lambda_outputs() -> dict[str, Any]:
+def lambda_outputs(settings: Settings | None = None) -> dict[str, Any]:
     return {"FunctionName": {"Value": ref("Function")},
-            "EventSourceMappingId": {"Value": ref("EventSourceMapping")}}
+            "EventSourceMappingId": {"Value": ref("EventSourceMapping")},
+            **{f"{pair.prefix}EventSourceMappingId": {"Value": ref(f"{pair.prefix}EventSourceMapping")}
+               for pair in (lane_pairs(settings) if settings else [])}}

@@ -21,6 +21,9 @@ lambda     as the worker (the event source mapping receives and deletes with the
 With a payload bucket (claim check, sqs/claimcheck.py), senders may put payload objects, and
 the worker and the function get and delete them; only objects under its key prefix.
 
+With lanes (``ACTIONRUNNER_LANES``), each of these grants on "the queue" and "the DLQ" covers every
+lane and its DLQ too (``lanes``: :func:`actionrunner.deploy.core.lanes`).
+
 IAM names SendMessage for SendMessageBatch, DeleteMessage for DeleteMessageBatch, and so on; a
 TransactWriteItems is authorized by the actions of its items. What the actions themselves touch
 (their own tables, buckets...) is granted by the ``ExtraPolicyArns`` parameter.
@@ -28,7 +31,8 @@ TransactWriteItems is authorized by the actions of its items. What the actions t
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..sqs.claimcheck import KEY_PREFIX
 from .cfn import NO_VALUE, allow, if_, queue_arn, sub, table_arn
@@ -46,7 +50,19 @@ MONITOR = sub("arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:${Moni
 #: own monitoring queue, finds the others with ListQueues, and sends to and receives from them.
 SQS_MONITOR = ["sqs:CreateQueue", "sqs:DeleteQueue", "sqs:SendMessage", "sqs:ReceiveMessage",
                *SQS_LOOKUP]
+if TYPE_CHECKING:
+    from .core import QueuePair
+
 PAYLOADS = sub(f"arn:${{AWS::Partition}}:s3:::${{PayloadBucketName}}/{KEY_PREFIX}*")
+
+
+def _queues(lanes: Sequence[QueuePair]) -> Any:
+    """The queue's ARN, or with lanes the list of every queue's."""
+    return [QUEUE, *(p.queue_arn for p in lanes)] if lanes else QUEUE
+
+
+def _dlqs(lanes: Sequence[QueuePair]) -> Any:
+    return [DLQ, *(p.dlq_arn for p in lanes)] if lanes else DLQ
 
 
 def payloads(actions: list[str]) -> dict[str, Any]:
@@ -56,37 +72,39 @@ def payloads(actions: list[str]) -> dict[str, Any]:
                NO_VALUE)
 
 
-def worker(monitoring: bool = True) -> list[dict[str, Any]]:
-    """Run actions: consume the queue, dead-letter, keep state; with ``monitoring`` (ECS, not
+def worker(monitoring: bool = True, lanes: Sequence[QueuePair] = ()) -> list[dict[str, Any]]:
+    """Run actions: consume the queues, dead-letter, keep state; with ``monitoring`` (ECS, not
     Lambda), answer remote control and send events."""
-    return [allow([*SQS_CONSUME, *SQS_SEND], QUEUE, "ConsumeAndSendActions"),
-            allow(SQS_SEND, DLQ, "DeadLetter"),
+    return [allow([*SQS_CONSUME, *SQS_SEND], _queues(lanes), "ConsumeAndSendActions"),
+            allow(SQS_SEND, _dlqs(lanes), "DeadLetter"),
             allow(STATE_RUN, TABLE, "StateTable"),
             *(monitor() if monitoring else []),
             payloads(["PutObject", "GetObject", "DeleteObject"])]
 
 
-def beat() -> list[dict[str, Any]]:
+def beat(lanes: Sequence[QueuePair] = ()) -> list[dict[str, Any]]:
     """Send scheduled actions."""
-    return [allow(SQS_SEND, QUEUE, "SendActions"),
-            allow(SQS_LOOKUP, DLQ, "CheckDeadLetterQueue"),
+    return [allow(SQS_SEND, _queues(lanes), "SendActions"),
+            allow(SQS_LOOKUP, _dlqs(lanes), "CheckDeadLetterQueue"),
             allow(["dynamodb:DescribeTable"], TABLE, "CheckStateTable"),
             payloads(["PutObject"])]
 
 
-def api() -> list[dict[str, Any]]:
-    """Validate and send; read run status; inspect, redrive and purge the DLQ."""
-    return [allow(SQS_SEND, QUEUE, "SendActions"),
-            allow([*SQS_CONSUME, "sqs:PurgeQueue"], DLQ, "ManageDeadLetterQueue"),
+def api(lanes: Sequence[QueuePair] = ()) -> list[dict[str, Any]]:
+    """Validate and send (redrive sends too); read run status; inspect, redrive and purge the
+    DLQs."""
+    return [allow(SQS_SEND, _queues(lanes), "SendActions"),
+            allow([*SQS_CONSUME, "sqs:PurgeQueue"], _dlqs(lanes), "ManageDeadLetterQueue"),
             allow(["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], TABLE,
                   "RunStatusAndIdempotencyKeys"),
             allow(["cloudwatch:GetMetricStatistics"], "*", "QueueAge"),
             payloads(["PutObject"])]
 
 
-def flower() -> list[dict[str, Any]]:
+def flower(lanes: Sequence[QueuePair] = ()) -> list[dict[str, Any]]:
     """Look at the broker (Flower)."""
-    return [allow(SQS_LOOKUP, [QUEUE, DLQ], "LookAtQueues"),
+    looked_at = [QUEUE, DLQ, *(arn for p in lanes for arn in (p.queue_arn, p.dlq_arn))]
+    return [allow(SQS_LOOKUP, looked_at, "LookAtQueues"),
             allow(["sqs:ListQueues"], "*", "ListQueues"),
             allow(SQS_MONITOR, MONITOR, "MonitoringQueues")]
 

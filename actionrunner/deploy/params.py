@@ -96,11 +96,15 @@ def setting_parameters(settings: Settings, *, services: bool = True) -> dict[str
     return {p.name: p.spec(settings) for p in SETTING_PARAMETERS if services or not p.services_only}
 
 
-def service_environment(extra: dict[str, Any] | None = None, *, region: bool = True) -> dict[str, Any]:
+def service_environment(extra: dict[str, Any] | None = None, *, region: bool = True,
+                        lanes: list[str] | None = None) -> dict[str, Any]:
     """The variables every service and function gets: each setting parameter as its
-    ``ACTIONRUNNER_*`` variable, JSON logs, the extra action modules, and the region (``region``:
-    Lambda sets ``AWS_REGION`` itself and refuses it)."""
+    ``ACTIONRUNNER_*`` variable, JSON logs, the extra action modules, the lanes the template was
+    rendered with (``ACTIONRUNNER_LANES``: they are its resources, not a parameter), and the region
+    (``region``: Lambda sets ``AWS_REGION`` itself and refuses it)."""
     env: dict[str, Any] = {p.env: ref(p.name) for p in SETTING_PARAMETERS}
+    if lanes:
+        env[f"{C.ENV_PREFIX}LANES"] = ",".join(lanes)
     env.update({f"{C.ENV_PREFIX}IMPORTS": ref("ActionModules"), f"{C.ENV_PREFIX}LOG_FORMAT": "json"})
     if region:
         env["AWS_REGION"] = ref("AWS::Region")

@@ -112,7 +112,16 @@ class MonitorReceiving:
                                        callback=transform(ready, callback),
                                        protocol_params={"query": {}, "json": {}})
 
-    def _on_messages_ready(self, queue: str, qname: str, messages: dict[str, Any]) -> Any:
+    def _loop1(self, queue: str, messages_fetched: Any = None) -> Any:
+        if getattr(self, "closed", False) or getattr(self, "connection", None) is None:
+            return None  # a receive that ended after the channel closed: nothing to poll again
+        return super()._loop1(queue, messages_fetched)  # type: ignore[misc]
+
+    def _on_messages_ready(self, queue: str, qname: str, messages: Any) -> Any:
+        if getattr(self, "closed", False) or getattr(self, "connection", None) is None:
+            return 0  # an answer that arrives after the channel closed (a clean stop)
+        if not isinstance(messages, dict):  # kombu answers a 5xx or a timeout with a list
+            messages = {}
         kind = self._kind(qname)
         if kind:
             if kind == "box" and hasattr(self, "_polled"):
