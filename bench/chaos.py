@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -293,7 +294,7 @@ def table(results: list[Result], title: str) -> Any:
     grid.add_column("")
     for r in results:
         grid.add_column(r.label, justify="right")
-    base = results[0].drain_s if results and results[0].drain_s else None
+    base = next((r.drain_s for r in results if r.label == "fault-free"), None)
 
     def row(name: str, values: list[str]) -> None:
         grid.add_row(name, *values)
@@ -309,8 +310,8 @@ def table(results: list[Result], title: str) -> Any:
     row("SIGKILLs / restarts", [f"{r.kills} / {r.restarts}" for r in results])
     row("drain time (s)", [fmt(r.drain_s) + (" (timed out)" if r.timed_out else "")
                            for r in results])
-    row("vs fault-free", [fmt(r.drain_s / base if r.drain_s and base else None, ".2f") + "x"
-                          for r in results])
+    row("vs fault-free", [fmt(r.drain_s / base if r.drain_s and base else None, ".2f", "-") + "x"
+                          for r in results] if base else ["-"] * len(results))
     row("worker requests", [f"{sum(r.requests.values()):,}" for r in results])
     row("faults injected", [f"{sum(r.faults.values()):,}" for r in results])
     for kind in KINDS:
@@ -320,6 +321,14 @@ def table(results: list[Result], title: str) -> Any:
     for api in apis:
         row(f"  on {api}", [f"{r.faults_by(1)[api]:,}" for r in results])
     return grid
+
+
+def summary(result: Result) -> dict[str, Any]:
+    """A result as plain values (faults by kind and API call, e.g. ``slow ReceiveMessage``)."""
+    plain = {k: v for k, v in vars(result).items() if k not in ("requests", "faults", "logs")}
+    return {**plain, "requests": dict(result.requests),
+            "faults": {f"{kind} {api}": n for (kind, api), n in sorted(result.faults.items())},
+            "logs": [str(path) for path in result.logs]}
 
 
 @contextlib.contextmanager
@@ -373,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
              f"{args.concurrency}, SQS from {args.sqs}, DynamoDB from moto, fault kinds "
              f"{', '.join(kinds)}, seed {args.seed}")
     console.print(table(results, title))
+    out = OUT / f"chaos-{args.sqs}.json"
+    out.write_text(json.dumps({"title": title, "runs": [summary(r) for r in results]}, indent=1))
+    console.print(f"figures: {out.relative_to(ROOT)}", markup=False)
     logs = [str(path.relative_to(ROOT)) for r in results for path in r.logs]
     console.print(f"worker logs: {', '.join(logs)}", markup=False)
     bad = [r for r in results if r.completed < r.count or r.duplicates or r.order_violations

@@ -28,9 +28,12 @@ from actionrunner.state.throttling import state_client_config
 from bench.faults import FaultProxy
 from tests.conftest import SQS_SERVER, Worker
 
-#: DynamoDB is moto's in both passes of the suite (scripts/test): these run in the first only.
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(SQS_SERVER == "fauxqs", reason="DynamoDB only: run in pass 1")]
+#: DynamoDB is moto's in both passes of the suite (scripts/test): each test runs in one of them
+#: (the in-process ones in the first, the worker's in the second, which has more room).
+pytestmark = pytest.mark.integration
+in_pass_1 = pytest.mark.skipif(SQS_SERVER == "fauxqs", reason="DynamoDB only: runs in pass 1")
+in_pass_2 = pytest.mark.skipif(SQS_SERVER != "fauxqs", reason="DynamoDB only: runs in pass 2 "
+                               "(ACTIONRUNNER_TEST_SQS=fauxqs)")
 
 CALLS: list[str] = []
 
@@ -69,6 +72,7 @@ def _count(settings: Settings, pk: str) -> int:
     return int(item.get("Item", {}).get("n", {}).get("N", 0))
 
 
+@in_pass_1
 def test_claim_complete_release_replay_hold_under_20_percent_faults(
         settings: Settings, proxy: FaultProxy) -> None:
     store, rival = _store(settings, proxy), _store(settings, proxy)
@@ -98,6 +102,7 @@ def test_claim_complete_release_replay_hold_under_20_percent_faults(
     assert {"PutItem", "UpdateItem", "TransactWriteItems"} <= set(apis), apis
 
 
+@in_pass_1
 def test_with_dynamodb_down_a_run_waits_without_running(settings: Settings, proxy: FaultProxy) -> None:
     store = _store(settings, proxy, patience=0.5, attempts=1)
     guard.use_store(store)
@@ -125,6 +130,7 @@ def test_with_dynamodb_down_a_run_waits_without_running(settings: Settings, prox
     assert _count(settings, f"ledger#{order}") == 1
 
 
+@in_pass_1
 def test_with_dynamodb_down_the_rate_limiter_waits_and_run_status_gives_up(
         settings: Settings, proxy: FaultProxy) -> None:
     client = _client(settings, proxy, attempts=1)
@@ -143,6 +149,7 @@ def test_with_dynamodb_down_the_rate_limiter_waits_and_run_status_gives_up(
     assert runs.failed_writes == 1 and runs.get("r1")["status"] == "running"  # type: ignore[index]
 
 
+@in_pass_2
 @pytest.mark.e2e
 def test_a_worker_waits_for_dynamodb_and_then_runs_each_action_once(
         settings: Settings, proxy: FaultProxy, queue_url: str, start_worker: Any,

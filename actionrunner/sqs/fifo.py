@@ -62,6 +62,8 @@ logger = logging.getLogger("actionrunner.worker")
 
 #: Every live consuming channel of this process (the shutdown handler releases their messages).
 CHANNELS: weakref.WeakSet[Any] = weakref.WeakSet()
+#: Seconds past its long poll a receive may take before it is given up and tried again.
+RECEIVE_GRACE_SECONDS = 5.0
 #: Default bound on decoded bodies (``ACTIONRUNNER_MAX_DECODED_BYTES``).
 DEFAULT_MAX_DECODED_BYTES = 8 * C.SQS_MAX_MESSAGE_BYTES
 
@@ -134,12 +136,26 @@ class FifoConsumer(MessageSettler):
             CHANNELS.add(self)
         return super().basic_consume(queue, no_ack, *args, **kwargs)  # type: ignore[misc]
 
-    def _new_sqs_client(self) -> Any:
+    def _new_sqs_client(self, config: Any = None) -> Any:
         return self._new_boto_client(  # type: ignore[attr-defined]
             service="sqs", region=self.region,  # type: ignore[attr-defined]
             access_key_id=self.conninfo.userid,  # type: ignore[attr-defined]
             secret_access_key=self.conninfo.password,  # type: ignore[attr-defined]
+            config=config,
         )
+
+    def _receive_client(self) -> Any:
+        """A client whose receives give up soon after the long poll: a receive answered late
+        holds up every new message of the queue, so it is retried (same attempt id) after
+        a few seconds instead of the general read timeout."""
+        from botocore.config import Config
+
+        wait = int(self.wait_time_seconds)  # type: ignore[attr-defined]
+        general = (self.transport_options.get("client-config") or {}).get("read_timeout")  # type: ignore[attr-defined]
+        read_timeout = wait + RECEIVE_GRACE_SECONDS
+        if general:
+            read_timeout = min(float(general), read_timeout)
+        return self._new_sqs_client(Config(read_timeout=read_timeout))
 
     @property
     def _visibility_timeout(self) -> int:
@@ -193,7 +209,7 @@ class FifoConsumer(MessageSettler):
         q_url = self._new_queue(queue)  # type: ignore[attr-defined]
         attributes = self.get_message_attributes.get("MessageSystemAttributeNames")  # type: ignore[attr-defined]
         receiver = Receiver(
-            self._new_sqs_client(), q_url,
+            self._receive_client(), q_url,
             demand=self._demand,
             deliver=lambda messages: self._hand_over(q_url, queue, messages),
             release=lambda messages: self._housekeeper.release(  # type: ignore[union-attr]

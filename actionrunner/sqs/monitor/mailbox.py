@@ -94,17 +94,12 @@ class MonitorReceiving:
             # kombu raises a 4xx answer out of the event loop, which stops the worker ("Unrecoverable
             # error"): monitoring must not. The queue is declared again and polling goes on.
             try:
-                result = connection._on_list_ready(queue_name, [("Message", AsyncMessage)],
-                                                   "ReceiveMessage", response)
+                return connection._on_list_ready(queue_name, [("Message", AsyncMessage)],
+                                                 "ReceiveMessage", response)
             except Exception as exc:
                 logger.warning("receive from %s failed (%s); declaring it again", queue_name, exc)
                 self._declare_again(queue_name)
                 return {}
-            if not isinstance(result, dict):  # a 5xx answer comes back as a list: poll again
-                logger.warning("receive from %s failed (HTTP %s); polling again", queue_name,
-                               getattr(response, "status", "?"))
-                return {}
-            return result
 
         params = {"MaxNumberOfMessages": count, "VisibilityTimeout": VISIBILITY_SECONDS,
                   "WaitTimeSeconds": self.wait_time_seconds}  # type: ignore[attr-defined]
