@@ -77,10 +77,20 @@ def _preflight(sender: Any = None, **_: Any) -> None:
 
 
 @signals.worker_init.connect
+@signals.worker_process_init.connect
+def _start_runtime(**_: Any) -> None:
+    """This process's runtime (:mod:`actionrunner.runtime`): the main process's, then each pool
+    process's own (built lazily: no client is made before it is used)."""
+    from . import runtime
+
+    runtime.start(get_settings())
+
+
+@signals.worker_init.connect
 def _worker_observers(**_: Any) -> None:
     from .runs import install_worker_observer
 
-    install_worker_observer(get_settings())
+    install_worker_observer()
 
 
 @signals.worker_init.connect

@@ -189,6 +189,9 @@ def api(
     if not settings.api_tokens:
         console.print("note: no ACTIONRUNNER_API_TOKENS: every request will get 401; make one with "
                       "`actionrunner api-token`", markup=False)
+    from .runtime import start
+
+    start(settings)  # the process's runtime: the API's clients
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
 
 

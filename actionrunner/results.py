@@ -104,21 +104,14 @@ class RunResultBackend(KeyValueStoreBackend):  # type: ignore[misc]
 
     def __init__(self, app: Any = None, url: str | None = None, **kwargs: Any) -> None:
         super().__init__(app=app, **kwargs)
-        self._runs: Any = None
-        self._pid: int | None = None
 
     # -- the state table ---------------------------------------------------------------------
     @property
     def runs(self) -> Any:
-        """The process's run store (a boto3 client per process: pool processes are forked)."""
-        import os
+        """The process's run store (its runtime's: pool processes are forked, each has its own)."""
+        from .runs import run_store
 
-        from .runs import RunStore
-        from .settings import get_settings
-
-        if self._runs is None or self._pid != os.getpid():
-            self._runs, self._pid = RunStore(get_settings()), os.getpid()
-        return self._runs
+        return run_store()
 
     def _item_key(self, key: str) -> dict[str, Any]:
         return {"pk": {"S": ITEM_PREFIX + key}}

@@ -18,14 +18,15 @@ item), and a write that still fails is a warning line — never the action's fai
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
+from . import runtime
 from .logging import get_logger
+from .runtime import Runtime
 from .settings import Settings
 from .state.schema import STATE_KEY, STATE_TTL_ATTRIBUTE, expiry, key, run_pk
 from .state.throttling import state_client_config
@@ -170,18 +171,23 @@ class RunStore:
         return plain
 
 
-_stores: dict[int, RunStore] = {}
-_settings: Settings | None = None
+def run_store(rt: Runtime | None = None) -> RunStore:
+    """The run store of ``rt`` (default: this process's runtime; a forked pool process has its
+    own, with its own client)."""
+    return (rt or runtime.current()).part(
+        "run-store", lambda rt: RunStore(rt.settings, client=rt.state_client(3)))
 
 
-def install_worker_observer(settings: Settings) -> None:
+def install_worker_observer(settings: Settings | None = None) -> None:
     """Write run status from this worker's lifecycle events (main and pool processes): of the
     runs the API accepted (unless ``ACTIONRUNNER_RUN_STATUS=off``), and of every action whose
-    results are kept (``ACTIONRUNNER_RUN_STATUS=all``, or ``@action(ignore_result=False)``)."""
-    global _settings
+    results are kept (``ACTIONRUNNER_RUN_STATUS=all``, or ``@action(ignore_result=False)``).
+    The writes go through the process's runtime; ``settings`` other than its settings start a
+    runtime of their own."""
     from .logging import observe
 
-    _settings = settings
+    if settings is not None and settings is not runtime.current().settings:
+        runtime.start(settings)
     observe(_record)
 
 
@@ -204,11 +210,10 @@ def keeps_results(action: str | None) -> bool:
 
 
 def _record(event: str, fields: dict[str, Any], result: Any) -> None:
-    if _settings is None or event not in STATUS_OF_EVENT:
+    if event not in STATUS_OF_EVENT:
         return
-    api_run = bool(fields.get("api_run")) and _settings.run_status != "off"
+    rt = runtime.current()
+    api_run = bool(fields.get("api_run")) and rt.settings.run_status != "off"
     if not api_run and not keeps_results(fields.get("action")):
         return
-    pid = os.getpid()  # a boto3 client per process: pool processes are forked
-    store = _stores.get(pid) or _stores.setdefault(pid, RunStore(_settings))
-    store.record(event, fields, result)
+    run_store(rt).record(event, fields, result)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from actionrunner import action
+from actionrunner import action, runtime
 from actionrunner import constants as C
 from actionrunner import keys as ar_keys
 from actionrunner import logging as ar_logging
@@ -26,6 +26,7 @@ from actionrunner.errors import (
 )
 from actionrunner.keys import default_key
 from actionrunner.runs import RunStore
+from actionrunner.runtime import Runtime
 from actionrunner.settings import Settings
 from actionrunner.state import Claim, DynamoDBStore, MemoryStore, Status, guard
 from actionrunner.state import effects as fx
@@ -172,13 +173,11 @@ def test_a_call_with_its_own_key_is_a_call_of_its_own(store: MemoryStore) -> Non
     assert one == "o5:1" and len(CALLS) == 2
 
 
-def test_idempotency_can_be_turned_off_per_action_and_by_default(
-    store: MemoryStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_idempotency_can_be_turned_off_per_action_and_by_default(store: MemoryStore) -> None:
     assert plain.apply(kwargs={"order": "o6"}).get() != plain.apply(kwargs={"order": "o6"}).get()
-    monkeypatch.setattr(guard, "get_settings", lambda: Settings(idempotency=False))
-    keyed.apply(kwargs={"order": "o6", "cents": 1}).get()
-    keyed.apply(kwargs={"order": "o6", "cents": 1}).get()
+    with runtime.using(Runtime.from_settings(Settings(idempotency=False))):
+        keyed.apply(kwargs={"order": "o6", "cents": 1}).get()
+        keyed.apply(kwargs={"order": "o6", "cents": 1}).get()
     assert len(CALLS) == 4
 
 

@@ -15,7 +15,7 @@ import pytest
 from actionrunner import action, provision
 from actionrunner.errors import ActionDefinitionError
 from actionrunner.settings import Settings
-from tests.conftest import ROOT, Worker, message_text, receive_all
+from tests.conftest import ROOT, SQS_SERVER, Worker, message_text, receive_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 LANE, LANE_DLQ = "tests-bulk.fifo", "tests-bulk-dlq.fifo"  # (tests/lanes.py: imported in subprocesses)
@@ -108,6 +108,8 @@ def test_a_lane_dead_letter_is_listed_with_its_queue_and_redriven_back_into_the_
     assert _cli("status", "--queue", LANE).returncode == 0
 
 
+@pytest.mark.skipif(SQS_SERVER == "fauxqs", reason="fauxqs hands out one message per group per "
+                    "receive: a DLQ listing sees only the head of this test's group")
 def test_a_dead_letter_goes_back_to_its_recorded_queue_or_else_to_its_dlqs_own(
     settings: Settings, sqs: Any
 ) -> None:

@@ -168,9 +168,10 @@ def test_a_pointer_is_checked_before_any_s3_request() -> None:
                                     ("payloads", "actionrunner/payloads/k", None)):
         with pytest.raises(errors.PointerRefused):
             claimcheck.check((bucket, key), {}, bucket=configured, max_bytes=100)
+    over = str(claimcheck.stored_bound(100) + 1)  # what a 100-byte body needs in stock format, +1
     with pytest.raises(errors.MessageTooLarge):
         claimcheck.check(("payloads", "actionrunner/payloads/k"),
-                         {"ExtendedPayloadSize": {"StringValue": "101"}}, bucket="payloads", max_bytes=100)
+                         {"ExtendedPayloadSize": {"StringValue": over}}, bucket="payloads", max_bytes=100)
     del NoS3
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from .. import runtime
 from ..action import Action, is_action
-from ..settings import Settings, get_settings
+from ..settings import Settings
 from . import errors
 from .deps import Services
 from .limits import BodyLimit
@@ -22,8 +23,11 @@ def _registry() -> dict[str, Action]:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """The admin API for ``settings`` (default: from the environment)."""
-    settings = settings or get_settings()
+    """The admin API for ``settings`` (default: from the environment). Its clients are those of
+    the process's runtime (:mod:`actionrunner.runtime`), or, for settings other than the
+    process's, of a runtime of the application's own."""
+    rt = runtime.current() if settings is None else runtime.for_settings(settings)
+    settings = rt.settings
     api = FastAPI(
         title="ActionRunner admin API",
         version="1",
@@ -31,7 +35,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "Authenticate with `Authorization: Bearer <token>`.",
     )
     api.state.settings = settings
-    api.state.services = Services.build(settings, _registry())
+    api.state.runtime = rt
+    api.state.services = Services.build(settings, _registry(), rt)
     errors.install(api)
     api.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     for module in (health, actions, runs, queues, dlq):

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from ..action import Action
 from ..runs import RunStore
+from ..runtime import Runtime
 from ..settings import Settings
 from ..state.apikeys import ApiKeyStore
 
@@ -25,8 +26,12 @@ class Services:
     api_keys: ApiKeyStore
 
     @classmethod
-    def build(cls, settings: Settings, actions: dict[str, Action]) -> Services:
-        sqs, dynamodb = settings.client("sqs"), settings.client("dynamodb")
+    def build(cls, settings: Settings, actions: dict[str, Action],
+              rt: Runtime | None = None) -> Services:
+        """The services of ``settings``, with the clients of ``rt`` (default: a runtime of
+        their own)."""
+        rt = rt or Runtime.from_settings(settings)
+        sqs, dynamodb = rt.sqs, rt.client("dynamodb")
         return cls(settings=settings, actions=actions, sqs=sqs,
                    runs=RunStore(settings, client=dynamodb),
                    api_keys=ApiKeyStore(settings.state_table, dynamodb,

@@ -42,15 +42,18 @@ def _configure_logging(settings: Settings) -> None:
 
 
 def cold_start(settings: Settings | None = None) -> LambdaRunner:
-    """Everything a worker does at start-up: settings, logs, action modules, run status."""
+    """Everything a worker does at start-up: settings, logs, action modules, the process's
+    runtime (:mod:`actionrunner.runtime`: its clients and stores), run status."""
+    from .. import runtime
     from ..app import app, import_action_modules
     from ..runs import install_worker_observer
 
     settings = settings or get_settings()
     _configure_logging(settings)
     import_action_modules(app)
-    install_worker_observer(settings)
-    return LambdaRunner(app, settings)
+    rt = runtime.start(settings)
+    install_worker_observer()
+    return LambdaRunner(app, settings, sqs=rt.sqs, dynamodb=rt.client("dynamodb"))
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

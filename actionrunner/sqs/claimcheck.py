@@ -54,6 +54,13 @@ def pointer_of(body: Any) -> tuple[str, str] | None:
     return bucket, key
 
 
+def stored_bound(max_decoded_bytes: int) -> int:
+    """The largest stored payload that can hold a task body of ``max_decoded_bytes``: stock
+    kombu's format base64-encodes the body inside a base64-encoded envelope (4/3 × 4/3), plus
+    room for the envelope's headers."""
+    return max_decoded_bytes * 16 // 9 + 65_536
+
+
 def declared_size(attributes: dict[str, Any] | None) -> int | None:
     """The ``ExtendedPayloadSize`` a message declares, if any."""
     value = (attributes or {}).get(SIZE_ATTRIBUTE) or {}
@@ -74,13 +81,16 @@ def check(pointer: tuple[str, str], attributes: dict[str, Any] | None, *, bucket
         raise PointerRefused(f"a claim-check pointer to {where}, outside the payload bucket "
                              f"s3://{bucket}/{prefix}: not fetched")
     size = declared_size(attributes)
-    if size is not None and size > max_bytes:
-        raise MessageTooLarge(f"the claim-checked payload declares {size:,} bytes, over "
-                              f"{max_bytes:,} (ACTIONRUNNER_MAX_DECODED_BYTES): not fetched")
+    if size is not None and size > stored_bound(max_bytes):
+        raise MessageTooLarge(f"the claim-checked payload declares {size:,} bytes, over what a "
+                              f"task body of {max_bytes:,} bytes (ACTIONRUNNER_MAX_DECODED_BYTES) "
+                              "needs: not fetched")
 
 
 def fetch(s3: Any, bucket: str, key: str, max_bytes: int | None = None) -> str:
-    """The payload text; at most ``max_bytes`` are read (:class:`MessageTooLarge` past them).
+    """The payload text; at most :func:`stored_bound` of ``max_bytes`` are read
+    (:class:`MessageTooLarge` past them; the task body inside is bounded by ``max_bytes`` when it
+    is decoded).
     A missing object is :class:`PayloadMissing`; any other error is raised as it is (transient:
     the caller tries again later)."""
     try:
@@ -91,11 +101,12 @@ def fetch(s3: Any, bucket: str, key: str, max_bytes: int | None = None) -> str:
             raise PayloadMissing(f"the claim-checked payload s3://{bucket}/{key} does not exist") from None
         raise
     stream = response["Body"]
-    data = stream.read() if max_bytes is None else stream.read(max_bytes + 1)
-    if max_bytes is not None and len(data) > max_bytes:
+    limit = None if max_bytes is None else stored_bound(max_bytes)
+    data = stream.read() if limit is None else stream.read(limit + 1)
+    if limit is not None and len(data) > limit:
         stream.close()
         raise MessageTooLarge(f"the claim-checked payload s3://{bucket}/{key} is over "
-                              f"{max_bytes:,} bytes: stopped reading there")
+                              f"{limit:,} bytes: stopped reading there")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

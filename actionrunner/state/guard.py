@@ -38,25 +38,24 @@ the staged writes. Called from :meth:`actionrunner.action.Action.__call__` in th
 
 from __future__ import annotations
 
-import os
 import random
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from .. import constants as C
-from .. import keys
+from .. import keys, runtime
 from ..errors import ActionDefinitionError, LeaseLost, StateUnavailable
 from ..logging import get_logger
 from ..runs import API_RUN_HEADER
-from ..settings import get_settings
+from ..runtime import Runtime
+from ..settings import Settings
 from . import effects
 from .lease import keeper
 from .ratelimit import SharedRateLimit, current_limiter, drawing_from, parse_rate
 from .record import Replay
 from .schema import idempotency_pk
 from .store import IdempotencyStore
-from .table import client
 from .throttling import is_throttling, is_transient
 
 log = get_logger("actionrunner.state")
@@ -93,44 +92,42 @@ def check_options(owner: str, options: Mapping[str, Any]) -> None:
             f"action; actions sharing a bucket must declare the same rate (not {shared!r})")
 
 
-# -- per-process state (pool processes are forked: each makes its own) ------------------------
-_store: dict[int, IdempotencyStore] = {}
-_limiters: dict[tuple[int, str, float], SharedRateLimit] = {}
+# -- per-process state (in the process's runtime: a forked pool process builds its own) -------
+#: The runtime part of the idempotency store (:meth:`actionrunner.runtime.Runtime.part`).
+STORE = "idempotency-store"
+
+
+def _dynamodb_store(rt: Runtime) -> IdempotencyStore:
+    from .dynamodb import DynamoDBStore
+
+    return DynamoDBStore.from_settings(rt.settings, rt.dynamodb)
 
 
 def use_store(store: IdempotencyStore | None) -> None:
     """Use ``store`` for the runs of this process (``None``: the DynamoDB store of the settings)."""
-    _store.clear()
-    if store is not None:
-        _store[os.getpid()] = store
+    runtime.current().set_part(STORE, store)
 
 
-def get_store() -> IdempotencyStore:
-    """This process's idempotency store (the state table, unless :func:`use_store` said else)."""
-    pid = os.getpid()
-    if pid not in _store:
-        from .dynamodb import DynamoDBStore
-
-        _store.clear()
-        _store[pid] = DynamoDBStore.from_settings(get_settings(), client())
-    return _store[pid]
+def get_store(rt: Runtime | None = None) -> IdempotencyStore:
+    """The idempotency store of ``rt`` (default: this process's runtime): the state table,
+    unless :func:`use_store` said else."""
+    return (rt or runtime.current()).part(STORE, _dynamodb_store)
 
 
-def limiter_for(task: Any) -> SharedRateLimit | None:
+def limiter_for(task: Any, rt: Runtime | None = None) -> SharedRateLimit | None:
     """The shared bucket ``task`` draws from, or None."""
     if getattr(task, "rate_limit_shared", None) is None:
         return None
     name, rate = task.bucket or task.name, parse_rate(task.rate_limit_shared)
-    ident = (os.getpid(), name, rate)
-    if ident not in _limiters:
-        _limiters[ident] = SharedRateLimit(name, rate, table=get_settings().state_table,
-                                           client=client())
-    return _limiters[ident]
+    return (rt or runtime.current()).part(("rate-limit", name, rate), lambda rt: SharedRateLimit(
+        name, rate, table=rt.settings.state_table, client=rt.dynamodb))
 
 
-def is_idempotent(task: Any) -> bool:
+def is_idempotent(task: Any, settings: Settings | None = None) -> bool:
     flag = getattr(task, "idempotent", None)
-    return get_settings().idempotency if flag is None else bool(flag)
+    if flag is not None:
+        return bool(flag)
+    return (settings or runtime.current().settings).idempotency
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -138,20 +135,21 @@ def guarded_run(task: Any, values: dict[str, Any], run: Callable[[], Any],
                 model: Any = None) -> Any:
     """Run ``run()`` (the action with its validated ``values``; ``model``: the validated inputs,
     if the caller has them, not validated again) as the module docstring says."""
-    limiter = limiter_for(task)
-    if limiter is None and not is_idempotent(task) and current_limiter() is None:  # plain
-        with effects.collecting() as staged:
+    rt = runtime.current()
+    limiter = limiter_for(task, rt)
+    if limiter is None and not is_idempotent(task, rt.settings) and current_limiter() is None:
+        with effects.collecting() as staged:  # the plain path
             result = run()
         if staged:
-            effects.commit(client(), staged)
+            effects.commit(rt.dynamodb, staged)
         return result
     with effects.collecting() as staged, drawing_from(limiter):
-        if not is_idempotent(task):
+        if not is_idempotent(task, rt.settings):
             result = _limited(limiter, run)
             if staged:
-                effects.commit(client(), staged)
+                effects.commit(rt.dynamodb, staged)
             return result
-        store = get_store()
+        store = get_store(rt)
         request = task.request
         explicit = _header(request, C.IDEMPOTENCY_KEY_HEADER)
         call_id = _header(request, C.CALL_ID_HEADER)

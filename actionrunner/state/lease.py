@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .. import runtime
 from ..logging import get_logger
+from ..runtime import Runtime
 from .record import Claim
 from .store import IdempotencyStore
 
@@ -102,13 +103,7 @@ class LeaseKeeper:
             self.renew_due()
 
 
-_keepers: dict[int, LeaseKeeper] = {}
-
-
-def keeper() -> LeaseKeeper:
-    """This process's keeper (a new one in a forked child: threads do not survive a fork)."""
-    pid = os.getpid()
-    if pid not in _keepers:
-        _keepers.clear()
-        _keepers[pid] = LeaseKeeper()
-    return _keepers[pid]
+def keeper(rt: Runtime | None = None) -> LeaseKeeper:
+    """The keeper of ``rt`` (default: this process's runtime; a forked child has a new runtime,
+    so a new keeper: threads do not survive a fork)."""
+    return (rt or runtime.current()).part("lease-keeper", lambda _: LeaseKeeper())

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-_clients: dict[int, Any] = {}
+from .. import runtime
 
 
 def client() -> Any:
-    """This process's DynamoDB client for the state table (pool processes are forked: one each)."""
-    pid = os.getpid()
-    if pid not in _clients:
-        from ..settings import get_settings
-        from .throttling import state_client_config
-
-        settings = get_settings()
-        _clients.clear()
-        _clients[pid] = settings.client("dynamodb", config=state_client_config(settings))
-    return _clients[pid]
+    """This process's DynamoDB client for the state table: its runtime's
+    (:attr:`actionrunner.runtime.Runtime.dynamodb`; a forked pool process has its own)."""
+    return runtime.current().dynamodb

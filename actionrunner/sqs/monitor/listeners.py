@@ -1,6 +1,6 @@
 """A process's view of the monitoring queues: the listeners it knows (cached ListQueues), the
 queues it declared itself, where a message to a monitoring exchange goes; one per process and
-endpoint (:func:`monitor_for`)."""
+endpoint, kept in the process's runtime (:func:`monitor_for`)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ... import runtime
+from ...runtime import Runtime
 from .janitor import Janitor
 from .names import (
     FAILURE_EVENTS,
@@ -179,16 +181,9 @@ class Monitor:
         self.janitor.sweep()
 
 
-_MONITORS: dict[tuple[int, str | None, str, str], Monitor] = {}
-_MONITORS_LOCK = threading.Lock()
-
-
 def monitor_for(endpoint: str | None, prefix: str, task_events: str,
-                make_client: Callable[[], Any]) -> Monitor:
-    """This process's :class:`Monitor` for ``endpoint`` (one Sender thread per process)."""
-    key = (os.getpid(), endpoint, prefix, task_events)  # a forked child starts its own thread
-    with _MONITORS_LOCK:
-        monitor = _MONITORS.get(key)
-        if monitor is None:
-            monitor = _MONITORS[key] = Monitor(make_client(), prefix, task_events)
-        return monitor
+                make_client: Callable[[], Any], rt: Runtime | None = None) -> Monitor:
+    """The :class:`Monitor` for ``endpoint`` of ``rt`` (default: this process's runtime; one
+    Sender thread per process: a forked child has a new runtime, so its own)."""
+    return (rt or runtime.current()).part(("monitor", endpoint, prefix, task_events),
+                                          lambda _: Monitor(make_client(), prefix, task_events))
