@@ -89,13 +89,7 @@ class IdempotencyStore(abc.ABC):
         existing = self._put_record(record, now)
         if existing is None:
             return Claim(record)
-        if existing.inputs_hash != inputs_hash:
-            raise IdempotencyKeyReused(action or existing.action or "?", key, inputs_hash,
-                                       existing.inputs_hash)
-        if existing.status is Status.COMPLETED:
-            return Replay(existing)
-        lease_until = existing.lease_until or now
-        raise IdempotencyInProgress(key, lease_until, when=self.wait_hint(lease_until - now))
+        return self._answer_held(existing, key, inputs_hash, action, now)
 
     def complete(self, claim: Claim, result: Any, effects: Sequence[Effect] = ()) -> Record:
         """Mark the claimed key COMPLETED with ``result`` saved, and commit ``effects`` in the
@@ -128,6 +122,13 @@ class IdempotencyStore(abc.ABC):
         existing = self._put_completed(record, uuid.uuid4().hex, now, effects)
         if existing is None:
             return record
+        return self._answer_held(existing, key, inputs_hash, action, now)
+
+    def _answer_held(self, existing: Record, key: str, inputs_hash: str, action: str | None,
+                 now: float) -> Replay:
+        """The answer when ``existing`` holds the key: its saved result (:class:`Replay`) if it
+        completed, else :class:`IdempotencyInProgress`; :class:`IdempotencyKeyReused` if it was
+        made for other inputs."""
         if existing.inputs_hash != inputs_hash:
             raise IdempotencyKeyReused(action or existing.action or "?", key, inputs_hash,
                                        existing.inputs_hash)
