@@ -254,11 +254,7 @@ class FifoConsumer(MessageSettler):
             return 0
         msgs = [m for m in (messages.get("Messages") or []) if isinstance(m, dict)]
         if msgs and self._housekeeper is not None:
-            for message in msgs:
-                self._housekeeper.track(queue, message["ReceiptHandle"])
-            with self._incoming_lock:
-                self._incoming += len(msgs)
-            self._accept(queue, qname, msgs)
+            self._hand_over(queue, qname, msgs)  # no event loop: _post runs _accept at once
         return len(msgs)
 
     def _accept(self, q_url: str, qname: str, messages: list[dict[str, Any]]) -> None:
