@@ -57,6 +57,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # Flower / celery inspect / celery events over SQS (actionrunner.sqs.monitor)
             "monitor_queue_prefix": settings.monitor_queue_prefix,
             "task_events": settings.task_events,
+            "mailbox_doze_after": settings.mailbox_doze_after,
+            "mailbox_doze_poll": settings.mailbox_doze_poll,
         },
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": 3,

@@ -140,8 +140,17 @@ class Settings(BaseSettings):
 
     # -- Flower, `celery inspect`, `celery events` (actionrunner.sqs.monitor) ---------------
     #: Workers answer remote control (`celery inspect`, Flower's worker pages) through a
-    #: standard SQS queue each: one more long poll per worker (~3 ReceiveMessage a minute idle).
+    #: standard SQS queue each, long-polled while somebody watches.
     remote_control: bool = True
+    #: Seconds without a control message and without an event listener (Flower, `celery
+    #: events`) after which a worker's mailbox dozes: read once every ``mailbox_doze_poll``
+    #: seconds instead of long-polled (an idle worker: 4 requests a minute, not 9). A control
+    #: message or a new listener wakes it; `celery inspect` waits for dozing workers to read its
+    #: command. 0: never doze.
+    mailbox_doze_after: float = Field(default=120.0, ge=0)
+    #: Seconds between a dozing mailbox's reads (at most SQS's 60 s minimum retention: a
+    #: command sent in between is still there).
+    mailbox_doze_poll: float = Field(default=60.0, gt=0, le=60)
     #: Task events for Flower / `celery events`: ``all``, ``failures`` (failed, retried,
     #: rejected and revoked tasks, plus worker heartbeats), or ``off``. They cost nothing while
     #: nobody listens: an event is sent only to the queues of running listeners.

@@ -12,6 +12,9 @@ for IDLE seconds with the bench's 1 s long poll; then a fresh worker idles IDLE_
 (from its first receive + 2 s) with ``ACTIONRUNNER_WAIT_TIME_SECONDS=20``, SQS's longest poll
 and ActionRunner's default (stock_app reads that variable too). fauxqs, like SQS, answers an empty
 long poll after the wait. The start-up requests of that second worker are printed at the end.
+ActionRunner's worker then idles on until its remote-control mailbox dozes (nobody watches it:
+``ACTIONRUNNER_MAILBOX_DOZE_AFTER``, 2 minutes; the bench waits for its TagQueue) and is measured
+IDLE_LONG seconds more ("dozing"): the steady state of an idle worker nobody watches.
 
 Read the first table as requests per action (0.10 = one request per ten actions); "ReceiveMessage
 (empty)" is the part of ReceiveMessage that returned nothing. The second is requests per minute of
@@ -71,6 +74,12 @@ def run_side(side: str, args: argparse.Namespace, proxy: CountingProxy, direct: 
             out["start-up, 20 s poll"] = proxy.reset()
             time.sleep(args.idle_long)
             out["idle, 20 s poll"] = proxy.reset()
+            if side == "ActionRunner":  # its mailbox dozes after 2 idle minutes nobody watched
+                wait_for(proxy, "TagQueue", get_settings().mailbox_doze_after + 90)
+                time.sleep(2)
+                proxy.reset()
+                time.sleep(args.idle_long)
+                out["idle, 20 s poll, dozing"] = proxy.reset()
     return out
 
 
@@ -124,8 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     table.add_row("[b]total[/]", *(f"[b]{t / args.count:.3f}[/]" for t in totals))
     console.print(table)
 
-    windows = {"idle, 1 s poll": args.idle, "idle, 20 s poll": args.idle_long}
-    idle = [(side, phase) for side in results for phase in windows if windows[phase]]
+    windows = {"idle, 1 s poll": args.idle, "idle, 20 s poll": args.idle_long,
+               "idle, 20 s poll, dozing": args.idle_long}
+    idle = [(side, phase) for side in results for phase in windows
+            if windows[phase] and phase in results[side]]
     table = Table(title="SQS requests per minute while idle")
     table.add_column("API")
     for side, phase in idle:

@@ -232,3 +232,85 @@ def test_a_worker_whose_mailbox_was_deleted_answers_again(start_worker: Any, sqs
         return ping.returncode == 0 and "pong" in ping.stdout
 
     _wait(answers, 60, "the worker to declare its mailbox again and answer")
+
+
+@pytest.mark.integration
+def test_a_worker_nobody_watches_dozes_and_still_answers_inspect_and_new_listeners(
+        start_worker: Any) -> None:
+    """Idle and unwatched, the mailbox is read once a poll (not long-polled): `celery inspect`
+    waits for the dozing worker, says so, and gets its answer; a new `celery events` listener
+    knocks and receives the worker's heartbeats."""
+    run = uuid.uuid4().hex[:8]
+    node = f"doze-{run}@{os.uname().nodename}"
+    worker = start_worker(concurrency=1, args=("-n", f"doze-{run}@%h"),
+                          env={"ACTIONRUNNER_MAILBOX_DOZE_AFTER": "2",
+                               "ACTIONRUNNER_MAILBOX_DOZE_POLL": "8"})
+
+    def said(text: str) -> int:
+        return sum(text in str(e.get("event")) for e in worker.events())
+
+    worker.wait_for(lambda: said(" dozes: ") >= 1, 30, "the mailbox to doze")
+    time.sleep(1)  # past its read: the command waits for the next one
+    started = time.monotonic()
+    ping = _celery("inspect", "ping", "-d", node, "-t", "3")
+    assert ping.returncode == 0 and "pong" in ping.stdout, ping.stdout + ping.stderr
+    assert "dozing" in ping.stderr and time.monotonic() - started < 20, ping.stderr
+    worker.wait_for(lambda: said("is awake") >= 1, 10, "the mailbox to wake")
+
+    worker.wait_for(lambda: said(" dozes: ") >= 2, 30, "the mailbox to doze again")
+    LOGS.mkdir(parents=True, exist_ok=True)
+    out = LOGS / f"events-{run}.log"
+    with open(out, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "actionrunner", "events",
+                                 "--dump"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                env=os.environ.copy())
+    try:
+        _wait(lambda: f"doze-{run}@" in out.read_text() and "heartbeat" in out.read_text(),
+              40, "the dozing worker's heartbeats at a new listener")
+        assert said("is awake") >= 2
+    finally:
+        stop_process(proc, 10)
+
+
+def test_a_dozing_worker_sends_its_events_nowhere_without_listing() -> None:
+    client = _Lister()
+    monitor = Monitor(client, "ar-", "all")
+    monitor.dozing = True  # nobody listened when it dozed off; a new listener knocks first
+    assert monitor.route("celeryev", "worker.heartbeat") == []
+    assert monitor.route("celeryev", "task.failed") == []
+    assert client.listed == 0
+
+
+@pytest.mark.integration
+def test_a_control_client_waits_for_dozing_mailboxes_only_and_removes_one_nobody_reads(
+        sqs: Any) -> None:
+    """Untagged and unread: a worker killed while awake (not waited for). Tagged dozing and read
+    within the wait: waited for. Tagged and never read: its worker is gone; the queue goes."""
+    import threading
+
+    from actionrunner.sqs.monitor.names import DOZING_TAG
+
+    prefix = f"await-{uuid.uuid4().hex[:6]}-"
+    monitor = Monitor(sqs, prefix, "all")
+    dead, dozing, gone = (sqs.create_queue(QueueName=f"{prefix}box-{name}")["QueueUrl"]
+                          for name in ("dead", "dozing", "gone"))
+    for url in (dozing, gone):
+        sqs.tag_queue(QueueUrl=url, Tags={DOZING_TAG: "true"})
+    monitor.send([dead, dozing, gone], {"MessageBody": "{}"})
+
+    def read_later() -> None:
+        time.sleep(2)
+        sqs.receive_message(QueueUrl=dozing, MaxNumberOfMessages=10, VisibilityTimeout=120)
+
+    reader = threading.Thread(target=read_later)
+    reader.start()
+    started = time.monotonic()
+    try:
+        assert monitor.await_readers([dead, dozing, gone], timeout=4) == [gone]
+    finally:
+        reader.join()
+    assert 3.5 < time.monotonic() - started < 10
+    left = sqs.list_queues(QueueNamePrefix=prefix).get("QueueUrls") or []
+    assert sorted(left) == sorted([dead, dozing])
+    for url in left:
+        sqs.delete_queue(QueueUrl=url)

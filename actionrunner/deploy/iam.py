@@ -13,7 +13,8 @@ api        queue: send, GetQueueUrl, GetQueueAttributes (/readyz); DLQ: receive,
            cloudwatch:GetMetricStatistics (age of the oldest message; no resource-level scope)
 flower     both queues: GetQueueUrl, GetQueueAttributes; ListQueues
 monitor    worker and flower, on the monitoring queues (sqs/monitor/: ``<MonitorQueuePrefix>*``):
-           create, delete, list, send, receive, GetQueueUrl, GetQueueAttributes
+           create, delete, list, send, receive, GetQueueUrl, GetQueueAttributes, tag, untag,
+           list tags (a dozing mailbox, sqs/monitor/mailbox.py)
 lambda     as the worker (the event source mapping receives and deletes with the same role),
            without the monitoring queues (no Celery worker runs there)
 =========  =====================================================================================
@@ -49,7 +50,8 @@ MONITOR = sub("arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:${Moni
 #: Flower / celery inspect / celery events (sqs/monitor/): each worker and Flower creates its
 #: own monitoring queue, finds the others with ListQueues, and sends to and receives from them.
 SQS_MONITOR = ["sqs:CreateQueue", "sqs:DeleteQueue", "sqs:SendMessage", "sqs:ReceiveMessage",
-               *SQS_LOOKUP]
+               # a dozing worker tags its mailbox; control clients read the tag
+               "sqs:TagQueue", "sqs:UntagQueue", "sqs:ListQueueTags", *SQS_LOOKUP]
 if TYPE_CHECKING:
     from .core import QueuePair
 

@@ -20,7 +20,10 @@ from ... import runtime
 from ...runtime import Runtime
 from .janitor import Janitor
 from .names import (
+    DOZING_READ_WAIT_SECONDS,
+    DOZING_TAG,
     FAILURE_EVENTS,
+    KNOCK_BODY,
     LISTING_TTL_SECONDS,
     RETENTION_SECONDS,
     VISIBILITY_SECONDS,
@@ -49,6 +52,8 @@ class Monitor:
         self.instance = uuid.uuid4().hex[:8]
         self._declared: dict[str, str] = {}  # this process's own queues: name -> URL
         self._pid = os.getpid()
+        #: this process's mailbox dozes (nobody watches): its events go nowhere, unlisted
+        self.dozing = False
         atexit.register(self.close)
 
     def sqs_name(self, queue: str) -> str:
@@ -135,6 +140,8 @@ class Monitor:
                 return [url] if url else []
             return self.listeners("box")
         if exchange == event_exchange:
+            if self.dozing:  # nobody listened when it dozed off; a new listener knocks first
+                return []
             # (also when a worker's Celery events were switched on remotely: Flower's
             # enable_events broadcast cannot override the setting)
             if routing_key.startswith("task.") and (
@@ -156,6 +163,77 @@ class Monitor:
                 return None
             self._urls[name] = url
         return url
+
+    @property
+    def has_mailbox(self) -> bool:
+        """This process declared a worker's mailbox (it is a worker, not a control client)."""
+        return any(name.startswith(f"{self.prefix}box-") for name in self._declared)
+
+    def knock(self) -> None:
+        """Tell every worker's mailbox that a listener appeared (a new event queue): a dozing
+        worker wakes at its next read and sends its events here from then on."""
+        self.send(self.listeners("box"), {"MessageBody": KNOCK_BODY})
+
+    def await_readers(self, urls: list[str], timeout: float = DOZING_READ_WAIT_SECONDS) -> list[str]:
+        """Wait until the dozing mailboxes among ``urls`` read the command just sent, at most
+        ``timeout``; returns the dozing ones that did not (deleted: their worker is gone).
+
+        An awake worker reads its mailbox within milliseconds; a dozing one (nobody watched it
+        for a while, ``ACTIONRUNNER_MAILBOX_DOZE_AFTER``) once a minute and says so in a tag on
+        its queue. A control client (`celery inspect`, Flower) collects replies for about a
+        second after it sends, so it waits here first, and says so, rather than report "No
+        nodes replied". A mailbox left by a worker that was killed is not waited for (no tag), or
+        once (it was dozing when killed: SQS keeps a message 60 s, a dozing worker reads within
+        that, so a command still unread after ``timeout`` has no reader and its queue goes)."""
+        if not urls or not self.flush(timeout):
+            return []
+        deadline = time.monotonic() + timeout
+        time.sleep(0.3)  # an awake worker's long poll returns with the command
+        pending = [url for url in urls if self._waiting(url) and self._dozing(url)]
+        if not pending:
+            return []
+        logger.warning(
+            "%d of %d workers' remote-control mailboxes are dozing (nobody watched them for a "
+            "while): they read it once a minute; waiting up to %.0f s for them to read this "
+            "command", len(pending), len(urls), timeout)
+        while pending and time.monotonic() < deadline:
+            time.sleep(1.0)
+            pending = [url for url in pending if self._waiting(url)]
+        for url in pending:
+            logger.warning("deleting remote-control mailbox %s: nobody read a command in %.0f s "
+                           "(its worker stopped without closing it)", url, timeout)
+            with contextlib.suppress(ClientError, BotoCoreError):
+                self.client.delete_queue(QueueUrl=url)
+            self._gone(url)
+        return pending
+
+    def _waiting(self, url: str) -> bool:
+        """A message waits in queue ``url`` (False when it cannot be told: gone, no access)."""
+        try:
+            attrs = self.client.get_queue_attributes(
+                QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+        except (ClientError, BotoCoreError):
+            return False
+        return int(attrs.get("ApproximateNumberOfMessages", 0)) > 0
+
+    def _dozing(self, url: str) -> bool:
+        try:
+            tags = self.client.list_queue_tags(QueueUrl=url).get("Tags") or {}
+        except (ClientError, BotoCoreError):
+            return False
+        return DOZING_TAG in tags
+
+    def mark_dozing(self, url: str, dozing: bool) -> None:
+        """Tag (or untag) this worker's mailbox ``url`` as dozing, for control clients."""
+        self.dozing = dozing
+        try:
+            if dozing:
+                self.client.tag_queue(QueueUrl=url, Tags={DOZING_TAG: "true"})
+            else:
+                self.client.untag_queue(QueueUrl=url, TagKeys=[DOZING_TAG])
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("could not %s mailbox %s as dozing: %s", "tag" if dozing else "untag",
+                           url, exc)
 
     def send(self, urls: list[str], entry: dict[str, Any]) -> None:
         if not urls:

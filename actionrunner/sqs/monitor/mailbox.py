@@ -12,7 +12,7 @@ from kombu.asynchronous.aws.sqs.message import AsyncMessage
 from kombu.transport.SQS import Channel as SQSChannel
 from vine import transform
 
-from .names import REPLY_WAIT_SECONDS, VISIBILITY_SECONDS, Kind, kind_of
+from .names import KNOCK_BODY, REPLY_WAIT_SECONDS, VISIBILITY_SECONDS, Kind, kind_of
 
 if TYPE_CHECKING:
     from .listeners import Monitor
@@ -25,6 +25,7 @@ class MonitorReceiving:
 
     _monitor_declared: set[str]
     _polled: dict[str, float]  #: a mailbox's last receive (its watchdog's clock)
+    _heard: dict[str, float]  #: a mailbox's last message (its doze clock)
 
     if TYPE_CHECKING:  # provided by MonitorRouting
         monitor: Monitor
@@ -39,7 +40,9 @@ class MonitorReceiving:
         tag = SQSChannel.basic_consume(self, queue, no_ack, *args, **kwargs)  # type: ignore[arg-type]
         hub = getattr(self, "hub", None)
         if self._kind(queue) == "box" and hub is not None:  # a worker's mailbox
-            self._polled = {**getattr(self, "_polled", {}), queue: time.monotonic()}
+            now = time.monotonic()
+            self._polled = {**getattr(self, "_polled", {}), queue: now}
+            self._heard = {**getattr(self, "_heard", {}), queue: now}
             hub.call_repeatedly(self._watch_every, self._watch_mailbox, queue)
         return tag
 
@@ -47,13 +50,46 @@ class MonitorReceiving:
     def _watch_every(self) -> float:
         return float(self.wait_time_seconds) + 5  # type: ignore[attr-defined]
 
+    # -- dozing: an idle worker nobody watches reads its mailbox once a minute ----------------
+    def _doze_option(self, name: str, default: float) -> float:
+        return float(self.transport_options.get(name, default))  # type: ignore[attr-defined]
+
+    def _should_doze(self, queue: str) -> bool:
+        """Nothing came to mailbox ``queue`` for ``mailbox_doze_after`` seconds and no event
+        listener exists (the listing is cached: at most two ListQueues a minute while awake)."""
+        after = self._doze_option("mailbox_doze_after", 120.0)
+        if not after or time.monotonic() - self._heard.get(queue, time.monotonic()) < after:
+            return False
+        return not self.monitor.listeners("ev")
+
+    def _doze(self, queue: str) -> None:
+        """Read ``queue`` again in ``mailbox_doze_poll`` seconds (from this read's start): SQS
+        keeps a message 60 s, so a command sent meanwhile is still there."""
+        poll = self._doze_option("mailbox_doze_poll", 60.0)
+        if not self.monitor.dozing:
+            self.monitor.mark_dozing(self._new_queue(queue), True)
+            logger.info("remote-control mailbox %s dozes: no command and no event listener for "
+                        "%.0f s; reading it every %.0f s until one comes "
+                        "(ACTIONRUNNER_MAILBOX_DOZE_AFTER=0 keeps it awake)",
+                        queue, self._doze_option("mailbox_doze_after", 120.0), poll)
+        self.hub.call_later(max(0.0, poll - float(self.wait_time_seconds)),  # type: ignore[attr-defined]
+                            self._schedule_queue, queue)  # type: ignore[attr-defined]
+
+    def _wake(self, queue: str, url: str) -> None:
+        self._heard[queue] = time.monotonic()
+        if self.monitor.dozing:
+            self.monitor.mark_dozing(url, False)
+            logger.info("remote-control mailbox %s is awake: a command or a new listener came", queue)
+
     def _watch_mailbox(self, queue: str) -> None:
         """Restart the mailbox's receive loop if it stopped: a failed receive (the queue was
         deleted under the worker, the endpoint was down) ends kombu's loop for good, and the
         worker would stop answering `celery inspect` and Flower while it goes on running actions."""
         if queue not in self._active_queues or self.closed:  # type: ignore[attr-defined]
             return
-        if time.monotonic() - self._polled.get(queue, 0.0) < 2 * self._watch_every:
+        allowed = 2 * self._watch_every + (
+            self._doze_option("mailbox_doze_poll", 60.0) if self.monitor.dozing else 0.0)
+        if time.monotonic() - self._polled.get(queue, 0.0) < allowed:
             return
         logger.warning("the remote-control mailbox %s stopped answering; declaring it again", queue)
         if self._declare_again(queue):
@@ -110,6 +146,9 @@ class MonitorReceiving:
     def _loop1(self, queue: str, messages_fetched: Any = None) -> Any:
         if getattr(self, "closed", False) or getattr(self, "connection", None) is None:
             return None  # a receive that ended after the channel closed: nothing to poll again
+        if (not messages_fetched and self._kind(queue) == "box" and hasattr(self, "_heard")
+                and (self.monitor.dozing or self._should_doze(queue))):
+            return self._doze(queue)
         return super()._loop1(queue, messages_fetched)  # type: ignore[misc]
 
     def _on_messages_ready(self, queue: str, qname: str, messages: Any) -> Any:
@@ -122,7 +161,14 @@ class MonitorReceiving:
             if kind == "box" and hasattr(self, "_polled"):
                 self._polled[qname] = time.monotonic()
             if kind == "box" and messages.get("Messages"):
+                if hasattr(self, "_heard"):
+                    self._wake(qname, queue)
                 self.monitor.refresh()  # e.g. Flower starting: look for its event queue now
+                commands = [m for m in messages["Messages"] if m.get("Body") != KNOCK_BODY]
+                # a knock is not a command: counted as read (kombu loops again at once)
+                handled = len(messages["Messages"]) - len(commands)
+                return handled + SQSChannel._on_messages_ready(  # type: ignore[arg-type]
+                    self, queue, qname, {**messages, "Messages": commands})
             return SQSChannel._on_messages_ready(self, queue, qname, messages)  # type: ignore[arg-type]
         return super()._on_messages_ready(queue, qname, messages)  # type: ignore[misc]
 

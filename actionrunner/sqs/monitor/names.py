@@ -22,6 +22,13 @@ LISTING_TTL_SECONDS = 30.0
 JANITOR_INTERVAL_SECONDS = 60.0
 #: Long poll of a client's reply queue: ``celery inspect`` collects for about a second.
 REPLY_WAIT_SECONDS = 1
+#: What a new event listener sends to every worker's mailbox: a dozing worker wakes up (and
+#: looks for listeners) at its next read; the worker drops it (it is not a Celery command).
+KNOCK_BODY = '{"actionrunner": "knock"}'
+#: The tag a dozing worker puts on its mailbox queue (control clients wait only for those).
+DOZING_TAG = "actionrunner-dozing"
+#: How long a control client waits for dozing workers to read its command (a read a minute).
+DOZING_READ_WAIT_SECONDS = 65.0
 #: SQS queue names are at most 80 characters.
 MAX_QUEUE_NAME = 80
 

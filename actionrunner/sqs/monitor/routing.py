@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from kombu.asynchronous.aws.sqs.message import AsyncMessage
-from kombu.utils.json import dumps
+from kombu.utils.json import dumps, loads
 
 from ... import constants as C
 from .listeners import Monitor, monitor_for
@@ -64,6 +64,8 @@ class MonitorRouting(MonitorReceiving):
             if not hasattr(self, "_monitor_declared"):
                 self._monitor_declared = set()
             self._monitor_declared.add(queue)
+            if self._kind(queue) == "ev":  # a new listener: wake the dozing mailboxes
+                self.monitor.knock()
         return str(url)
 
     def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
@@ -87,6 +89,8 @@ class MonitorRouting(MonitorReceiving):
         if not is_monitoring_exchange(exchange, event_exchange):  # actions: no monitor lookup
             return super().basic_publish(message, exchange, routing_key, **kwargs)  # type: ignore[misc]
         urls = self.monitor.route(exchange, routing_key, event_exchange) or []
+        awaits_replies = (exchange.endswith(".pidbox") and not exchange.startswith("reply.")
+                          and _asks_for_replies(message) and not self.monitor.has_mailbox)
         self._inplace_augment_message(message, exchange, routing_key)  # type: ignore[attr-defined]
         if not urls:
             return None
@@ -98,5 +102,17 @@ class MonitorRouting(MonitorReceiving):
             logger.warning("monitoring message to %s is over SQS's size limit; not sent", exchange)
             return None
         self.monitor.send(urls, {"MessageBody": body})
+        if awaits_replies:  # a control client: dozing workers read it within a minute
+            self.monitor.await_readers(urls)
         return None
+
+
+def _asks_for_replies(message: dict[str, Any]) -> bool:
+    """A remote-control command that wants replies (kombu's Mailbox puts ``reply_to`` in the
+    body, still serialized here; commands are JSON)."""
+    try:
+        body = loads(message.get("body") or "{}")
+    except ValueError:
+        return False
+    return isinstance(body, dict) and bool(body.get("reply_to"))
 
