@@ -3,7 +3,9 @@ a real worker, a real Flower, a real local SQS server, everything over HTTP on 1
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -36,15 +38,15 @@ def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture
-def flower(aws: Any) -> Iterator[httpx.Client]:
+@contextlib.contextmanager
+def _run_flower(*args: str) -> Iterator[httpx.Client]:
     """`celery -A actionrunner flower` behind basic auth; stopped by PID."""
     port = _free_port()
     LOGS.mkdir(parents=True, exist_ok=True)
     log = open(LOGS / "flower.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "actionrunner", "flower", "--address=127.0.0.1",
-         f"--port={port}", "--basic-auth=admin:secret"],
+         f"--port={port}", "--basic-auth=admin:secret", *args],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
     log.close()
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", auth=("admin", "secret"), timeout=10)
@@ -61,6 +63,12 @@ def flower(aws: Any) -> Iterator[httpx.Client]:
     finally:
         client.close()
         stop_process(proc, 15)
+
+
+@pytest.fixture
+def flower(aws: Any) -> Iterator[httpx.Client]:
+    with _run_flower() as client:
+        yield client
 
 
 @pytest.mark.integration
@@ -236,11 +244,13 @@ def test_a_worker_whose_mailbox_was_deleted_answers_again(start_worker: Any, sqs
 
 @pytest.mark.integration
 def test_a_worker_nobody_watches_dozes_and_still_answers_inspect_and_new_listeners(
-        start_worker: Any) -> None:
+        start_worker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Idle and unwatched, the mailbox is read once a poll (not long-polled): `celery inspect`
     waits for the dozing worker, says so, and gets its answer; a new `celery events` listener
     knocks and receives the worker's heartbeats."""
     run = uuid.uuid4().hex[:8]
+    # monitoring queues of its own: another test's listener would keep the worker awake
+    monkeypatch.setenv("ACTIONRUNNER_MONITOR_QUEUE_PREFIX", f"dz{run}-")
     node = f"doze-{run}@{os.uname().nodename}"
     worker = start_worker(concurrency=1, args=("-n", f"doze-{run}@%h"),
                           env={"ACTIONRUNNER_MAILBOX_DOZE_AFTER": "2",
@@ -269,6 +279,8 @@ def test_a_worker_nobody_watches_dozes_and_still_answers_inspect_and_new_listene
               40, "the dozing worker's heartbeats at a new listener")
         assert said("is awake") >= 2
     finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # Ctrl-C, as in a terminal: it deletes its queue
         stop_process(proc, 10)
 
 
@@ -314,3 +326,22 @@ def test_a_control_client_waits_for_dozing_mailboxes_only_and_removes_one_nobody
     assert sorted(left) == sorted([dead, dozing])
     for url in left:
         sqs.delete_queue(QueueUrl=url)
+
+
+@pytest.mark.integration
+def test_flower_started_after_the_workers_dozed_off_wakes_them_and_lists_them(
+        start_worker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flower as deployed (no periodic enable_events broadcast): its event queue's knock wakes
+    the dozing worker, whose heartbeats and answers then reach it."""
+    run = uuid.uuid4().hex[:8]
+    monkeypatch.setenv("ACTIONRUNNER_MONITOR_QUEUE_PREFIX", f"dz{run}-")
+    worker = start_worker(concurrency=1, args=("-n", f"late-{run}@%h"),
+                          env={"ACTIONRUNNER_MAILBOX_DOZE_AFTER": "2",
+                               "ACTIONRUNNER_MAILBOX_DOZE_POLL": "8"})
+    worker.wait_for(lambda: any(" dozes: " in str(e.get("event")) for e in worker.events()),
+                    30, "the mailbox to doze")
+    with _run_flower("--enable_events=False") as flower:
+        _wait(lambda: any(h.startswith(f"late-{run}@")
+                          for h in flower.get("/api/workers?refresh=1").json()),
+              60, "Flower to list the worker that dozed")
+    assert any("is awake" in str(e.get("event")) for e in worker.events())

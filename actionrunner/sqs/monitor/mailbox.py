@@ -109,10 +109,12 @@ class MonitorReceiving:
             self.predefined_queues.pop(key, None)  # type: ignore[attr-defined]
         self.monitor.forget(queue)
         try:
-            self._new_queue(queue)
+            url = self._new_queue(queue)
         except (ClientError, BotoCoreError) as exc:
             logger.warning("could not declare %s again (%s); trying later", queue, exc)
             return False
+        if kind_of(queue) == "box" and self.monitor.dozing:
+            self.monitor.mark_dozing(url, True)  # a new queue: tagged again for the clients
         return True
 
     def _receive_message(self, queue: str, max_number_of_messages: int = 1,
