@@ -59,6 +59,9 @@ class FakeHousekeeper:
     def track(self, url: str, handle: str) -> None:
         pass
 
+    def track_many(self, url: str, handles: list[str]) -> None:
+        pass
+
 
 class FakeQoS:
     prefetch_count = 8

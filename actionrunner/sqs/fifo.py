@@ -242,8 +242,7 @@ class FifoConsumer(MessageSettler):
     def _hand_over(self, q_url: str, qname: str, messages: list[dict[str, Any]]) -> None:
         """(Receiver thread) track the messages at once, then pass them to the event loop."""
         assert self._housekeeper is not None
-        for message in messages:
-            self._housekeeper.track(q_url, message["ReceiptHandle"])
+        self._housekeeper.track_many(q_url, [m["ReceiptHandle"] for m in messages])
         with self._incoming_lock:
             self._incoming += len(messages)
         self._post(self._accept, q_url, qname, messages)

@@ -121,6 +121,13 @@ class Housekeeper(threading.Thread):
         with self._lock:
             self._tracked[receipt_handle] = Tracked(queue_url, receipt_handle, now, now)
 
+    def track_many(self, queue_url: str, receipt_handles: list[str]) -> None:
+        """:meth:`track` each of a receive's messages, under one lock."""
+        now = time.monotonic()
+        with self._lock:
+            for handle in receipt_handles:
+                self._tracked[handle] = Tracked(queue_url, handle, now, now)
+
     def untrack(self, receipt_handle: str) -> None:
         with self._lock:
             self._tracked.pop(receipt_handle, None)
