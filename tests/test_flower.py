@@ -345,3 +345,16 @@ def test_flower_started_after_the_workers_dozed_off_wakes_them_and_lists_them(
                           for h in flower.get("/api/workers?refresh=1").json()),
               60, "Flower to list the worker that dozed")
     assert any("is awake" in str(e.get("event")) for e in worker.events())
+
+
+def test_a_mailbox_that_cannot_be_tagged_never_dozes() -> None:
+    """Without the tag a control client would not wait for it: it stays awake (long-polled)."""
+    from botocore.exceptions import ClientError
+
+    class NoTagging(_Lister):
+        def tag_queue(self, **_: Any) -> None:
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "TagQueue")
+
+    monitor = Monitor(NoTagging(), "ar-", "all")
+    assert monitor.mark_dozing("http://q/ar-box-w", True) is False
+    assert not monitor.dozing and not monitor.can_doze

@@ -54,6 +54,7 @@ class Monitor:
         self._pid = os.getpid()
         #: this process's mailbox dozes (nobody watches): its events go nowhere, unlisted
         self.dozing = False
+        self.can_doze = True  #: False once its mailbox could not be tagged
         atexit.register(self.close)
 
     def sqs_name(self, queue: str) -> str:
@@ -223,17 +224,23 @@ class Monitor:
             return False
         return DOZING_TAG in tags
 
-    def mark_dozing(self, url: str, dozing: bool) -> None:
-        """Tag (or untag) this worker's mailbox ``url`` as dozing, for control clients."""
-        self.dozing = dozing
+    def mark_dozing(self, url: str, dozing: bool) -> bool:
+        """Tag (or untag) this worker's mailbox ``url`` as dozing, for control clients. A
+        mailbox that cannot be tagged never dozes: a client would not know to wait for it."""
         try:
             if dozing:
                 self.client.tag_queue(QueueUrl=url, Tags={DOZING_TAG: "true"})
             else:
                 self.client.untag_queue(QueueUrl=url, TagKeys=[DOZING_TAG])
         except (ClientError, BotoCoreError) as exc:
-            logger.warning("could not %s mailbox %s as dozing: %s", "tag" if dozing else "untag",
-                           url, exc)
+            if dozing:
+                self.can_doze = False
+                logger.warning("could not tag mailbox %s as dozing (%s): it stays awake, long-polled "
+                               "(grant sqs:TagQueue on the monitoring queues)", url, exc)
+                return False
+            logger.warning("could not untag mailbox %s: %s", url, exc)
+        self.dozing = dozing
+        return True
 
     def send(self, urls: list[str], entry: dict[str, Any]) -> None:
         if not urls:

@@ -58,22 +58,26 @@ class MonitorReceiving:
         """Nothing came to mailbox ``queue`` for ``mailbox_doze_after`` seconds and no event
         listener exists (the listing is cached: at most two ListQueues a minute while awake)."""
         after = self._doze_option("mailbox_doze_after", 120.0)
-        if not after or time.monotonic() - self._heard.get(queue, time.monotonic()) < after:
+        quiet = time.monotonic() - self._heard.get(queue, time.monotonic())
+        if not after or not self.monitor.can_doze or quiet < after:
             return False
         return not self.monitor.listeners("ev")
 
-    def _doze(self, queue: str) -> None:
+    def _doze(self, queue: str) -> bool:
         """Read ``queue`` again in ``mailbox_doze_poll`` seconds (from this read's start): SQS
-        keeps a message 60 s, so a command sent meanwhile is still there."""
+        keeps a message 60 s, so a command sent meanwhile is still there. False: it cannot doze
+        (its queue could not be tagged)."""
         poll = self._doze_option("mailbox_doze_poll", 60.0)
         if not self.monitor.dozing:
-            self.monitor.mark_dozing(self._new_queue(queue), True)
+            if not self.monitor.mark_dozing(self._new_queue(queue), True):
+                return False
             logger.info("remote-control mailbox %s dozes: no command and no event listener for "
                         "%.0f s; reading it every %.0f s until one comes "
                         "(ACTIONRUNNER_MAILBOX_DOZE_AFTER=0 keeps it awake)",
                         queue, self._doze_option("mailbox_doze_after", 120.0), poll)
         self.hub.call_later(max(0.0, poll - float(self.wait_time_seconds)),  # type: ignore[attr-defined]
                             self._schedule_queue, queue)  # type: ignore[attr-defined]
+        return True
 
     def _wake(self, queue: str, url: str) -> None:
         self._heard[queue] = time.monotonic()
@@ -149,8 +153,8 @@ class MonitorReceiving:
         if getattr(self, "closed", False) or getattr(self, "connection", None) is None:
             return None  # a receive that ended after the channel closed: nothing to poll again
         if (not messages_fetched and self._kind(queue) == "box" and hasattr(self, "_heard")
-                and (self.monitor.dozing or self._should_doze(queue))):
-            return self._doze(queue)
+                and (self.monitor.dozing or self._should_doze(queue)) and self._doze(queue)):
+            return None
         return super()._loop1(queue, messages_fetched)  # type: ignore[misc]
 
     def _on_messages_ready(self, queue: str, qname: str, messages: Any) -> Any:
