@@ -160,8 +160,9 @@ def run_matrix(args: argparse.Namespace, sides: tuple[str, ...], proxy: Counting
 
     table = Table(title=f"SQS requests per action by action length, -c and pool ({args.groups} "
                         f"groups, {args.sqs}; drain/s indicative: the machine's cores are shared)")
-    for col in ("side", "action", "-c", "pool", "actions", "ReceiveMessage", "DeleteMessageBatch",
-                "other", "worker total", "with the send", "drain/s", "worker CPU ms/action"):
+    for col in ("side", "action", "-c", "pool", "actions", "ReceiveMessage", "(empty)",
+                "DeleteMessageBatch", "other", "worker total", "with the send", "drain/s",
+                "worker CPU ms/action"):
         table.add_column(col, justify="left" if col in ("side", "pool") else "right")
     rows = []
     for side, sleep_ms, concurrency, pool, drain in results:
@@ -169,13 +170,15 @@ def run_matrix(args: argparse.Namespace, sides: tuple[str, ...], proxy: Counting
         send = sum(n for api, n in drain.counts["send"].items() if api != EMPTY_RECEIVE)
         n = drain.count
         row = {"side": side, "sleep_ms": sleep_ms, "concurrency": concurrency, "pool": pool,
-               "actions": n, "receive": receive / n, "delete": delete / n, "other": other / n,
+               "actions": n, "receive": receive / n,
+               "empty_receive": drain.counts["worker"][EMPTY_RECEIVE] / n,
+               "delete": delete / n, "other": other / n,
                "worker": (receive + delete + other) / n,
                "with_send": (receive + delete + other + send) / n,
                "drain_per_s": drain.rate, "cpu_ms": drain.cpu_ms}
         rows.append(row)
         table.add_row(side, f"{sleep_ms} ms", str(concurrency), pool, f"{n:,}",
-                      *(f"{row[k]:.3f}" for k in ("receive", "delete", "other")),
+                      *(f"{row[k]:.3f}" for k in ("receive", "empty_receive", "delete", "other")),
                       f"[b]{row['worker']:.3f}[/]", f"{row['with_send']:.3f}",
                       h.fmt(drain.rate, ",.0f"), h.fmt(drain.cpu_ms, ".2f"))
     console.print(table)
