@@ -293,9 +293,11 @@ def send_probe(side: str, group: str, seq: int, run: str, sleep_ms: int = 0) -> 
 
 
 @contextlib.contextmanager
-def probe_worker(side: str, concurrency: int, log_name: str, record: Path, **env: str
-                 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``side``'s worker, recording probe executions to ``record``."""
+def probe_worker(side: str, concurrency: int, log_name: str, record: Path, pool: str | None = None,
+                 **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``side``'s worker, recording probe executions to ``record``; ``pool``: its ``-P``
+    (Celery's default, prefork, when None)."""
+    extra = ("-P", pool) if pool else ()
     with environ(ACTIONRUNNER_BENCH_RECORD=str(record), **env), \
-            worker(WORKER_APP[side], concurrency, log_name) as proc:
+            worker(WORKER_APP[side], concurrency, log_name, *extra) as proc:
         yield proc
