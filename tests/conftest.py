@@ -62,6 +62,20 @@ from actionrunner.local import LocalAWS  # noqa: E402
 from actionrunner.settings import Settings, get_settings  # noqa: E402
 
 
+def _interrupted(signum: int, _frame: Any) -> None:
+    """The first SIGINT or SIGTERM ends the session as ^C does (its fixtures stop the servers
+    they started); later ones are ignored, so they cannot cut that teardown short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# scripts/test runs the two passes as background jobs, which start with SIGINT ignored, and stops
+# them with SIGTERM when it is interrupted: both signals end a session the same way.
+signal.signal(signal.SIGINT, _interrupted)
+signal.signal(signal.SIGTERM, _interrupted)
+
+
 @pytest.fixture(scope="session")
 def aws() -> Iterator[LocalAWS]:
     """The local AWS, with the default queues provisioned. Stopped (by PID) after the session."""
