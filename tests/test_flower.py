@@ -358,3 +358,31 @@ def test_a_mailbox_that_cannot_be_tagged_never_dozes() -> None:
     monitor = Monitor(NoTagging(), "ar-", "all")
     assert monitor.mark_dozing("http://q/ar-box-w", True) is False
     assert not monitor.dozing and not monitor.can_doze
+
+
+@pytest.mark.integration
+def test_work_wakes_a_dozing_mailbox_and_keeps_it_awake(
+        start_worker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that receives actions is not idle: its mailbox is read at once (a revoke or an
+    inspect about that work does not wait for the next read) and long-polled while work comes."""
+    from tests.actions import record
+
+    run = uuid.uuid4().hex[:8]
+    monkeypatch.setenv("ACTIONRUNNER_MONITOR_QUEUE_PREFIX", f"dz{run}-")
+    worker = start_worker(concurrency=1, args=("-n", f"busy-{run}@%h"),
+                          env={"ACTIONRUNNER_MAILBOX_DOZE_AFTER": "3",
+                               "ACTIONRUNNER_MAILBOX_DOZE_POLL": "30"})
+
+    def said(text: str) -> int:
+        return sum(text in str(e.get("event")) for e in worker.events())
+
+    worker.wait_for(lambda: said(" dozes: ") >= 1, 30, "the mailbox to doze")
+    record.delay(bucket=f"wake{run}", token="t")
+    worker.wait_for(lambda: said("is awake") >= 1, 10, "an action to wake the mailbox")
+    worker.wait_for(lambda: worker.lifecycle("succeeded", action="tests.actions.record"), 10,
+                    "the action to run")
+    started = time.monotonic()
+    ping = _celery("inspect", "ping", "-d", f"busy-{run}@{os.uname().nodename}", "-t", "3")
+    assert ping.returncode == 0 and "pong" in ping.stdout, ping.stdout + ping.stderr
+    assert "dozing" not in ping.stderr and time.monotonic() - started < 15, ping.stderr
+    assert said(" dozes: ") == 1  # awake within its 3 s of the action, not read 30 s later

@@ -265,6 +265,7 @@ class FifoConsumer(MessageSettler):
         if callback is None or self._dispatcher.closed:
             self._housekeeper.release([(q_url, m["ReceiptHandle"]) for m in messages])
             return
+        self._work_arrived()
         for message in messages:
             group = str((message.get("Attributes") or {}).get("MessageGroupId", ""))
             held = Held(group, callback, message, q_url, message["ReceiptHandle"])
@@ -272,6 +273,10 @@ class FifoConsumer(MessageSettler):
             self._held[held.receipt_handle] = held
             if self._dispatcher.offer(group, held):
                 self._deliver(held)
+
+    def _work_arrived(self) -> None:
+        """(Event loop) actions were received: the worker is not idle (the remote-control
+        mailbox, :mod:`.monitor.mailbox`, wakes if it dozes)."""
 
     def _read(self, held: Held, body: str | None = None) -> None:
         """Decode the message (or its claim-checked ``body``) into ``held``: a payload, a

@@ -23,13 +23,14 @@ once when a broadcast arrives, as Flower sends one when it starts), and sends fr
 thread with SendMessageBatch, so the worker's loop never waits on monitoring and events to one
 queue share requests. With nobody listening, an event costs no request at all.
 
-A worker nobody watches dozes: after ``mailbox_doze_after`` seconds with no command and no event
-listener, its mailbox is read every ``mailbox_doze_poll`` seconds (≤ 60, the retention) instead
-of long-polled, its events go nowhere without a listing, and its queue is tagged
-``actionrunner-dozing`` (an idle worker: 4 requests a minute, not 9). Any message wakes it: a
-command, or the knock a new event listener sends to every mailbox when it declares its queue. A
-control client that wants replies waits until the dozing mailboxes read its command (and deletes
-one that never does: its worker was killed) before kombu collects for its second.
+An idle worker nobody watches dozes: after ``mailbox_doze_after`` seconds with no action, no
+command and no event listener, its mailbox is read every ``mailbox_doze_poll`` seconds (≤ 60, the
+retention) instead of long-polled, its events go nowhere without a listing, and its queue is
+tagged ``actionrunner-dozing`` (an idle worker: 4 requests a minute, not 9). Any of those wakes
+it: an action (read at once), a command, or the knock a new event listener sends to every
+mailbox when it declares its queue. A control client that wants replies waits until the dozing
+mailboxes read its command (and deletes one that never does: its worker was killed) before
+kombu collects for its second.
 
 The queues keep messages 60 s (SQS's minimum) and hide what was received for longer than that,
 so a received message is never deleted: it expires. Events are one-way notices and control

@@ -55,6 +55,8 @@ class Monitor:
         #: this process's mailbox dozes (nobody watches): its events go nowhere, unlisted
         self.dozing = False
         self.can_doze = True  #: False once its mailbox could not be tagged
+        self.last_work = 0.0  #: when this process last received actions (monotonic)
+        self._wakers: list[Callable[[], None]] = []
         atexit.register(self.close)
 
     def sqs_name(self, queue: str) -> str:
@@ -223,6 +225,18 @@ class Monitor:
         except (ClientError, BotoCoreError):
             return False
         return DOZING_TAG in tags
+
+    def on_work(self, waker: Callable[[], None]) -> None:
+        """Call ``waker`` (a mailbox's channel) when actions arrive while the mailbox dozes."""
+        if waker not in self._wakers:
+            self._wakers.append(waker)
+
+    def work_arrived(self) -> None:
+        """This process received actions (its event loop): it is not idle."""
+        self.last_work = time.monotonic()
+        if self.dozing:
+            for waker in list(self._wakers):
+                waker()
 
     def mark_dozing(self, url: str, dozing: bool) -> bool:
         """Tag (or untag) this worker's mailbox ``url`` as dozing, for control clients. A

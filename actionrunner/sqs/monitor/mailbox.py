@@ -25,7 +25,8 @@ class MonitorReceiving:
 
     _monitor_declared: set[str]
     _polled: dict[str, float]  #: a mailbox's last receive (its watchdog's clock)
-    _heard: dict[str, float]  #: a mailbox's last message (its doze clock)
+    _heard: dict[str, float]  #: a mailbox's last message, or the last work (its doze clock)
+    _doze_timers: dict[str, Any]  #: a dozing mailbox's next read (a hub timer entry)
 
     if TYPE_CHECKING:  # provided by MonitorRouting
         monitor: Monitor
@@ -43,6 +44,7 @@ class MonitorReceiving:
             now = time.monotonic()
             self._polled = {**getattr(self, "_polled", {}), queue: now}
             self._heard = {**getattr(self, "_heard", {}), queue: now}
+            self.monitor.on_work(self._wake_for_work)
             hub.call_repeatedly(self._watch_every, self._watch_mailbox, queue)
         return tag
 
@@ -55,10 +57,12 @@ class MonitorReceiving:
         return float(self.transport_options.get(name, default))  # type: ignore[attr-defined]
 
     def _should_doze(self, queue: str) -> bool:
-        """Nothing came to mailbox ``queue`` for ``mailbox_doze_after`` seconds and no event
-        listener exists (the listing is cached: at most two ListQueues a minute while awake)."""
+        """Nothing came to mailbox ``queue``, and no action to the worker, for
+        ``mailbox_doze_after`` seconds, and no event listener exists (the listing is cached: at
+        most two ListQueues a minute while awake)."""
         after = self._doze_option("mailbox_doze_after", 120.0)
-        quiet = time.monotonic() - self._heard.get(queue, time.monotonic())
+        quiet = time.monotonic() - max(self._heard.get(queue, time.monotonic()),
+                                       self.monitor.last_work)
         if not after or not self.monitor.can_doze or quiet < after:
             return False
         return not self.monitor.listeners("ev")
@@ -71,19 +75,42 @@ class MonitorReceiving:
         if not self.monitor.dozing:
             if not self.monitor.mark_dozing(self._new_queue(queue), True):
                 return False
-            logger.info("remote-control mailbox %s dozes: no command and no event listener for "
+            logger.info("remote-control mailbox %s dozes: no command, no action and no event listener for "
                         "%.0f s; reading it every %.0f s until one comes "
                         "(ACTIONRUNNER_MAILBOX_DOZE_AFTER=0 keeps it awake)",
                         queue, self._doze_option("mailbox_doze_after", 120.0), poll)
-        self.hub.call_later(max(0.0, poll - float(self.wait_time_seconds)),  # type: ignore[attr-defined]
-                            self._schedule_queue, queue)  # type: ignore[attr-defined]
+        timers = self.__dict__.setdefault("_doze_timers", {})
+        timers[queue] = self.hub.call_later(  # type: ignore[attr-defined]
+            max(0.0, poll - float(self.wait_time_seconds)), self._doze_read, queue)
         return True
+
+    def _doze_read(self, queue: str) -> None:
+        self._doze_timers.pop(queue, None)
+        self._schedule_queue(queue)  # type: ignore[attr-defined]
+
+    def _work_arrived(self) -> None:
+        """Actions were received (on this process's work channel): the worker is not idle."""
+        monitor = self.__dict__.get("_work_monitor")
+        if monitor is None:  # (once per channel: this runs per receive)
+            monitor = self.__dict__["_work_monitor"] = self.monitor
+        monitor.work_arrived()
+
+    def _wake_for_work(self) -> None:
+        """(The mailbox's channel) the worker got work while its mailbox dozed: wake it and read
+        it at once, so a revoke or an inspect about that work does not wait for the next read."""
+        for queue in getattr(self, "_heard", {}):
+            self._wake(queue, self._new_queue(queue))
+            timer = self._doze_timers.pop(queue, None)
+            if timer is not None:  # (else its read is under way)
+                timer.cancel()
+                self.hub.call_soon(self._schedule_queue, queue)  # type: ignore[attr-defined]
 
     def _wake(self, queue: str, url: str) -> None:
         self._heard[queue] = time.monotonic()
         if self.monitor.dozing:
             self.monitor.mark_dozing(url, False)
-            logger.info("remote-control mailbox %s is awake: a command or a new listener came", queue)
+            logger.info("remote-control mailbox %s is awake: a command, a new listener or an action came",
+                        queue)
 
     def _watch_mailbox(self, queue: str) -> None:
         """Restart the mailbox's receive loop if it stopped: a failed receive (the queue was
