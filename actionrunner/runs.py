@@ -212,8 +212,12 @@ def keeps_results(action: str | None) -> bool:
 def _record(event: str, fields: dict[str, Any], result: Any) -> None:
     if event not in STATUS_OF_EVENT:
         return
-    rt = runtime.current()
-    api_run = bool(fields.get("api_run")) and rt.settings.run_status != "off"
-    if not api_run and not keeps_results(fields.get("action")):
+    if fields.get("api_run"):
+        rt = runtime.current()
+        if rt.settings.run_status == "off" and not keeps_results(fields.get("action")):
+            return
+    elif keeps_results(fields.get("action")):
+        rt = runtime.current()
+    else:  # the common case: nothing of this run is kept (no runtime asked for)
         return
     run_store(rt).record(event, fields, result)

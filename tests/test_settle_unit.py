@@ -20,7 +20,7 @@ from actionrunner.app import app
 from actionrunner.errors import IdempotencyInProgress, RetryLater
 from actionrunner.settle import DeadLetter, Hold, Policy, Reason, Release, Retry, Wait, decide
 from actionrunner.sqs import claimcheck, inbound
-from actionrunner.sqs.housekeeper import DeadLetterJob, Housekeeper
+from actionrunner.sqs.housekeeper import DeadLetterJob, Housekeeper, _Delete
 from actionrunner.sqs.receiver import Receiver
 from bench.hostile import KINDS, Context
 
@@ -239,6 +239,19 @@ def test_the_receiver_asks_only_for_what_the_worker_has_room_for() -> None:
     assert got and client.calls[0]["MaxNumberOfMessages"] == 3
 
 
+
+def test_a_freed_slot_wakes_the_idle_receiver_only_when_there_is_demand() -> None:
+    room = {"n": 0}
+    receiver = Receiver(FakeSQS([]), "http://q/actions.fifo", demand=lambda: room["n"],
+                        deliver=lambda m: None, release=lambda m: None, wait_time_seconds=0,
+                        visibility_timeout=30)
+    receiver._idle = True  # waiting for room
+    receiver.wake()  # room freed below the watermark: nothing to ask for yet
+    assert not receiver._wake.is_set()
+    room["n"] = 10
+    receiver.wake()
+    assert receiver._wake.is_set()
+
 # -- the housekeeper -----------------------------------------------------------------------------
 class FakeKeeperSQS:
     """Fails the first ``fail`` calls of each API; ``failed_entries`` returns Failed entries."""
@@ -296,6 +309,21 @@ def test_a_delete_whose_handle_is_gone_is_given_up_loudly(caplog: pytest.LogCapt
     _eventually(lambda: any("delete-failed" in str(r.msg) for r in caplog.records))
     keeper.stop()
 
+
+
+def test_deletes_go_ten_at_a_time_and_the_rest_after_the_linger() -> None:
+    client = FakeKeeperSQS()
+    keeper = _keeper(client, linger=0.3)
+    with keeper._lock:  # 13 queued at once (as between two looks of a busy worker)
+        for i in range(13):
+            keeper._deletes.append(_Delete("q", f"h{i}"))
+        keeper._lock.notify()
+    _eventually(lambda: len(client.calls.get("delete", [])) >= 1)
+    time.sleep(0.1)  # the three left wait for the next ten or the linger, not a batch of their own
+    assert [len(c["Entries"]) for c in client.calls["delete"]] == [10]
+    _eventually(lambda: len(client.calls["delete"]) == 2)
+    keeper.stop()
+    assert [len(c["Entries"]) for c in client.calls["delete"]] == [10, 3]
 
 def test_the_heartbeat_retries_and_reports_messages_it_lost() -> None:
     lost: list[str] = []

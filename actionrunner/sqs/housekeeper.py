@@ -5,9 +5,9 @@ Celery's event loop is busy or stopped (during a warm shutdown, running actions 
 messages alive until they finish), and no SQS error ever reaches the event loop. Every request is
 retried until it succeeds or there is nothing left to do:
 
-* :meth:`delete` queues a message for DeleteMessageBatch: sent when ten are queued, or when the
-  oldest has waited ``linger`` seconds (0.25 s: batches fill), or at once when the worker has
-  nothing else to run (``urgent``: lingering would only add latency). A failed call, or a
+* :meth:`delete` queues a message for DeleteMessageBatch: sent ten at a time as they queue up,
+  the rest when the oldest has waited ``linger`` seconds (0.25 s: batches fill), or at once when
+  the worker has nothing else to run (``urgent``: lingering would only add latency). A failed call, or a
   ``Failed`` entry, is sent again with the same receipt handle, and the message keeps its
   heartbeat meanwhile, so the handle stays valid. A delete that
   finally fails (the handle expired) is a ``delete-failed`` line and metric: the message runs
@@ -180,9 +180,23 @@ class Housekeeper(threading.Thread):
 
     # -- the thread ------------------------------------------------------------------------
     def _deletes_due(self, now: float) -> bool:
-        if self._urgent or len(self._deletes) >= C.SQS_MAX_BATCH or self._stopping:
+        if self._urgent or self._stopping:
             return True
-        return any(d.due <= now and now - d.since >= self.linger for d in self._deletes)
+        ready = [d for d in self._deletes if d.due <= now]
+        return len(ready) >= C.SQS_MAX_BATCH or any(now - d.since >= self.linger for d in ready)
+
+    def _take_deletes(self, now: float) -> list[_Delete]:
+        """(Under the lock, when :meth:`_deletes_due`) the deletes to send now: every ready one
+        when the worker is idle or stopping or one has waited ``linger``; else whole batches of
+        ten only, the rest left for the next ten or the linger (11 queued sent at once are two
+        requests, one of them for a single message)."""
+        ready = [d for d in self._deletes if d.due <= now]
+        if not (self._urgent or self._stopping or any(now - d.since >= self.linger for d in ready)):
+            ready = ready[: len(ready) // C.SQS_MAX_BATCH * C.SQS_MAX_BATCH]
+        taken = {id(d) for d in ready}
+        self._deletes = [d for d in self._deletes if id(d) not in taken]
+        self._urgent = False
+        return ready
 
     def run(self) -> None:
         while True:
@@ -195,9 +209,7 @@ class Housekeeper(threading.Thread):
                 now = time.monotonic()
                 deletes: list[_Delete] = []
                 if self._deletes_due(now):
-                    deletes = [d for d in self._deletes if d.due <= now]
-                    self._deletes = [d for d in self._deletes if d.due > now]
-                    self._urgent = False
+                    deletes = self._take_deletes(now)
                 releases, self._releases = self._releases, []
                 letters = [j for j in self._dead_letters if j.due <= now]
                 self._dead_letters = [j for j in self._dead_letters if j.due > now]

@@ -178,9 +178,17 @@ class Receiver(threading.Thread):
         self.received = 0
 
     def wake(self) -> None:
-        """Room was freed: look at the demand now (a no-op unless the loop waits for room)."""
-        if self._idle:
+        """Room was freed: look at the demand now. A no-op unless the loop waits for room and
+        there is now some to ask for: below the watermark most acks free room that ``demand``
+        does not ask for yet, and waking the thread for each would only cost a thread switch."""
+        if self._idle and self._wanted():
             self._wake.set()
+
+    def _wanted(self) -> bool:
+        try:
+            return self.demand() > 0
+        except Exception:  # the loop logs it; let it look
+            return True
 
     def stop(self) -> None:
         self._stopping.set()

@@ -14,13 +14,19 @@ from celery import signals
 
 from ..logging import log_event
 
-_started: dict[str, float] = {}
+#: Per running call: when it started and the fields its lines share (read once, at its start).
+_started: dict[str, tuple[float, dict[str, Any]]] = {}
+_action_types: dict[type, bool] = {}  # task class → is it an action (asked once per class)
 
 
 def _is_action(task: Any) -> bool:
-    from ..action import Action  # (not at import: actions import this module's package)
+    kind = type(task)
+    known = _action_types.get(kind)
+    if known is None:
+        from ..action import is_action  # (not at import: actions import this module's package)
 
-    return isinstance(task, Action) and getattr(task, "input_model", None) is not None
+        known = _action_types[kind] = is_action(task)
+    return known
 
 
 def _common(task: Any, request: Any) -> dict[str, Any]:
@@ -38,9 +44,13 @@ def _common(task: Any, request: Any) -> dict[str, Any]:
     }
 
 
-def _duration_ms(task_id: str | None) -> float | None:
-    start = _started.pop(task_id or "", None)
-    return None if start is None else round((time.perf_counter() - start) * 1000, 3)
+def _finish(task: Any, request: Any, task_id: str | None) -> tuple[dict[str, Any], float | None]:
+    """The call's common fields (as its start line had them) and its duration in ms."""
+    started = _started.pop(task_id or "", None)
+    if started is None:
+        return _common(task, request), None
+    start, common = started
+    return common, round((time.perf_counter() - start) * 1000, 3)
 
 
 @signals.task_prerun.connect
@@ -50,11 +60,11 @@ def _on_prerun(sender: Any = None, task_id: str | None = None, task: Any = None,
     request = task.request
     if request.called_directly:
         return
-    _started[task_id or ""] = time.perf_counter()
-    sqs = getattr(request, "sqs", None) or {}
-    sent = sqs.get("sent_timestamp_ms")
+    common = _common(task, request)
+    _started[task_id or ""] = (time.perf_counter(), common)
+    sent = (getattr(request, "sqs", None) or {}).get("sent_timestamp_ms")
     wait = None if sent is None else max(0.0, round(time.time() * 1000 - sent, 1))
-    log_event("started", **_common(task, request), queue_wait_ms=wait)
+    log_event("started", **common, queue_wait_ms=wait)
 
 
 @signals.task_success.connect
@@ -64,9 +74,10 @@ def _on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
     request = sender.request
     if request.called_directly:
         return
+    common, duration = _finish(sender, request, request.id)
     replay = getattr(request, "idempotency", None)  # idempotent_replay: the saved result, not a run
     log_event(
-        "succeeded", **_common(sender, request), duration_ms=_duration_ms(request.id),
+        "succeeded", **common, duration_ms=duration,
         outcome="succeeded", result=result, **(dict(replay) if replay else {}),
     )
 
@@ -77,8 +88,9 @@ def _on_failure(
 ) -> None:
     if not _is_action(sender):
         return
+    common, duration = _finish(sender, sender.request, task_id)
     log_event(
-        "failed", **_common(sender, sender.request), duration_ms=_duration_ms(task_id), outcome="failed",
+        "failed", **common, duration_ms=duration, outcome="failed",
         error_type=type(exception).__name__ if exception else None,
         error=str(exception)[:500] if exception else None,
         level=40,
