@@ -242,24 +242,33 @@ def test_a_worker_whose_mailbox_was_deleted_answers_again(start_worker: Any, sqs
     _wait(answers, 60, "the worker to declare its mailbox again and answer")
 
 
+class _Dozer:
+    """A worker with monitoring queues of its own (another test's listener would keep it
+    awake), started with short doze timings, that has dozed off once."""
+
+    def __init__(self, start_worker: Any, monkeypatch: pytest.MonkeyPatch, name: str,
+                 after: str = "2", poll: str = "8") -> None:
+        self.run = uuid.uuid4().hex[:8]
+        monkeypatch.setenv("ACTIONRUNNER_MONITOR_QUEUE_PREFIX", f"dz{self.run}-")
+        self.node = f"{name}-{self.run}@{os.uname().nodename}"
+        self.worker = start_worker(concurrency=1, args=("-n", f"{name}-{self.run}@%h"),
+                                   env={"ACTIONRUNNER_MAILBOX_DOZE_AFTER": after,
+                                        "ACTIONRUNNER_MAILBOX_DOZE_POLL": poll})
+        self.worker.wait_for(lambda: self.said(" dozes: ") >= 1, 30, "the mailbox to doze")
+
+    def said(self, text: str) -> int:
+        """How many of the worker's log lines say ``text``."""
+        return sum(text in str(e.get("event")) for e in self.worker.events())
+
+
 @pytest.mark.integration
 def test_a_worker_nobody_watches_dozes_and_still_answers_inspect_and_new_listeners(
         start_worker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Idle and unwatched, the mailbox is read once a poll (not long-polled): `celery inspect`
     waits for the dozing worker, says so, and gets its answer; a new `celery events` listener
     knocks and receives the worker's heartbeats."""
-    run = uuid.uuid4().hex[:8]
-    # monitoring queues of its own: another test's listener would keep the worker awake
-    monkeypatch.setenv("ACTIONRUNNER_MONITOR_QUEUE_PREFIX", f"dz{run}-")
-    node = f"doze-{run}@{os.uname().nodename}"
-    worker = start_worker(concurrency=1, args=("-n", f"doze-{run}@%h"),
-                          env={"ACTIONRUNNER_MAILBOX_DOZE_AFTER": "2",
-                               "ACTIONRUNNER_MAILBOX_DOZE_POLL": "8"})
-
-    def said(text: str) -> int:
-        return sum(text in str(e.get("event")) for e in worker.events())
-
-    worker.wait_for(lambda: said(" dozes: ") >= 1, 30, "the mailbox to doze")
+    dozer = _Dozer(start_worker, monkeypatch, "doze")
+    run, node, worker, said = dozer.run, dozer.node, dozer.worker, dozer.said
     time.sleep(1)  # past its read: the command waits for the next one
     started = time.monotonic()
     ping = _celery("inspect", "ping", "-d", node, "-t", "3")
@@ -333,18 +342,12 @@ def test_flower_started_after_the_workers_dozed_off_wakes_them_and_lists_them(
         start_worker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Flower as deployed (no periodic enable_events broadcast): its event queue's knock wakes
     the dozing worker, whose heartbeats and answers then reach it."""
-    run = uuid.uuid4().hex[:8]
-    monkeypatch.setenv("ACTIONRUNNER_MONITOR_QUEUE_PREFIX", f"dz{run}-")
-    worker = start_worker(concurrency=1, args=("-n", f"late-{run}@%h"),
-                          env={"ACTIONRUNNER_MAILBOX_DOZE_AFTER": "2",
-                               "ACTIONRUNNER_MAILBOX_DOZE_POLL": "8"})
-    worker.wait_for(lambda: any(" dozes: " in str(e.get("event")) for e in worker.events()),
-                    30, "the mailbox to doze")
+    dozer = _Dozer(start_worker, monkeypatch, "late")
     with _run_flower("--enable_events=False") as flower:
-        _wait(lambda: any(h.startswith(f"late-{run}@")
+        _wait(lambda: any(h.startswith(f"late-{dozer.run}@")
                           for h in flower.get("/api/workers?refresh=1").json()),
               60, "Flower to list the worker that dozed")
-    assert any("is awake" in str(e.get("event")) for e in worker.events())
+    assert dozer.said("is awake")
 
 
 def test_a_mailbox_that_cannot_be_tagged_never_dozes() -> None:
@@ -367,22 +370,14 @@ def test_work_wakes_a_dozing_mailbox_and_keeps_it_awake(
     inspect about that work does not wait for the next read) and long-polled while work comes."""
     from tests.actions import record
 
-    run = uuid.uuid4().hex[:8]
-    monkeypatch.setenv("ACTIONRUNNER_MONITOR_QUEUE_PREFIX", f"dz{run}-")
-    worker = start_worker(concurrency=1, args=("-n", f"busy-{run}@%h"),
-                          env={"ACTIONRUNNER_MAILBOX_DOZE_AFTER": "3",
-                               "ACTIONRUNNER_MAILBOX_DOZE_POLL": "30"})
-
-    def said(text: str) -> int:
-        return sum(text in str(e.get("event")) for e in worker.events())
-
-    worker.wait_for(lambda: said(" dozes: ") >= 1, 30, "the mailbox to doze")
+    dozer = _Dozer(start_worker, monkeypatch, "busy", after="3", poll="30")
+    run, worker, said = dozer.run, dozer.worker, dozer.said
     record.delay(bucket=f"wake{run}", token="t")
     worker.wait_for(lambda: said("is awake") >= 1, 10, "an action to wake the mailbox")
     worker.wait_for(lambda: worker.lifecycle("succeeded", action="tests.actions.record"), 10,
                     "the action to run")
     started = time.monotonic()
-    ping = _celery("inspect", "ping", "-d", f"busy-{run}@{os.uname().nodename}", "-t", "3")
+    ping = _celery("inspect", "ping", "-d", dozer.node, "-t", "3")
     assert ping.returncode == 0 and "pong" in ping.stdout, ping.stdout + ping.stderr
     assert "dozing" not in ping.stderr and time.monotonic() - started < 15, ping.stderr
     assert said(" dozes: ") == 1  # awake within its 3 s of the action, not read 30 s later
