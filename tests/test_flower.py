@@ -351,7 +351,8 @@ def test_flower_started_after_the_workers_dozed_off_wakes_them_and_lists_them(
 
 
 def test_a_mailbox_that_cannot_be_tagged_never_dozes() -> None:
-    """Without the tag a control client would not wait for it: it stays awake (long-polled)."""
+    """Without the tag a control client would not wait for it: it stays awake (long-polled);
+    after an error of the moment it dozes at a later read."""
     from botocore.exceptions import ClientError
 
     class NoTagging(_Lister):
@@ -361,6 +362,20 @@ def test_a_mailbox_that_cannot_be_tagged_never_dozes() -> None:
     monitor = Monitor(NoTagging(), "ar-", "all")
     assert monitor.mark_dozing("http://q/ar-box-w", True) is False
     assert not monitor.dozing and not monitor.can_doze
+
+    class Throttled(_Lister):
+        calls = 0
+
+        def tag_queue(self, **_: Any) -> None:
+            Throttled.calls += 1
+            if Throttled.calls == 1:  # an error of the moment: awake now, dozes at a later read
+                raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow"}},
+                                  "TagQueue")
+
+    monitor = Monitor(Throttled(), "ar-", "all")
+    assert monitor.mark_dozing("http://q/ar-box-w", True) is False
+    assert not monitor.dozing and monitor.can_doze
+    assert monitor.mark_dozing("http://q/ar-box-w", True) is True and monitor.dozing
 
 
 @pytest.mark.integration

@@ -248,9 +248,14 @@ class Monitor:
                 self.client.untag_queue(QueueUrl=url, TagKeys=[DOZING_TAG])
         except (ClientError, BotoCoreError) as exc:
             if dozing:
-                self.can_doze = False
-                logger.warning("could not tag mailbox %s as dozing (%s): it stays awake, long-polled "
-                               "(grant sqs:TagQueue on the monitoring queues)", url, exc)
+                code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+                if "Denied" in code or "Authoriz" in code:  # for good: never doze
+                    self.can_doze = False
+                    logger.warning("could not tag mailbox %s as dozing (%s): it stays awake, "
+                                   "long-polled (grant sqs:TagQueue on the monitoring queues)", url, exc)
+                else:  # an error of the moment: awake for now, tried again at the next read
+                    logger.info("could not tag mailbox %s as dozing (%s); it stays awake for now",
+                                url, exc)
                 return False
             logger.warning("could not untag mailbox %s: %s", url, exc)
         self.dozing = dozing
