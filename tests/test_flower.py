@@ -396,3 +396,13 @@ def test_work_wakes_a_dozing_mailbox_and_keeps_it_awake(
     assert ping.returncode == 0 and "pong" in ping.stdout, ping.stdout + ping.stderr
     assert "dozing" not in ping.stderr and time.monotonic() - started < 15, ping.stderr
     assert said(" dozes: ") == 1  # awake within 8 s of the action: not read 40 s later
+
+
+def test_inspect_with_a_destination_waits_only_for_the_named_nodes_mailboxes() -> None:
+    from actionrunner.sqs.monitor.routing import addressed
+
+    urls = [f"http://q/ar-box-{name}" for name in ("a-vm-1f2e3d4c", "a-vm-2-9a8b7c6d", "b-vm-11223344")]
+    assert addressed(urls, ["b@vm"], "ar-") == [urls[2]]
+    assert addressed(urls, ["a@vm", "b@vm"], "ar-") == urls  # a@vm's prefix also takes a@vm-2's
+    assert addressed(urls, None, "ar-") == addressed(urls, [], "ar-") == urls
+    assert addressed(urls, ["nobody@vm"], "ar-") == urls  # not recognised: wait for all

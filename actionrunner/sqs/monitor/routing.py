@@ -12,7 +12,7 @@ from kombu.utils.json import dumps, loads
 from ... import constants as C
 from .listeners import Monitor, monitor_for
 from .mailbox import MonitorReceiving
-from .names import DEFAULT_PREFIX, KINDS, Kind, is_monitoring_exchange, kind_of
+from .names import DEFAULT_PREFIX, KINDS, Kind, is_monitoring_exchange, kind_of, sqs_queue_name
 
 logger = logging.getLogger("actionrunner.monitor")
 
@@ -89,8 +89,9 @@ class MonitorRouting(MonitorReceiving):
         if not is_monitoring_exchange(exchange, event_exchange):  # actions: no monitor lookup
             return super().basic_publish(message, exchange, routing_key, **kwargs)  # type: ignore[misc]
         urls = self.monitor.route(exchange, routing_key, event_exchange) or []
-        awaits_replies = (exchange.endswith(".pidbox") and not exchange.startswith("reply.")
-                          and _asks_for_replies(message) and not self.monitor.has_mailbox)
+        command = _command(message) if exchange.endswith(".pidbox") else None
+        awaits_replies = (command is not None and not exchange.startswith("reply.")
+                          and bool(command.get("reply_to")) and not self.monitor.has_mailbox)
         self._inplace_augment_message(message, exchange, routing_key)  # type: ignore[attr-defined]
         if not urls:
             return None
@@ -103,16 +104,28 @@ class MonitorRouting(MonitorReceiving):
             return None
         self.monitor.send(urls, {"MessageBody": body})
         if awaits_replies:  # a control client: dozing workers read it within a minute
-            self.monitor.await_readers(urls)
+            assert command is not None
+            self.monitor.await_readers(addressed(urls, command.get("destination"),
+                                                 self.monitor.prefix))
         return None
 
 
-def _asks_for_replies(message: dict[str, Any]) -> bool:
-    """A remote-control command that wants replies (kombu's Mailbox puts ``reply_to`` in the
-    body, still serialized here; commands are JSON)."""
+def _command(message: dict[str, Any]) -> dict[str, Any] | None:
+    """The remote-control command of a pidbox message (kombu's Mailbox puts ``reply_to`` and
+    ``destination`` in the body, still serialized here; commands are JSON), or None."""
     try:
         body = loads(message.get("body") or "{}")
     except ValueError:
-        return False
-    return isinstance(body, dict) and bool(body.get("reply_to"))
+        return None
+    return body if isinstance(body, dict) else None
 
+
+def addressed(urls: list[str], destination: Any, prefix: str) -> list[str]:
+    """The mailboxes among ``urls`` of the nodes a command names (``celery inspect -d``); all of
+    them when it names none, or none of theirs is recognised (a name shortened with a hash)."""
+    if not destination or not isinstance(destination, list):
+        return urls
+    starts = [f"{sqs_queue_name(prefix, f'{node}.celery.pidbox')}-" for node in destination
+              if isinstance(node, str) and node]
+    chosen = [url for url in urls if any(url.rsplit("/", 1)[-1].startswith(start) for start in starts)]
+    return chosen or urls
