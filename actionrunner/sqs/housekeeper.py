@@ -179,24 +179,26 @@ class Housekeeper(threading.Thread):
         self.flush()
 
     # -- the thread ------------------------------------------------------------------------
-    def _deletes_due(self, now: float) -> bool:
-        if self._urgent or self._stopping:
-            return True
+    def _sendable(self, now: float) -> list[_Delete]:
+        """(Under the lock) the deletes to send now: every ready one when the worker is idle or
+        stopping or one has waited ``linger``; else whole batches of ten only, the rest left for
+        the next ten or the linger (11 queued sent at once are two requests, one of them for a
+        single message)."""
         ready = [d for d in self._deletes if d.due <= now]
-        return len(ready) >= C.SQS_MAX_BATCH or any(now - d.since >= self.linger for d in ready)
+        if self._urgent or self._stopping or any(now - d.since >= self.linger for d in ready):
+            return ready
+        return ready[: len(ready) // C.SQS_MAX_BATCH * C.SQS_MAX_BATCH]
+
+    def _deletes_due(self, now: float) -> bool:
+        return self._urgent or self._stopping or bool(self._sendable(now))
 
     def _take_deletes(self, now: float) -> list[_Delete]:
-        """(Under the lock, when :meth:`_deletes_due`) the deletes to send now: every ready one
-        when the worker is idle or stopping or one has waited ``linger``; else whole batches of
-        ten only, the rest left for the next ten or the linger (11 queued sent at once are two
-        requests, one of them for a single message)."""
-        ready = [d for d in self._deletes if d.due <= now]
-        if not (self._urgent or self._stopping or any(now - d.since >= self.linger for d in ready)):
-            ready = ready[: len(ready) // C.SQS_MAX_BATCH * C.SQS_MAX_BATCH]
-        taken = {id(d) for d in ready}
-        self._deletes = [d for d in self._deletes if id(d) not in taken]
+        """(Under the lock, when :meth:`_deletes_due`) take :meth:`_sendable`'s deletes."""
+        taken = self._sendable(now)
+        ids = {id(d) for d in taken}
+        self._deletes = [d for d in self._deletes if id(d) not in ids]
         self._urgent = False
-        return ready
+        return taken
 
     def run(self) -> None:
         while True:
