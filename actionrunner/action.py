@@ -163,6 +163,10 @@ class Action(Task):  # type: ignore[misc]
     #: (default: the action's name) in the state table.
     rate_limit_shared: str | None = None
     bucket: str | None = None
+    #: Runs of this action at once across the fleet (every worker and Lambda invocation), held as
+    #: leases in the state table (``None``: no cap, no request); a run over it waits without
+    #: using an attempt. A live value (``actionrunner concurrency set``) overrides it.
+    max_concurrency: int | None = None
 
     #: The pydantic model of the inputs (built from the type hints).
     input_model: type[BaseModel]
@@ -378,7 +382,12 @@ class Action(Task):  # type: ignore[misc]
         values = {name: getattr(model, name) for name in self.input_names}
         if request.called_directly:
             return super().__call__(**values)
-        return _guarded_run()(self, values, lambda: self.run(**values), model)
+        guarded = _guarded_run()
+        if self.max_concurrency is None:
+            return guarded(self, values, lambda: self.run(**values), model)
+        from .state.concurrency import capped_run  # a lease of the fleet-wide cap around it
+
+        return capped_run(self, lambda: guarded(self, values, lambda: self.run(**values), model))
 
 
 #: Celery task options that would be silent no-ops here, and what to use instead.

@@ -56,6 +56,10 @@ def action(
             )
         if int(options.get("max_attempts", 1)) < 1:
             raise ActionDefinitionError(f"@action on {func.__qualname__}: max_attempts must be >= 1")
+        if options.get("max_concurrency") is not None:
+            from .state.concurrency import check_limit
+
+            check_limit(f"@action on {func.__qualname__}", options["max_concurrency"])
         from .state.guard import check_options  # loaded with the first action, not on import
 
         check_options(func.__qualname__, options)

@@ -12,6 +12,7 @@ The tree::
     │   ├── ActionInputError        the inputs do not match the action's type hints
     │   ├── SchemaVersionRejected   a message's inputs have a schema version this code does not run
     │   ├── ActionDefinitionError   the @action declaration itself is wrong
+│   │   └── ConcurrencyLimitInvalid  a max_concurrency (declared, or set live) not a whole number >= 1
     │   ├── MessageIdError          a group or dedup id is empty, too long or has bad characters
     │   └── PayloadTooLarge         the encoded message exceeds the queue's size limit
     ├── SendError                   SQS did not accept a message (after retries)
@@ -33,7 +34,9 @@ The tree::
 
 Control-flow signals (not failures): :class:`RetryLater` (raised by ``self.retry()`` in an action),
 and its subclasses :class:`IdempotencyInProgress` (another run holds the key: wait, without using
-an attempt) and :class:`StateUnavailable` (the state table does not answer: wait, the same way).
+an attempt), :class:`StateUnavailable` (the state table does not answer: wait, the same way) and
+:class:`ConcurrencyLimited` (the action's fleet-wide ``max_concurrency`` is reached: wait, the same
+way).
 
 Errors carry the context a caller needs to act on them (``field_errors``, ``size``, ``limit``,
 ``failed``...).
@@ -136,6 +139,16 @@ class ActionError(ActionRunnerError):
 
 class ActionDefinitionError(ActionError):
     """The ``@action(...)`` declaration itself is wrong."""
+
+
+class ConcurrencyLimitInvalid(ActionDefinitionError, ValueError):
+    """A ``max_concurrency`` (``@action(max_concurrency=N)``, ``actionrunner concurrency set``,
+    ``PUT /v1/concurrency/{action}``) that is not a whole number from 1 to ``limit``."""
+
+    def __init__(self, owner: str, value: object, limit: int):
+        self.owner, self.value, self.limit = owner, value, limit
+        super().__init__(f"{owner}: max_concurrency must be a whole number from 1 to {limit}, "
+                         f"not {value!r} ({type(value).__name__})")
 
 
 class ActionInputError(ActionError, ValueError):
@@ -375,3 +388,22 @@ class StateUnavailable(RetryLater):
 
     def __reduce__(self) -> Any:
         return type(self), (self.operation, self.cause, self.when)
+
+
+class ConcurrencyLimited(RetryLater):
+    """The action's fleet-wide cap (``@action(max_concurrency=N)``) is reached: ``limit`` runs of
+    it hold a lease in the state table right now.
+
+    Like :class:`IdempotencyInProgress`, the worker runs the message again after ``when`` seconds
+    *without using an attempt*, its group behind it (see :mod:`actionrunner.state.concurrency`).
+    """
+
+    counts_as_attempt = False
+
+    def __init__(self, action: str, limit: int, when: float | None = None):
+        self.action, self.limit = action, limit
+        super().__init__(f"{action!r} is at its max_concurrency of {limit} runs; waiting",
+                         None, when)
+
+    def __reduce__(self) -> Any:
+        return type(self), (self.action, self.limit, self.when)

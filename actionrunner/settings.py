@@ -117,6 +117,15 @@ class Settings(BaseSettings):
     #: a dead worker's key is free about when its message comes back). A running action renews
     #: it every third of this, so it runs out only when the worker died.
     idempotency_lease_seconds: float | None = Field(default=None, gt=0)
+    #: Seconds a run's lease on its action's ``max_concurrency`` lasts unless renewed (every
+    #: third of it, while the run lasts): a dead worker's slots are free again after this long.
+    concurrency_lease_seconds: float = Field(default=30.0, ge=1, le=3600)
+    #: Seconds a run over its action's ``max_concurrency`` waits before it asks again (jittered
+    #: between half and 1.5 times this; no attempt is used).
+    concurrency_poll_seconds: float = Field(default=1.0, gt=0, le=300)
+    #: On Lambda, seconds a record over its action's ``max_concurrency`` waits in the invocation
+    #: for a slot before it is reported (each report costs a receive: see docs/concurrency.md).
+    concurrency_lambda_wait_seconds: float = Field(default=5.0, ge=0, le=600)
 
     # -- admin API and run status ------------------------------------------------------------
     #: Bearer tokens of the admin API, stored hashed: a JSON list of

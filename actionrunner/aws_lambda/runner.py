@@ -15,6 +15,9 @@ was completed before)
 failed, attempts left               reported, hidden for the action's backoff (``retrying``)
 another run holds the key           reported, hidden for the wait asked (``waiting``; not an
                                     attempt)
+the action's ``max_concurrency`` is  waits in the invocation for a slot (up to
+reached                             ``ACTIONRUNNER_CONCURRENCY_LAMBDA_WAIT_SECONDS``), then
+                                    reported like a wait (``waiting``; not an attempt)
 failed for good, ``continue``       sent to the DLQ with the failure attributes; group goes on
 failed for good, ``hold``           reported, hidden ``hold_seconds`` (``held``)
 unknown action / undecodable        sent to the DLQ at once (:mod:`actionrunner.sqs.inbound`)
@@ -37,6 +40,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +67,7 @@ from ..settle import (
     decide,
 )
 from ..sqs import claimcheck
+from ..state.concurrency import waiting_until
 from ..sqs.inbound import describe
 from ..worker.request import ActionRequest
 from .attempts import AttemptLog
@@ -119,8 +124,11 @@ class LambdaRunner:
             out_of_time = out_of_time or self._seconds_left(context) < self.time_margin
             if out_of_time or group in blocked:
                 outcome = Outcome("not-started", report=True)
-            else:
-                outcome = self.run(record)
+            else:  # a record over its action's max_concurrency may wait here a while for a slot
+                patience = min(self.settings.concurrency_lambda_wait_seconds,
+                               self._seconds_left(context) - self.time_margin)
+                with waiting_until(time.monotonic() + patience if patience > 0 else None):
+                    outcome = self.run(record)
             counts[outcome.status] += 1
             if outcome.report:
                 blocked.add(group)

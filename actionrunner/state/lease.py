@@ -1,4 +1,6 @@
-"""Keeping claims alive: one thread per process renews the lease of every running action's key.
+"""Keeping claims alive: one thread per process renews the lease of every running action's key
+(and of its ``max_concurrency`` slot, :mod:`.concurrency`: anything with ``lease_seconds`` and
+``renew(claim) -> bool``).
 
 A claim lasts ``lease_seconds`` unless renewed; the keeper renews each claim every third of its
 lease while the action runs, so only a dead worker's claim runs out (compare the SQS heartbeat
@@ -17,21 +19,27 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from .. import runtime
 from ..logging import get_logger
 from ..runtime import Runtime
-from .record import Claim
-from .store import IdempotencyStore
 
 log = get_logger("actionrunner.state")
 
 
+class Renewable(Protocol):
+    """What holds leases the keeper renews: an idempotency store, an action's concurrency cap."""
+
+    lease_seconds: Any
+
+    def renew(self, claim: Any) -> bool: ...
+
+
 @dataclass
 class _Kept:
-    store: IdempotencyStore
-    claim: Claim
+    store: Renewable
+    claim: Any  # with a ``key`` to name it in the log
     due: float  # monotonic time of the next renewal
     lost: bool = False
     active: bool = True  # False once the run left the block (a late renewal is no news)
@@ -50,7 +58,7 @@ class LeaseKeeper:
         self.renewals = self.lost = 0
 
     @contextlib.contextmanager
-    def keep(self, store: IdempotencyStore, claim: Claim) -> Iterator[None]:
+    def keep(self, store: Renewable, claim: Any) -> Iterator[None]:
         """Renew ``claim``'s lease while the block runs."""
         ident = next(self._ids)
         with self._lock:

@@ -12,6 +12,8 @@ creates the table and :mod:`actionrunner.deploy` renders it from these constants
 ``apikey#{action}#{key}``              an admin API ``Idempotency-Key`` (:mod:`.apikeys`)
 ``attempts#{queue}#{message id}``      failed runs of a message on Lambda
                                        (:mod:`actionrunner.aws_lambda.attempts`)
+``conc#{action}``                      an action's ``max_concurrency`` leases and live cap
+                                       (:mod:`.concurrency`)
 ``celery#{celery key}``                a group's members, a chord's progress (the result backend,
                                        :mod:`actionrunner.results`)
 =====================================  ==========================================================
@@ -40,6 +42,8 @@ RUN_PREFIX = "run#"
 API_KEY_PREFIX = "apikey#"
 #: Prefix of the attempt counters of messages run on Lambda.
 ATTEMPTS_PREFIX = "attempts#"
+#: Prefix of the ``max_concurrency`` items (leases and live cap) of actions.
+CONCURRENCY_PREFIX = "conc#"
 #: Prefix of the result backend's group and chord items (task results are ``run#`` items).
 CELERY_PREFIX = "celery#"
 
@@ -68,6 +72,11 @@ def api_key_pk(action: str, key: str) -> str:
 def attempts_pk(queue: str, message_id: str) -> str:
     """The ``pk`` of the failed-run counter of message ``message_id`` of ``queue``."""
     return f"{ATTEMPTS_PREFIX}{queue}#{message_id}"
+
+
+def concurrency_pk(action: str) -> str:
+    """The ``pk`` of ``action``'s ``max_concurrency`` leases and live cap."""
+    return f"{CONCURRENCY_PREFIX}{action}"
 
 
 def key(pk: str) -> dict[str, Any]:
