@@ -4,6 +4,7 @@
     actionrunner local-aws      # only the emulator
     actionrunner provision      # create or check the queues (idempotent, reports drift)
     actionrunner submit NAME --json '{"k": "v"}'
+    actionrunner concurrency set NAME 5   # an action's fleet-wide cap, live
     actionrunner bench backlog  # send and drain 10,000 actions, print the timings
 """
 
@@ -309,6 +310,79 @@ def dlq_purge(
             raise ActionRunnerError(f"{dlq.name} was purged less than 60 s ago (SQS allows "
                                     "one purge a minute); try again later") from None
     console.print(f"purged {count} message(s) from {dlq.name}", markup=False)
+
+
+concurrency_cli = typer.Typer(
+    help="Fleet-wide caps of actions (@action(max_concurrency=N)): show, set live, reset.",
+    no_args_is_help=True)
+cli.add_typer(concurrency_cli, name="concurrency")
+
+
+def _capped(name: str | None) -> tuple[Any, Any, list[Any]]:
+    """(settings, state-table client, the capped actions named: ``name`` or every one)."""
+    from .action import is_action
+    from .app import app, import_action_modules
+    from .state.concurrency import capped_action
+
+    settings = _settings()
+    import_action_modules(app)
+    registry = {n: t for n, t in app.tasks.items() if is_action(t)}
+    tasks = ([capped_action(registry, name)] if name is not None else
+             [t for _, t in sorted(registry.items()) if t.max_concurrency is not None])
+    return settings, settings.client("dynamodb"), tasks
+
+
+def _print_caps(settings: Any, client: Any, tasks: list[Any]) -> None:
+    from .state.concurrency import status
+
+    table = Table(title="max_concurrency (fleet-wide)")
+    for column in ("action", "declared", "live", "in force", "running", "expired leases"):
+        table.add_column(column, justify="left" if column == "action" else "right")
+    for task in tasks:
+        s = status(settings.state_table, client, task)
+        table.add_row(s["action"], str(s["declared"]), "-" if s["live"] is None else str(s["live"]),
+                      str(s["in_force"]), str(s["running"]), str(s["expired"]))
+    Console().print(table)
+
+
+@concurrency_cli.command("show")
+def concurrency_show(
+    name: Annotated[str | None, typer.Argument(help="One action (default: every capped one).")] = None,
+) -> None:
+    """Each capped action's declared and live cap, the one in force, and the runs holding it."""
+    settings, client, tasks = _capped(name)
+    if not tasks:
+        console.print("no action declares max_concurrency", markup=False)
+        return
+    _print_caps(settings, client, tasks)
+
+
+@concurrency_cli.command("set")
+def concurrency_set(
+    name: Annotated[str, typer.Argument(help="The action, e.g. tasks.demo.hello")],
+    limit: Annotated[str, typer.Argument(metavar="N", help="Runs at once across the fleet (1-1000).")],
+) -> None:
+    """Set an action's cap live, for every worker and Lambda invocation (it overrides the declared
+    one; runs that hold a lease finish)."""
+    from .state.concurrency import check_limit, set_live
+
+    value: Any = int(limit) if limit.strip().lstrip("-").isdigit() else limit
+    check_limit(f"max_concurrency of {name!r}", value)  # before anything is looked up
+    settings, client, [task] = _capped(name)
+    set_live(settings.state_table, client, task.name, value)
+    _print_caps(settings, client, [task])
+
+
+@concurrency_cli.command("reset")
+def concurrency_reset(
+    name: Annotated[str, typer.Argument(help="The action, e.g. tasks.demo.hello")],
+) -> None:
+    """Remove an action's live cap: its declared max_concurrency applies again."""
+    from .state.concurrency import reset_live
+
+    settings, client, [task] = _capped(name)
+    reset_live(settings.state_table, client, task.name)
+    _print_caps(settings, client, [task])
 
 
 @cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

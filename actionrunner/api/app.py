@@ -12,7 +12,7 @@ from ..settings import Settings
 from . import errors
 from .deps import Services
 from .limits import BodyLimit
-from .routers import actions, dlq, health, queues, runs
+from .routers import actions, concurrency, dlq, health, queues, runs
 
 
 def _registry() -> dict[str, Action]:
@@ -39,6 +39,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.state.services = Services.build(settings, _registry(), rt)
     errors.install(api)
     api.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
-    for module in (health, actions, runs, queues, dlq):
+    for module in (health, actions, runs, queues, dlq, concurrency):
         api.include_router(module.router)
     return api

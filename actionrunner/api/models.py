@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 from ..dlq import DeadLetterSummary
 
@@ -82,3 +82,24 @@ class PurgeRequest(BaseModel):
 
 class PurgeResult(BaseModel):
     purged: int
+
+
+class ConcurrencyChange(BaseModel):
+    max_concurrency: StrictInt = Field(ge=1, le=1000, description="Runs of the action at once "
+                                       "across the fleet (a whole number, 1-1000).")
+
+
+class ConcurrencyHolder(BaseModel):
+    holder: str = Field(description="pid-random id of the run holding the lease.")
+    lease_left_s: float = Field(description="Seconds until the lease runs out unless renewed "
+                                            "(negative: expired, its holder is gone).")
+
+
+class ConcurrencyStatus(BaseModel):
+    action: str
+    declared: int = Field(description="@action(max_concurrency=N) in the code.")
+    live: int | None = Field(description="The live value (overrides declared), or null.")
+    in_force: int
+    running: int = Field(description="Leases held now (not expired).")
+    expired: int = Field(description="Expired leases not yet removed (dead holders).")
+    holders: list[ConcurrencyHolder]

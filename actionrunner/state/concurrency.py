@@ -46,7 +46,7 @@ import os
 import random
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,7 +54,12 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from .. import runtime
-from ..errors import ConcurrencyLimited, ConcurrencyLimitInvalid, StateUnavailable
+from ..errors import (
+    ActionError,
+    ConcurrencyLimited,
+    ConcurrencyLimitInvalid,
+    StateUnavailable,
+)
 from ..logging import get_logger
 from ..runtime import Runtime
 from .schema import CONCURRENCY_PREFIX, concurrency_pk, key
@@ -68,7 +73,8 @@ MAX_LIMIT = 1000
 MAX_RACES = 8
 
 __all__ = ["CONCURRENCY_PREFIX", "MAX_LIMIT", "FleetLimit", "Lease", "Occupancy", "capped_run",
-           "check_limit", "limit_for", "read", "reset_live", "set_live", "waiting_until"]
+           "capped_action", "check_limit", "limit_for", "read", "reset_live", "set_live", "status",
+           "waiting_until"]
 
 
 def check_limit(owner: str, value: Any) -> int:
@@ -153,6 +159,31 @@ def reset_live(table: str, client: Any, action: str) -> None:
                        ExpressionAttributeNames={"#cap": "cap"},
                        ExpressionAttributeValues={":now": _n(time.time())})
     log.info("concurrency-reset", action=action)
+
+
+def capped_action(registry: Mapping[str, Any], name: str) -> Any:
+    """The action ``name`` of ``registry`` if it declares ``max_concurrency``; else an error naming
+    the problem (an unknown action, or one without a cap: an uncapped action reads no live value,
+    so setting one would silently do nothing)."""
+    task = registry.get(name)
+    if task is None:
+        capped = sorted(n for n, t in registry.items() if getattr(t, "max_concurrency", None))
+        raise ActionError(f"no action named {name!r} (ACTIONRUNNER_IMPORTS?); actions with a "
+                          f"max_concurrency: {', '.join(capped) or 'none'}")
+    if getattr(task, "max_concurrency", None) is None:
+        raise ActionError(f"action {name!r} declares no max_concurrency, so it takes no leases and "
+                          "reads no live value; declare @action(max_concurrency=N) to cap it")
+    return task
+
+
+def status(table: str, client: Any, task: Any) -> dict[str, Any]:
+    """The cap of ``task`` as operators see it (``actionrunner concurrency show``, the API)."""
+    seen = read(table, client, task.name)
+    return {"action": task.name, "declared": task.max_concurrency, "live": seen.live,
+            "in_force": seen.limit(task.max_concurrency), "running": len(seen.running),
+            "expired": len(seen.expired),
+            "holders": [{"holder": h, "lease_left_s": round(u - seen.now, 1)}
+                        for h, u in sorted(seen.holders.items(), key=lambda i: i[1])]}
 
 
 class FleetLimit:
