@@ -122,17 +122,25 @@ def test_a_run_costs_two_writes_and_a_full_cap_one_read_a_try(settings: Settings
     assert lease is not None
     limit.release(lease)
     assert client.calls == {"update_item": 2}
-    # Given a full cap: the first try costs a write and a read, the next ones a read only
+    # Given a cap this process filled: a try costs one read (the last write said it is full)
     held = [limit.acquire() for _ in range(3)]
-    client.calls.clear()
-    assert limit.acquire() is None
-    assert client.calls == {"update_item": 1, "get_item": 1}
     client.calls.clear()
     assert limit.acquire() is None and limit.acquire() is None
     assert client.calls == {"get_item": 2}
-    for h in held:
-        assert h is not None
-        limit.release(h)
+    # Given a cap another process filled: the first try costs a write and a read, then reads
+    other = cap(settings, 3, clock, action=limit.action, client=client)
+    client.calls.clear()
+    assert other.acquire() is None
+    assert client.calls == {"update_item": 1, "get_item": 1}
+    client.calls.clear()
+    assert other.acquire() is None
+    assert client.calls == {"get_item": 1}
+    # And once a run gives its lease back, the next try finds the room at once
+    assert held[0] is not None
+    limit.release(held[0])
+    client.calls.clear()
+    assert other.acquire() is not None
+    assert client.calls == {"get_item": 1, "update_item": 1}
 
 
 @pytest.mark.integration

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from actionrunner.settings import Settings
+from actionrunner.state.concurrency import read
 from tests.capped_actions import capped
 from tests.conftest import Worker
 
@@ -128,7 +130,7 @@ def test_two_workers_never_run_more_than_the_cap_and_run_each_call_once(
 
 
 def test_after_a_sigkill_the_cap_recovers_within_the_lease_time(
-    two_workers: Callable[..., list[Worker]], record_dir: Path,
+    two_workers: Callable[..., list[Worker]], record_dir: Path, settings: Settings,
 ) -> None:
     # Given two workers draining long runs of the capped action (their messages come back 8 s
     # after a worker dies)
@@ -154,15 +156,25 @@ def test_after_a_sigkill_the_cap_recovers_within_the_lease_time(
             os.kill(pid, signal.SIGKILL)
         sampler.dead |= doomed
         dead.proc.wait(10)
-        # Then the live worker runs 3 at once again within the lease time (the dead holders'
-        # leases run out; the next run removes them)
-        alive.wait_for(lambda: sampler.running() >= CAP, timeout=LEASE_SECONDS + 10,
-                       what="the cap to recover")
-        recovered = next(t for t, n in sampler.samples if t > killed_at and n >= CAP) - killed_at
+        # Then within the lease time the dead holders' leases run out and the live worker's runs
+        # take their slots (holder ids start with the pid of the process holding them)...
+        def live_leases() -> int:
+            seen = read(settings.state_table, settings.client("dynamodb"), capped.name)
+            return sum(1 for h in seen.running if int(h.split("-")[0]) not in doomed)
+
+        alive.wait_for(lambda: live_leases() >= CAP, timeout=LEASE_SECONDS + 10,
+                       what="the leases to recover")
+        leases_back = time.time() - killed_at
+        # ...and 3 run at once again
+        alive.wait_for(lambda: sampler.running() >= CAP, timeout=10, what="3 runs at once")
+        runs_back = time.time() - killed_at
         # And every call still runs to its end (the dead worker's messages come back)
         alive.wait_for(lambda: set(_ends(record_dir, run)) >= set(range(total)), timeout=150,
                        what="every run")
-    assert recovered <= LEASE_SECONDS + 2.0, f"the cap recovered {recovered:.1f} s after the kill"
+    # (a slot is retaken at the next try of a waiting message: poll 0.4 s, jittered up to 0.6 s;
+    # a run starts after its idempotency claim: slack for a loaded machine)
+    assert leases_back <= LEASE_SECONDS + 1.5, f"the leases came back {leases_back:.1f} s after"
+    assert runs_back <= LEASE_SECONDS + 5.0, f"3 ran at once again {runs_back:.1f} s after"
     # And never more than 3 ran at once (the dead worker's runs stopped at the kill)
     assert sampler.peak <= CAP, f"peak of {sampler.peak} concurrent runs (cap {CAP})"
     # And nothing was lost, nothing ran to its end twice

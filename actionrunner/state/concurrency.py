@@ -197,7 +197,8 @@ class FleetLimit:
         self.lease_seconds = float(lease_seconds)
         #: The cap found in force by the last full answer (for the wait's log line).
         self.limit = self.declared
-        self._full = False  # the last try found the cap full: read before writing
+        #: The item as the last answer showed it was full (or raced for): read before writing.
+        self._full = False
         #: Requests made (writes and reads), for tests and benchmarks.
         self.writes = self.reads = 0
 
@@ -217,7 +218,6 @@ class FleetLimit:
                 self._full, self.limit = True, limit
                 return None
             if self._take(lease, seen=seen, limit=limit):
-                self._full = False
                 return lease
             self._full = True  # raced: read again before the next write
         return None
@@ -261,20 +261,30 @@ class FleetLimit:
             condition = " AND ".join(checks)
         self.writes += 1
         try:
-            self.client.update_item(TableName=self.table, Key=self._key,
-                                    UpdateExpression=expression, ConditionExpression=condition,
-                                    ExpressionAttributeNames=names,
-                                    ExpressionAttributeValues=values)
+            answer = self.client.update_item(
+                TableName=self.table, Key=self._key, UpdateExpression=expression,
+                ConditionExpression=condition, ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values, ReturnValues="ALL_NEW")
         except ClientError as exc:
             if _code(exc) == "ConditionalCheckFailedException":
                 return False
             if _code(exc) == "ValidationException" and blind:
                 return False  # no holders map yet (the item is new): the read path makes it
             raise
+        self._note(answer.get("Attributes"))
         if seen is not None and seen.expired:
             log.info("concurrency-lease-expired", action=self.action, removed=sorted(seen.expired),
                      why="their holders stopped renewing them (a dead worker?)")
         return True
+
+    def _note(self, item: Mapping[str, Any] | None) -> None:
+        """Remember whether the item, as a write returned it, leaves room (free: ALL_NEW costs no
+        capacity): if not, this process's next try reads before it writes."""
+        if not item:
+            return
+        holders = len(item.get("holders", {}).get("M") or {})
+        limit = int(item["cap"]["N"]) if "cap" in item else self.declared
+        self._full = holders >= limit
 
     def _read(self) -> Occupancy:
         self.reads += 1
@@ -284,10 +294,12 @@ class FleetLimit:
         """Give the lease back (one write). A failure is logged: the lease then runs out."""
         self.writes += 1
         try:
-            self.client.update_item(TableName=self.table, Key=self._key,
-                                    UpdateExpression="REMOVE #h.#me",
-                                    ConditionExpression="attribute_exists(#h.#me)",
-                                    ExpressionAttributeNames={"#h": "holders", "#me": lease.holder})
+            answer = self.client.update_item(
+                TableName=self.table, Key=self._key, UpdateExpression="REMOVE #h.#me",
+                ConditionExpression="attribute_exists(#h.#me)",
+                ExpressionAttributeNames={"#h": "holders", "#me": lease.holder},
+                ReturnValues="ALL_NEW")
+            self._note(answer.get("Attributes"))
         except ClientError as exc:
             if _code(exc) != "ConditionalCheckFailedException":
                 log.warning("concurrency-release-failed", action=self.action, holder=lease.holder,
