@@ -9,8 +9,8 @@ Runs on a private local stack (moto for DynamoDB over HTTP, fauxqs for SQS, free
    action; a capped one with room; a capped one whose run outlasts a third of its lease (renewals).
 2. **Contended, in process**: ``contenders`` threads, each with its own limiter (as many
    processes would), drain ``runs`` runs of 50 ms against a cap of 3, each retrying after the
-   poll delay (0.1 s, jittered ×0.5–1.5) when the cap is full (as a waiting message does): the peak of runs at once (exact),
-   requests per completed run and per try that found the cap full, and the slot utilisation.
+   poll delay (0.1 s, jittered ×0.5–1.5) when the cap is full (as a waiting message does): the
+   peak of runs at once (exact), requests per completed run, and the slot utilisation.
 3. **Fleet** (unless ``--no-fleet``): two ``celery -A actionrunner worker -c 8`` drain 24 runs of
    0.6 s of ``bench.capped.capped`` (``max_concurrency=3``): the peak of sampled concurrent runs,
    the busy share of the 3 slots from first start to last end; then 20 runs of 2 s, the worker

@@ -67,8 +67,8 @@ from ..settle import (
     decide,
 )
 from ..sqs import claimcheck
-from ..state.concurrency import waiting_until
 from ..sqs.inbound import describe
+from ..state.concurrency import waiting_until
 from ..worker.request import ActionRequest
 from .attempts import AttemptLog
 from .events import decode, queue_name_of, to_sqs_message
