@@ -1,13 +1,14 @@
 """The shell commands README.md and the guides in docs/ show (their ``sh`` / ``bash`` blocks) run as
-pasted in a fresh shell from the repository root:
-every ``actionrunner`` / ``celery`` command is a path that exists (``.venv/bin/...``, or after the
-block sourced dev's env file, which puts ``.venv/bin`` on PATH) and parses (its options, with
-``--help`` appended), scripts and sourced files exist, ``python -c`` code compiles, and a curl that
-posts JSON says so. The README's links to files of the repository resolve (the site's own links are
-checked by ``mkdocs build --strict``)."""
+pasted in a fresh shell from the repository root: every ``actionrunner`` / ``celery`` / ``mkdocs``
+command is a path that exists (``.venv/bin/...``, or after the block sourced dev's env file, which
+puts ``.venv/bin`` on PATH) and parses (its options, with ``--help`` appended; a benchmark's options
+are those its script declares), scripts and sourced files exist, ``python -c`` code compiles, and a
+curl that posts JSON says so. The README's links to files of the repository resolve (the site's own
+links are checked by ``mkdocs build --strict``), and docs/reference.md names every setting."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
@@ -15,13 +16,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from actionrunner.cli import cli
 from actionrunner.devsession import ENV_FILE
 from tests.conftest import ROOT
 
 BLOCK = re.compile(r"^```(?:sh|bash)\n(.*?)^```", re.M | re.S)
 #: Programs a README command may run besides ours (present on a fresh machine, or the user's).
-OTHER_PROGRAMS = {"curl", "git", "docker", "npm", "pip", "set", "export", "cd"}
+OTHER_PROGRAMS = {"curl", "git", "docker", "npm", "pip", "apt-get", "set", "export", "cd"}
 #: Our programs in .venv/bin: each command is parsed with ``--help`` appended.
 OURS = ("actionrunner", "celery", "mkdocs")
 #: The pages whose blocks are checked: the README, then every guide.
@@ -94,6 +97,27 @@ def test_the_readme_links_resolve() -> None:
     assert not missing, f"README.md links to files that do not exist: {missing}"
 
 
+@functools.cache
+def _help(program: str, args: tuple[str, ...]) -> tuple[int, str]:
+    """``program args --help`` run as pasted (once per distinct command)."""
+    parsed = subprocess.run([str(ROOT / program), *args, "--help"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    return parsed.returncode, parsed.stdout + parsed.stderr
+
+
+def _check_bench(args: list[str]) -> None:
+    """``actionrunner bench NAME [options]``: bench/NAME.py exists and declares every option given
+    (``--help`` would only show the wrapper's own help)."""
+    assert args, "actionrunner bench needs a benchmark name"
+    script = ROOT / "bench" / f"{args[0]}.py"
+    assert script.is_file(), f"no benchmark {args[0]!r} ({script.relative_to(ROOT)})"
+    source = script.read_text()
+    for word in args[1:]:
+        if word.startswith("-"):
+            option = word.split("=")[0]
+            assert f'"{option}"' in source, f"bench/{args[0]}.py has no option {option}"
+
+
 @pytest.mark.parametrize(("block", "words", "sourced"), COMMANDS,
                          ids=[f"{b.split('#')[0]}: {' '.join(w)[:60]}" for b, w, _ in COMMANDS])
 def test_a_readme_command_runs_as_pasted(block: str, words: list[str], sourced: bool) -> None:
@@ -114,12 +138,20 @@ def test_a_readme_command_runs_as_pasted(block: str, words: list[str], sourced: 
             program = f".venv/bin/{program}"
         assert (ROOT / program).exists(), f"{program} does not exist"
         if name == "python":
-            assert args[0] == "-c", words
+            if args[0] != "-c":  # a script of the repository
+                assert (ROOT / args[0]).is_file(), f"{args[0]} does not exist"
+                return
             compile(args[1], block, "exec")
             return
-        parsed = subprocess.run([str(ROOT / program), *args, "--help"], cwd=ROOT,
-                                capture_output=True, text=True, timeout=120)
-        assert parsed.returncode == 0, f"{' '.join(words)} --help: {parsed.stdout}{parsed.stderr}"
+        if name == "actionrunner" and args[:1] == ["bench"]:
+            _check_bench(args[1:])
+            return
+        if name == "actionrunner":  # parsed in process (typer): the same parser as the entry point's
+            parsed = CliRunner().invoke(cli, [*args, "--help"])
+            assert parsed.exit_code == 0, f"{' '.join(words)} --help: {parsed.output}"
+            return
+        code, output = _help(program, tuple(args))
+        assert code == 0, f"{' '.join(words)} --help: {output}"
         return
     if name == "curl":
         if "-d" in args or "--data" in args:
@@ -128,3 +160,20 @@ def test_a_readme_command_runs_as_pasted(block: str, words: list[str], sourced: 
                 "a curl that posts JSON needs -H 'Content-Type: application/json' (else 422)"
         return
     assert name in OTHER_PROGRAMS, f"{block} runs {program!r}: add a check for it here"
+
+
+def test_every_setting_is_in_the_reference() -> None:
+    """docs/reference.md names every setting by the variable that sets it."""
+    from pydantic import AliasChoices
+
+    from actionrunner.settings import Settings
+
+    text = (ROOT / "docs" / "reference.md").read_text()
+    missing = []
+    for field, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        names = ([str(c) for c in alias.choices] if isinstance(alias, AliasChoices)
+                 else [f"ACTIONRUNNER_{field.upper()}"])
+        if not any(f"`{name}`" in text for name in names):
+            missing.append(names[0])
+    assert not missing, f"docs/reference.md does not document {missing}"
