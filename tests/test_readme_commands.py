@@ -81,12 +81,14 @@ COMMANDS = [command for page in PAGES for command in _page_commands(page)]
 
 def test_readme_has_commands_to_check() -> None:
     programs = {Path(words[0]).name for block, words, _ in COMMANDS if block.startswith("README.md#")}
-    assert {"actionrunner", "celery", "curl", "python"} <= programs, programs
+    assert {"actionrunner", "curl", "python", "dev", "test"} <= programs, programs
 
 
 def test_the_guides_have_commands_to_check() -> None:
     pages = {block.split("#")[0] for block, _, _ in COMMANDS}
     assert len(pages) > 1, pages
+    programs = {Path(words[0]).name for _, words, _ in COMMANDS}
+    assert {"actionrunner", "celery", "curl", "python", "mkdocs"} <= programs, programs
 
 
 def test_the_readme_links_resolve() -> None:
