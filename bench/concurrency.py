@@ -154,7 +154,10 @@ def fleet(settings: Any, total: int, sleep_s: float, kill: bool) -> dict[str, An
     out: dict[str, Any] = {}
     with environ(**env), worker("actionrunner", 8, "concurrency-a") as a, \
             worker("actionrunner", 8, "concurrency-b") as b:
-        time.sleep(8)  # both ready (their first receives)
+        deadline = time.time() + 90  # both pools forked (a loaded machine starts them slowly)
+        while time.time() < deadline and min(len(_pool(a)), len(_pool(b))) < 8:
+            time.sleep(0.2)
+        time.sleep(2)  # and receiving
         stop = threading.Event()
 
         def sample() -> None:
@@ -168,10 +171,10 @@ def fleet(settings: Any, total: int, sleep_s: float, kill: bool) -> dict[str, An
         sent = time.time()
         capped.delay_many([{"run": run, "n": n, "sleep_s": sleep_s} for n in range(total)])
         if kill:
-            pools = [_pool(a), _pool(b)]
-            deadline = time.time() + 60
+            deadline = time.time() + 90
             victim = None
             while victim is None and time.time() < deadline:
+                pools = [_pool(a), _pool(b)]  # (a worker still starting has no pool yet)
                 owners = [int(n.rsplit(".", 1)[1]) for n in os.listdir(folder)] if folder.exists() else []
                 held = [sum(pid in pool for pid in owners) for pool in pools]
                 victim = next((i for i, h in enumerate(held) if h >= 2), None)
