@@ -156,8 +156,13 @@ def test_after_a_sigkill_the_cap_recovers_within_the_lease_time(
             os.kill(pid, signal.SIGKILL)
         sampler.dead |= doomed
         dead.proc.wait(10)
-        # Then within the lease time the dead holders' leases run out and the live worker's runs
-        # take their slots (holder ids start with the pid of the process holding them)...
+        # Then the dead holders' leases end within the lease time of the kill (holder ids start
+        # with the pid of the process holding them)...
+        left = read(settings.state_table, settings.client("dynamodb"), capped.name).holders
+        dead_ends = [until for h, until in left.items() if int(h.split("-")[0]) in doomed]
+        assert dead_ends and max(dead_ends) <= killed_at + LEASE_SECONDS + 0.1, (dead_ends, killed_at)
+
+        # ...and the live worker's runs take their slots...
         def live_leases() -> int:
             seen = read(settings.state_table, settings.client("dynamodb"), capped.name)
             return sum(1 for h in seen.running if int(h.split("-")[0]) not in doomed)
@@ -173,8 +178,9 @@ def test_after_a_sigkill_the_cap_recovers_within_the_lease_time(
                        what="every run")
     # (a slot is retaken at the next try of a waiting message: poll 0.4 s, jittered up to 0.6 s;
     # a run starts after its idempotency claim: slack for a loaded machine)
-    assert leases_back <= LEASE_SECONDS + 1.5, f"the leases came back {leases_back:.1f} s after"
-    assert runs_back <= LEASE_SECONDS + 5.0, f"3 ran at once again {runs_back:.1f} s after"
+    # (on a machine shared with other jobs, each of those steps can take a second)
+    assert leases_back <= LEASE_SECONDS + 3.0, f"the leases came back {leases_back:.1f} s after"
+    assert runs_back <= LEASE_SECONDS + 8.0, f"3 ran at once again {runs_back:.1f} s after"
     # And never more than 3 ran at once (the dead worker's runs stopped at the kill)
     assert sampler.peak <= CAP, f"peak of {sampler.peak} concurrent runs (cap {CAP})"
     # And nothing was lost, nothing ran to its end twice
