@@ -188,6 +188,11 @@ def fleet(settings: Any, total: int, sleep_s: float, kill: bool) -> dict[str, An
                 os.kill(pid, signal.SIGKILL)
             dead |= doomed
             proc.wait(10)
+            # more calls, so that the live worker has runs waiting for the slots (the dead one's
+            # messages come back only after the visibility timeout)
+            capped.delay_many([{"run": run, "n": n, "sleep_s": sleep_s}
+                               for n in range(total, total + 6)])
+            total += 6
             out["running_after_kill"] = _markers(folder, dead)
             out["leases_back_s"] = out["recovered_s"] = None
             while time.time() < killed_at + 30 and out["recovered_s"] is None:

@@ -156,6 +156,10 @@ def test_after_a_sigkill_the_cap_recovers_within_the_lease_time(
             os.kill(pid, signal.SIGKILL)
         sampler.dead |= doomed
         dead.proc.wait(10)
+        # (and more calls, so that the live worker has runs waiting for the slots even if the
+        # dead one had taken the rest of the queue: its messages come back only after 8 s)
+        capped.delay_many([{"run": run, "n": n, "sleep_s": 2.0} for n in range(total, total + 6)])
+        total += 6
         # Then the dead holders' leases end within the lease time of the kill (holder ids start
         # with the pid of the process holding them)...
         left = read(settings.state_table, settings.client("dynamodb"), capped.name).holders
