@@ -31,6 +31,7 @@ COUNT_OF_EVENT = {
     "retrying": "ActionsRetried",
     "dead-lettered": "ActionsDeadLettered",
     "held": "ActionsHeld",
+    "expired": "ActionsExpired",
     # the worker's own troubles (Action "(worker)" or the action's name)
     "dead-letter-failed": "DeadLetterSendFailures",
     "delete-failed": "DeletesFailed",

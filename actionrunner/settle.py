@@ -181,6 +181,18 @@ def decide(policy: Policy, failure: BaseException, *, attempt: int, receive_coun
     return DeadLetter(reason)
 
 
+def expired_outcome(setting: str, headers: Mapping[str, Any], *, attempt: int,
+                    receive_count: int | None = None) -> DeadLetter | None:
+    """The outcome of a message whose ``expires`` passed before it ran: dead-lettered as
+    ``MessageExpired`` (``ACTIONRUNNER_EXPIRED=dead-letter``, the default) or None: discarded
+    (``discard``: deleted). Either way the runtime writes an ``expired`` line (a metric)."""
+    if setting == "discard":
+        return None
+    return DeadLetter(Reason("MessageExpired", f"expired: its expires time "
+                             f"({str(headers.get('expires'))[:40]}) passed before it could run",
+                             attempt, receive_count))
+
+
 # -- the dead letter ----------------------------------------------------------------------------
 def _attribute_bytes(name: str, value: Mapping[str, Any]) -> int:
     size = len(name.encode()) + len(str(value.get("DataType", "")).encode())
@@ -297,4 +309,4 @@ class MessageSettler(abc.ABC):
 
 __all__ = ["NOT_RETRYABLE", "UNDECODABLE", "DeadLetter", "DeadLetterEntry", "Hold", "MessageSettler",
            "Outcome", "Policy", "Reason", "Release", "Retry", "Wait", "announce", "dead_letter_entry",
-           "decide", "failure_attributes"]
+           "decide", "expired_outcome", "failure_attributes"]

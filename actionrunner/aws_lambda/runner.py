@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,7 @@ from .. import constants as C
 from ..action import is_action
 from ..errors import UndecodableMessage
 from ..logging import get_logger, log_event
+from ..runnable import expired
 from ..settings import Settings
 from ..settle import (
     UNDECODABLE,
@@ -61,6 +63,7 @@ from ..settle import (
     announce,
     dead_letter_entry,
     decide,
+    expired_outcome,
 )
 from ..sqs import claimcheck
 from ..sqs.inbound import describe
@@ -172,6 +175,16 @@ class LambdaRunner:
                           attempt=1)
             return self._apply(decide(UNDECODABLE, exc, attempt=1, receive_count=receive_count),
                                message, queue, fields)
+        if expired(kombu_message.headers, time.time()):  # as on a worker: never silent
+            described = describe(message)
+            fields.update(action=described.get("action"), id=described.get("id"), attempt=1)
+            log_event("expired", **fields, level=30, expires=str(kombu_message.headers.get("expires"))[:40],
+                      outcome="discarded" if self.settings.expired == "discard" else "dead-letter")
+            outcome = expired_outcome(self.settings.expired, kombu_message.headers, attempt=1,
+                                      receive_count=receive_count)
+            if outcome is None:
+                return Outcome("succeeded")
+            return self._apply(outcome, message, queue, fields)
         attempt = self.attempts.failures(queue, message["MessageId"], receive_count) + 1
         name = kombu_message.headers["task"]
         task = self.app.tasks[name]
