@@ -34,6 +34,7 @@ COUNT_OF_EVENT = {
     "expired": "ActionsExpired",
     # the worker's own troubles (Action "(worker)" or the action's name)
     "dead-letter-failed": "DeadLetterSendFailures",
+    "dead-letter-dropped": "DeadLettersDropped",
     "delete-failed": "DeletesFailed",
     "visibility-lost": "VisibilityLost",
 }

@@ -52,6 +52,7 @@ from ..errors import UndecodableMessage
 from ..logging import get_logger, log_event
 from ..runnable import expired
 from ..settings import Settings
+from ..signing import key_of
 from ..settle import (
     UNDECODABLE,
     Hold,
@@ -165,6 +166,10 @@ class LambdaRunner:
                 except Exception as exc:  # reported: its group waits behind it, in order
                     log.error("payload-fetch-failed", message_id=message["MessageId"],
                               location=f"s3://{pointer[0]}/{pointer[1]}", error=repr(exc)[:300])
+                    # one fetch per receive: after the bound, dead-lettered (never held on)
+                    if receive_count >= claimcheck.give_up_after(
+                            exc, self.settings.payload_fetch_attempts):
+                        raise claimcheck.unreadable(*pointer, exc, receive_count) from None
                     return Outcome("retrying", report=True, visibility=30)
             kombu_message = decode(message, queue, max_bytes=self.settings.max_decoded_bytes,
                                    is_registered=lambda name: is_action(self.app.tasks.get(name)),
@@ -230,7 +235,8 @@ class LambdaRunner:
                      reason: Reason, policy: Policy | None = None) -> Outcome:
         """Send the message to the DLQ as the worker does (:func:`dead_letter_entry`); Lambda then
         deletes it. If the DLQ refuses it, it is reported and tried again on its next receive."""
-        entry = dead_letter_entry(message, reason, source_queue=self._url(queue))
+        entry = dead_letter_entry(message, reason, source_queue=self._url(queue),
+                                  signing_key=key_of(self.settings))
         try:
             self.sqs.send_message(QueueUrl=self._url(self.settings.dlq_of(queue)), **entry.params)
         except Exception as exc:

@@ -359,8 +359,14 @@ class FifoConsumer(MessageSettler):
         self._deliver(held)
 
     def _fetch_failed(self, held: Held, exc: Exception) -> None:
-        """The payload could not be read now: try again later; the group waits behind it."""
+        """The payload could not be read now: try again later, the group waiting behind it; after
+        a bounded number of tries (:func:`.claimcheck.give_up_after`) it is dead-lettered."""
         held.fetch_failures += 1
+        attempts = int(self.transport_options.get("payload_fetch_attempts") or 5)  # type: ignore[attr-defined]
+        if held.fetch_failures >= claimcheck.give_up_after(exc, attempts):
+            held.problem = claimcheck.unreadable(*(held.pointer or ("?", "?")), exc, held.fetch_failures)
+            self._deliver(held)
+            return
         delay = backoff(held.fetch_failures, base=0.5, cap=30.0)
         logger.warning("cannot fetch claim-checked payload s3://%s/%s (%r); trying again in %.1f s "
                        "(its group waits)", *(held.pointer or ("?", "?")), exc, delay)
@@ -445,7 +451,7 @@ class FifoConsumer(MessageSettler):
         assert self._housekeeper is not None
         dlq_name = self.dlq_name_for(held.queue_url)
         entry = dead_letter_entry(held.message, outcome.reason, source_queue=held.queue_url,
-                                  group=held.group)
+                                  group=held.group, signing_key=self._signing_key)
         line = {**fields, "outcome": "dead-lettered", **outcome.reason.fields()}
         if entry.dropped_attributes:
             line["dropped_attributes"] = entry.dropped_attributes
@@ -454,7 +460,25 @@ class FifoConsumer(MessageSettler):
             params=entry.params, queue_url=held.queue_url, receipt_handle=held.receipt_handle,
             done=lambda: self._post(self._dead_lettered, held, line),
             describe={k: v for k, v in fields.items() if k in ("action", "id", "group")},
+            dropped=lambda: self._post(self._dead_letter_dropped, held),
         ))
+
+    def _dead_letter_dropped(self, held: Held) -> None:
+        """(Event loop) the DLQ did not take the message before it stopped being ours: forget
+        it and free its group (the rest of the group goes back to SQS behind it, in order); SQS
+        hands it out again and it is dead-lettered then."""
+        if self._held.get(held.receipt_handle) is not held:
+            return
+        held.settling = False
+        self._release_group(held, visibility=0)
+
+    @property
+    def _signing_key(self) -> bytes | None:
+        """The key that signs this worker's dead letters (``ACTIONRUNNER_SIGNING_KEY``)."""
+        from ..settings import get_settings
+        from ..signing import key_of
+
+        return key_of(get_settings())
 
     def dlq_name_for(self, queue_url: str) -> str:
         """The DLQ of the queue at ``queue_url``."""
