@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, Field
 
 from . import constants as C
@@ -97,6 +98,11 @@ def _decode(message: dict[str, Any], dlq: str, source: str,
         sent_at=int(sent) / 1000 if sent else None, redrives=redrives, sender_attributes=foreign,
         receipt_handle=message["ReceiptHandle"], raw=message, sent_ms=int(sent) if sent else None,
     )
+
+
+def _code(exc: BaseException) -> str:
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+    return str(code or type(exc).__name__)
 
 
 def _count(value: str | None) -> int:
@@ -227,10 +233,9 @@ class DeadLetterQueue:
         the reason in ``left``, unless ``force``. A message whose recorded source is no queue of
         the settings (a lane since removed) stays too (``unknown_source``). ``stop()`` ends it
         early (``stopped``); what it looked at and did not move is made visible again."""
-        operation = uuid.uuid4().hex[:12]
         started_ms = int(now() * 1000)
         snapshot = self.depth()
-        moved, skipped, unknown, newer = 0, [], 0, 0
+        moved, skipped, unknown, newer, undeleted = 0, [], 0, 0, 0
         left: list[dict[str, str]] = []
         by_queue: dict[str, int] = {}
         max_redrives = self.settings.max_redrives
@@ -267,12 +272,25 @@ class DeadLetterQueue:
                           if not k.startswith(ATTRIBUTE_PREFIX)}
             attributes[REDRIVES_ATTRIBUTE] = {"DataType": "Number",
                                               "StringValue": str(letter.redrives + 1)}
-            self.client.send_message(
-                QueueUrl=target, MessageBody=letter.raw["Body"],
-                MessageGroupId=letter.group or "default",
-                MessageDeduplicationId=f"{letter.message_id}:redrive:{operation}",
-                MessageAttributes=attributes)
-            self.client.delete_message(QueueUrl=self.url, ReceiptHandle=letter.receipt_handle)
+            try:  # the dedup id is the DLQ message's own: a send repeated (a lost answer, a
+                # redrive run again after a failed delete) is dropped by SQS, never a second copy
+                self.client.send_message(
+                    QueueUrl=target, MessageBody=letter.raw["Body"],
+                    MessageGroupId=letter.group or "default",
+                    MessageDeduplicationId=f"{letter.message_id}:redrive",
+                    MessageAttributes=attributes)
+            except (ClientError, BotoCoreError) as exc:
+                leave(letter, f"not sent back: {_code(exc)} (tried again by the next redrive)")
+                continue
+            try:
+                self.client.delete_message(QueueUrl=self.url, ReceiptHandle=letter.receipt_handle)
+            except (ClientError, BotoCoreError) as exc:
+                undeleted += 1
+                if len(left) < MAX_REASONS:
+                    left.append({"message_id": letter.message_id, "group": letter.group,
+                                 "reason": f"sent back, but its DLQ copy was not deleted "
+                                           f"({_code(exc)}): a redrive within 5 minutes is "
+                                           "dropped by SQS's deduplication"})
             moved += 1
             by_queue[letter.queue] = by_queue.get(letter.queue, 0) + 1
             if progress:
@@ -280,7 +298,7 @@ class DeadLetterQueue:
         self._release(skipped)
         return {"moved": moved, "skipped": len(skipped), "by_queue": by_queue,
                 "unknown_source": unknown, "newer": newer, "left": left,
-                "stopped": bool(stop and stop())}
+                "not_deleted": undeleted, "stopped": bool(stop and stop())}
 
     def purge(self, progress: Callable[[int], None] | None = None, wait: float = 0.0,
               sleep: Callable[[float], None] = time.sleep) -> int:
@@ -325,14 +343,14 @@ def redrive_all(dlqs: list[DeadLetterQueue], progress: Callable[[int], None] | N
     """:meth:`DeadLetterQueue.redrive` over ``dlqs``, the results added up (``limit``: in all;
     ``stop``: ends the whole redrive)."""
     total: dict[str, Any] = {"moved": 0, "skipped": 0, "by_queue": {}, "unknown_source": 0,
-                             "newer": 0, "left": [], "stopped": False}
+                             "newer": 0, "not_deleted": 0, "left": [], "stopped": False}
     limit = filters.pop("limit", None)
     for dlq in dlqs:
         left = None if limit is None else limit - total["moved"]
         if (left is not None and left <= 0) or total["stopped"]:
             break
         done = dlq.redrive(limit=left, progress=progress, **filters)
-        for key in ("moved", "skipped", "unknown_source", "newer"):
+        for key in ("moved", "skipped", "unknown_source", "newer", "not_deleted"):
             total[key] += done[key]
         total["left"] = (total["left"] + done["left"])[:MAX_REASONS]
         total["stopped"] = done["stopped"]

@@ -212,7 +212,7 @@ def test_a_stopping_api_stops_its_redrive_jobs() -> None:
             while not stop():
                 time.sleep(0.01)
             return {"moved": 0, "skipped": 0, "by_queue": {}, "unknown_source": 0, "newer": 0,
-                    "left": [], "stopped": True}
+                    "not_deleted": 0, "left": [], "stopped": True}
 
     job = RedriveJob([Endless()]).start()  # type: ignore[list-item]
     router.JOBS[job.id] = job
@@ -221,3 +221,45 @@ def test_a_stopping_api_stops_its_redrive_jobs() -> None:
     # Then the job has ended, stopped
     assert job.state == "stopped" and not job._thread.is_alive()
     router.JOBS.pop(job.id)
+
+
+def test_a_redrive_through_injected_aws_faults_moves_each_message_once(
+    queue_url: str, sqs: Any, settings: Settings,
+) -> None:
+    import boto3
+    from botocore.config import Config
+
+    from bench.faults import FaultProxy
+
+    # Given dead letters, and SQS answering a third of the redrive's sends and deletes with an
+    # error, throttling, or a lost answer (the call applied, its answer never came)
+    run = uuid.uuid4().hex[:8]
+    count = 10
+    ids = dead_letter_by_hand(sqs, settings, run, count)
+    proxy = FaultProxy(settings.sqs_endpoint_url or "", rate=0.3, seed=7, slow_seconds=1.0,
+                       kinds=("error", "throttle", "lost"),
+                       apis={"SendMessage", "DeleteMessage"}).start()
+    try:
+        client = boto3.session.Session().client(
+            "sqs", region_name=settings.region, endpoint_url=proxy.url,
+            config=Config(retries={"mode": "standard", "max_attempts": 8}, read_timeout=2))
+        # When it is redriven through the faults
+        result = DeadLetterQueue(settings, client).redrive()
+        faults = sum(proxy.faults().values())
+    finally:
+        proxy.stop()
+    # Then faults were injected, and every message went back exactly once
+    assert faults > 0
+    assert result["moved"] == count, result
+    back = []
+    deadline = time.monotonic() + 30
+    while len(back) < count and time.monotonic() < deadline:
+        for m in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
+                                     WaitTimeSeconds=1).get("Messages", []):
+            back.append(m)
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+    time.sleep(1)
+    back += sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+    found = sorted(i for i in ids for m in back if i in message_text(m))
+    assert found == sorted(ids)  # each once: a repeated send was dropped by its dedup id
+    assert _ours(_drain_dlq(sqs, settings), run) == []

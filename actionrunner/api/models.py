@@ -79,6 +79,8 @@ class RedriveResult(BaseModel):
                        "began (e.g. redriven ones that failed again): left for the next one.")
     left: list[dict[str, str]] = Field(default_factory=list, description="Messages left in the "
                                        "DLQ with the reason (the first 20).")
+    not_deleted: int = Field(default=0, description="Sent back, but their DLQ copy could not be "
+                             "deleted (a redrive within 5 minutes is dropped by SQS's dedup).")
     stopped: bool = Field(default=False, description="Ended early (the API was stopping).")
 
 
