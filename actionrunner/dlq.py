@@ -166,6 +166,12 @@ class DeadLetterQueue:
         were read, a receive comes back empty, ``max_receives`` receives were made (default:
         enough for ``limit``, or for the depth now, three times over) or ``stop()``. A read never
         runs on: messages that arrive while it reads can keep a receive from ever being empty."""
+        for batch in self._receive_batches(limit, max_receives=max_receives, stop=stop):
+            yield from batch
+
+    def _receive_batches(self, limit: int | None, *, max_receives: int | None = None,
+                         stop: Callable[[], bool] | None = None) -> Iterator[list[DeadLetter]]:
+        """:meth:`_receive_all`, a receive's messages at a time."""
         if max_receives is None:
             size = limit if limit is not None else self.depth()
             max_receives = 3 * (size // C.SQS_MAX_BATCH + 1) + 2
@@ -180,14 +186,17 @@ class DeadLetterQueue:
             ).get("Messages", [])
             if not batch:
                 return
+            letters, extra = [], []
             for message in batch:
                 if message["MessageId"] in seen:  # read before (its hide ran out): once only
                     continue
                 if limit is not None and len(seen) >= limit:
-                    self._release([_decode(message, self.name, self.queue)])
+                    extra.append(_decode(message, self.name, self.queue))
                     continue
                 seen.add(message["MessageId"])
-                yield _decode(message, self.name, self.queue, self.signing_key)
+                letters.append(_decode(message, self.name, self.queue, self.signing_key))
+            self._release(extra)
+            yield letters
 
     def _release(self, letters: list[DeadLetter]) -> None:
         for start in range(0, len(letters), C.SQS_MAX_BATCH):
@@ -246,59 +255,106 @@ class DeadLetterQueue:
                 left.append({"message_id": letter.message_id, "group": letter.group,
                              "reason": reason})
 
-        for letter in self._receive_all(None, max_receives=3 * (snapshot // C.SQS_MAX_BATCH + 1) + 2,
-                                        stop=stop):
-            if letter.sent_ms is not None and letter.sent_ms >= started_ms:
-                newer += 1  # dead-lettered after this redrive began: not part of it
-                skipped.append(letter)
-                continue
-            matches = (group is None or letter.group == group) and (
-                action is None or letter.action == action)
-            if not matches or (limit is not None and moved >= limit):
-                skipped.append(letter)
-                continue
-            if letter.redrives >= max_redrives and not force:
-                leave(letter, f"redriven {letter.redrives} times already "
-                              f"(ACTIONRUNNER_MAX_REDRIVES={max_redrives}): left in the DLQ; "
-                              "force to redrive it again")
-                continue
-            target = self._source_url(letter)
-            if target is None:
-                unknown += 1
-                leave(letter, f"its source queue {letter.queue!r} is not one of the settings' "
-                              "queues (a lane no longer in ACTIONRUNNER_LANES?)")
-                continue
-            attributes = {k: v for k, v in (letter.raw.get("MessageAttributes") or {}).items()
-                          if not k.startswith(ATTRIBUTE_PREFIX)}
-            attributes[REDRIVES_ATTRIBUTE] = {"DataType": "Number",
-                                              "StringValue": str(letter.redrives + 1)}
-            try:  # the dedup id is the DLQ message's own: a send repeated (a lost answer, a
-                # redrive run again after a failed delete) is dropped by SQS, never a second copy
-                self.client.send_message(
-                    QueueUrl=target, MessageBody=letter.raw["Body"],
-                    MessageGroupId=letter.group or "default",
-                    MessageDeduplicationId=f"{letter.message_id}:redrive",
-                    MessageAttributes=attributes)
-            except (ClientError, BotoCoreError) as exc:
-                leave(letter, f"not sent back: {_code(exc)} (tried again by the next redrive)")
-                continue
-            try:
-                self.client.delete_message(QueueUrl=self.url, ReceiptHandle=letter.receipt_handle)
-            except (ClientError, BotoCoreError) as exc:
+        receives = 3 * (snapshot // C.SQS_MAX_BATCH + 1) + 2
+        for batch in self._receive_batches(None, max_receives=receives, stop=stop):
+            going: list[tuple[DeadLetter, str]] = []
+            for letter in batch:
+                if letter.sent_ms is not None and letter.sent_ms >= started_ms:
+                    newer += 1  # dead-lettered after this redrive began: not part of it
+                    skipped.append(letter)
+                    continue
+                matches = (group is None or letter.group == group) and (
+                    action is None or letter.action == action)
+                if not matches or (limit is not None and moved + len(going) >= limit):
+                    skipped.append(letter)
+                    continue
+                if letter.redrives >= max_redrives and not force:
+                    leave(letter, f"redriven {letter.redrives} times already "
+                                  f"(ACTIONRUNNER_MAX_REDRIVES={max_redrives}): left in the DLQ; "
+                                  "force to redrive it again")
+                    continue
+                target = self._source_url(letter)
+                if target is None:
+                    unknown += 1
+                    leave(letter, f"its source queue {letter.queue!r} is not one of the settings' "
+                                  "queues (a lane no longer in ACTIONRUNNER_LANES?)")
+                    continue
+                going.append((letter, target))
+            sent, refused = self._send_back(going)
+            for letter, reason in refused:
+                leave(letter, reason)
+            for letter, reason in self._delete(sent):
                 undeleted += 1
                 if len(left) < MAX_REASONS:
                     left.append({"message_id": letter.message_id, "group": letter.group,
-                                 "reason": f"sent back, but its DLQ copy was not deleted "
-                                           f"({_code(exc)}): a redrive within 5 minutes is "
-                                           "dropped by SQS's deduplication"})
-            moved += 1
-            by_queue[letter.queue] = by_queue.get(letter.queue, 0) + 1
-            if progress:
-                progress(1)
+                                 "reason": reason})
+            for letter in sent:
+                by_queue[letter.queue] = by_queue.get(letter.queue, 0) + 1
+            moved += len(sent)
+            if progress and sent:
+                progress(len(sent))
         self._release(skipped)
         return {"moved": moved, "skipped": len(skipped), "by_queue": by_queue,
                 "unknown_source": unknown, "newer": newer, "left": left,
                 "not_deleted": undeleted, "stopped": bool(stop and stop())}
+
+    def _send_back(self, going: list[tuple[DeadLetter, str]]
+                   ) -> tuple[list[DeadLetter], list[tuple[DeadLetter, str]]]:
+        """Send each ``(letter, target queue URL)`` back (SendMessageBatch, per queue, in order);
+        ``(sent, [(refused, why)])``. The dedup id is the DLQ message's own: a send repeated (a
+        lost answer, a redrive run again after a failed delete) is dropped by SQS, never a second
+        copy. Once a message of a group is refused, the rest of its group stays (order)."""
+        sent: list[DeadLetter] = []
+        refused: list[tuple[DeadLetter, str]] = []
+        by_target: dict[str, list[DeadLetter]] = {}
+        for letter, target in going:
+            by_target.setdefault(target, []).append(letter)
+        for target, letters in by_target.items():
+            broken: set[str] = set()
+            entries = []
+            for index, letter in enumerate(letters):
+                attributes = {k: v for k, v in (letter.raw.get("MessageAttributes") or {}).items()
+                              if not k.startswith(ATTRIBUTE_PREFIX)}
+                attributes[REDRIVES_ATTRIBUTE] = {"DataType": "Number",
+                                                  "StringValue": str(letter.redrives + 1)}
+                entries.append({"Id": str(index), "MessageBody": letter.raw["Body"],
+                                "MessageGroupId": letter.group or "default",
+                                "MessageDeduplicationId": f"{letter.message_id}:redrive",
+                                "MessageAttributes": attributes})
+            try:
+                failed = {f["Id"]: f for f in self.client.send_message_batch(
+                    QueueUrl=target, Entries=entries).get("Failed", [])}
+            except (ClientError, BotoCoreError) as exc:
+                failed = {e["Id"]: {"Code": _code(exc)} for e in entries}
+            for index, letter in enumerate(letters):
+                failure = failed.get(str(index))
+                if failure is None and letter.group not in broken:
+                    sent.append(letter)
+                    continue
+                if failure is not None:
+                    broken.add(letter.group)
+                    why = f"not sent back: {failure.get('Code')} (tried again by the next redrive)"
+                else:
+                    why = "an earlier message of its group was not sent back: left to keep order"
+                refused.append((letter, why))
+        return sent, refused
+
+    def _delete(self, letters: list[DeadLetter]) -> list[tuple[DeadLetter, str]]:
+        """Delete the DLQ copies of messages sent back (DeleteMessageBatch); those that could not
+        be, with why."""
+        kept: list[tuple[DeadLetter, str]] = []
+        for start in range(0, len(letters), C.SQS_MAX_BATCH):
+            chunk = letters[start:start + C.SQS_MAX_BATCH]
+            try:
+                failed = {f["Id"]: f.get("Code") for f in self.client.delete_message_batch(
+                    QueueUrl=self.url, Entries=[{"Id": str(i), "ReceiptHandle": d.receipt_handle}
+                                                for i, d in enumerate(chunk)]).get("Failed", [])}
+            except (ClientError, BotoCoreError) as exc:
+                failed = {str(i): _code(exc) for i in range(len(chunk))}
+            kept += [(d, f"sent back, but its DLQ copy was not deleted ({failed[str(i)]}): a "
+                         "redrive within 5 minutes is dropped by SQS's deduplication")
+                     for i, d in enumerate(chunk) if str(i) in failed]
+        return kept
 
     def purge(self, progress: Callable[[int], None] | None = None, wait: float = 0.0,
               sleep: Callable[[float], None] = time.sleep) -> int:

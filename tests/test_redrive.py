@@ -238,7 +238,7 @@ def test_a_redrive_through_injected_aws_faults_moves_each_message_once(
     ids = dead_letter_by_hand(sqs, settings, run, count)
     proxy = FaultProxy(settings.sqs_endpoint_url or "", rate=0.3, seed=7, slow_seconds=1.0,
                        kinds=("error", "throttle", "lost"),
-                       apis={"SendMessage", "DeleteMessage"}).start()
+                       apis={"SendMessageBatch", "DeleteMessageBatch"}).start()
     try:
         client = boto3.session.Session().client(
             "sqs", region_name=settings.region, endpoint_url=proxy.url,
