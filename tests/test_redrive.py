@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from actionrunner.dlq import DeadLetterQueue, RedriveJob, dead_letter_queues, list_all, redrive_all
+from actionrunner.dlq import DeadLetterQueue, RedriveJob, dead_letter_queues, redrive_all
 from actionrunner.settings import Settings
 from actionrunner.settle import Reason, dead_letter_entry
 from tests.actions import boom

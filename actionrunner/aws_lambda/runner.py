@@ -52,7 +52,6 @@ from ..errors import UndecodableMessage
 from ..logging import get_logger, log_event
 from ..runnable import expired
 from ..settings import Settings
-from ..signing import key_of
 from ..settle import (
     UNDECODABLE,
     Hold,
@@ -66,6 +65,7 @@ from ..settle import (
     decide,
     expired_outcome,
 )
+from ..signing import key_of
 from ..sqs import claimcheck
 from ..sqs.inbound import describe
 from ..worker.request import ActionRequest
