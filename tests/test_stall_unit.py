@@ -168,3 +168,19 @@ def test_a_metric_names_only_registered_actions() -> None:
     assert emf_fields("dead-lettered", {"action": "tests.actions.probe"})["Action"] == "tests.actions.probe"
     assert emf_fields("dead-lettered", {"action": "minted.by.a.sender"})["Action"] == "(unknown)"
     assert emf_fields("dead-letter-failed", {"action": "(worker)"})["Action"] == "(worker)"
+
+
+def test_a_message_waiting_for_its_eta_says_why_its_group_waits(
+    channel: Channel, caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from bench.hostile import envelope
+    from tests.test_channel_unit import CTX
+
+    caplog.set_level(logging.INFO)
+    eta = datetime.datetime.fromtimestamp(time.time() + 3600, datetime.UTC).isoformat()
+    channel._accept("q", "actions.fifo", [message("e1", body=json.dumps(envelope(CTX, eta=eta)))])
+    [line] = [r.msg for r in caplog.records if isinstance(r.msg, dict)
+              and r.msg.get("event") == "scheduled"]
+    assert line["eta"] == eta and 3500 < line["wait_s"] <= 3600 and line["group"] == "g"

@@ -39,6 +39,7 @@ from kombu.transport import virtual
 from .. import constants as C
 from ..errors import UndecodableMessage
 from ..logging import log_event
+from ..runnable import eta_seconds
 from ..settle import (
     UNDECODABLE,
     DeadLetter,
@@ -318,11 +319,21 @@ class FifoConsumer(MessageSettler):
             payload["properties"]["delivery_info"]["actionrunner_runs"] = held.runs
             if held.attempt > 1:  # Celery's own count (self.request.retries, Flower's "retries")
                 payload.setdefault("headers", {})["retries"] = held.attempt - 1
+            if held.runs == 1:
+                self._say_if_scheduled(held, payload.get("headers") or {})
             held.callback(payload)
         except Exception as exc:  # Celery could not take it: dead-letter it, never raise
             logger.exception("the worker could not start message %s", held.message.get("MessageId"))
             self._settle_held(held, decide(UNDECODABLE, exc, attempt=max(1, held.attempt),
                                            receive_count=held.receive_count), self._describe(held))
+
+    def _say_if_scheduled(self, held: Held, headers: Mapping[str, Any]) -> None:
+        """A message with an ``eta`` holds its group until then (at most
+        :data:`~actionrunner.runnable.MAX_ETA_SECONDS`): a ``scheduled`` line says why."""
+        ahead = eta_seconds(dict(headers), time.time())
+        if ahead is not None and ahead > 1:
+            log_event("scheduled", **self._describe(held), eta=str(headers.get("eta"))[:40],
+                      wait_s=round(ahead, 1), reason="its eta: its group waits behind it")
 
     def _describe(self, held: Held) -> dict[str, Any]:
         fields = inbound.describe(held.message)
