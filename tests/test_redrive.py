@@ -198,7 +198,7 @@ def test_the_api_runs_a_large_redrive_as_a_job_with_a_status_url(
         sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
 
 
-def test_a_stopping_api_stops_its_redrive_jobs() -> None:
+def test_a_stopping_api_stops_its_redrive_jobs(aws: Any) -> None:
     from actionrunner.api.routers import dlq as router
 
     # Given a running job (a stand-in DLQ that never runs dry)
@@ -214,10 +214,16 @@ def test_a_stopping_api_stops_its_redrive_jobs() -> None:
             return {"moved": 0, "skipped": 0, "by_queue": {}, "unknown_source": 0, "newer": 0,
                     "not_deleted": 0, "left": [], "stopped": True}
 
-    job = RedriveJob([Endless()]).start()  # type: ignore[list-item]
-    router.JOBS[job.id] = job
-    # When the API shuts down
-    router._stop_jobs()
+    from fastapi.testclient import TestClient
+
+    from actionrunner.api import app as api_app
+
+    with TestClient(api_app.create_app()):
+        job = RedriveJob([Endless()]).start()  # type: ignore[list-item]
+        router.JOBS[job.id] = job
+        time.sleep(0.1)
+        assert job.state == "running"
+        # When the API shuts down (its lifespan's end, as on SIGTERM)
     # Then the job has ended, stopped
     assert job.state == "stopped" and not job._thread.is_alive()
     router.JOBS.pop(job.id)
