@@ -247,8 +247,9 @@ def main(argv: list[str] | None = None) -> int:
                           f"{doubled}")
             k = fleet(settings, 20, 2.0, kill=True)
             doubled = sum(1 for v in k["ends"].values() if v > 1)
-            console.print(f"  20 runs of 2 s, SIGKILL of the worker holding leases "
-                          f"({3 - k['running_after_kill']} of 3): its leases taken over after "
+            console.print(f"  {k['total']} runs of 2 s (6 sent after the kill), SIGKILL of the "
+                          f"worker holding leases ({3 - k['running_after_kill']} of 3): its "
+                          f"leases taken over after "
                           f"{k['leases_back_s']:.1f} s, 3 running again after "
                           f"{k['recovered_s']:.1f} s (lease {LEASE:.0f} s); peak "
                           f"sampled {k['peak']}; ended {len(k['ends'])}/{k['total']}, doubled "
