@@ -338,3 +338,20 @@ def test_an_answer_to_an_unread_body_closes_the_connection(api: httpx.Client) ->
         base, submit + f"Authorization: Bearer {SUBMIT}\r\nContent-Length: {len(body)}\r\n\r\n"
         .encode(), body, wait=2)
     assert status == 422 and b"connection: close" not in headers and not closed
+
+
+def test_docs_are_served_from_this_server_only(api: httpx.Client) -> None:
+    import re
+
+    page = api.get("/docs")
+    assert page.status_code == 200 and "swagger-ui" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    # every script, style and icon the page loads is ours, and each is there
+    links = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", page.text)
+    assert len(links) >= 3, page.text
+    for link in links:
+        assert link.startswith("/") and not link.startswith("//"), link
+        assert api.get(link).status_code == 200, link
+    assert "://" not in re.sub(r"<!--.*?-->", "", page.text, flags=re.S)  # no other origin at all
+    assert api.get("/openapi.json").json()["info"]["title"] == "ActionRunner admin API"
+    assert api.get("/redoc").status_code == 404  # FastAPI's ReDoc page loads from a CDN
