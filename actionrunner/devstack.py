@@ -16,6 +16,7 @@ supervisor killed with SIGKILL, say).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -95,7 +96,8 @@ class DevStack:
             finally:
                 stop_processes([c.proc for c in supervisor.children], timeout=20)
         self.record.remove()
-        self.console.print("stack stopped")
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            self.console.print("stack stopped")
 
     def _ports(self) -> dict[str, int]:
         ports = {"moto": self.moto_port, "fauxqs": self.sqs_port if self.sqs == "fauxqs" else 0,
