@@ -560,7 +560,7 @@ def test_a_deployed_lane_is_what_provision_checks(aws: Any) -> None:
 
 # -- the lock files (scripts/lock) ------------------------------------------------------------------
 LOCKS = {  # lock -> the extras of pyproject it was made for
-    "requirements.lock": ["dev"], "deploy/image.lock": ["flower", "docs"], "deploy/lambda.lock": [],
+    "requirements.lock": ["dev"], "deploy/image.lock": ["flower", "api-docs"], "deploy/lambda.lock": [],
 }
 
 

@@ -2,7 +2,7 @@
 
 FastAPI's own page loads Swagger UI's script and style from a public CDN (and its favicon from
 FastAPI's site): an operator's browser would run whatever that host serves, with the API token
-typed into the page. Here the files come from the ``swagger-ui-bundle`` package (the ``docs``
+typed into the page. Here the files come from the ``swagger-ui-bundle`` package (the ``api-docs``
 extra, installed in the image and for development), under ``/docs/assets``, and the page says so
 in its Content-Security-Policy (``'self'`` only). Without that package ``/docs`` is not served;
 ``/openapi.json`` always is.
@@ -25,7 +25,7 @@ CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 
 
 
 def available() -> bool:
-    """True when the Swagger UI files are installed (``pip install 'actionrunner[docs]'``)."""
+    """True when the Swagger UI files are installed (``pip install 'actionrunner[api-docs]'``)."""
     return importlib.util.find_spec("swagger_ui_bundle") is not None
 
 
