@@ -66,8 +66,11 @@ def _setup_logging(loglevel: Any = None, **_: Any) -> None:
 @signals.beat_init.connect
 def _preflight(sender: Any = None, **_: Any) -> None:
     """Fail fast, with what to do, when the queue is missing or the endpoint is unreachable."""
+    from .devsession import missing_credentials
     from .provision import check_queues, check_table
 
+    if (sentence := missing_credentials()) is not None:  # not botocore's 60-line traceback
+        raise SystemExit(f"actionrunner: {sentence}")
     try:
         import_action_modules(app)
         check_queues(get_settings())

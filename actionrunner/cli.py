@@ -110,13 +110,16 @@ def dev(
     sqs_port: int = C.LOCAL_SQS_PORT,
     api_port: Annotated[int, typer.Option(help="Admin API port (0: no API).")] = 8000,
     flower_port: Annotated[int, typer.Option(help="Flower port (0: no Flower).")] = 5555,
+    stop: Annotated[bool, typer.Option(
+        "--stop", help="End the stack of this checkout left running (.local/dev.pids).")] = False,
 ) -> None:
     """The whole stack on the embedded local AWS: emulator, queues, worker, beat, admin API and
-    Flower."""
+    Flower. Ctrl-C, SIGTERM or closing the terminal stops all of it."""
     from .devstack import DevStack
 
-    DevStack(concurrency=concurrency, sqs=sqs, beat=beat, moto_port=moto_port, sqs_port=sqs_port,
-             api_port=api_port, flower_port=flower_port, console=console).run()
+    stack = DevStack(concurrency=concurrency, sqs=sqs, beat=beat, moto_port=moto_port,
+                     sqs_port=sqs_port, api_port=api_port, flower_port=flower_port, console=console)
+    stack.stop_previous() if stop else stack.run()
 
 
 @cli.command()
@@ -466,6 +469,24 @@ def main() -> None:
     except ActionRunnerError as exc:
         console.print(f"actionrunner: {exc}", style="red", markup=False)
         sys.exit(2)
+    except Exception as exc:
+        if not _no_credentials(exc):
+            raise
+        from .devsession import missing_credentials
+
+        console.print(f"actionrunner: {missing_credentials() or exc}", style="red", markup=False)
+        sys.exit(2)
+
+
+def _no_credentials(exc: BaseException | None) -> bool:
+    """``exc`` is (or was caused by) botocore's NoCredentialsError (kombu wraps it)."""
+    from botocore.exceptions import NoCredentialsError
+
+    while exc is not None:
+        if isinstance(exc, NoCredentialsError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 if __name__ == "__main__":

@@ -4,13 +4,19 @@ The emulator (:class:`actionrunner.local.LocalAWS`) and the queues, table and bu
 the worker, beat, the admin API (with a token made for the session) and Flower (with a password
 made for the session), each a child process. A child that exits is restarted (one that keeps
 exiting right after it starts is left down, said so, and the rest keeps running:
-:class:`actionrunner.devsession.Supervisor`); on SIGINT/SIGTERM all are stopped together
-(:func:`actionrunner.local.stop_processes`). Other shells source ``.local/dev.env``
-(:func:`actionrunner.devsession.write_env_file`).
+:class:`actionrunner.devsession.Supervisor`); on SIGINT, SIGTERM or SIGHUP (the terminal closed)
+all are stopped together (:func:`actionrunner.local.stop_processes`). Other shells source
+``.local/dev.env`` (:func:`actionrunner.devsession.write_env_file`).
+
+Every process is recorded by PID in ``.local/dev.pids`` while the stack runs
+(:class:`actionrunner.devsession.PidRecord`): a second start whose ports are taken names the
+processes that hold them, and ``actionrunner dev --stop`` ends a stack left running (its
+supervisor killed with SIGKILL, say).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -19,14 +25,16 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from . import constants as C
 from . import provision
-from .devsession import ENV_FILE, Supervisor, write_env_file
-from .local import LocalAWS, Stop, stop_processes
+from .devsession import ENV_FILE, PidRecord, Supervisor, describe, port_holders, write_env_file
+from .errors import ConfigurationError
+from .local import LocalAWS, Stop, port_is_free, stop_processes
 from .settings import Settings, get_settings
 
 #: Logs of the emulator, and beat's schedule (in its parent folder).
@@ -45,12 +53,18 @@ class DevStack:
     api_port: int = 8000
     flower_port: int = 5555
     console: Console = field(default_factory=lambda: Console(stderr=True))
+    #: Environment of one child only, over the stack's (set by :meth:`commands`).
+    child_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    record: PidRecord = field(default_factory=PidRecord)
 
     def run(self) -> None:
-        """Run until Ctrl-C (or until a child exits), then stop everything."""
+        """Run until Ctrl-C, SIGTERM or SIGHUP (or until every child is down), then stop
+        everything."""
         stop = Stop()
+        self.check_free()
         with LocalAWS(sqs=self.sqs, moto_port=self.moto_port, sqs_port=self.sqs_port,  # type: ignore[arg-type]
                       log_dir=LOGS) as aws:
+            self._record(aws, [])
             env = {**os.environ, **aws.env()}
             if self.sqs == "moto":
                 env.setdefault("ACTIONRUNNER_WAIT_TIME_SECONDS", "1")  # moto's long poll spins a CPU
@@ -65,7 +79,8 @@ class DevStack:
                 text, style="yellow", markup=False, soft_wrap=True))
             try:
                 for name, argv in commands.items():
-                    supervisor.start(name, argv)
+                    supervisor.start(name, argv, self.child_env.get(name))
+                    self._record(aws, supervisor.children)
                 children = [(c.name, c.proc) for c in supervisor.children]
                 api_url = f"http://127.0.0.1:{self.api_port}" if self.api_port else None
                 write_env_file(ENV_FILE, aws.env(), env, api_url=api_url,
@@ -77,9 +92,56 @@ class DevStack:
                     if not stop.event.is_set() and not supervisor.check():
                         self.console.print("[red]every process of the stack is down; stopping[/]")
                         break
+                    self._record(aws, supervisor.children)  # a restarted child has a new PID
             finally:
                 stop_processes([c.proc for c in supervisor.children], timeout=20)
-        self.console.print("stack stopped")
+        self.record.remove()
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            self.console.print("stack stopped")
+
+    def _ports(self) -> dict[str, int]:
+        ports = {"moto": self.moto_port, "fauxqs": self.sqs_port if self.sqs == "fauxqs" else 0,
+                 "api": self.api_port, "flower": self.flower_port}
+        return {name: port for name, port in ports.items() if port}
+
+    def _record(self, aws: LocalAWS, children: list[Any]) -> None:
+        ports = self._ports()
+        self.record.write([("dev", os.getpid(), None),
+                           *((s.name, s.process.pid, s.port) for s in aws.servers if s.process),
+                           *((c.name, c.proc.pid, ports.get(c.name)) for c in children)])
+
+    def check_free(self) -> None:
+        """A :class:`ConfigurationError` naming the processes in the way: a stack of this
+        checkout still running (from ``.local/dev.pids``), or whatever holds a port."""
+        previous = self.record.read()
+        if previous:
+            raise ConfigurationError(
+                f"a stack started here is still running ({describe(previous)}); stop it with "
+                "`actionrunner dev --stop` (or `kill` the dev pid)")
+        taken = {name: port for name, port in self._ports().items()
+                 if not port_is_free(C.LOCAL_HOST, port)}
+        if taken:
+            held = "; ".join(
+                f"port {port} ({name}) is held by "
+                + (", ".join(f"pid {pid} ({cmd})" for pid, cmd in port_holders(port))
+                   or "a process this user cannot see")
+                for name, port in taken.items())
+            raise ConfigurationError(f"{held}; stop it, or choose other ports (--moto-port, "
+                                     "--sqs-port, --api-port, --flower-port)")
+
+    def stop_previous(self) -> None:
+        """``actionrunner dev --stop``: end the stack recorded in ``.local/dev.pids``."""
+        stopped = self.record.stop(say=lambda text: self.console.print(text, markup=False))
+        if stopped:
+            self.console.print(f"stopped: {describe(stopped)}", markup=False)
+            return
+        held = {port: port_holders(port) for port in self._ports().values()}
+        held = {port: pids for port, pids in held.items() if pids}
+        self.console.print("no stack of this checkout is running (no live process in "
+                           f"{self.record.path})" + "".join(
+                               f"; port {port} is held by " + ", ".join(
+                                   f"pid {pid} ({cmd})" for pid, cmd in pids)
+                               for port, pids in held.items()), markup=False)
 
     def commands(self, settings: Settings,
                  env: dict[str, str]) -> tuple[dict[str, list[str]], dict[str, str]]:
@@ -107,8 +169,11 @@ class DevStack:
                                    "running without it[/]")
             else:
                 password = secrets.token_urlsafe(12)
+                # Flower reads FLOWER_<OPTION>: the password stays off the command line (which
+                # every user of the machine can read in ps)
+                self.child_env["flower"] = {"FLOWER_BASIC_AUTH": f"admin:{password}"}
                 commands["flower"] = [*celery, "flower", "--address=127.0.0.1",
-                                      f"--port={self.flower_port}", f"--basic-auth=admin:{password}"]
+                                      f"--port={self.flower_port}"]
                 notes["flower"] = (f"http://127.0.0.1:{self.flower_port}/ (user admin, password "
                                    f"{password}), ")
         return commands, notes

@@ -61,11 +61,12 @@ def stop_processes(procs: list[subprocess.Popen[bytes]], timeout: float = 10.0) 
 
 
 class Stop:
-    """Waits for SIGINT/SIGTERM (or for ``poll`` to return True)."""
+    """Waits for SIGINT, SIGTERM or SIGHUP (the terminal closed), or for ``poll`` to return
+    True."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, lambda *_: self.event.set())
 
     def wait(self, poll: Callable[[], bool] | None = None, every: float = 0.5) -> None:

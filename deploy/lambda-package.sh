@@ -8,6 +8,10 @@
 #
 # Wheels are for glibc 2.28 (manylinux_2_28: pycurl, which kombu's SQS extra requires, ships no
 # older Linux wheel): Lambda's python3.12 and later runtimes (Amazon Linux 2023).
+#
+# Every dependency is the pinned, hashed one of deploy/lambda.lock (scripts/lock), installed with
+# --require-hashes; the package's wheel is built without build isolation in a throwaway venv
+# whose pip and setuptools come from deploy/build.lock, hashes checked too.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -21,12 +25,17 @@ esac
 python="$(command -v "${PYTHON:-python3}")"
 case "$python" in /*) ;; *) python="$PWD/$python" ;; esac
 
-rm -rf build/lambda build/lambda-wheel build/actionrunner-lambda.zip
+rm -rf build/lambda build/lambda-wheel build/lambda-tools build/actionrunner-lambda.zip
 mkdir -p build/lambda build/lambda-wheel
-"$python" -m pip wheel --quiet --no-deps --wheel-dir build/lambda-wheel .
-"$python" -m pip install --quiet --target build/lambda \
+"$python" -m venv build/lambda-tools
+tools=build/lambda-tools/bin/python
+"$tools" -m pip install --quiet --require-hashes -r deploy/build.lock
+"$tools" -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir build/lambda-wheel .
+"$tools" -m pip install --quiet --target build/lambda \
   --platform "manylinux_2_28_$machine" --platform "manylinux2014_$machine" \
   --implementation cp --python-version "$version" --only-binary=:all: \
-  build/lambda-wheel/actionrunner-*.whl
+  --require-hashes -r deploy/lambda.lock
+"$tools" -m pip install --quiet --target build/lambda --no-deps build/lambda-wheel/actionrunner-*.whl
+rm -rf build/lambda-tools
 (cd build/lambda && "$python" -m zipfile -c ../actionrunner-lambda.zip .)
 echo "build/actionrunner-lambda.zip (Python $version, $arch; handler actionrunner.aws_lambda.handler)"

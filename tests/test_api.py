@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from actionrunner.api.auth import hash_token
+from actionrunner.api.errors import MAX_ECHO
 from tests.conftest import ROOT, Worker, _free_port, receive_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -243,3 +244,114 @@ def test_deep_nesting_without_a_token_is_401(api: httpx.Client) -> None:
                     headers={**auth(SUBMIT), "Content-Type": "application/json"}).status_code == 403
     assert api.post("/v1/actions/tests.actions.record", content=deep,
                     headers={**auth(SUBMIT), "Content-Type": "application/json"}).status_code < 500
+
+
+def test_values_that_cannot_travel_are_422_naming_the_field(api: httpx.Client) -> None:
+    # Given inputs JSON reads but the wire cannot carry as they are
+    def post(name: str, content: bytes) -> httpx.Response:
+        return api.post(f"/v1/actions/tests.actions.{name}", content=content,
+                        headers={**auth(SUBMIT), "Content-Type": "application/json"})
+
+    cases = {  # body -> the field the 422 must name
+        b'{"a": 18446744073709551616}': ["body", "a"],                      # 2**64
+        b'{"a": -9223372036854775809}': ["body", "a"],                      # -2**63 - 1
+        b'{"a": "' + b"9" * 40 + b'"}': ["body", "a"],                      # coerced to 133 bits
+    }
+    for body, loc in cases.items():
+        # When it is submitted, Then 422 names the field, and no 500 from kombu's EncodeError
+        answer = post("kept_add", body)
+        assert answer.status_code == 422, (body, answer.text)
+        assert [d["loc"] for d in answer.json()["detail"]] == [loc], answer.text
+        assert "64" in answer.json()["detail"][0]["msg"]
+    nested = {
+        b'{"run": "r", "value": {"x": [1, 340282366920938463463374607431768211456]}}':
+            (["body", "value", "x", "1"], "out of range"),
+        b'{"run": "r", "value": NaN}': (["body", "value"], "finite"),
+        b'{"run": "r", "value": {"k": "\\ud800"}}': (["body", "value", "k"], "surrogate"),
+    }
+    for body, (loc, what) in nested.items():
+        answer = post("echo", body)
+        assert answer.status_code == 422, (body, answer.text)
+        assert answer.json()["detail"][0]["loc"] == loc and what in answer.json()["detail"][0]["msg"]
+
+
+def test_error_answers_never_echo_a_long_value(api: httpx.Client) -> None:
+    long = "q" * 300_000
+    answers = [
+        # a group rendered from a 300 KB input (the MessageGroupId error quotes it)
+        api.post("/v1/actions/tests.actions.record", json={"bucket": long, "token": "t"},
+                 headers=auth(SUBMIT)),
+        # a too-long query value (FastAPI's validation error carries the input)
+        api.post("/v1/actions/tests.actions.record", params={"group": long[:60_000]},
+                 json={"bucket": "b", "token": "t"}, headers=auth(SUBMIT)),
+        # 300 unknown fields with long names
+        api.post("/v1/actions/tests.actions.record",
+                 json={"bucket": "b", "token": "t", **{f"{i}{long[:2000]}": i for i in range(300)}},
+                 headers=auth(SUBMIT)),
+        api.get("/v1/runs/" + long[:5000], headers=auth(SUBMIT)),
+    ]
+    for answer in answers:
+        assert answer.status_code == 422, answer.text[:300]
+        assert len(answer.content) < 3000, (len(answer.content), answer.text[:300])
+        assert "q" * (MAX_ECHO + 1) not in answer.text
+    assert "is 300004 characters; SQS accepts at most 128" in answers[0].text  # the reason stays
+
+
+def _exchange(base: str, head: bytes, first: bytes, wait: float = 4) -> tuple[int, bytes, bool]:
+    """Send ``head`` and a first piece of a body that never ends; the answer's status, its
+    headers, and whether the server closed the connection after answering (within ``wait`` s;
+    uvicorn closes an idle kept-alive connection after 5 s)."""
+    url = urlsplit(base)
+    with socket.create_connection((url.hostname, url.port), timeout=wait) as conn:
+        conn.sendall(head + first)
+        got = b""
+        try:
+            while chunk := conn.recv(65536):
+                got += chunk
+            closed = True
+        except TimeoutError:
+            closed = False
+    head_part = got.split(b"\r\n\r\n", 1)[0]
+    return int(got.split(b" ")[1]), head_part.lower(), closed
+
+
+def test_an_answer_to_an_unread_body_closes_the_connection(api: httpx.Client) -> None:
+    base, host = str(api.base_url), b"Host: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    chunked = b"Transfer-Encoding: chunked\r\n\r\n"
+    piece = b"400\r\n" + b"[" * 1024 + b"\r\n"
+    submit = b"POST /v1/actions/tests.actions.record HTTP/1.1\r\n" + host
+    redrive = b"POST /v1/dlq/redrive HTTP/1.1\r\n" + host
+    cases = [
+        (submit + chunked, 401),                                                     # no token
+        (submit + b"Authorization: Bearer nope\r\n" + chunked, 401),                 # unknown
+        (redrive + f"Authorization: Bearer {SUBMIT}\r\n".encode() + chunked, 403),   # no scope
+        (submit + f"Authorization: Bearer {SUBMIT}\r\n".encode()
+         + b"Content-Length: 52428800\r\n\r\n", 413),                               # too large
+    ]
+    for head, expected in cases:
+        status, headers, closed = _exchange(base, head, piece)
+        assert status == expected, (head, status)
+        assert b"connection: close" in headers and closed, (head, headers)
+    # a body read to its end keeps the connection (keep-alive)
+    body = b'{"bucket": 3}'
+    status, headers, closed = _exchange(
+        base, submit + f"Authorization: Bearer {SUBMIT}\r\nContent-Length: {len(body)}\r\n\r\n"
+        .encode(), body, wait=2)
+    assert status == 422 and b"connection: close" not in headers and not closed
+
+
+def test_docs_are_served_from_this_server_only(api: httpx.Client) -> None:
+    import re
+
+    page = api.get("/docs")
+    assert page.status_code == 200 and "swagger-ui" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    # every script, style and icon the page loads is ours, and each is there
+    links = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", page.text)
+    assert len(links) >= 3, page.text
+    for link in links:
+        assert link.startswith("/") and not link.startswith("//"), link
+        assert api.get(link).status_code == 200, link
+    assert "://" not in re.sub(r"<!--.*?-->", "", page.text, flags=re.S)  # no other origin at all
+    assert api.get("/openapi.json").json()["info"]["title"] == "ActionRunner admin API"
+    assert api.get("/redoc").status_code == 404  # FastAPI's ReDoc page loads from a CDN

@@ -6,6 +6,7 @@ is built by `docker build -f deploy/Dockerfile .` (deploy/README.md).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -159,3 +160,46 @@ def test_web_processes_are_healthy_when_their_endpoint_answers() -> None:
     assert healthcheck.check("api", status=status(503)) == "/healthz answered 503"
     assert healthcheck.check("flower", status=status(401)) is None  # behind basic auth
     assert seen[-1].endswith("/flower/healthcheck")
+
+
+# -- supply chain ---------------------------------------------------------------------------------
+def _args(dockerfile: str) -> dict[str, str]:
+    return dict(re.findall(r"^ARG (\w+)=(\S+)$", dockerfile, re.M))
+
+
+def test_base_images_are_pinned_by_digest() -> None:
+    # Given the Dockerfile, When each FROM is resolved through its ARG defaults
+    text = (DEPLOY / "Dockerfile").read_text()
+    args = _args(text)
+    images = [re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], line.split()[1])
+              for line in text.splitlines() if line.startswith("FROM ")]
+    # Then every one names its content, not a tag that can move
+    assert len(images) == 2
+    for image in images:
+        assert re.fullmatch(r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}", image), image
+    # and no frontend image is fetched by tag (`# syntax=` without a digest)
+    for line in text.splitlines():
+        if line.lower().startswith("# syntax="):
+            assert "@sha256:" in line, line
+
+
+def _pip_installs(path: Path) -> list[str]:
+    text = path.read_text().replace("\\\n", " ")
+    return [line for line in text.splitlines()
+            if "pip install" in line and not line.lstrip().startswith("#")]
+
+
+@pytest.mark.parametrize(("path", "locks"), [
+    ("scripts/bootstrap", ["deploy/build.lock", "requirements.lock"]),
+    ("deploy/Dockerfile", ["build.lock", "image.lock"]),
+    ("deploy/lambda-package.sh", ["deploy/build.lock", "deploy/lambda.lock"]),
+])
+def test_every_install_is_hash_checked_from_the_locks(path: str, locks: list[str]) -> None:
+    installs = _pip_installs(ROOT / path)
+    for line in installs:
+        # a lock, hashes required; or the project itself, nothing else pulled in with it
+        assert "--require-hashes -r " in line or "--no-deps" in line, line
+        if "--no-deps" in line and "--target" not in line:
+            assert "--no-build-isolation" in line, line  # no unhashed setuptools either
+    for lock in locks:
+        assert any(f"--require-hashes -r {lock}" in line for line in installs), (path, lock)

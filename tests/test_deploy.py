@@ -556,3 +556,87 @@ def test_a_deployed_lane_is_what_provision_checks(aws: Any) -> None:
                 sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=queue)["QueueUrl"])
         with contextlib.suppress(Exception):
             _client("dynamodb").delete_table(TableName=settings.state_table)
+
+
+# -- the lock files (scripts/lock) ------------------------------------------------------------------
+LOCKS = {  # lock -> the extras of pyproject it was made for
+    "requirements.lock": ["dev"], "deploy/image.lock": ["flower", "api-docs"], "deploy/lambda.lock": [],
+}
+
+
+def _lock_entries(path: Path) -> list[tuple[Any, list[str]]]:
+    """(requirement, hashes) of each entry of a pip requirements file with hashes."""
+    from packaging.requirements import Requirement
+
+    text = path.read_text().replace("\\\n", " ")
+    entries = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        spec, *hashes = line.split(" --hash=")
+        entries.append((Requirement(spec), [h.strip() for h in hashes]))
+    return entries
+
+
+def _wanted(project: dict[str, Any], extras: list[str]) -> list[Any]:
+    """pyproject's requirements for ``extras``, self-references (``actionrunner[local]``) expanded."""
+    from packaging.requirements import Requirement
+
+    wanted, todo, seen = [Requirement(r) for r in project["dependencies"]], list(extras), set()
+    while todo:
+        extra = todo.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for text in project["optional-dependencies"][extra]:
+            req = Requirement(text)
+            if req.name == project["name"]:
+                todo.extend(req.extras)
+            else:
+                wanted.append(req)
+    return wanted
+
+
+@pytest.mark.parametrize("lock", [*LOCKS, "deploy/build.lock"])
+def test_each_lock_pins_every_package_with_its_hashes(lock: str) -> None:
+    from tests.conftest import ROOT
+
+    entries = _lock_entries(ROOT / lock)
+    assert entries
+    for req, hashes in entries:
+        assert [s.operator for s in req.specifier] == ["=="], str(req)
+        assert hashes and all(re.fullmatch(r"sha256:[0-9a-f]{64}", h) for h in hashes), str(req)
+
+
+@pytest.mark.parametrize("lock", LOCKS)
+def test_each_lock_holds_what_pyproject_asks_for(lock: str) -> None:
+    # a dependency added or bumped in pyproject.toml without `scripts/lock` fails here
+    import tomllib
+
+    from packaging.utils import canonicalize_name
+
+    from tests.conftest import ROOT
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pinned: dict[str, list[str]] = {}
+    for req, _ in _lock_entries(ROOT / lock):
+        pinned.setdefault(canonicalize_name(req.name), []).append(next(iter(req.specifier)).version)
+    for req in _wanted(project, LOCKS[lock]):
+        versions = pinned.get(canonicalize_name(req.name))
+        assert versions, f"{lock} lacks {req}: run scripts/lock"
+        for version in versions:
+            assert req.specifier.contains(version, prereleases=True), \
+                f"{lock} pins {req.name}=={version}, pyproject asks {req}: run scripts/lock"
+
+
+def test_the_locks_agree_on_every_version_they_share() -> None:
+    from tests.conftest import ROOT
+
+    seen: dict[tuple[str, str], tuple[str, str]] = {}
+    for lock in LOCKS:
+        for req, _ in _lock_entries(ROOT / lock):
+            key = (req.name.lower(), str(req.marker))
+            version = next(iter(req.specifier)).version
+            other = seen.setdefault(key, (lock, version))
+            assert other[1] == version, f"{req.name}: {other} but {lock} {version}"

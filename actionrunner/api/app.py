@@ -1,6 +1,6 @@
 """The FastAPI application: ``create_app()``, routers per resource (:mod:`.routers`), errors
 answered in one place (:mod:`.errors`), tokens checked before bodies are read (:mod:`.auth`),
-bodies capped (:mod:`.limits`)."""
+bodies capped (:mod:`.limits`), ``/docs`` from local files (:mod:`.docs`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from .. import runtime
 from ..action import Action, is_action
 from ..settings import Settings
-from . import errors
+from . import docs, errors
 from .deps import Services
 from .limits import BodyLimit
 from .routers import actions, concurrency, dlq, health, queues, runs
@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         description="Submit actions to the SQS FIFO queue, follow their runs, work the DLQ. "
                     "Authenticate with `Authorization: Bearer <token>`.",
+        docs_url=None, redoc_url=None,  # FastAPI's pages load from a CDN: .docs serves its own
     )
     api.state.settings = settings
     api.state.runtime = rt
@@ -41,4 +42,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     for module in (health, actions, runs, queues, dlq, concurrency):
         api.include_router(module.router)
+    docs.install(api)
     return api

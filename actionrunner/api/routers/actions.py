@@ -7,12 +7,16 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import Body, Header, HTTPException, Path, Query, Response
+from kombu.exceptions import EncodeError
+from kombu.serialization import dumps as kombu_dumps
 
 from ... import constants as C
 from ... import keys
 from ...action import Action, PreparedCall
+from ...errors import ActionInputError
 from ...logging import get_logger
 from ...runs import API_RUN_HEADER
+from .. import encoding
 from ..auth import router as scoped_router
 from ..deps import Deps, Services
 from ..errors import upstream
@@ -54,6 +58,7 @@ def submit(
         raise HTTPException(404, f"no action named {name!r}")
     run_id = str(uuid.uuid4())  # also the call id: every submit is a run of its own
     call = action.prepare(kwargs=inputs, group=group, call_id=run_id)  # ActionError → 422
+    _check_encodable(action, inputs, call)  # → 422 naming each field that cannot travel
     replayed, sent, dedup_id = False, False, call.dedup_id
     headers: dict[str, Any] = {API_RUN_HEADER: 1}
     if idempotency_key is not None:
@@ -78,6 +83,27 @@ def submit(
         response.headers["Idempotent-Replayed"] = "true"
     return Accepted(run_id=run_id, status_url=f"/v1/runs/{run_id}", action=name,
                     group=call.group, dedup_id=dedup_id, replayed=replayed)
+
+
+def _check_encodable(action: Action, inputs: dict[str, Any], call: PreparedCall) -> None:
+    """:class:`ActionInputError` (→ 422) naming each input that cannot be sent as it is: what was
+    posted (NaN, a lone surrogate), what validation made of it (a string coerced to a 70-bit
+    integer), and, the last word, what the action's serializer says of it (its ``EncodeError``
+    is otherwise a 500 from inside ``apply_async``)."""
+    found = encoding.problems(inputs) or encoding.problems(call.kwargs)
+    if not found:
+        serializer = action.app.conf.task_serializer
+        try:
+            kombu_dumps(call.kwargs, serializer=serializer)
+        except EncodeError:
+            for name, value in call.kwargs.items():
+                try:
+                    kombu_dumps({name: value}, serializer=serializer)
+                except EncodeError as exc:
+                    found[name] = f"cannot be encoded ({type(exc.__cause__ or exc).__name__})"
+            found = found or {"(inputs)": "cannot be encoded"}
+    if found:
+        raise ActionInputError(action.name, found)
 
 
 def _send(action: Action, call: PreparedCall, run_id: str, dedup_id: str,
