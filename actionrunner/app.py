@@ -12,11 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, signals
-from celery.utils.imports import import_from_cwd
+from celery.app import amqp as celery_amqp
+from celery.utils.imports import import_from_cwd, symbol_by_name
 
 from . import sqs  # noqa: F401  (registers the actionrunner:// transport)
+from .action import Action, as_action_class, check_plain_group, fill_fifo_ids, plain_group
 from .celery_config import celery_config
 from .errors import ConfigurationError
+from .logging import log_event
 from .settings import get_settings
 from .worker import lifecycle, shutdown  # noqa: F401  (connect the lifecycle and shutdown signals)
 
@@ -31,10 +34,55 @@ def _load_config() -> Any:
         return celery_config(settings)
 
 
+class AMQP(celery_amqp.AMQP):  # type: ignore[misc]
+    """Celery's message sending, with the FIFO ids of plain tasks filled in: every task message
+    of the app (``Task.apply_async``, ``send_task``, canvas) passes here after routing."""
+
+    def _create_task_sender(self) -> Any:
+        send = super()._create_task_sender()
+
+        def send_task_message(producer: Any, name: str, message: Any, **options: Any) -> Any:
+            headers = message.headers
+            plain = fill_fifo_ids(name, headers, options)
+            sent = send(producer, name, message, **options)
+            if plain:
+                log_event("sent", action=name, id=headers.get("id"),
+                          group=options["MessageGroupId"],
+                          dedup_id=options["MessageDeduplicationId"])
+            return sent
+
+        return send_task_message
+
+
+class ActionRunnerCelery(Celery):  # type: ignore[misc]
+    """The Celery app of ActionRunner: every task of it, ``@action`` or plain Celery task
+    (``@app.task``, ``@shared_task``, a class-based task), travels on the FIFO queue and runs as
+    :class:`~actionrunner.action.Action` does (see :func:`~actionrunner.action.fill_fifo_ids`)."""
+
+    amqp_cls = "actionrunner.app:AMQP"
+
+    def _task_from_fun(self, fun: Any, name: Any = None, base: Any = None, bind: bool = False,
+                       **options: Any) -> Any:
+        if base is not None:
+            base = as_action_class(symbol_by_name(base))
+        if options.get("message_group") is not None and "input_model" not in options:
+            # a wrong group is an error at declaration (before it is registered), not at send
+            check_plain_group(name or fun.__qualname__, options["message_group"])
+        return super()._task_from_fun(fun, name=name, base=base, bind=bind, **options)
+
+    def register_task(self, task: Any, **options: Any) -> Any:
+        if isinstance(task, type):
+            task = task()
+        if not isinstance(task, Action):
+            task.__class__ = as_action_class(type(task))
+        plain_group(task)
+        return super().register_task(task, **options)
+
+
 def create_app() -> Celery:
     """A new Celery app configured from the settings."""
-    celery = Celery("actionrunner", task_cls="actionrunner.action:Action",
-                    events="actionrunner.worker.events:Events")
+    celery = ActionRunnerCelery("actionrunner", task_cls="actionrunner.action:Action",
+                                events="actionrunner.worker.events:Events")
     celery.config_from_object(_load_config())
     return celery
 
