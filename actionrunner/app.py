@@ -1,10 +1,12 @@
 """The Celery application: ``celery -A actionrunner worker -c N`` finds it here.
 
 Configuration comes from the module named by ``ACTIONRUNNER_CELERY_CONFIG_MODULE``
-(``celeryconfig``, at the repository root) when it can be imported (from ``sys.path`` or the
-working directory, as Celery imports task modules), else straight from the settings. Action
-modules load from ``tasks`` and ``ACTIONRUNNER_IMPORTS`` (the same way). None of these is part of
-the installed package: a deployment's own modules live in its checkout.
+(``celeryconfig``) when it can be imported (from ``sys.path`` or the working directory, as Celery
+imports task modules), else straight from the settings. Action modules (and plain Celery tasks)
+load from Celery's ``imports`` and ``include``: ``ACTIONRUNNER_IMPORTS`` (and
+``ACTIONRUNNER_DEFAULT_IMPORTS``) by default, or whatever the config module sets. None of these
+is part of the installed package, and nothing is imported unless configured: this repository's
+``celeryconfig.py`` names its ``tasks``; a project of its own names its own (docs/library.md).
 """
 
 from __future__ import annotations
@@ -90,22 +92,55 @@ def create_app() -> Celery:
 app = create_app()
 
 
+def action_modules(celery: Celery = app) -> list[str]:
+    """The modules of actions and tasks the app imports: Celery's ``imports``, then ``include``."""
+    modules: dict[str, None] = {}
+    for setting in ("imports", "include"):
+        value = celery.conf.get(setting) or ()
+        modules.update(dict.fromkeys([value] if isinstance(value, str) else value))
+    return list(modules)
+
+
 def import_action_modules(celery: Celery = app) -> None:
     """Import every module of actions; a clear error for one that cannot be imported."""
-    for module in celery.conf.imports or ():
+    for module in action_modules(celery):
         try:
             import_from_cwd(module)
         except ImportError as exc:
             raise ConfigurationError(
-                f"cannot import action module {module!r} (from ACTIONRUNNER_IMPORTS or the "
-                f"defaults): {exc}; check the name and that it is on PYTHONPATH"
+                f"cannot import action module {module!r} (from ACTIONRUNNER_IMPORTS or Celery's "
+                f"imports/include): {exc}; check the name, and that its directory is on "
+                "PYTHONPATH or is the working directory"
             ) from exc
+
+
+@signals.import_modules.connect
+def _import_action_modules(sender: Any = None, **_: Any) -> None:
+    """Before Celery's loader imports the task modules (``celery worker``/``beat`` at start):
+    import them here first, so that one that cannot be imported stops the process with one
+    sentence rather than a traceback."""
+    if sender is not app:
+        return
+    try:
+        import_action_modules(app)
+    except ConfigurationError as exc:
+        raise SystemExit(f"actionrunner: {exc}") from None
 
 
 @signals.setup_logging.connect
 def _setup_logging(loglevel: Any = None, **_: Any) -> None:
-    from .logging import configure
+    """The logging of ``celery worker``/``beat``: ActionRunner's JSON lines on stderr, unless the
+    config module brings its own (``logging_config``: a :func:`logging.config.dictConfig` dict;
+    levels, handlers and formats are then all the project's, ``-l`` included)."""
+    from .logging import configure, use_own_logging
 
+    own = app.conf.get("logging_config")
+    if own:
+        import logging.config
+
+        logging.config.dictConfig(own)
+        use_own_logging()
+        return
     settings = get_settings()
     configure(loglevel or settings.log_level, settings.log_format, actions_level=settings.log_level)
 
