@@ -23,6 +23,12 @@
   The worker validates them again and calls the function with the typed values.
 * Per call, kombu's own spelling overrides: ``apply_async(kwargs=..., MessageGroupId="x",
   MessageDeduplicationId="y")``.
+
+Plain Celery tasks of the app (``@app.task``, ``@shared_task``, class-based, or sent by name) are
+actions without typed inputs: :func:`fill_fifo_ids` gives their messages a group (the call's, the
+task's ``message_group``, a route's, else the task's name) and a call id (the task id) when they
+are sent (:class:`actionrunner.app.AMQP`), and :func:`as_action_class` gives class-based ones this
+class's worker side (settlement, same-message retries, results).
 """
 
 from __future__ import annotations
@@ -489,6 +495,9 @@ def fill_fifo_ids(name: str, headers: dict[str, Any], options: dict[str, Any]) -
     for wrong, right in _MISSPELLED_SEND_OPTIONS.items():
         if wrong in options:
             raise ActionError(f"task {name!r}: {wrong}= is not an SQS option; use {right}=")
+    if options.get("priority") is not None:  # kombu would drop it without a word
+        raise ActionError(f"task {name!r}: priority= is not supported: SQS FIFO has no "
+                          "priorities (order is per message group; use another group, or queue)")
     made = False
     if options.get("MessageGroupId") is None:
         options["MessageGroupId"] = name

@@ -109,6 +109,8 @@ def test_what_a_plain_task_cannot_have_is_refused_with_the_reason() -> None:
         templated.name  # noqa: B018  (a shared task is made when first used)
     with pytest.raises(ActionError, match="message_group_id= is not an SQS option; use MessageGroupId"):
         plain_add.apply_async((1, 2), message_group_id="g")
+    with pytest.raises(ActionError, match="priority= is not supported: SQS FIFO has no priorities"):
+        app.send_task("elsewhere.report", priority=3)
 
 
 # -- on a real worker ------------------------------------------------------------------------
