@@ -49,6 +49,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "wait_time_seconds": settings.wait_time_seconds,
             "polling_interval": settings.polling_interval,
             "heartbeat_interval": settings.heartbeat_interval,
+            "payload_fetch_attempts": settings.payload_fetch_attempts,
             "fetch_message_attributes": {"MessageSystemAttributeNames": SYSTEM_ATTRIBUTES,
                                          "MessageAttributeNames": ["All"]},
             "client-config": {"connect_timeout": settings.connect_timeout,

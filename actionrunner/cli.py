@@ -227,12 +227,15 @@ def dlq_list(limit: int = 100, queue: QueueOption = None) -> None:
 
     letters = list_all(dead_letter_queues(_settings(), queue=queue), limit)
     table = Table(title=f"DLQ: {len(letters)} message(s)")
-    for column in ("queue", "message", "group", "action", "run", "error", "attempts"):
+    for column in ("queue", "message", "group", "action", "run", "error", "attempts", "redrives"):
         table.add_column(column, overflow="fold")
     for d in letters:
+        error = (f"{d.failure.get('error_type', '')}: {d.failure.get('error', '')}" if d.failure
+                 else "(no failure recorded by a worker)")
+        if d.sender_attributes:
+            error += f" [sender-set, not the worker's: {', '.join(sorted(d.sender_attributes))}]"
         table.add_row(d.queue, d.message_id, d.group, d.action or "?", d.run_id or "?",
-                      f"{d.failure.get('error_type', '')}: {d.failure.get('error', '')}",
-                      d.failure.get("attempts", ""))
+                      error, d.failure.get("attempts", ""), str(d.redrives))
     Console().print(table)
 
 
@@ -262,9 +265,12 @@ def dlq_redrive(
     group: Annotated[str | None, typer.Option(help="Only this MessageGroupId.")] = None,
     action: Annotated[str | None, typer.Option(help="Only this action.")] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many.")] = None,
+    force: Annotated[bool, typer.Option(help="Also those redriven ACTIONRUNNER_MAX_REDRIVES "
+                                             "times already.")] = False,
     queue: QueueOption = None,
 ) -> None:
-    """Move DLQ messages back to the queue each came from (in order within each group)."""
+    """Move what the DLQs hold now back to the queue each came from (in order within each group,
+    each message once), then end."""
     from rich.progress import Progress
 
     from .dlq import dead_letter_queues, redrive_all
@@ -272,11 +278,17 @@ def dlq_redrive(
     dlqs = dead_letter_queues(_settings(), queue=queue)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("redriving", total=limit or sum(d.depth() for d in dlqs) or None)
-        result = redrive_all(dlqs, group=group, action=action, limit=limit,
+        result = redrive_all(dlqs, group=group, action=action, limit=limit, force=force,
                              progress=lambda n: progress.advance(task, n))
     where = ", ".join(f"{n} to {q}" for q, n in sorted(result["by_queue"].items()))
     console.print(f"moved {result['moved']}" + (f" ({where})" if where else "")
                   + f", left {result['skipped']}", markup=False)
+    if result["newer"]:
+        console.print(f"{result['newer']} dead letter(s) arrived while it ran (failed again?): "
+                      "left for the next redrive", markup=False)
+    for entry in result["left"]:
+        console.print(f"left {entry['message_id']} (group {entry['group']}): {entry['reason']}",
+                      markup=False)
     if result["unknown_source"]:
         console.print(f"{result['unknown_source']} message(s) left: they came from a queue that is "
                       "not in the settings (a lane no longer in ACTIONRUNNER_LANES?)", markup=False)

@@ -20,14 +20,19 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, Field
 
 from . import constants as C
 from .errors import ActionRunnerError
 from .settings import Settings
+from .settle import ATTRIBUTE_PREFIX, REDRIVES_ATTRIBUTE, failure_attributes
+from .signing import key_of, recorded_by_worker
 
 #: How long a listing or redrive keeps the DLQ messages it looked at hidden.
 PEEK_VISIBILITY = 60
+#: Most messages a redrive's result names with the reason each was left in the DLQ.
+MAX_REASONS = 20
 
 
 class UnknownQueue(ActionRunnerError):
@@ -47,6 +52,11 @@ class DeadLetterSummary(BaseModel):
     run_id: str | None
     failure: dict[str, str]
     sent_at: float | None
+    #: Times it was redriven (it stays in the DLQ after ``ACTIONRUNNER_MAX_REDRIVES`` unless forced).
+    redrives: int = 0
+    #: ``actionrunner.*`` attributes the worker did not record (a sender's, on a message SQS moved
+    #: itself; see actionrunner/signing.py): shown apart, never taken for the failure.
+    sender_attributes: dict[str, str] = Field(default_factory=dict)
 
 
 class DeadLetter(DeadLetterSummary):
@@ -54,6 +64,7 @@ class DeadLetter(DeadLetterSummary):
 
     receipt_handle: str = Field(repr=False, exclude=True)
     raw: dict[str, Any] = Field(repr=False, exclude=True)
+    sent_ms: int | None = Field(default=None, repr=False, exclude=True)
 
     def summary(self) -> DeadLetterSummary:
         """What the CLI and the admin API show of it (everything but the handle and the raw
@@ -61,7 +72,8 @@ class DeadLetter(DeadLetterSummary):
         return DeadLetterSummary.model_validate(self.model_dump())
 
 
-def _decode(message: dict[str, Any], dlq: str, source: str) -> DeadLetter:
+def _decode(message: dict[str, Any], dlq: str, source: str,
+            signing_key: bytes | None = None) -> DeadLetter:
     headers: dict[str, Any] = {}
     try:
         envelope = json.loads(base64.b64decode(message["Body"], validate=False))
@@ -72,18 +84,36 @@ def _decode(message: dict[str, Any], dlq: str, source: str) -> DeadLetter:
         except (ValueError, TypeError, AttributeError):
             headers = {}
     attrs = message.get("Attributes") or {}
-    failure = {k.removeprefix("actionrunner."): v.get("StringValue", "")
-               for k, v in (message.get("MessageAttributes") or {}).items()
-               if k.startswith("actionrunner.")}
+    recorded_attributes = failure_attributes(message)
+    redrives = _count(recorded_attributes.pop("redrives", None))
+    recorded_attributes.pop("signature", None)
+    failure, foreign = ({**recorded_attributes}, {}) if recorded_by_worker(message, signing_key) \
+        else ({}, recorded_attributes)
     sent = attrs.get("SentTimestamp")
     recorded = failure.get("source_queue", "").rstrip("/").rsplit("/", 1)[-1]
     return DeadLetter(
         message_id=message["MessageId"], queue=recorded or source, dlq=dlq,
         group=attrs.get("MessageGroupId", ""),
-        action=headers.get("task"), run_id=headers.get("id"), failure=failure,
-        sent_at=int(sent) / 1000 if sent else None,
-        receipt_handle=message["ReceiptHandle"], raw=message,
+        action=_text(headers.get("task")), run_id=_text(headers.get("id")), failure=failure,
+        sent_at=int(sent) / 1000 if sent else None, redrives=redrives, sender_attributes=foreign,
+        receipt_handle=message["ReceiptHandle"], raw=message, sent_ms=int(sent) if sent else None,
     )
+
+
+def _code(exc: BaseException) -> str:
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+    return str(code or type(exc).__name__)
+
+
+def _count(value: str | None) -> int:
+    try:
+        return max(0, int(str(value)))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _text(value: Any) -> str | None:
+    return value[:256] if isinstance(value, str) else None
 
 
 def queue_url(settings: Settings, client: Any, name: str) -> str:
@@ -119,6 +149,7 @@ class DeadLetterQueue:
         self.url = queue_url(settings, self.client, self.name)
         self.source_url = queue_url(settings, self.client, self.queue)
         self._urls = {self.queue: self.source_url}
+        self.signing_key = key_of(settings)
 
     def _source_url(self, letter: DeadLetter) -> str | None:
         """Where ``letter`` goes back to: its recorded source queue if that is one of the
@@ -129,9 +160,25 @@ class DeadLetterQueue:
             self._urls[letter.queue] = queue_url(self.settings, self.client, letter.queue)
         return self._urls[letter.queue]
 
-    def _receive_all(self, limit: int | None) -> Iterator[DeadLetter]:
-        seen = 0
-        while limit is None or seen < limit:
+    def _receive_all(self, limit: int | None, *, max_receives: int | None = None,
+                     stop: Callable[[], bool] | None = None) -> Iterator[DeadLetter]:
+        """Each message of the DLQ once (by message id), hidden as it is read, until ``limit``
+        were read, a receive comes back empty, ``max_receives`` receives were made (default:
+        enough for ``limit``, or for the depth now, three times over) or ``stop()``. A read never
+        runs on: messages that arrive while it reads can keep a receive from ever being empty."""
+        for batch in self._receive_batches(limit, max_receives=max_receives, stop=stop):
+            yield from batch
+
+    def _receive_batches(self, limit: int | None, *, max_receives: int | None = None,
+                         stop: Callable[[], bool] | None = None) -> Iterator[list[DeadLetter]]:
+        """:meth:`_receive_all`, a receive's messages at a time."""
+        if max_receives is None:
+            size = limit if limit is not None else self.depth()
+            max_receives = 3 * (size // C.SQS_MAX_BATCH + 1) + 2
+        seen: set[str] = set()
+        for _ in range(max_receives):
+            if (limit is not None and len(seen) >= limit) or (stop is not None and stop()):
+                return
             batch = self.client.receive_message(
                 QueueUrl=self.url, MaxNumberOfMessages=C.SQS_MAX_BATCH, WaitTimeSeconds=0,
                 VisibilityTimeout=PEEK_VISIBILITY, MessageSystemAttributeNames=["All"],
@@ -139,9 +186,17 @@ class DeadLetterQueue:
             ).get("Messages", [])
             if not batch:
                 return
+            letters, extra = [], []
             for message in batch:
-                seen += 1
-                yield _decode(message, self.name, self.queue)
+                if message["MessageId"] in seen:  # read before (its hide ran out): once only
+                    continue
+                if limit is not None and len(seen) >= limit:
+                    extra.append(_decode(message, self.name, self.queue))
+                    continue
+                seen.add(message["MessageId"])
+                letters.append(_decode(message, self.name, self.queue, self.signing_key))
+            self._release(extra)
+            yield letters
 
     def _release(self, letters: list[DeadLetter]) -> None:
         for start in range(0, len(letters), C.SQS_MAX_BATCH):
@@ -171,43 +226,135 @@ class DeadLetterQueue:
         group: str | None = None,
         action: str | None = None,
         limit: int | None = None,
+        force: bool = False,
         progress: Callable[[int], None] | None = None,
+        stop: Callable[[], bool] | None = None,
+        now: Callable[[], float] = time.time,
     ) -> dict[str, Any]:
-        """Move matching messages (all, or by group / action) back to the queue each came from,
-        in order. A message whose recorded source is no queue of the settings (a lane since
-        removed from ``ACTIONRUNNER_LANES``) stays in the DLQ, counted in ``unknown_source``."""
-        operation = uuid.uuid4().hex[:12]
-        moved, skipped, unknown = 0, [], 0
+        """Move what the DLQ held when the redrive started (all, or by group / action) back to
+        the queue each came from, in order, each message once, then end.
+
+        The snapshot is by sent time and id: a dead letter sent after the start (a redriven
+        message that failed again) is left for the next redrive, and a message is read at most
+        once; reads are bounded (:meth:`_receive_all`), so a worker failing messages back as fast
+        as they go cannot keep it going. A message carries how often it was redriven
+        (``actionrunner.redrives``); one redriven ``max_redrives`` times stays in the DLQ, with
+        the reason in ``left``, unless ``force``. A message whose recorded source is no queue of
+        the settings (a lane since removed) stays too (``unknown_source``). ``stop()`` ends it
+        early (``stopped``); what it looked at and did not move is made visible again."""
+        started_ms = int(now() * 1000)
+        snapshot = self.depth()
+        moved, skipped, unknown, newer, undeleted = 0, [], 0, 0, 0
+        left: list[dict[str, str]] = []
         by_queue: dict[str, int] = {}
-        for letter in self._receive_all(None):
-            matches = (group is None or letter.group == group) and (
-                action is None or letter.action == action)
-            if not matches or (limit is not None and moved >= limit):
-                skipped.append(letter)
-                continue
-            target = self._source_url(letter)
-            if target is None:
-                unknown += 1
-                skipped.append(letter)
-                continue
-            attributes = {k: v for k, v in (letter.raw.get("MessageAttributes") or {}).items()
-                          if not k.startswith("actionrunner.")}
-            send: dict[str, Any] = {
-                "QueueUrl": target, "MessageBody": letter.raw["Body"],
-                "MessageGroupId": letter.group or "default",
-                "MessageDeduplicationId": f"{letter.message_id}:redrive:{operation}",
-            }
-            if attributes:
-                send["MessageAttributes"] = attributes
-            self.client.send_message(**send)
-            self.client.delete_message(QueueUrl=self.url, ReceiptHandle=letter.receipt_handle)
-            moved += 1
-            by_queue[letter.queue] = by_queue.get(letter.queue, 0) + 1
-            if progress:
-                progress(1)
+        max_redrives = self.settings.max_redrives
+
+        def leave(letter: DeadLetter, reason: str) -> None:
+            skipped.append(letter)
+            if len(left) < MAX_REASONS:
+                left.append({"message_id": letter.message_id, "group": letter.group,
+                             "reason": reason})
+
+        receives = 3 * (snapshot // C.SQS_MAX_BATCH + 1) + 2
+        for batch in self._receive_batches(None, max_receives=receives, stop=stop):
+            going: list[tuple[DeadLetter, str]] = []
+            for letter in batch:
+                if letter.sent_ms is not None and letter.sent_ms >= started_ms:
+                    newer += 1  # dead-lettered after this redrive began: not part of it
+                    skipped.append(letter)
+                    continue
+                matches = (group is None or letter.group == group) and (
+                    action is None or letter.action == action)
+                if not matches or (limit is not None and moved + len(going) >= limit):
+                    skipped.append(letter)
+                    continue
+                if letter.redrives >= max_redrives and not force:
+                    leave(letter, f"redriven {letter.redrives} times already "
+                                  f"(ACTIONRUNNER_MAX_REDRIVES={max_redrives}): left in the DLQ; "
+                                  "force to redrive it again")
+                    continue
+                target = self._source_url(letter)
+                if target is None:
+                    unknown += 1
+                    leave(letter, f"its source queue {letter.queue!r} is not one of the settings' "
+                                  "queues (a lane no longer in ACTIONRUNNER_LANES?)")
+                    continue
+                going.append((letter, target))
+            sent, refused = self._send_back(going)
+            for letter, reason in refused:
+                leave(letter, reason)
+            for letter, reason in self._delete(sent):
+                undeleted += 1
+                if len(left) < MAX_REASONS:
+                    left.append({"message_id": letter.message_id, "group": letter.group,
+                                 "reason": reason})
+            for letter in sent:
+                by_queue[letter.queue] = by_queue.get(letter.queue, 0) + 1
+            moved += len(sent)
+            if progress and sent:
+                progress(len(sent))
         self._release(skipped)
         return {"moved": moved, "skipped": len(skipped), "by_queue": by_queue,
-                "unknown_source": unknown}
+                "unknown_source": unknown, "newer": newer, "left": left,
+                "not_deleted": undeleted, "stopped": bool(stop and stop())}
+
+    def _send_back(self, going: list[tuple[DeadLetter, str]]
+                   ) -> tuple[list[DeadLetter], list[tuple[DeadLetter, str]]]:
+        """Send each ``(letter, target queue URL)`` back (SendMessageBatch, per queue, in order);
+        ``(sent, [(refused, why)])``. The dedup id is the DLQ message's own: a send repeated (a
+        lost answer, a redrive run again after a failed delete) is dropped by SQS, never a second
+        copy. Once a message of a group is refused, the rest of its group stays (order)."""
+        sent: list[DeadLetter] = []
+        refused: list[tuple[DeadLetter, str]] = []
+        by_target: dict[str, list[DeadLetter]] = {}
+        for letter, target in going:
+            by_target.setdefault(target, []).append(letter)
+        for target, letters in by_target.items():
+            broken: set[str] = set()
+            entries = []
+            for index, letter in enumerate(letters):
+                attributes = {k: v for k, v in (letter.raw.get("MessageAttributes") or {}).items()
+                              if not k.startswith(ATTRIBUTE_PREFIX)}
+                attributes[REDRIVES_ATTRIBUTE] = {"DataType": "Number",
+                                                  "StringValue": str(letter.redrives + 1)}
+                entries.append({"Id": str(index), "MessageBody": letter.raw["Body"],
+                                "MessageGroupId": letter.group or "default",
+                                "MessageDeduplicationId": f"{letter.message_id}:redrive",
+                                "MessageAttributes": attributes})
+            try:
+                failed = {f["Id"]: f for f in self.client.send_message_batch(
+                    QueueUrl=target, Entries=entries).get("Failed", [])}
+            except (ClientError, BotoCoreError) as exc:
+                failed = {e["Id"]: {"Code": _code(exc)} for e in entries}
+            for index, letter in enumerate(letters):
+                failure = failed.get(str(index))
+                if failure is None and letter.group not in broken:
+                    sent.append(letter)
+                    continue
+                if failure is not None:
+                    broken.add(letter.group)
+                    why = f"not sent back: {failure.get('Code')} (tried again by the next redrive)"
+                else:
+                    why = "an earlier message of its group was not sent back: left to keep order"
+                refused.append((letter, why))
+        return sent, refused
+
+    def _delete(self, letters: list[DeadLetter]) -> list[tuple[DeadLetter, str]]:
+        """Delete the DLQ copies of messages sent back (DeleteMessageBatch); those that could not
+        be, with why."""
+        kept: list[tuple[DeadLetter, str]] = []
+        for start in range(0, len(letters), C.SQS_MAX_BATCH):
+            chunk = letters[start:start + C.SQS_MAX_BATCH]
+            try:
+                failed = {f["Id"]: f.get("Code") for f in self.client.delete_message_batch(
+                    QueueUrl=self.url, Entries=[{"Id": str(i), "ReceiptHandle": d.receipt_handle}
+                                                for i, d in enumerate(chunk)]).get("Failed", [])}
+            except (ClientError, BotoCoreError) as exc:
+                failed = {str(i): _code(exc) for i in range(len(chunk))}
+            kept += [(d, f"sent back, but its DLQ copy was not deleted ({failed[str(i)]}): a "
+                         "redrive within 5 minutes is dropped by SQS's deduplication")
+                     for i, d in enumerate(chunk) if str(i) in failed]
+        return kept
 
     def purge(self, progress: Callable[[int], None] | None = None, wait: float = 0.0,
               sleep: Callable[[float], None] = time.sleep) -> int:
@@ -249,19 +396,72 @@ def list_all(dlqs: list[DeadLetterQueue], limit: int = 100) -> list[DeadLetter]:
 
 def redrive_all(dlqs: list[DeadLetterQueue], progress: Callable[[int], None] | None = None,
                 **filters: Any) -> dict[str, Any]:
-    """:meth:`DeadLetterQueue.redrive` over ``dlqs``, the results added up (``limit``: in all)."""
-    total: dict[str, Any] = {"moved": 0, "skipped": 0, "by_queue": {}, "unknown_source": 0}
+    """:meth:`DeadLetterQueue.redrive` over ``dlqs``, the results added up (``limit``: in all;
+    ``stop``: ends the whole redrive)."""
+    total: dict[str, Any] = {"moved": 0, "skipped": 0, "by_queue": {}, "unknown_source": 0,
+                             "newer": 0, "not_deleted": 0, "left": [], "stopped": False}
     limit = filters.pop("limit", None)
     for dlq in dlqs:
         left = None if limit is None else limit - total["moved"]
-        if left is not None and left <= 0:
+        if (left is not None and left <= 0) or total["stopped"]:
             break
         done = dlq.redrive(limit=left, progress=progress, **filters)
-        for key in ("moved", "skipped", "unknown_source"):
+        for key in ("moved", "skipped", "unknown_source", "newer", "not_deleted"):
             total[key] += done[key]
+        total["left"] = (total["left"] + done["left"])[:MAX_REASONS]
+        total["stopped"] = done["stopped"]
         for queue, n in done["by_queue"].items():
             total["by_queue"][queue] = total["by_queue"].get(queue, 0) + n
     return total
+
+
+class RedriveJob:
+    """A redrive running in a thread of its own (the admin API's large redrives): its
+    :attr:`status` can be read at any time, :meth:`stop` ends it between two messages."""
+
+    def __init__(self, dlqs: list[DeadLetterQueue], **filters: Any) -> None:
+        import threading
+
+        self.id = uuid.uuid4().hex[:16]
+        self.total = sum(d.depth() for d in dlqs)
+        self.done = 0
+        self.state = "running"
+        self.result: dict[str, Any] | None = None
+        self.error: str | None = None
+        self.started_at = time.time()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(dlqs, filters), daemon=True,
+                                        name=f"redrive-{self.id}")
+
+    def start(self) -> RedriveJob:
+        self._thread.start()
+        return self
+
+    def _advance(self, n: int) -> None:
+        self.done += n
+
+    def _run(self, dlqs: list[DeadLetterQueue], filters: dict[str, Any]) -> None:
+        try:
+            self.result = redrive_all(dlqs, progress=self._advance, stop=self._stopping.is_set,
+                                      **filters)
+            self.state = "stopped" if self.result["stopped"] else "succeeded"
+        except Exception as exc:  # reported in the status, never raised into the server
+            self.error = f"{type(exc).__name__}: {exc}"[:500]
+            self.state = "failed"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask it to end and wait up to ``timeout`` s (what it looked at goes back to the DLQ)."""
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def wait(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return {"id": self.id, "state": self.state, "moved": self.done, "total_at_start": self.total,
+                "result": self.result, "error": self.error, "started_at": self.started_at}
 
 
 def queue_stats(settings: Settings, client: Any = None,

@@ -13,7 +13,8 @@ The tree::
     │   ├── SchemaVersionRejected   a message's inputs have a schema version this code does not run
     │   ├── ActionDefinitionError   the @action declaration itself is wrong
     │   ├── MessageIdError          a group or dedup id is empty, too long or has bad characters
-    │   └── PayloadTooLarge         the encoded message exceeds the queue's size limit
+    │   ├── PayloadTooLarge         the encoded message exceeds the queue's size limit
+    │   └── EtaOutOfRange           an eta/countdown beyond what SQS can hold a message for
     ├── SendError                   SQS did not accept a message (after retries)
     ├── UndecodableMessage          a received message cannot become a call of an action
     │   ├── NotJson                 its body is neither JSON nor base64 of JSON
@@ -24,8 +25,11 @@ The tree::
     │   ├── ContentTypeRefused      a content type other than JSON (pickle included)
     │   ├── BadTaskHeader           the Celery headers are missing or of the wrong type
     │   ├── UnknownAction           no action of that name is registered here
+    │   │   └── BuiltinTaskRefused  one of Celery's built-in tasks (celery.starmap...): never run
+    │   ├── EtaTooFar               an eta/countdown beyond what SQS can hold a message for
+    │   ├── MessageExpired          its ``expires`` time passed before it ran (marked ``expired``)
     │   ├── PointerRefused          a claim-check pointer outside the payload bucket (never fetched)
-    │   └── PayloadMissing          the claim-checked object is gone
+    │   └── PayloadMissing          the claim-checked object is gone (or stays unreadable)
     └── StateError                  the state table (idempotency, shared rate limits) failed a run
         ├── IdempotencyKeyReused    the key was already used with other inputs (not retried)
         ├── LeaseLost               another run took the key after this run's lease ran out
@@ -204,6 +208,12 @@ class ResultsNotKept(ActionError):
         )
 
 
+class EtaOutOfRange(ActionError, ValueError):
+    """An ``eta``/``countdown`` further ahead than a worker can hold a message (SQS hides a
+    received message at most 12 hours): refused at send, nothing sent. Schedule it with beat, or
+    send it later."""
+
+
 class SendError(ActionRunnerError):
     """SQS did not accept one or more messages, even after retries.
 
@@ -261,13 +271,31 @@ class UnknownAction(UndecodableMessage):
     """No action of that name is registered in this process (``ACTIONRUNNER_IMPORTS``?)."""
 
 
+class BuiltinTaskRefused(UnknownAction):
+    """One of Celery's built-in tasks (``celery.starmap``, ``celery.chunks``, ``celery.map``,
+    ``celery.accumulate``, ``celery.backend_cleanup``...) arrived on the queue: it would run
+    actions in-process without their lifecycle, guard, rate limit or time limit, so it is never run
+    (:mod:`actionrunner.runnable`)."""
+
+
+class EtaTooFar(UndecodableMessage):
+    """A message whose ``eta`` lies beyond what SQS can hold it for (a received message stays
+    hidden at most 12 hours): holding it would stall its group, so it is dead-lettered."""
+
+
+class MessageExpired(UndecodableMessage):
+    """A message whose ``expires`` time passed before it could run: dead-lettered, marked
+    ``expired`` (or discarded, ``ACTIONRUNNER_EXPIRED=discard``), and counted."""
+
+
 class PointerRefused(UndecodableMessage):
     """A claim-check pointer outside the configured payload bucket and prefix (or with no payload
     bucket configured): never fetched, never deleted."""
 
 
 class PayloadMissing(UndecodableMessage):
-    """The claim-checked object does not exist (any more)."""
+    """The claim-checked object does not exist (any more), or could not be read after a bounded
+    number of tries (403 AccessDenied: gone where s3:ListBucket is not granted, or refused)."""
 
 
 # -- state (actionrunner/state/) -----------------------------------------------------------------

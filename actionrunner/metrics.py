@@ -10,6 +10,8 @@ totals), one count metric per event and the durations::
      "_aws": {"Timestamp": 1795820000000, "CloudWatchMetrics": [{"Namespace": "ActionRunner",
               "Dimensions": [["Action"], []], "Metrics": [{"Name": "ActionsSucceeded", ...}]}]}}
 
+The dimension's value is the action's name only if a task of that name is registered in the
+process (:func:`dimension`); a name read from a message that names none is ``(unknown)``.
 ``ACTIONRUNNER_METRICS=off`` turns it off. The alarms in ``deploy/`` use these names.
 """
 
@@ -31,13 +33,40 @@ COUNT_OF_EVENT = {
     "retrying": "ActionsRetried",
     "dead-lettered": "ActionsDeadLettered",
     "held": "ActionsHeld",
+    "expired": "ActionsExpired",
     # the worker's own troubles (Action "(worker)" or the action's name)
     "dead-letter-failed": "DeadLetterSendFailures",
+    "dead-letter-dropped": "DeadLettersDropped",
     "delete-failed": "DeletesFailed",
     "visibility-lost": "VisibilityLost",
 }
 #: Lifecycle field → timing metric (milliseconds).
 TIMING_OF_FIELD = {"duration_ms": "ActionDuration", "queue_wait_ms": "QueueWait"}
+
+
+#: The dimension value of a name that is not a task registered here (a message can name anything:
+#: a sender must not mint CloudWatch metrics).
+UNKNOWN = "(unknown)"
+#: The worker's own names (its troubles, undecodable messages), kept as they are.
+OWN_NAMES = frozenset({"(worker)", "(undecodable)", UNKNOWN})
+_known: set[str] = set()  # registered task names seen (tasks are not unregistered)
+
+
+def dimension(action: str) -> str:
+    """The ``Action`` dimension of a line about ``action``: the name if a task of that name is
+    registered in this process, else ``(unknown)``."""
+    if action in _known or action in OWN_NAMES:
+        return action
+    try:
+        from celery import current_app
+
+        registered = action in current_app.tasks
+    except Exception:
+        registered = False
+    if registered:
+        _known.add(action)
+        return action
+    return UNKNOWN
 
 
 _NUMBERS = (int, float)
@@ -51,7 +80,7 @@ def emf_fields(event: str, fields: dict[str, Any]) -> dict[str, Any]:
     action = fields.get("action")
     if count is None or not action:
         return {}
-    out: dict[str, Any] = {DIMENSION: action, count: 1}
+    out: dict[str, Any] = {DIMENSION: dimension(str(action)), count: 1}
     timings: tuple[str, ...] = ()
     for field, name in TIMING_OF_FIELD.items():
         value = fields.get(field)

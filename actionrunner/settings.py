@@ -15,7 +15,15 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from . import constants as C
@@ -89,6 +97,20 @@ class Settings(BaseSettings):
     polling_interval: float = Field(default=0.1, ge=0)
     #: Seconds between visibility extensions of held messages (default: a third of the timeout).
     heartbeat_interval: float | None = Field(default=None, gt=0)
+    #: A message whose ``expires`` passed before it ran: ``dead-letter`` (to the DLQ, error type
+    #: ``MessageExpired``) or ``discard`` (deleted); either way an ``expired`` line and metric.
+    expired: Literal["dead-letter", "discard"] = "dead-letter"
+    #: Times a claim-checked payload is tried when S3 answers 403 (a missing object where
+    #: s3:ListBucket is not granted, or a refusal) or an error of the moment, before the message
+    #: is dead-lettered (``PayloadMissing``) instead of holding its group.
+    payload_fetch_attempts: int = Field(default=5, ge=1, le=100)
+    #: Redrives after which a dead letter stays in the DLQ (with the reason) unless the redrive
+    #: is forced (``actionrunner dlq redrive --force``, ``{"force": true}``).
+    max_redrives: int = Field(default=3, ge=1, le=1000)
+    #: Key that signs the ``actionrunner.*`` attributes a worker records on a dead letter (HMAC):
+    #: ``dlq list``/``show`` then show only signed ones as the worker's. Unset: a dead letter SQS
+    #: moved itself (``DeadLetterQueueSourceArn``) keeps none as the worker's (see docs/dlq.md).
+    signing_key: SecretStr | None = None
     #: On SIGTERM, seconds running actions get to finish before the worker releases their
     #: messages and stops (waiting messages are released at once).
     shutdown_timeout: float = Field(default=60.0, ge=0)

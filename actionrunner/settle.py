@@ -43,6 +43,7 @@ from .errors import (
     UndecodableMessage,
 )
 from .logging import log_event
+from .signing import PREFIX, SIGNATURE_ATTRIBUTE, SIGNATURE_CHARS, sign
 
 #: Failures that a retry cannot fix: dead-lettered (or held) on their first attempt.
 NOT_RETRYABLE: tuple[type[BaseException], ...] = (
@@ -52,7 +53,9 @@ MAX_MESSAGE_ATTRIBUTES = 10
 #: Longest ``actionrunner.error`` text kept.
 MAX_ERROR_CHARS = 1000
 #: Prefix of the attributes that record the failure on a dead-lettered message.
-ATTRIBUTE_PREFIX = "actionrunner."
+ATTRIBUTE_PREFIX = PREFIX
+#: How often a message was redriven from its DLQ (set by redrive, kept by each dead letter).
+REDRIVES_ATTRIBUTE = f"{ATTRIBUTE_PREFIX}redrives"
 
 
 # -- the inputs of the decision -------------------------------------------------------------------
@@ -181,6 +184,18 @@ def decide(policy: Policy, failure: BaseException, *, attempt: int, receive_coun
     return DeadLetter(reason)
 
 
+def expired_outcome(setting: str, headers: Mapping[str, Any], *, attempt: int,
+                    receive_count: int | None = None) -> DeadLetter | None:
+    """The outcome of a message whose ``expires`` passed before it ran: dead-lettered as
+    ``MessageExpired`` (``ACTIONRUNNER_EXPIRED=dead-letter``, the default) or None: discarded
+    (``discard``: deleted). Either way the runtime writes an ``expired`` line (a metric)."""
+    if setting == "discard":
+        return None
+    return DeadLetter(Reason("MessageExpired", f"expired: its expires time "
+                             f"({str(headers.get('expires'))[:40]}) passed before it could run",
+                             attempt, receive_count))
+
+
 # -- the dead letter ----------------------------------------------------------------------------
 def _attribute_bytes(name: str, value: Mapping[str, Any]) -> int:
     size = len(name.encode()) + len(str(value.get("DataType", "")).encode())
@@ -207,13 +222,18 @@ class DeadLetterEntry:
 def dead_letter_entry(message: Mapping[str, Any], reason: Reason, *, source_queue: str,
                       body: str | None = None, group: str | None = None,
                       max_bytes: int = C.SQS_MAX_MESSAGE_BYTES,
-                      now: Callable[[], float] = time.time) -> DeadLetterEntry:
+                      now: Callable[[], float] = time.time,
+                      signing_key: bytes | None = None) -> DeadLetterEntry:
     """The DLQ message for ``message`` (a ReceiveMessage entry): its original ``body`` (default: its
     SQS body), group and attributes, plus the reason. ActionRunner's own attributes come first;
     the original ones fill what is left of SQS's 10 (the names of those dropped are recorded).
     The error text is shortened, then original attributes dropped, until it fits ``max_bytes``.
     The dedup id is the message id's own, so a DLQ send repeated after a lost answer or a failed
-    delete is dropped by SQS instead of dead-lettering the message twice."""
+    delete is dropped by SQS instead of dead-lettering the message twice.
+
+    Attributes of the message named ``actionrunner.*`` are a sender's (or an earlier DLQ's):
+    dropped, except the redrive count (``actionrunner.redrives``, set by redrive), which travels
+    on. With ``signing_key`` the copy's own attributes are signed (:mod:`actionrunner.signing`)."""
     attrs = message.get("Attributes") or {}
     text = body if body is not None else str(message.get("Body") or "")
     ours = {
@@ -223,12 +243,15 @@ def dead_letter_entry(message: Mapping[str, Any], reason: Reason, *, source_queu
         "receive_count": attrs.get("ApproximateReceiveCount") or reason.receive_count,
         "source_queue": source_queue,
         "failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now())),
+        "redrives": _redrives(message),
     }
     own = {f"{ATTRIBUTE_PREFIX}{k}": {"DataType": "String", "StringValue": str(v)}
            for k, v in ours.items() if v is not None}
     original = [(name, _api_attribute(value))
                 for name, value in (message.get("MessageAttributes") or {}).items()
                 if not name.startswith(ATTRIBUTE_PREFIX)]
+    if signing_key:  # its place is kept now; signed once the rest is final
+        own[SIGNATURE_ATTRIBUTE] = {"DataType": "String", "StringValue": "0" * SIGNATURE_CHARS}
     room = MAX_MESSAGE_ATTRIBUTES - len(own) - 1  # one left for the names of dropped attributes
     kept, dropped = (original, []) if len(original) <= room + 1 else (original[:room], original[room:])
     attributes = {**own, **dict(kept)}
@@ -247,13 +270,27 @@ def dead_letter_entry(message: Mapping[str, Any], reason: Reason, *, source_queu
         error = attributes[f"{ATTRIBUTE_PREFIX}error"]["StringValue"]
         attributes[f"{ATTRIBUTE_PREFIX}error"]["StringValue"] = error[: max(1, len(error) - over)]
     message_id = str(message.get("MessageId") or "")
+    group_id = attrs.get("MessageGroupId") or group or "default"
+    if signing_key:
+        attributes[SIGNATURE_ATTRIBUTE] = {"DataType": "String",
+                                           "StringValue": sign(signing_key, text, group_id, attributes)}
     params: dict[str, Any] = {
         "MessageBody": text,
-        "MessageGroupId": attrs.get("MessageGroupId") or group or "default",
+        "MessageGroupId": group_id,
         "MessageDeduplicationId": f"{message_id[:120]}:dlq" if message_id else f"{time.time_ns()}:dlq",
         "MessageAttributes": attributes,
     }
     return DeadLetterEntry(params, [n for n, _ in dropped])
+
+
+def _redrives(message: Mapping[str, Any]) -> int | None:
+    """How often ``message`` was redriven (its ``actionrunner.redrives``); None: never."""
+    value = (message.get("MessageAttributes") or {}).get(REDRIVES_ATTRIBUTE) or {}
+    try:
+        count = int(str(value.get("StringValue")))
+    except (TypeError, ValueError):
+        return None
+    return count if count > 0 else None
 
 
 def failure_attributes(message: Mapping[str, Any]) -> dict[str, str]:
@@ -297,4 +334,4 @@ class MessageSettler(abc.ABC):
 
 __all__ = ["NOT_RETRYABLE", "UNDECODABLE", "DeadLetter", "DeadLetterEntry", "Hold", "MessageSettler",
            "Outcome", "Policy", "Reason", "Release", "Retry", "Wait", "announce", "dead_letter_entry",
-           "decide", "failure_attributes"]
+           "decide", "expired_outcome", "failure_attributes"]

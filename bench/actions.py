@@ -46,3 +46,9 @@ def staged_noop(shard: int, n: int, table: str) -> None:
     from actionrunner.state import effects
 
     effects.update(table, {"pk": f"n#{n}"}, "ADD c :one", values={":one": 1})
+
+
+@action(group="failing:{group}", max_attempts=2, retry_backoff=0.1, retry_backoff_max=0.2)
+def always_fails(group: int, n: int, run: str = "") -> None:
+    """Fail every time (bench redrive: a redriven message goes straight back to the DLQ)."""
+    raise RuntimeError(f"always fails ({run}:{group}:{n})")

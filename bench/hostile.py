@@ -147,6 +147,16 @@ KINDS: dict[str, tuple[Callable[[Context], Hostile], str]] = {
     "pointer to a missing object": (
         lambda c: _pointer(c.payload_bucket or "none", f"{KEY_PREFIX}missing-{uuid.uuid4()}"),
         "PayloadMissing"),
+    **{f"Celery built-in {name}": (
+        lambda c, name=name: Hostile(json.dumps(envelope(c, task=name, kwargs={}))),
+        "BuiltinTaskRefused")
+       for name in ("celery.starmap", "celery.chunks", "celery.map", "celery.accumulate",
+                    "celery.backend_cleanup")},
+    "eta beyond what SQS can hold": (
+        lambda c: Hostile(json.dumps(envelope(c, eta="2099-01-01T00:00:00+00:00"))), "EtaTooFar"),
+    "expired before it ran": (
+        lambda c: Hostile(json.dumps(envelope(c, expires="2000-01-01T00:00:00+00:00"))),
+        "MessageExpired"),
     "pointer declaring 10 GB": (
         lambda c: _pointer(c.payload_bucket or "none", f"{KEY_PREFIX}big", size=10**10),
         "MessageTooLarge"),

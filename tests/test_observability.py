@@ -15,8 +15,10 @@ from tests.conftest import ROOT
 
 
 def test_lifecycle_lines_carry_embedded_metrics() -> None:
-    fields = emf_fields("succeeded", {"action": "tasks.demo.hello", "duration_ms": 2.5})
-    assert fields["Action"] == "tasks.demo.hello"
+    from tests import actions  # noqa: F401  (a registered action: its name is the dimension)
+
+    fields = emf_fields("succeeded", {"action": "tests.actions.probe", "duration_ms": 2.5})
+    assert fields["Action"] == "tests.actions.probe"
     assert fields["ActionsSucceeded"] == 1 and fields["ActionDuration"] == 2.5
     [directive] = fields["_aws"]["CloudWatchMetrics"]
     assert directive["Namespace"] == "ActionRunner"
@@ -150,7 +152,7 @@ def test_dlq_list_and_show_print_the_recorded_failure(aws: Any, queue_url: str, 
             "message_id": sent["MessageId"], "queue": settings.queue_name,
             "dlq": settings.dlq_name, "group": "boom:x", "action": "tests.actions.boom",
             "run_id": "run-1", "failure": {"error_type": "ValueError", "error": "boom x", "attempts": "2"},
-            "sent_at": json.loads(shown.stdout)["sent_at"]}
+            "sent_at": json.loads(shown.stdout)["sent_at"], "redrives": 0, "sender_attributes": {}}
         by_run = cli("show", "run-1")  # the run id (task id) finds it too
         assert by_run.returncode == 0, by_run.stderr
         assert json.loads(by_run.stdout)["message_id"] == sent["MessageId"]

@@ -64,6 +64,8 @@ class RedriveRequest(BaseModel):
     group: str | None = Field(default=None, max_length=128)
     action: str | None = Field(default=None, max_length=256)
     limit: int | None = Field(default=None, ge=1, le=100_000)
+    force: bool = Field(default=False, description="Redrive messages redriven "
+                        "ACTIONRUNNER_MAX_REDRIVES times already (else left in the DLQ).")
 
 
 class RedriveResult(BaseModel):
@@ -73,6 +75,26 @@ class RedriveResult(BaseModel):
                                      description="Messages moved, by the queue they went back to.")
     unknown_source: int = Field(default=0, description="Messages left because the queue they "
                                 "came from is not in the settings (a removed lane).")
+    newer: int = Field(default=0, description="Dead letters that arrived after the redrive "
+                       "began (e.g. redriven ones that failed again): left for the next one.")
+    left: list[dict[str, str]] = Field(default_factory=list, description="Messages left in the "
+                                       "DLQ with the reason (the first 20).")
+    not_deleted: int = Field(default=0, description="Sent back, but their DLQ copy could not be "
+                             "deleted (a redrive within 5 minutes is dropped by SQS's dedup).")
+    stopped: bool = Field(default=False, description="Ended early (the API was stopping).")
+
+
+class RedriveJobStatus(BaseModel):
+    """A redrive too large to answer at once, running in the API (GET its ``status_url``)."""
+
+    id: str
+    state: str = Field(description="running, succeeded, stopped (the API stopped) or failed")
+    moved: int
+    total_at_start: int
+    result: RedriveResult | None = None
+    error: str | None = None
+    started_at: float
+    status_url: str = ""
 
 
 class PurgeRequest(BaseModel):

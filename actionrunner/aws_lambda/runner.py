@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,7 @@ from .. import constants as C
 from ..action import is_action
 from ..errors import UndecodableMessage
 from ..logging import get_logger, log_event
+from ..runnable import expired
 from ..settings import Settings
 from ..settle import (
     UNDECODABLE,
@@ -61,7 +63,9 @@ from ..settle import (
     announce,
     dead_letter_entry,
     decide,
+    expired_outcome,
 )
+from ..signing import key_of
 from ..sqs import claimcheck
 from ..sqs.inbound import describe
 from ..worker.request import ActionRequest
@@ -162,6 +166,10 @@ class LambdaRunner:
                 except Exception as exc:  # reported: its group waits behind it, in order
                     log.error("payload-fetch-failed", message_id=message["MessageId"],
                               location=f"s3://{pointer[0]}/{pointer[1]}", error=repr(exc)[:300])
+                    # one fetch per receive: after the bound, dead-lettered (never held on)
+                    if receive_count >= claimcheck.give_up_after(
+                            exc, self.settings.payload_fetch_attempts):
+                        raise claimcheck.unreadable(*pointer, exc, receive_count) from None
                     return Outcome("retrying", report=True, visibility=30)
             kombu_message = decode(message, queue, max_bytes=self.settings.max_decoded_bytes,
                                    is_registered=lambda name: is_action(self.app.tasks.get(name)),
@@ -172,6 +180,16 @@ class LambdaRunner:
                           attempt=1)
             return self._apply(decide(UNDECODABLE, exc, attempt=1, receive_count=receive_count),
                                message, queue, fields)
+        if expired(kombu_message.headers, time.time()):  # as on a worker: never silent
+            described = describe(message)
+            fields.update(action=described.get("action"), id=described.get("id"), attempt=1)
+            log_event("expired", **fields, level=30, expires=str(kombu_message.headers.get("expires"))[:40],
+                      outcome="discarded" if self.settings.expired == "discard" else "dead-letter")
+            outcome = expired_outcome(self.settings.expired, kombu_message.headers, attempt=1,
+                                      receive_count=receive_count)
+            if outcome is None:
+                return Outcome("succeeded")
+            return self._apply(outcome, message, queue, fields)
         attempt = self.attempts.failures(queue, message["MessageId"], receive_count) + 1
         name = kombu_message.headers["task"]
         task = self.app.tasks[name]
@@ -217,7 +235,8 @@ class LambdaRunner:
                      reason: Reason, policy: Policy | None = None) -> Outcome:
         """Send the message to the DLQ as the worker does (:func:`dead_letter_entry`); Lambda then
         deletes it. If the DLQ refuses it, it is reported and tried again on its next receive."""
-        entry = dead_letter_entry(message, reason, source_queue=self._url(queue))
+        entry = dead_letter_entry(message, reason, source_queue=self._url(queue),
+                                  signing_key=key_of(self.settings))
         try:
             self.sqs.send_message(QueueUrl=self._url(self.settings.dlq_of(queue)), **entry.params)
         except Exception as exc:

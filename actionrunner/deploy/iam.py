@@ -20,7 +20,8 @@ lambda     as the worker (the event source mapping receives and deletes with the
 =========  =====================================================================================
 
 With a payload bucket (claim check, sqs/claimcheck.py), senders may put payload objects, and
-the worker and the function get and delete them; only objects under its key prefix.
+the worker and the function get and delete them; only objects under its key prefix. They may
+also list the bucket (s3:ListBucket), so a payload that is gone answers 404, told from a 403.
 
 With lanes (``ACTIONRUNNER_LANES``), each of these grants on "the queue" and "the DLQ" covers every
 lane and its DLQ too (``lanes``: :func:`actionrunner.deploy.core.lanes`).
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from .core import QueuePair
 
 PAYLOADS = sub(f"arn:${{AWS::Partition}}:s3:::${{PayloadBucketName}}/{KEY_PREFIX}*")
+PAYLOAD_BUCKET = sub("arn:${AWS::Partition}:s3:::${PayloadBucketName}")
 
 
 def _queues(lanes: Sequence[QueuePair]) -> Any:
@@ -74,6 +76,15 @@ def payloads(actions: list[str]) -> dict[str, Any]:
                NO_VALUE)
 
 
+def payload_listing() -> dict[str, Any]:
+    """s3:ListBucket on the payload bucket: with it, S3 answers a missing payload 404
+    (dead-lettered at once as gone), without it 403, which a worker can only try a bounded number
+    of times (sqs/claimcheck.py: ``give_up_after``). Unconditioned: S3 decides 404 or 403 for a
+    GetObject without an ``s3:prefix`` in the request, so a prefix condition would not match."""
+    return if_("HasPayloadBucket", allow(["s3:ListBucket"], PAYLOAD_BUCKET, "TellMissingPayloads"),
+               NO_VALUE)
+
+
 def worker(monitoring: bool = True, lanes: Sequence[QueuePair] = ()) -> list[dict[str, Any]]:
     """Run actions: consume the queues, dead-letter, keep state; with ``monitoring`` (ECS, not
     Lambda), answer remote control and send events."""
@@ -81,7 +92,8 @@ def worker(monitoring: bool = True, lanes: Sequence[QueuePair] = ()) -> list[dic
             allow(SQS_SEND, _dlqs(lanes), "DeadLetter"),
             allow(STATE_RUN, TABLE, "StateTable"),
             *(monitor() if monitoring else []),
-            payloads(["PutObject", "GetObject", "DeleteObject"])]
+            payloads(["PutObject", "GetObject", "DeleteObject"]),
+            payload_listing()]
 
 
 def beat(lanes: Sequence[QueuePair] = ()) -> list[dict[str, Any]]:

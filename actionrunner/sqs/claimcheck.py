@@ -11,7 +11,8 @@ any other pointer (or any pointer when no payload bucket is configured) is refus
 :class:`~actionrunner.errors.PointerRefused` without an S3 request, and so is a declared size over
 the bound. :func:`fetch` reads at most the bound. The object is deleted only after the message's
 SQS delete succeeded (a dead-lettered message keeps it; the bucket's lifecycle rule expires what
-is left).
+is left). An object that cannot be read is tried a bounded number of times (:func:`give_up_after`),
+then its message is dead-lettered: a group never waits on S3 without end.
 """
 
 from __future__ import annotations
@@ -85,6 +86,30 @@ def check(pointer: tuple[str, str], attributes: dict[str, Any] | None, *, bucket
         raise MessageTooLarge(f"the claim-checked payload declares {size:,} bytes, over what a "
                               f"task body of {max_bytes:,} bytes (ACTIONRUNNER_MAX_DECODED_BYTES) "
                               "needs: not fetched")
+
+
+#: S3 error codes of an object that cannot be read: gone, where the reader lacks s3:ListBucket
+#: (S3 then answers 403 instead of 404), or refused.
+DENIED_CODES = frozenset({"AccessDenied", "403", "Forbidden"})
+#: Tries of an error of the moment (5xx, throttling, a reset) for each try of a 403.
+TRANSIENT_FACTOR = 4
+
+
+def give_up_after(exc: BaseException, attempts: int) -> int:
+    """How many failed fetches end a claim-checked message (then dead-lettered as
+    :class:`PayloadMissing`): ``attempts`` for a 403, :data:`TRANSIENT_FACTOR` times more for
+    any other error (S3 down for a while must not dead-letter what is there)."""
+    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+    return attempts if code in DENIED_CODES else attempts * TRANSIENT_FACTOR
+
+
+def unreadable(bucket: str, key: str, exc: BaseException, failures: int) -> PayloadMissing:
+    """The error a claim-checked message is dead-lettered with after ``failures`` fetches."""
+    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", "")) or type(exc).__name__
+    why = (" (403: the object is gone, and s3:ListBucket is not granted to tell it from a refusal;"
+           " or the worker may not read it)" if code in DENIED_CODES else "")
+    return PayloadMissing(f"the claim-checked payload s3://{bucket}/{key} could not be read in "
+                          f"{failures} tries: {code}{why}")
 
 
 def fetch(s3: Any, bucket: str, key: str, max_bytes: int | None = None) -> str:

@@ -39,6 +39,7 @@ from kombu.transport import virtual
 from .. import constants as C
 from ..errors import UndecodableMessage
 from ..logging import log_event
+from ..runnable import eta_seconds
 from ..settle import (
     UNDECODABLE,
     DeadLetter,
@@ -318,11 +319,21 @@ class FifoConsumer(MessageSettler):
             payload["properties"]["delivery_info"]["actionrunner_runs"] = held.runs
             if held.attempt > 1:  # Celery's own count (self.request.retries, Flower's "retries")
                 payload.setdefault("headers", {})["retries"] = held.attempt - 1
+            if held.runs == 1:
+                self._say_if_scheduled(held, payload.get("headers") or {})
             held.callback(payload)
         except Exception as exc:  # Celery could not take it: dead-letter it, never raise
             logger.exception("the worker could not start message %s", held.message.get("MessageId"))
             self._settle_held(held, decide(UNDECODABLE, exc, attempt=max(1, held.attempt),
                                            receive_count=held.receive_count), self._describe(held))
+
+    def _say_if_scheduled(self, held: Held, headers: Mapping[str, Any]) -> None:
+        """A message with an ``eta`` holds its group until then (at most
+        :data:`~actionrunner.runnable.MAX_ETA_SECONDS`): a ``scheduled`` line says why."""
+        ahead = eta_seconds(dict(headers), time.time())
+        if ahead is not None and ahead > 1:
+            log_event("scheduled", **self._describe(held), eta=str(headers.get("eta"))[:40],
+                      wait_s=round(ahead, 1), reason="its eta: its group waits behind it")
 
     def _describe(self, held: Held) -> dict[str, Any]:
         fields = inbound.describe(held.message)
@@ -359,8 +370,14 @@ class FifoConsumer(MessageSettler):
         self._deliver(held)
 
     def _fetch_failed(self, held: Held, exc: Exception) -> None:
-        """The payload could not be read now: try again later; the group waits behind it."""
+        """The payload could not be read now: try again later, the group waiting behind it; after
+        a bounded number of tries (:func:`.claimcheck.give_up_after`) it is dead-lettered."""
         held.fetch_failures += 1
+        attempts = int(self.transport_options.get("payload_fetch_attempts") or 5)  # type: ignore[attr-defined]
+        if held.fetch_failures >= claimcheck.give_up_after(exc, attempts):
+            held.problem = claimcheck.unreadable(*(held.pointer or ("?", "?")), exc, held.fetch_failures)
+            self._deliver(held)
+            return
         delay = backoff(held.fetch_failures, base=0.5, cap=30.0)
         logger.warning("cannot fetch claim-checked payload s3://%s/%s (%r); trying again in %.1f s "
                        "(its group waits)", *(held.pointer or ("?", "?")), exc, delay)
@@ -445,7 +462,7 @@ class FifoConsumer(MessageSettler):
         assert self._housekeeper is not None
         dlq_name = self.dlq_name_for(held.queue_url)
         entry = dead_letter_entry(held.message, outcome.reason, source_queue=held.queue_url,
-                                  group=held.group)
+                                  group=held.group, signing_key=self._signing_key)
         line = {**fields, "outcome": "dead-lettered", **outcome.reason.fields()}
         if entry.dropped_attributes:
             line["dropped_attributes"] = entry.dropped_attributes
@@ -454,7 +471,25 @@ class FifoConsumer(MessageSettler):
             params=entry.params, queue_url=held.queue_url, receipt_handle=held.receipt_handle,
             done=lambda: self._post(self._dead_lettered, held, line),
             describe={k: v for k, v in fields.items() if k in ("action", "id", "group")},
+            dropped=lambda: self._post(self._dead_letter_dropped, held),
         ))
+
+    def _dead_letter_dropped(self, held: Held) -> None:
+        """(Event loop) the DLQ did not take the message before it stopped being ours: forget
+        it and free its group (the rest of the group goes back to SQS behind it, in order); SQS
+        hands it out again and it is dead-lettered then."""
+        if self._held.get(held.receipt_handle) is not held:
+            return
+        held.settling = False
+        self._release_group(held, visibility=0)
+
+    @property
+    def _signing_key(self) -> bytes | None:
+        """The key that signs this worker's dead letters (``ACTIONRUNNER_SIGNING_KEY``)."""
+        from ..settings import get_settings
+        from ..signing import key_of
+
+        return key_of(get_settings())
 
     def dlq_name_for(self, queue_url: str) -> str:
         """The DLQ of the queue at ``queue_url``."""

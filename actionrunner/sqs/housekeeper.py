@@ -20,7 +20,9 @@ retried until it succeeds or there is nothing left to do:
 * :meth:`release` sets visibility 0 (or a delay) so another worker can take the messages.
 * :meth:`dead_letter` sends a message to the DLQ and, once SQS took it, deletes it and calls
   ``done``. A failed send is tried again with backoff, the message kept alive meanwhile; each
-  failure is a ``dead-letter-failed`` line and metric (an alarm can watch it).
+  failure is a ``dead-letter-failed`` line and metric (an alarm can watch it). A job whose
+  message is no longer ours (its visibility ran out) is given up: ``dropped`` is called (the
+  channel frees its group; the message comes back from SQS and is dead-lettered then).
 """
 
 from __future__ import annotations
@@ -76,6 +78,10 @@ class DeadLetterJob:
     describe: dict[str, Any] = field(default_factory=dict)
     failures: int = 0
     due: float = 0.0
+    #: Called when the job is given up: the DLQ did not take it and the message is no longer
+    #: ours (its visibility ran out). The message comes back from SQS and is dead-lettered then;
+    #: meanwhile its group must not wait for a ``done`` that never comes.
+    dropped: Callable[[], None] | None = None
 
 
 class Housekeeper(threading.Thread):
@@ -375,8 +381,18 @@ class Housekeeper(threading.Thread):
                           error_type=error_code(exc), error=str(exc)[:300], failures=job.failures,
                           retry_in_s=round(job.due - time.monotonic(), 3), level=40)
                 with self._lock:  # a message no longer ours comes back and is dead-lettered again
-                    if job.receipt_handle in self._tracked:
+                    keep = job.receipt_handle in self._tracked
+                    if keep:
                         self._dead_letters.append(job)
+                if not keep:
+                    log_event("dead-letter-dropped", **{"action": "(unknown)", **job.describe},
+                              reason="the message is no longer this worker's; it comes back from "
+                                     "SQS and is dead-lettered then", failures=job.failures, level=40)
+                    if job.dropped is not None:
+                        try:
+                            job.dropped()
+                        except Exception:
+                            logger.exception("after-dead-letter-dropped step failed")
                 continue
             episode.succeeded()
             self.delete(job.queue_url, job.receipt_handle)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 import zlib
 from collections.abc import Callable
 from datetime import datetime
@@ -36,8 +37,8 @@ from ..errors import (
     MessageTooLarge,
     NotJson,
     UndecodableMessage,
-    UnknownAction,
 )
+from ..runnable import check_eta, check_task
 from .codec import ZLIB
 
 #: The only content type a worker deserializes.
@@ -204,10 +205,8 @@ def decode(message: dict[str, Any], *, queue_url: str, max_bytes: int,
     try:
         envelope, headers = decode_envelope(message.get("Body") if body is None else body,
                                             max_bytes=max_bytes)
-        name = headers["task"]
-        if not is_registered(name):
-            raise UnknownAction(f"no action named {name!r} is registered here "
-                                "(ACTIONRUNNER_IMPORTS?)")
+        check_task(headers["task"], is_registered)
+        check_eta(headers, time.time(), sending=False)
     except UndecodableMessage:
         raise
     except RecursionError:

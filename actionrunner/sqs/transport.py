@@ -31,6 +31,7 @@ from kombu.utils.objects import cached_property
 
 from .. import constants as C
 from ..errors import EndpointUnreachable, PayloadTooLarge, QueueMissing, SendError
+from ..runnable import check_eta
 from . import claimcheck, codec
 from .fifo import FifoConsumer
 from .monitor import MonitorRouting
@@ -139,6 +140,9 @@ class Channel(MonitorRouting, FifoConsumer, SQSChannel):
                     "send it through an @action so it gets a deterministic one"
                 )
             entry["MessageDeduplicationId"] = dedup
+        headers = message.get("headers") or {}
+        if headers.get("eta"):  # one a worker cannot hold would stall its group: not sent
+            check_eta(headers, time.time(), sending=True, task=str(headers.get("task", "?")))
         raw = message.get("body")
         limit = int(self.transport_options.get("max_decoded_bytes") or 0)
         if limit and isinstance(raw, str | bytes) and len(raw) > limit:  # workers would refuse it

@@ -24,7 +24,7 @@ from celery.worker.state import task_ready
 from kombu.utils.encoding import safe_repr
 
 from ..logging import log_event
-from ..settle import DeadLetter, Hold, MessageSettler, Policy, announce, decide
+from ..settle import DeadLetter, Hold, MessageSettler, Policy, announce, decide, expired_outcome
 from ..settle import Retry as RetryOutcome
 
 
@@ -107,6 +107,28 @@ class ActionRequest(Request):
             task_ready(self)
             return None
         return super().execute_using_pool(pool, **kwargs)
+
+    def _announce_revoked(self, reason: Any, terminated: Any, signum: Any, expired: Any) -> None:
+        """An expired message (its ``expires`` passed, on receipt or at its turn) is not deleted
+        silently as Celery does: an ``expired`` line (metric ``ActionsExpired``), then the DLQ
+        (error type ``MessageExpired``) unless ``ACTIONRUNNER_EXPIRED=discard``."""
+        channel = self._channel()
+        if not expired or channel is None:
+            return super()._announce_revoked(reason, terminated, signum, expired)  # type: ignore[no-any-return]
+        from ..settings import get_settings
+
+        setting = get_settings().expired
+        fields = self._fields()
+        log_event("expired", **fields, outcome="discarded" if setting == "discard" else "dead-letter",
+                  expires=str(self._request_dict.get("expires"))[:40], level=30)
+        outcome = expired_outcome(setting, self._request_dict, attempt=int(self.sqs.get("attempt") or 1),
+                                  receive_count=self.sqs.get("receive_count"))
+        if outcome is None:
+            return super()._announce_revoked(reason, terminated, signum, expired)  # type: ignore[no-any-return]
+        task_ready(self)
+        self.send_event("task-revoked", terminated=terminated, signum=signum, expired=expired)
+        self._already_revoked = True
+        channel.settle(self.message.delivery_tag, outcome, fields)
 
     def on_timeout(self, soft: bool, timeout: float) -> None:
         if not soft:

@@ -7,18 +7,54 @@ from), and purge the default queue's DLQ (one DLQ per purge).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from botocore.exceptions import ClientError
-from fastapi import Body, HTTPException, Query
+from fastapi import Body, HTTPException, Path, Query, Response
 
-from ...dlq import DeadLetterQueue, UnknownQueue, dead_letter_queues, list_all, redrive_all, resolve_queue
+from ...dlq import (
+    DeadLetterQueue,
+    RedriveJob,
+    UnknownQueue,
+    dead_letter_queues,
+    list_all,
+    redrive_all,
+    resolve_queue,
+)
 from ..auth import router as scoped_router
 from ..deps import Deps
 from ..errors import upstream
-from ..models import DeadLetterOut, PurgeRequest, PurgeResult, RedriveRequest, RedriveResult
+from ..models import (
+    DeadLetterOut,
+    PurgeRequest,
+    PurgeResult,
+    RedriveJobStatus,
+    RedriveRequest,
+    RedriveResult,
+)
 
 router = scoped_router("admin", prefix="/v1/dlq", tags=["admin"])
+
+#: A redrive of more messages than this runs as a job: 202 and a status URL.
+SYNC_REDRIVE_MAX = 100
+#: Redrive jobs of this process, newest last (the oldest finished ones are forgotten).
+JOBS: dict[str, RedriveJob] = {}
+MAX_JOBS = 50
+
+
+def _stop_jobs() -> None:
+    """The API is stopping: every running redrive ends between two messages (what it looked at
+    and did not move goes back to the DLQ)."""
+    for job in list(JOBS.values()):
+        job.stop()
+
+
+router.add_event_handler("shutdown", _stop_jobs)
+
+
+def _job_status(job: RedriveJob) -> RedriveJobStatus:
+    status: dict[str, Any] = job.status
+    return RedriveJobStatus(**status, status_url=f"/v1/dlq/redrive/{job.id}")
 
 _UNKNOWN = {404: {"description": "no such queue (nor DLQ) in the settings"}}
 QueueParam = Annotated[str | None, Query(
@@ -45,17 +81,43 @@ def list_dlq(deps: Deps, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         return [d.summary() for d in list_all(dead_letter_queues(deps.settings, deps.sqs, queue), limit)]
 
 
-@router.post("/redrive", response_model=RedriveResult, responses=_UNKNOWN)
-def redrive(deps: Deps, request: Annotated[RedriveRequest | None, Body()] = None,
-            queue: QueueParam = None) -> RedriveResult:
+@router.post("/redrive", response_model=RedriveResult | RedriveJobStatus,
+             responses={**_UNKNOWN, 202: {"model": RedriveJobStatus,
+                                          "description": "a large redrive, running as a job"}})
+def redrive(deps: Deps, response: Response,
+            request: Annotated[RedriveRequest | None, Body()] = None,
+            queue: QueueParam = None) -> RedriveResult | RedriveJobStatus:
     """Move DLQ messages back to the queue each came from: all, or those of a group / an action
-    (of every DLQ, or of ``queue``'s)."""
+    (of every DLQ, or of ``queue``'s); what the DLQs held when it began, each message once. Over
+    100 messages it runs as a job: 202, and ``status_url`` (also the Location header) tells how it
+    goes."""
     request = request or RedriveRequest()
     queue = _known(deps, queue)
+    filters = {"group": request.group, "action": request.action, "limit": request.limit,
+               "force": request.force}
     with upstream("SQS"):
-        moved = redrive_all(dead_letter_queues(deps.settings, deps.sqs, queue),
-                            group=request.group, action=request.action, limit=request.limit)
-    return RedriveResult(**moved)
+        dlqs = dead_letter_queues(deps.settings, deps.sqs, queue)
+        depth = sum(d.depth() for d in dlqs)
+        if min(depth, request.limit or depth) <= SYNC_REDRIVE_MAX:
+            return RedriveResult(**redrive_all(dlqs, **filters))
+        job = RedriveJob(dlqs, **filters)
+    for old in [j for j in JOBS.values() if j.state != "running"][: max(0, len(JOBS) - MAX_JOBS + 1)]:
+        JOBS.pop(old.id, None)
+    JOBS[job.id] = job.start()
+    response.status_code = 202
+    response.headers["Location"] = f"/v1/dlq/redrive/{job.id}"
+    return _job_status(job)
+
+
+@router.get("/redrive/{job_id}", response_model=RedriveJobStatus,
+            responses={404: {"description": "no such redrive job in this API process"}})
+def redrive_status(deps: Deps, job_id: Annotated[str, Path(max_length=32)]) -> RedriveJobStatus:
+    """How a redrive job goes: messages moved so far, and its result once it ended."""
+    job = JOBS.get(job_id)
+    if job is None:
+        raise HTTPException(404, "no such redrive job (jobs live in the API process that "
+                                 "started them)")
+    return _job_status(job)
 
 
 @router.post("/purge", response_model=PurgeResult,
