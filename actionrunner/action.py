@@ -447,8 +447,10 @@ _MISSPELLED_SEND_OPTIONS = {**_MISSPELLED_OPTIONS, "message_group": "MessageGrou
 def is_plain_task(task: Any) -> bool:
     """True for a plain Celery task of the deployment (``@app.task``, ``@shared_task``, a
     class-based task): a task of the app that is not an ``@action`` nor one of Celery's own."""
+    from .runnable import is_builtin
+
     return (isinstance(task, Task) and not is_action(task)
-            and not str(getattr(task, "name", None) or "celery.").startswith("celery."))
+            and not is_builtin(str(getattr(task, "name", None) or "celery.")))
 
 
 def plain_group(task: Any) -> str | None:
