@@ -50,14 +50,9 @@ def test_refused_options_fail_loudly(queue_url: str) -> None:
         record.apply_async(kwargs={"bucket": "q", "token": "t"}, priority=5)
     with pytest.raises(ActionDefinitionError, match="max_retries= does nothing here"):
         action(name="tests.compat.bad", max_retries=5)(lambda x: x)
-    from actionrunner.errors import SendError
-
-    @app.task(name="tests.compat.plain_celery_task")
-    def plain_celery_task(x: int) -> int:
-        return x
-
-    with pytest.raises(SendError, match="has no MessageDeduplicationId; send it through an @action"):
-        plain_celery_task.delay(1)
+    # a plain Celery task is sent (tests/test_plain_tasks.py), but a group from its inputs is refused
+    with pytest.raises(ActionDefinitionError, match="only an @action does that"):
+        app.task(name="tests.compat.plain_celery_task", message_group="t:{x}")(lambda x: x).name  # noqa: B018 (made on first use)
     with pytest.raises(ActionDefinitionError, match="autoretry_for= does nothing here.*retry_for="):
         action(name="tests.compat.bad", autoretry_for=(ValueError,))(lambda x: x)
 

@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from kombu.asynchronous.aws.sqs.connection import _query_object_encode
 from kombu.asynchronous.aws.sqs.message import AsyncMessage
 from kombu.transport.SQS import Channel as SQSChannel
 from vine import transform
@@ -18,6 +19,25 @@ if TYPE_CHECKING:
     from .listeners import Monitor
 
 logger = logging.getLogger("actionrunner.monitor")
+
+#: What a monitoring receive asks of each message: how often it was received.
+_RECEIVE_COUNT = "ApproximateReceiveCount"
+
+
+def _first_deliveries(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages received for the first time. A received monitoring message is consumed: it
+    should expire (60 s retention) before its visibility (120 s) runs out, but a server that
+    keeps it longer (fauxqs does) hands it out again — an event 121 s old (Flower's "clock
+    drift" warning on one machine, and a stale heartbeat in its state), a command run twice."""
+    first = []
+    for message in messages:
+        try:
+            count = int((message.get("Attributes") or {}).get(_RECEIVE_COUNT) or 1)
+        except (TypeError, ValueError):
+            count = 1
+        if count <= 1:
+            first.append(message)
+    return first
 
 
 class MonitorReceiving:
@@ -150,9 +170,14 @@ class MonitorReceiving:
 
     def _receive_message(self, queue: str, max_number_of_messages: int = 1,
                          wait_time_seconds: int | None = None) -> Any:
-        if self._kind(queue) == "rep":  # `celery inspect` collects for ~1 s: poll in 1 s steps
+        kind = self._kind(queue)
+        if kind == "rep":  # `celery inspect` collects for ~1 s: poll in 1 s steps
             wait_time_seconds = REPLY_WAIT_SECONDS
-        return super()._receive_message(queue, max_number_of_messages, wait_time_seconds)  # type: ignore[misc]
+        response = super()._receive_message(queue, max_number_of_messages, wait_time_seconds)  # type: ignore[misc]
+        if kind and isinstance(response, dict) and response.get("Messages"):
+            # (the receive asks for the receive count: the transport's fetch_message_attributes)
+            response = {**response, "Messages": _first_deliveries(response["Messages"])}
+        return response
 
     def _get_from_sqs(self, queue_name: str, queue_url: str, connection: Any, count: int = 1,
                       callback: Any = None) -> Any:
@@ -172,9 +197,11 @@ class MonitorReceiving:
 
         params = {"MaxNumberOfMessages": count, "VisibilityTimeout": VISIBILITY_SECONDS,
                   "WaitTimeSeconds": self.wait_time_seconds}  # type: ignore[attr-defined]
-        return connection.make_request("ReceiveMessage", params, queue_url, "POST",
-                                       callback=transform(ready, callback),
-                                       protocol_params={"query": {}, "json": {}})
+        names = [_RECEIVE_COUNT]  # (see _first_deliveries)
+        return connection.make_request(
+            "ReceiveMessage", params, queue_url, "POST", callback=transform(ready, callback),
+            protocol_params={"query": _query_object_encode({"MessageSystemAttributeName": names}),
+                             "json": {"MessageSystemAttributeNames": names}})
 
     def _loop1(self, queue: str, messages_fetched: Any = None) -> Any:
         if getattr(self, "closed", False) or getattr(self, "connection", None) is None:
@@ -191,6 +218,11 @@ class MonitorReceiving:
             messages = {}
         kind = self._kind(qname)
         if kind:
+            received = messages.get("Messages") or []
+            first = _first_deliveries(received)
+            if len(first) != len(received):  # a redelivery is counted as read, never handed on
+                return (len(received) - len(first)) + self._on_messages_ready(
+                    queue, qname, {**messages, "Messages": first})
             if kind == "box" and hasattr(self, "_polled"):
                 self._polled[qname] = time.monotonic()
             if kind == "box" and messages.get("Messages"):
