@@ -80,6 +80,11 @@ def meta_of_run(run_id: str, run: dict[str, Any] | None) -> dict[str, Any]:
         return {"task_id": run_id, "status": states.PENDING, "result": None, "traceback": None,
                 "children": [], "date_done": None}
     state = STATE_OF_STATUS.get(str(run.get("status")), states.PENDING)
+    if state == states.FAILURE and run.get("error_type") == "MessageExpired":
+        # its expires time passed (it is in the DLQ, marked expired): Celery's REVOKED, as stock
+        # Celery reports an expired task, so .get() raises TaskRevokedError
+        state = states.REVOKED
+        run = {**run, "error_type": "TaskRevokedError"}
     result: Any = None
     if state == states.SUCCESS:
         result = run.get("result")
