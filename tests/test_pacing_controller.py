@@ -87,6 +87,17 @@ def test_a_consumer_that_keeps_up_gets_more_until_the_ceiling() -> None:
     assert rates[-1] == 1000
 
 
+def test_writes_that_only_travel_are_no_sign_of_a_slow_consumer() -> None:
+    # Given a consumer that keeps up: the writer's oldest un-drained write is 0.6 s old (on its
+    # way through the stream), while the drain measured is below the rate (it was ramping up)
+    controller = PaceController(limits(initial=300, increase=100))
+    controller.update(Signals(now=100.0, watermark=consumer(100.0, 0), limited=False))
+    decision = controller.update(Signals(now=101.0, watermark=consumer(101.0, 100), backlog=180,
+                                         oldest_pending=100.4))
+    # Then that is no lag to cut for: the rate goes on up
+    assert decision.reason == "keeping-up" and decision.rate == 350
+
+
 def test_a_writer_that_does_not_use_its_rate_is_not_given_more() -> None:
     controller = PaceController(limits())
     for i in range(10):
@@ -100,15 +111,15 @@ def test_the_predicted_lag_cuts_before_the_lag_is_there() -> None:
     controller = PaceController(limits(initial=1000))
     controller.update(Signals(now=100.0, watermark=consumer(100.0, 0), limited=False))
     decision = controller.update(Signals(now=101.0, watermark=consumer(101.0, 400), backlog=1200,
-                                         oldest_pending=100.5))
-    # Then: the oldest waiting write is only 0.5 s old, but the newest will wait
+                                         oldest_pending=99.8))
+    # Then: the oldest waiting write is only 1.2 s old, but the newest will wait
     # (1200 + 600 more in the next second) / 400 = 4.5 s > 0.55 × 5 s: cut below the drain rate
-    assert decision.lag == pytest.approx(0.5)
+    assert decision.lag == pytest.approx(1.2)
     assert decision.predicted_lag == pytest.approx(4.5)
     assert decision.reason == "lag" and decision.rate < 400
     # And the next second does not cut again on the same news (hold)
     again = controller.update(Signals(now=101.5, watermark=consumer(101.5, 600), backlog=1100,
-                                      oldest_pending=100.7))
+                                      oldest_pending=100.0))
     assert again.reason != "lag"
 
 

@@ -18,7 +18,9 @@ The rule, in order (the first that applies decides)::
 The *predicted lag* is the lag the writer's newest write will have when the consumer reaches it:
 its own backlog (writes not yet processed downstream) plus what the present rate adds over the
 next ``horizon`` seconds, over the consumer's measured drain rate — and never less than the lag
-already seen (the oldest un-drained write's age, or CloudWatch ``IteratorAge``). It cuts before
+already seen (the oldest un-drained write's age, or CloudWatch ``IteratorAge``). While that
+age is under ``busy_after`` the consumer keeps up (its drain is only what it was given, not
+what it can do), and the predicted lag is the age itself. It cuts before
 the bound is passed because the prediction is about the future. A cut on lag goes below the
 drain rate by the share of the bound the prediction is over the target, so the backlog shrinks.
 Whatever happens, ``floor <= rate <= ceiling``.
@@ -62,6 +64,7 @@ class PaceLimits:
     horizon: float = 1.0
     hold: float = 1.0
     step_every: float = 0.5
+    busy_after: float = 1.0
 
     def __post_init__(self) -> None:
         def finite(name: str) -> float:
@@ -71,7 +74,7 @@ class PaceLimits:
             return float(value)
 
         for name in ("floor", "ceiling", "lag_bound", "cut", "target", "cut_at", "stale_after",
-                     "horizon", "hold", "step_every"):
+                     "horizon", "hold", "step_every", "busy_after"):
             finite(name)
         if self.lag_bound <= 0:
             raise PacingMisconfigured(f"pacing: lag_bound must be more than 0 s, not {self.lag_bound!r}")
@@ -84,7 +87,7 @@ class PaceLimits:
         if not 0 < self.target < self.cut_at <= 1:
             raise PacingMisconfigured(f"pacing: need 0 < target ({self.target!r}) < cut_at "
                                       f"({self.cut_at!r}) <= 1")
-        for name in ("stale_after", "horizon", "hold", "step_every"):
+        for name in ("stale_after", "horizon", "hold", "step_every", "busy_after"):
             if getattr(self, name) <= 0:
                 raise PacingMisconfigured(f"pacing: {name} must be more than 0 s")
         for name in ("initial", "increase"):
@@ -169,7 +172,7 @@ class PaceController:
 
     limits: PaceLimits
     #: Seconds of (published_at, count) samples the drain rate is measured over.
-    drain_window: float = 3.0
+    drain_window: float = 2.0
     rate: float = field(init=False)
     _samples: deque[tuple[float, int]] = field(init=False, default_factory=deque)
     _last_cut: float = field(init=False, default=-math.inf)
@@ -225,11 +228,11 @@ class PaceController:
                 and (s.oldest_pending is None or s.now - s.oldest_pending > limits.stale_after):
             return decide(limits.floor, "stalled")
         predicted = lag
-        if s.backlog > 0 or self.rate > (drain or 0):
+        if s.backlog > 0 and lag > limits.busy_after:  # the consumer is behind: it is the limit
             if drain is not None and drain > 0:
                 ahead = max(0.0, self.rate - drain) * limits.horizon
                 predicted = max(lag, (s.backlog + ahead) / drain)
-            elif s.backlog > 0:  # records waiting, drain not measured yet: their age is all we know
+            else:  # records waiting, drain not measured yet: their age is all we know
                 predicted = max(lag, s.backlog / self.rate)
         can_cut = s.now - self._last_cut >= limits.hold
         if s.throttled > 0 and can_cut:
