@@ -47,7 +47,7 @@ from botocore.config import Config
 from rich.table import Table
 
 from actionrunner import constants as C
-from actionrunner.dynamo import MAX_BATCH_WRITE, Pacer, write_batch, WriteStats
+from actionrunner.dynamo import MAX_BATCH_WRITE, Pacer, WriteStats, write_batch
 from actionrunner.local import Server, free_port, stop_process
 from bench.harness import OUT, environ, fmt, make_console, percentile, pyplot
 from bench.proxy import CountingProxy

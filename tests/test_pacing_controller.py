@@ -7,6 +7,8 @@ cuts before the lag is there; a downstream that keeps up gets more.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -30,7 +32,7 @@ def pace_limits(draw: st.DrawFn) -> PaceLimits:
 
 
 @st.composite
-def signal_steps(draw: st.DrawFn) -> list[tuple[float, int, int | None, float | None, int, bool, float | None]]:
+def signal_steps(draw: st.DrawFn) -> list[tuple[Any, ...]]:
     """(dt, count step, watermark age or None, newest lag, backlog, limited, shared rate)."""
     return draw(st.lists(st.tuples(
         st.floats(0.0, 30.0), st.integers(-5, 5000), st.none() | st.integers(0, 60),
@@ -48,7 +50,8 @@ def run(lim: PaceLimits, steps: list, throttles: list[int]) -> list[tuple[Signal
             newest=None if newest_lag is None else now - age - newest_lag, count=count,
             published_at=now - age)
         s = Signals(now=now, throttled=throttles[i % len(throttles)] if throttles else 0,
-                    watermark=wm, backlog=backlog, oldest_pending=now - (newest_lag or 0) if backlog else None,
+                    watermark=wm, backlog=backlog,
+                    oldest_pending=now - (newest_lag or 0) if backlog else None,
                     rate=shared, limited=limited)
         seen.append((s, controller.update(s).rate))
     return seen

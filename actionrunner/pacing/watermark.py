@@ -57,7 +57,8 @@ class WatermarkStore:
     def publish(self, newest: float | None, finished: int) -> None:
         """Add ``finished`` records to the count; move ``newest`` forward (never back)."""
         now = self.clock()
-        values = {":n": {"N": str(int(finished))}, ":now": _n(now), ":expires": expiry(WATERMARK_TTL_SECONDS, now)}
+        values = {":n": {"N": str(int(finished))}, ":now": _n(now),
+                  ":expires": expiry(WATERMARK_TTL_SECONDS, now)}
         names = {"#count": "count", "#expires": STATE_TTL_ATTRIBUTE}
         update = "ADD #count :n SET published_at = :now, #expires = :expires"
         if newest is not None:
