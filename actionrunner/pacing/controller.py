@@ -10,7 +10,7 @@ The rule, in order (the first that applies decides)::
     no watermark, or none fresher than stale_after    → floor              ("silence")
     backlog, and the consumer's count still for stale_after → floor        ("stalled")
     throttled (at most one cut per hold)              → rate × cut         ("throttle")
-    predicted lag > cut_at × lag_bound (once per hold) → ≤ drain × (1 − excess / bound)   ("lag")
+    predicted lag > cut_at × lag_bound (once per hold) → drain − excess backlog / recover  ("lag")
     predicted lag < target × lag_bound, and the writer
       was held back by the pace (once per step_every) → rate + increase × step_every   ("keeping-up")
     otherwise                                          → unchanged          ("steady")
@@ -21,8 +21,9 @@ next ``horizon`` seconds, over the consumer's measured drain rate — and never 
 already seen (the oldest un-drained write's age, or CloudWatch ``IteratorAge``). While that
 age is under ``busy_after`` the consumer keeps up (its drain is only what it was given, not
 what it can do), and the predicted lag is the age itself. It cuts before
-the bound is passed because the prediction is about the future. A cut on lag goes below the
-drain rate by the share of the bound the prediction is over the target, so the backlog shrinks.
+the bound is passed because the prediction is about the future. A cut on lag goes to the drain
+rate less the backlog over the target's share (``target × lag_bound × drain``) spread over
+``recover`` seconds — at least half the drain rate, so the consumer never runs dry.
 Whatever happens, ``floor <= rate <= ceiling``.
 
     >>> c = PaceController(PaceLimits(floor=10, ceiling=1000, lag_bound=5))
@@ -48,7 +49,8 @@ class PaceLimits:
     while the downstream keeps up (default a tenth of ``ceiling``); ``cut`` the factor of a
     throttling cut; ``target``/``cut_at`` shares of the bound (increase below the first, cut above
     the second); ``stale_after`` seconds of silence that mean the floor; ``horizon`` how far ahead
-    the prediction looks; ``hold`` the least time between two cuts (the signal of a cut needs that
+    the prediction looks; ``recover`` the seconds a lag cut gives the backlog to come back to the
+    target; ``hold`` the least time between two cuts (the signal of a cut needs that
     long to show).
     """
 
@@ -65,6 +67,7 @@ class PaceLimits:
     hold: float = 1.0
     step_every: float = 0.5
     busy_after: float = 1.0
+    recover: float = 3.0
 
     def __post_init__(self) -> None:
         def finite(name: str) -> float:
@@ -74,7 +77,7 @@ class PaceLimits:
             return float(value)
 
         for name in ("floor", "ceiling", "lag_bound", "cut", "target", "cut_at", "stale_after",
-                     "horizon", "hold", "step_every", "busy_after"):
+                     "horizon", "hold", "step_every", "busy_after", "recover"):
             finite(name)
         if self.lag_bound <= 0:
             raise PacingMisconfigured(f"pacing: lag_bound must be more than 0 s, not {self.lag_bound!r}")
@@ -87,7 +90,7 @@ class PaceLimits:
         if not 0 < self.target < self.cut_at <= 1:
             raise PacingMisconfigured(f"pacing: need 0 < target ({self.target!r}) < cut_at "
                                       f"({self.cut_at!r}) <= 1")
-        for name in ("stale_after", "horizon", "hold", "step_every", "busy_after"):
+        for name in ("stale_after", "horizon", "hold", "step_every", "busy_after", "recover"):
             if getattr(self, name) <= 0:
                 raise PacingMisconfigured(f"pacing: {name} must be more than 0 s")
         for name in ("initial", "increase"):
@@ -240,10 +243,13 @@ class PaceController:
             return decide(self.rate * limits.cut, "throttle", predicted)
         if predicted > limits.cut_at * bound and can_cut:
             self._last_cut = s.now
-            base = drain if drain is not None and drain > 0 else self.rate
-            excess = (predicted - limits.target * bound) / bound
-            return decide(min(self.rate * (1 - limits.cut) ** 0.5 if drain is None else self.rate,
-                              base * max(0.2, 1 - excess)), "lag", predicted)
+            if drain is None or drain <= 0:
+                return decide(self.rate * limits.cut, "lag", predicted)
+            # back to the drain rate, less what brings the backlog down to the target's share
+            # within ``recover`` seconds; never under half the drain (the consumer stays busy)
+            excess = s.backlog - limits.target * bound * drain
+            return decide(min(self.rate, max(drain / 2, drain - excess / limits.recover)),
+                          "lag", predicted)
         if predicted < limits.target * bound and s.limited and s.throttled == 0 \
                 and s.now - self._last_step >= limits.step_every \
                 and s.now - self._last_cut >= limits.hold:
