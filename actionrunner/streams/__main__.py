@@ -25,10 +25,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="SNS topic name or ARN (a name ending .fifo: a FIFO topic, per-key order)")
     parser.add_argument("--watermark", default=None, help="watermark name (default: the table's)")
     parser.add_argument("--create", action="store_true",
-                        help="create the topic and the dead-letter queue if missing (local stacks)")
+                        help="create the topic, the dead-letter queue and the table (with a "
+                             "stream) if missing (local stacks)")
     parser.add_argument("--dlq", default=None, help="SQS queue name for records that cannot be published")
     parser.add_argument("--capacity", type=float, default=None, help="records per second at most")
     parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--idle-wait", type=float, default=0.1,
+                        help="seconds between reads of a shard with nothing new")
     parser.add_argument("--parallelism", type=int, default=4)
     parser.add_argument("--from", dest="start", choices=["latest", "trim-horizon"], default="latest")
     parser.add_argument("--trace", default=None,
@@ -38,7 +41,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure(get_settings().log_level)
     settings = get_settings()
-    table = settings.client("dynamodb").describe_table(TableName=args.table)["Table"]
+    dynamodb = settings.client("dynamodb")
+    if args.create and args.table not in dynamodb.list_tables()["TableNames"]:
+        dynamodb.create_table(
+            TableName=args.table, BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"})
+    try:
+        table = dynamodb.describe_table(TableName=args.table)["Table"]
+    except dynamodb.exceptions.ResourceNotFoundException:
+        raise ConfigurationError(f"no DynamoDB table {args.table!r} (create it, or pass --create)") from None
     stream_arn = table.get("LatestStreamArn")
     if not stream_arn or not table.get("StreamSpecification", {}).get("StreamEnabled"):
         raise ConfigurationError(f"table {args.table!r} has no stream enabled "
@@ -72,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         trace = stack.enter_context(open(args.trace, "a")) if args.trace else None  # noqa: SIM115
         poller = StreamPoller(streams_client(settings), stream_arn, processor,
                               batch_size=args.batch_size, capacity=capacity,
-                              start=args.start.upper().replace("-", "_"), trace=trace)
+                              start=args.start.upper().replace("-", "_"), trace=trace,
+                              idle_wait=args.idle_wait)
         stop = Stop()
         if args.slow_at:
             seconds, rate = _slow_at(args.slow_at)
