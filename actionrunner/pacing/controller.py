@@ -10,7 +10,7 @@ The rule, in order (the first that applies decides)::
     no watermark, or none fresher than stale_after    → floor              ("silence")
     backlog, and the consumer's count still for stale_after → floor        ("stalled")
     throttled (at most one cut per hold)              → rate × cut         ("throttle")
-    predicted lag > cut_at × lag_bound (once per hold) → drain − excess backlog / recover  ("lag")
+    predicted lag > cut_at × lag_bound (once per 2 hold) → drain − excess backlog / recover ("lag")
     predicted lag < target × lag_bound, and the writer
       was held back by the pace (once per step_every) → rate + increase × step_every   ("keeping-up")
     otherwise                                          → unchanged          ("steady")
@@ -23,7 +23,7 @@ age is under ``busy_after`` the consumer keeps up (its drain is only what it was
 what it can do), and the predicted lag is the age itself. It cuts before
 the bound is passed because the prediction is about the future. A cut on lag goes to the drain
 rate less the backlog over the target's share (``target × lag_bound × drain``) spread over
-``recover`` seconds — at least half the drain rate, so the consumer never runs dry.
+``recover`` seconds — at least 3/4 of the drain rate, so the consumer never runs dry.
 Whatever happens, ``floor <= rate <= ceiling``.
 
     >>> c = PaceController(PaceLimits(floor=10, ceiling=1000, lag_bound=5))
@@ -175,7 +175,7 @@ class PaceController:
 
     limits: PaceLimits
     #: Seconds of (published_at, count) samples the drain rate is measured over.
-    drain_window: float = 2.0
+    drain_window: float = 4.0
     rate: float = field(init=False)
     _samples: deque[tuple[float, int]] = field(init=False, default_factory=deque)
     _last_cut: float = field(init=False, default=-math.inf)
@@ -241,14 +241,14 @@ class PaceController:
         if s.throttled > 0 and can_cut:
             self._last_cut = s.now
             return decide(self.rate * limits.cut, "throttle", predicted)
-        if predicted > limits.cut_at * bound and can_cut:
+        if predicted > limits.cut_at * bound and s.now - self._last_cut >= 2 * limits.hold:
             self._last_cut = s.now
             if drain is None or drain <= 0:
                 return decide(self.rate * limits.cut, "lag", predicted)
             # back to the drain rate, less what brings the backlog down to the target's share
-            # within ``recover`` seconds; never under half the drain (the consumer stays busy)
+            # within ``recover`` seconds; never under 3/4 of the drain (the consumer stays busy)
             excess = s.backlog - limits.target * bound * drain
-            return decide(min(self.rate, max(drain / 2, drain - excess / limits.recover)),
+            return decide(min(self.rate, max(drain * 0.75, drain - excess / limits.recover)),
                           "lag", predicted)
         if predicted < limits.target * bound and s.limited and s.throttled == 0 \
                 and s.now - self._last_step >= limits.step_every \
