@@ -268,6 +268,9 @@ def run_mode(mode: str, args: argparse.Namespace, settings: Any, run: str,
         "lag_max_s": max(lags, default=float("nan")),
         "over_bound_share": sum(lag > args.lag_bound for lag in lags) / len(lags) if lags else 1.0,
         "catch_up_s": last - written["ended"], "done_s": last - start,
+        # what the consumer managed (its --capacity is a most; the machine may give it less)
+        "consumer_per_s": len(records) / (last - min(p for _, p in records)) if len(records) > 1
+        else float("nan"),
         "writes_per_s": per_second([c for c, _ in records], start),
         "lag_by_s": lag_per_second(records, start),
     }
@@ -333,12 +336,13 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
                         f"{args.capacity:,.0f}/s, bound {args.lag_bound:g} s"
                         + (f", slows at {args.slow_at}" if args.slow_at else "")
                         + (f", table {args.throttle_wcu:,.0f} WCU" if args.throttle_wcu else ""))
-    for column in ("mode", "write (s)", "writes/s", "throttled calls", "lag p50 (s)",
+    for column in ("mode", "write (s)", "writes/s", "consumer/s", "throttled calls", "lag p50 (s)",
                    "lag p99 (s)", "lag max (s)", "over bound", "catch-up (s)", "done (s)",
                    "lag max vs naive", "done vs naive"):
         table.add_column(column, justify="right")
     for mode, r in results.items():
         table.add_row(mode, fmt(r["write_s"]), fmt(r["write_rate"], ",.0f"),
+                      fmt(r.get("consumer_per_s"), ",.0f"),
                       f"{r['throttled_calls']:,}", fmt(r["lag_p50_s"], ".2f"),
                       fmt(r["lag_p99_s"], ".2f"), fmt(r["lag_max_s"], ".2f"),
                       f"{r['over_bound_share']:.1%}", fmt(r["catch_up_s"]), fmt(r["done_s"]),

@@ -84,10 +84,21 @@ def test_a_consumer_that_keeps_up_gets_more_until_the_ceiling() -> None:
         now = 100.0 + i * 0.5
         count += controller.rate * 0.5
         rates.append(controller.update(Signals(now=now, watermark=consumer(now, int(count)))).rate)
-    # Then the rate climbs additively (50 writes/s every half second) to the ceiling, no further
-    assert rates[0] == 60 and rates[1] == 110
-    assert all(b - a <= 50 + 1e-9 for a, b in zip(rates, rates[1:], strict=False))
+    # Then the rate doubles (slow start) up to the ceiling, no further
+    assert rates[:7] == [60, 120, 240, 480, 960, 1000, 1000]
     assert rates[-1] == 1000
+
+
+def test_after_a_cut_the_rate_climbs_additively() -> None:
+    controller, rates, count = PaceController(limits(increase=100, initial=400)), [], 0.0
+    controller.update(Signals(now=99.0, watermark=consumer(99.0, 0), throttled=1))  # 400 → 200
+    for i in range(1, 20):
+        now = 100.0 + i * 0.5
+        count += controller.rate * 0.5
+        rates.append(controller.update(Signals(now=now, watermark=consumer(now, int(count)))).rate)
+    assert rates[0] == 250  # + 50, not doubled: the slow start ended with the cut
+    assert all(b - a <= 50 + 1e-9 for a, b in zip(rates, rates[1:], strict=False))
+    assert rates[-1] > 600
 
 
 def test_writes_that_only_travel_are_no_sign_of_a_slow_consumer() -> None:
@@ -98,7 +109,7 @@ def test_writes_that_only_travel_are_no_sign_of_a_slow_consumer() -> None:
     decision = controller.update(Signals(now=101.0, watermark=consumer(101.0, 100), backlog=180,
                                          oldest_pending=100.4))
     # Then that is no lag to cut for: the rate goes on up
-    assert decision.reason == "keeping-up" and decision.rate == 350
+    assert decision.reason == "keeping-up" and decision.rate == 600  # slow start: doubled
 
 
 def test_a_writer_that_does_not_use_its_rate_is_not_given_more() -> None:

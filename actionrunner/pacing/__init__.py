@@ -12,8 +12,8 @@ See docs/pacing.md.
 from __future__ import annotations
 
 from .controller import Decision, PaceController, PaceLimits, Signals, Watermark
-from .pacer import AdaptivePacer, PaceStats
+from .pacer import AdaptivePacer, PaceStats, iterator_age
 from .watermark import WatermarkPublisher, WatermarkReader, WatermarkStore
 
 __all__ = ["AdaptivePacer", "Decision", "PaceController", "PaceLimits", "PaceStats", "Signals",
-           "Watermark", "WatermarkPublisher", "WatermarkReader", "WatermarkStore"]
+           "Watermark", "WatermarkPublisher", "WatermarkReader", "WatermarkStore", "iterator_age"]

@@ -13,6 +13,7 @@ The rule, in order (the first that applies decides)::
     predicted lag > cut_at × lag_bound (once per 2 hold) → drain − excess backlog / recover ("lag")
     predicted lag < target × lag_bound, and the writer
       was held back by the pace (once per step_every) → rate + increase × step_every   ("keeping-up")
+                                   (before the first cut: at least doubled, a slow start)
     otherwise                                          → unchanged          ("steady")
 
 The *predicted lag* is the lag the writer's newest write will have when the consumer reaches it:
@@ -60,8 +61,8 @@ class PaceLimits:
     initial: float | None = None
     increase: float | None = None
     cut: float = 0.5
-    target: float = 0.35
-    cut_at: float = 0.55
+    target: float = 0.4
+    cut_at: float = 0.6
     stale_after: float = 3.0
     horizon: float = 1.0
     hold: float = 1.0
@@ -181,6 +182,7 @@ class PaceController:
     _last_cut: float = field(init=False, default=-math.inf)
     _last_step: float = field(init=False, default=-math.inf)
     _count_moved_at: float | None = field(init=False, default=None)
+    _cut_once: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self.rate = self.limits.start
@@ -239,10 +241,10 @@ class PaceController:
                 predicted = max(lag, s.backlog / self.rate)
         can_cut = s.now - self._last_cut >= limits.hold
         if s.throttled > 0 and can_cut:
-            self._last_cut = s.now
+            self._last_cut, self._cut_once = s.now, True
             return decide(self.rate * limits.cut, "throttle", predicted)
         if predicted > limits.cut_at * bound and s.now - self._last_cut >= 2 * limits.hold:
-            self._last_cut = s.now
+            self._last_cut, self._cut_once = s.now, True
             if drain is None or drain <= 0:
                 return decide(self.rate * limits.cut, "lag", predicted)
             # back to the drain rate, less what brings the backlog down to the target's share
@@ -254,5 +256,8 @@ class PaceController:
                 and s.now - self._last_step >= limits.step_every \
                 and s.now - self._last_cut >= limits.hold:
             self._last_step = s.now
-            return decide(self.rate + limits.step * limits.step_every, "keeping-up", predicted)
+            step = limits.step * limits.step_every
+            if not self._cut_once:  # slow start: doubles until the first cut (as TCP's does)
+                step = max(step, self.rate)
+            return decide(self.rate + step, "keeping-up", predicted)
         return decide(self.rate, "steady", predicted)

@@ -170,3 +170,23 @@ class AdaptivePacer:
 
 def _r(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
+
+
+def iterator_age(function_name: str, client: Any, *, window: float = 180.0) -> Callable[[], float | None]:
+    """``iterator_age=`` for :class:`AdaptivePacer` on AWS: the stream processor's CloudWatch
+    ``IteratorAge`` (the newest minute's Maximum, in seconds; None while there is none)."""
+    import datetime
+
+    def read() -> float | None:
+        now = datetime.datetime.now(datetime.UTC)
+        points = client.get_metric_statistics(
+            Namespace="AWS/Lambda", MetricName="IteratorAge",
+            Dimensions=[{"Name": "FunctionName", "Value": function_name}],
+            StartTime=now - datetime.timedelta(seconds=window), EndTime=now, Period=60,
+            Statistics=["Maximum"]).get("Datapoints", [])
+        if not points:
+            return None
+        newest = max(points, key=lambda p: p["Timestamp"])
+        return float(newest["Maximum"]) / 1000.0
+
+    return read

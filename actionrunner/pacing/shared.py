@@ -69,7 +69,7 @@ class SharedPace:
                     raise
                 self.failures += 1
                 failing = exc
-                if self.failures and attempt >= 6:
+                if attempt >= 6:
                     break
                 self.sleep(backoff_delay(attempt))
                 continue
