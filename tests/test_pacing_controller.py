@@ -109,7 +109,7 @@ def test_writes_that_only_travel_are_no_sign_of_a_slow_consumer() -> None:
     decision = controller.update(Signals(now=101.0, watermark=consumer(101.0, 100), backlog=180,
                                          oldest_pending=100.4))
     # Then that is no lag to cut for: the rate goes on up
-    assert decision.reason == "keeping-up" and decision.rate == 600  # slow start: doubled
+    assert decision.reason == "keeping-up" and decision.rate == 350  # (0.6 s: past slow start)
 
 
 def test_a_writer_that_does_not_use_its_rate_is_not_given_more() -> None:

@@ -13,7 +13,8 @@ The rule, in order (the first that applies decides)::
     predicted lag > cut_at × lag_bound (once per 2 hold) → drain − excess backlog / recover ("lag")
     predicted lag < target × lag_bound, and the writer
       was held back by the pace (once per step_every) → rate + increase × step_every   ("keeping-up")
-                                   (before the first cut: at least doubled, a slow start)
+                                   (before the first cut, while writes pass at once:
+                                    at least doubled, a slow start)
     otherwise                                          → unchanged          ("steady")
 
 The *predicted lag* is the lag the writer's newest write will have when the consumer reaches it:
@@ -257,7 +258,7 @@ class PaceController:
                 and s.now - self._last_cut >= limits.hold:
             self._last_step = s.now
             step = limits.step * limits.step_every
-            if not self._cut_once:  # slow start: doubles until the first cut (as TCP's does)
-                step = max(step, self.rate)
+            if not self._cut_once and lag < limits.busy_after / 2:
+                step = max(step, self.rate)  # slow start: doubles until the first cut (as TCP's)
             return decide(self.rate + step, "keeping-up", predicted)
         return decide(self.rate, "steady", predicted)
