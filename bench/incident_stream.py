@@ -247,7 +247,8 @@ def run_mode(mode: str, args: argparse.Namespace, settings: Any, run: str,
             pacer = Pacer(args.budget, clock=time.time)
         elif mode == "adaptive":
             pacer = AdaptivePacer(f"incident-{run}", PaceLimits(
-                floor=args.floor, ceiling=args.ceiling, lag_bound=args.lag_bound),
+                floor=args.floor, ceiling=args.ceiling, lag_bound=args.lag_bound,
+                slow_start=args.slow_start),
                 watermark=watermark, table=settings.state_table, client=admin)
         try:
             written = write_all(writer, table, args.items, pacer)
@@ -379,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=300.0, help="the fixed mode's writes/s")
     parser.add_argument("--floor", type=float, default=20.0, help="adaptive floor, writes/s")
     parser.add_argument("--ceiling", type=float, default=1000.0, help="adaptive ceiling, writes/s")
+    parser.add_argument("--slow-start", action="store_true",
+                        help="adaptive: double the rate until the first cut (PaceLimits.slow_start)")
     parser.add_argument("--slow-at", default=None, metavar="SECONDS:CAPACITY")
     parser.add_argument("--throttle-wcu", type=float, default=None, metavar="W")
     parser.add_argument("--modes", default=",".join(MODES), help="a subset, e.g. adaptive")
@@ -427,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"plot: {where.relative_to(ROOT)}")
     document = {"lag_bound_s": args.lag_bound, "capacity": args.capacity, "items": args.items,
                 "budget": args.budget, "floor": args.floor, "ceiling": args.ceiling,
+                "slow_start": args.slow_start,
                 "slow_at": args.slow_at, "throttle_wcu": args.throttle_wcu,
                 "bench_s": round(time.monotonic() - began, 1), "modes": results}
     text = json.dumps(document, indent=1, default=float)

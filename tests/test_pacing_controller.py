@@ -79,7 +79,7 @@ def consumer(now: float, count: int, newest: float | None = None) -> Watermark:
 
 def test_a_consumer_that_keeps_up_gets_more_until_the_ceiling() -> None:
     # Given a consumer that finishes everything at once (no backlog)
-    controller, rates, count = PaceController(limits(increase=100)), [], 0.0
+    controller, rates, count = PaceController(limits(increase=100, slow_start=True)), [], 0.0
     for i in range(50):
         now = 100.0 + i * 0.5
         count += controller.rate * 0.5
@@ -90,7 +90,8 @@ def test_a_consumer_that_keeps_up_gets_more_until_the_ceiling() -> None:
 
 
 def test_after_a_cut_the_rate_climbs_additively() -> None:
-    controller, rates, count = PaceController(limits(increase=100, initial=400)), [], 0.0
+    controller = PaceController(limits(increase=100, initial=400, slow_start=True))
+    rates, count = [], 0.0
     controller.update(Signals(now=99.0, watermark=consumer(99.0, 0), throttled=1))  # 400 → 200
     for i in range(1, 20):
         now = 100.0 + i * 0.5
@@ -104,7 +105,7 @@ def test_after_a_cut_the_rate_climbs_additively() -> None:
 def test_writes_that_only_travel_are_no_sign_of_a_slow_consumer() -> None:
     # Given a consumer that keeps up: the writer's oldest un-drained write is 0.6 s old (on its
     # way through the stream), while the drain measured is below the rate (it was ramping up)
-    controller = PaceController(limits(initial=300, increase=100))
+    controller = PaceController(limits(initial=300, increase=100, slow_start=True))
     controller.update(Signals(now=100.0, watermark=consumer(100.0, 0), limited=False))
     decision = controller.update(Signals(now=101.0, watermark=consumer(101.0, 100), backlog=180,
                                          oldest_pending=100.4))

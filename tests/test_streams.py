@@ -238,6 +238,7 @@ def test_pacers_of_one_downstream_share_one_rate(settings: Settings) -> None:
     two.take(1)
     # When one is throttled and cuts the rate
     one.throttled()
+    one.control()  # (take and throttled run a step themselves, at most every 0.1-0.2 s)
     assert one.rate == 200
     # Then the other paces at the cut rate from its next token on, and both take slots of it
     two.take(1)

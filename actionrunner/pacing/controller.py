@@ -13,8 +13,8 @@ The rule, in order (the first that applies decides)::
     predicted lag > cut_at × lag_bound (once per 2 hold) → drain − excess backlog / recover ("lag")
     predicted lag < target × lag_bound, and the writer
       was held back by the pace (once per step_every) → rate + increase × step_every   ("keeping-up")
-                                   (before the first cut, while writes pass at once:
-                                    at least doubled, a slow start)
+                                   (slow_start: before the first cut, while writes pass
+                                    at once, at least doubled)
     otherwise                                          → unchanged          ("steady")
 
 The *predicted lag* is the lag the writer's newest write will have when the consumer reaches it:
@@ -70,6 +70,7 @@ class PaceLimits:
     step_every: float = 0.5
     busy_after: float = 1.0
     recover: float = 3.0
+    slow_start: bool = False
 
     def __post_init__(self) -> None:
         def finite(name: str) -> float:
@@ -258,7 +259,7 @@ class PaceController:
                 and s.now - self._last_cut >= limits.hold:
             self._last_step = s.now
             step = limits.step * limits.step_every
-            if not self._cut_once and lag < limits.busy_after / 2:
+            if limits.slow_start and not self._cut_once and lag < limits.busy_after / 2:
                 step = max(step, self.rate)  # slow start: doubles until the first cut (as TCP's)
             return decide(self.rate + step, "keeping-up", predicted)
         return decide(self.rate, "steady", predicted)
