@@ -303,3 +303,17 @@ def test_the_adaptive_pacer_keeps_a_slow_consumer_within_the_bound(settings: Set
     assert pacer.stats.cuts >= 1 and max(r for _, r, *_ in pacer.stats.history) > 60
     watermark = store.read()
     assert watermark is not None and watermark.count >= 400  # (a retried ADD may count twice)
+
+
+def test_the_backfill_action_refuses_a_bad_watermark_name_and_an_unknown_one(settings: Settings) -> None:
+    from actionrunner.errors import ActionInputError
+    from tasks.backfill import backfill_items
+
+    # a name with characters a watermark cannot have: refused when the call is made
+    with pytest.raises(ActionInputError, match="watermark"):
+        backfill_items.prepare(kwargs={"table": "items", "start": 0, "count": 1,
+                                       "watermark": "no spaces!"})
+    # a well-formed name nobody publishes: the run fails naming it, and nothing is written
+    result = backfill_items.apply(kwargs={"table": "items-nowhere", "start": 0, "count": 1,
+                                          "watermark": f"nobody-{uuid.uuid4().hex[:6]}"})
+    assert result.state == "FAILURE" and "no stream consumer has published" in str(result.result)
