@@ -1,8 +1,9 @@
 """``actionrunner dev``: the whole stack on the embedded local AWS, supervised until Ctrl-C.
 
 The emulator (:class:`actionrunner.local.LocalAWS`) and the queues, table and bucket first; then
-the worker, beat, the admin API (with a token made for the session) and Flower (with a password
-made for the session), each a child process. A child that exits is restarted (one that keeps
+the worker, beat, the admin API (with a token made for the session), Flower (with a password
+made for the session) and the stream processor of table ``items`` (``ACTIONRUNNER_DEV_STREAM_TABLE``;
+empty: none), each a child process. A child that exits is restarted (one that keeps
 exiting right after it starts is left down, said so, and the rest keeps running:
 :class:`actionrunner.devsession.Supervisor`); on SIGINT, SIGTERM or SIGHUP (the terminal closed)
 all are stopped together (:func:`actionrunner.local.stop_processes`). Other shells source
@@ -151,6 +152,14 @@ class DevStack:
         commands = {"worker": [*celery, "worker", "-c", str(self.concurrency), "--loglevel",
                                settings.log_level]}
         notes: dict[str, str] = {}
+        if stream_table := os.environ.get("ACTIONRUNNER_DEV_STREAM_TABLE", "items"):
+            # the stream side (docs/pacing.md): `items`' changes to SNS, watermark "items"
+            commands["streams"] = [sys.executable, "-m", "actionrunner.streams", "--table",
+                                   stream_table, "--topic", f"{stream_table}-changes.fifo",
+                                   "--dlq", f"{stream_table}-stream-dlq", "--create",
+                                   "--idle-wait", "0.5"]
+            notes["streams"] = (f"table {stream_table} → SNS {stream_table}-changes.fifo, "
+                                f"watermark {stream_table}, ")
         if self.beat:
             commands["beat"] = [*celery, "beat", "--schedule", str(LOGS.parent / "celerybeat-schedule")]
         if self.api_port:

@@ -10,6 +10,15 @@ BatchWriteItem 25 at a time, UnprocessedItems and throttling retried with backof
                 writer.put({"pk": f"item#{i}", "n": i})
         return writer.summary()
 
+Adaptive pacing (the rate follows the stream consumer's watermark, shared by every worker:
+:mod:`actionrunner.pacing`)::
+
+    from actionrunner.pacing import AdaptivePacer, PaceLimits
+
+    pacer = AdaptivePacer.from_settings("items", PaceLimits(floor=20, ceiling=1000, lag_bound=5))
+    with BatchWriter("items", pacer=pacer) as writer:
+        ...
+
 Items are plain Python values (boto3's TypeSerializer: ``str``, ``int``, ``float``, ``Decimal``,
 ``bool``, ``bytes``, ``None``, lists, dicts, sets). These writes are at least once (a retried
 action writes again); for exactly-once writes, stage them with :mod:`actionrunner.state.effects`.
@@ -92,10 +101,13 @@ class WriteStats:
 
 def write_batch(client: Any, table: str, requests: list[dict[str, Any]], *,
                 max_attempts: int = 10, on_throttle: Callable[[], Any] | None = None,
-                sleep: Callable[[float], None] = time.sleep, stats: WriteStats | None = None) -> int:
+                sleep: Callable[[float], None] = time.sleep, stats: WriteStats | None = None,
+                on_unprocessed: Callable[[], Any] | None = None) -> int:
     """BatchWriteItem ``requests`` (at most 25, DynamoDB's own format) into ``table``; items left
     unprocessed and throttled calls are sent again after an exponential, jittered backoff, up to
-    ``max_attempts`` calls. Returns the calls made; adds to ``stats`` if given."""
+    ``max_attempts`` calls. ``on_throttle`` is called on each throttled answer,
+    ``on_unprocessed`` on each answer with UnprocessedItems. Returns the calls made; adds to
+    ``stats`` if given."""
     stats = stats if stats is not None else WriteStats()
     pending = list(requests)
     for attempt in range(1, max_attempts + 1):
@@ -115,6 +127,8 @@ def write_batch(client: Any, table: str, requests: list[dict[str, Any]], *,
             if not left:
                 return attempt
             stats.unprocessed += len(left)
+            if on_unprocessed is not None:
+                on_unprocessed()
             pending = left
         sleep(backoff_delay(attempt))
     raise RuntimeError(f"{table}: {len(pending)} items still unprocessed after {max_attempts} "
@@ -129,21 +143,33 @@ class BatchWriter:
     ``writes_per_second`` budget (``None``: no budget). ``on_throttle`` (default: tell the
     running action's shared rate-limit bucket, if it has one) is called on each throttling answer.
     ``raw=True``: items and keys are already in DynamoDB's attribute-value format (from a Scan).
+    ``pacer``: instead of a fixed budget, anything with ``take(units) -> seconds waited`` — an
+    :class:`~actionrunner.pacing.AdaptivePacer` (told of throttling and UnprocessedItems too).
     """
 
     def __init__(self, table: str, *, client: Any = None, writes_per_second: float | None = None,
                  max_attempts: int = 10, on_throttle: Callable[[], Any] | None = None,
                  raw: bool = False, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, pacer: Any = None) -> None:
+        if pacer is not None and writes_per_second is not None:
+            raise ValueError("BatchWriter: give writes_per_second or pacer, not both")
         if client is None:
             from .settings import get_settings
 
             client = get_settings().client("dynamodb")
         if on_throttle is None:
             on_throttle = report_throttling
+        self.on_unprocessed = getattr(pacer, "throttled", None)
+        if self.on_unprocessed is not None:
+            told, tell_pacer = on_throttle, self.on_unprocessed
+
+            def on_throttle() -> None:
+                tell_pacer()
+                told()
         self.table, self.client, self.max_attempts = table, client, max_attempts
         self.on_throttle, self.sleep, self.raw = on_throttle, sleep, raw
-        self.pacer = Pacer(writes_per_second, clock=clock, sleep=sleep) if writes_per_second else None
+        self.pacer = pacer if pacer is not None else \
+            Pacer(writes_per_second, clock=clock, sleep=sleep) if writes_per_second else None
         self.stats = WriteStats()
         self._pending: list[dict[str, Any]] = []
 
@@ -167,7 +193,8 @@ class BatchWriter:
             if self.pacer is not None:
                 self.stats.paced_s += self.pacer.take(len(batch))
             write_batch(self.client, self.table, batch, max_attempts=self.max_attempts,
-                        on_throttle=self.on_throttle, sleep=self.sleep, stats=self.stats)
+                        on_throttle=self.on_throttle, sleep=self.sleep, stats=self.stats,
+                        on_unprocessed=self.on_unprocessed)
 
     def summary(self) -> dict[str, Any]:
         """What it did so far (for the action's result or a log line)."""

@@ -7,7 +7,9 @@ The tree::
     │   ├── EndpointUnreachable     nothing answers at the configured AWS endpoint
     │   ├── QueueMissing            the queue or DLQ does not exist (run `actionrunner provision`)
     │   ├── TableMissing            the DynamoDB state table does not exist (same remedy)
-    │   └── QueueMisconfigured      the queue exists but is not what the settings describe
+    │   ├── QueueMisconfigured      the queue exists but is not what the settings describe
+    │   ├── PacingMisconfigured     a pacer's bounds are wrong (a lag bound <= 0, floor > ceiling...)
+    │   └── UnknownWatermark        no stream consumer ever published the watermark a pacer names
     ├── ActionError                 a call of an action is wrong; nothing was sent
     │   ├── ActionInputError        the inputs do not match the action's type hints
     │   ├── SchemaVersionRejected   a message's inputs have a schema version this code does not run
@@ -35,6 +37,8 @@ The tree::
         ├── IdempotencyKeyReused    the key was already used with other inputs (not retried)
         ├── LeaseLost               another run took the key after this run's lease ran out
         └── EffectRejected          a staged write's own condition failed; nothing was written
+    MalformedStreamRecord           a DynamoDB stream record the stream processor cannot read
+                                    (dead-lettered with this reason)
 
 Control-flow signals (not failures): :class:`RetryLater` (raised by ``self.retry()`` in an action),
 and its subclasses :class:`IdempotencyInProgress` (another run holds the key: wait, without using
@@ -134,6 +138,28 @@ class QueueMisconfigured(ConfigurationError):
             f"SQS queue {queue_name!r} differs from the settings: {'; '.join(problems)}; "
             "run `actionrunner provision --fix` to apply the settings"
         )
+
+
+class PacingMisconfigured(ConfigurationError, ValueError):
+    """A pacer's limits are wrong: a lag bound or floor <= 0, a floor above the ceiling..."""
+
+
+class UnknownWatermark(ConfigurationError):
+    """A pacer names a watermark that no stream consumer has ever published."""
+
+    def __init__(self, name: str, table: str):
+        self.name, self.table = name, table
+        super().__init__(
+            f"no stream consumer has published a watermark named {name!r} in the state table "
+            f"{table!r}; start the stream processor with --watermark {name} (or fix the name)")
+
+
+class MalformedStreamRecord(ActionRunnerError, ValueError):
+    """A DynamoDB stream record the stream processor cannot read; ``record`` is what came."""
+
+    def __init__(self, reason: str, record: object = None):
+        self.reason, self.record = reason, record
+        super().__init__(f"malformed stream record: {reason}")
 
 
 # -- calls of actions ----------------------------------------------------------------------------

@@ -96,3 +96,20 @@ def emf_fields(event: str, fields: dict[str, Any]) -> dict[str, Any]:
     out["_aws"] = {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": directive}
     return out
 
+
+
+#: An adaptive pacer's metrics (dimension ``Pacer``): its rate, the downstream lag it saw, cuts.
+PACE_METRICS = {"PacedRate": "Count/Second", "DownstreamLag": "Seconds", "PaceCuts": "Count"}
+
+
+def pace_fields(pacer: str, rate: float, lag: float | None, cut: bool) -> dict[str, Any]:
+    """The EMF block (and values) of one ``pace-changed`` line of :mod:`actionrunner.pacing`."""
+    out: dict[str, Any] = {"Pacer": pacer, "PacedRate": round(rate, 3), "PaceCuts": int(cut)}
+    names = ["PacedRate", "PaceCuts"]
+    if lag is not None:
+        out["DownstreamLag"] = round(lag, 3)
+        names.append("DownstreamLag")
+    out["_aws"] = {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [
+        {"Namespace": NAMESPACE, "Dimensions": [["Pacer"]],
+         "Metrics": [{"Name": n, "Unit": PACE_METRICS[n]} for n in names]}]}
+    return out

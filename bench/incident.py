@@ -2,6 +2,7 @@
 
     actionrunner bench incident [--items 100000] [--budget 1000] [--chunk 20000] [--quick]
                                 [--moto-gc on|off]
+    actionrunner bench incident --stream ...   # the downstream: bench/incident_stream.py
 
 (a) the naive way: an API handler does the writes inline (bench/naive_api.py);
 (b) the ActionRunner way: the admin API sends one `tasks.migrate.migrate_table` action, which
@@ -212,6 +213,11 @@ def plot(naive: list[int], ours: list[int], budget: float) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--stream" in argv:  # what the writes do to the stream's consumer
+        from bench import incident_stream
+
+        return incident_stream.main([a for a in argv if a != "--stream"])
     parser = argparse.ArgumentParser(prog="actionrunner bench incident", description=__doc__)
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--budget", type=float, default=1000.0, help="writes per second")

@@ -9,6 +9,12 @@ resumable, never near a timeout). The pacing schedule carries over from step to 
 rate holds across the chain.
 
     migrate_table.delay(table="items", writes_per_second=1000)
+    migrate_table.delay(table="items", writes_per_second=1000, watermark="items", lag_bound=5)
+
+With ``watermark`` the pace is adaptive (:mod:`actionrunner.pacing`): ``writes_per_second`` is
+the ceiling, ``floor`` the floor, and the rate follows the stream consumer that publishes that
+watermark, keeping its lag under ``lag_bound`` seconds — one rate for every migration and
+worker writing to that downstream (the state table's bucket named after the watermark).
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from actionrunner import action, get_settings
 from actionrunner.dynamo import MAX_BATCH_WRITE as DYNAMODB_MAX_BATCH
 from actionrunner.dynamo import Pacer, write_batch
 from actionrunner.logging import get_logger
+from actionrunner.pacing import AdaptivePacer, PaceLimits
+from actionrunner.pacing.watermark import NAME_PATTERN
 
 log = get_logger(__name__)
 
@@ -103,9 +111,14 @@ def migrate_table(
     cursor: str | None = None,
     done: int = Field(default=0, ge=0),
     schedule_start: float | None = None,
+    watermark: str | None = Field(default=None, pattern=NAME_PATTERN.pattern),
+    lag_bound: float = Field(default=5.0, gt=0, le=3600),
+    floor: float = Field(default=10.0, gt=0, le=40_000),
 ) -> dict[str, Any]:
     """Rewrite up to ``chunk`` items after ``cursor``, then continue with the next chunk."""
     client = _client()
+    adaptive = AdaptivePacer.from_settings(watermark, PaceLimits(
+        floor=floor, ceiling=writes_per_second, lag_bound=lag_bound)) if watermark else None
     stop_reading = threading.Event()
     pages = _read_ahead(client, table, {"pk": {"S": cursor}} if cursor else None, chunk, stop_reading)
     first_page = pages.get()  # the schedule starts once there is something to write
@@ -120,9 +133,11 @@ def migrate_table(
         in_flight = threading.BoundedSemaphore(WRITERS)
         sent: list[Future[int]] = []
 
+        told = adaptive.throttled if adaptive is not None else None
+
         def write(requests: list[dict[str, Any]]) -> int:
             try:
-                return write_batch(client, table, requests)
+                return write_batch(client, table, requests, on_throttle=told, on_unprocessed=told)
             finally:
                 in_flight.release()
 
@@ -136,7 +151,10 @@ def migrate_table(
                 began = time.monotonic()
                 in_flight.acquire()
                 waited_writers += time.monotonic() - began
-                pacer.take(len(batch))
+                if adaptive is not None:
+                    adaptive.take(len(batch))
+                else:
+                    pacer.take(len(batch))
                 sent.append(writers.submit(write, [{"PutRequest": {"Item": transform(i)}} for i in batch]))
             written += len(items)
             for future in sent:  # a batch that failed after its retries fails the step (re-runnable)
@@ -152,8 +170,12 @@ def migrate_table(
     summary = {"table": table, "written": done + written, "step_items": written,
                "waited_for_reads_s": round(waited_read, 3),
                "waited_for_writers_s": round(waited_writers, 3)}
+    if adaptive is not None:
+        summary.update(paced_rate=round(adaptive.rate, 1), rate_changes=adaptive.stats.changes,
+                       cuts=adaptive.stats.cuts, throttled=adaptive.stats.throttled)
     if key:
-        migrate_table.continue_with(cursor=key["pk"]["S"], done=done + written, schedule_start=start)
+        migrate_table.continue_with(cursor=key["pk"]["S"], done=done + written, schedule_start=start,
+                                    watermark=watermark, lag_bound=lag_bound, floor=floor)
     else:
         log.info("migration-done", **summary)
     return summary

@@ -78,8 +78,8 @@ def test_dev_runs_the_stack_and_stops_all_of_it_on_ctrl_c(tmp_path: Path) -> Non
             time.sleep(0.2)
         assert any(line.get("event") == "greeted" and line.get("name") == name for line in lines)
         pids = [int(p) for p in re.findall(r"pid=(\d+)", log.read_text())]
-        # emulator (moto, and fauxqs), worker, beat, api, flower
-        assert len(pids) == (6 if SQS_SERVER == "fauxqs" else 5), log.read_text()
+        # emulator (moto, and fauxqs), worker, beat, api, flower, the stream processor
+        assert len(pids) == (7 if SQS_SERVER == "fauxqs" else 6), log.read_text()
         token = re.search(r"admin API token \(submit, admin\) for this session: (\S+)", text).group(1)
         import httpx
 

@@ -7,7 +7,10 @@ creates the table and :mod:`actionrunner.deploy` renders it from these constants
 
 =====================================  ==========================================================
 ``idem#{action}#{dedup id}``           an action's idempotency record (:mod:`.store`)
-``bucket#{name}``                      a shared rate-limit bucket (:mod:`.ratelimit`)
+``bucket#{name}``                      a shared rate-limit bucket (:mod:`.ratelimit`); an adaptive
+                                       pacer's bucket, whose rate moves (:mod:`actionrunner.pacing`)
+``watermark#{name}``                   a stream consumer's progress, read by the adaptive pacers
+                                       (:mod:`actionrunner.streams`)
 ``run#{run id}``                       the status of a run (:mod:`actionrunner.runs`)
 ``apikey#{action}#{key}``              an admin API ``Idempotency-Key`` (:mod:`.apikeys`)
 ``attempts#{queue}#{message id}``      failed runs of a message on Lambda
@@ -44,6 +47,8 @@ API_KEY_PREFIX = "apikey#"
 ATTEMPTS_PREFIX = "attempts#"
 #: Prefix of the ``max_concurrency`` items (leases and live cap) of actions.
 CONCURRENCY_PREFIX = "conc#"
+#: Prefix of the stream consumers' watermarks.
+WATERMARK_PREFIX = "watermark#"
 #: Prefix of the result backend's group and chord items (task results are ``run#`` items).
 CELERY_PREFIX = "celery#"
 
@@ -57,6 +62,11 @@ def idempotency_pk(action: str, dedup_id: str) -> str:
 def bucket_pk(name: str) -> str:
     """The ``pk`` of the shared rate-limit bucket ``name``."""
     return f"{BUCKET_PREFIX}{name}"
+
+
+def watermark_pk(name: str) -> str:
+    """The ``pk`` of the stream consumer watermark ``name``."""
+    return f"{WATERMARK_PREFIX}{name}"
 
 
 def run_pk(run_id: str) -> str:

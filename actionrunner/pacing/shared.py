@@ -1,0 +1,138 @@
+"""The pace every writer of one downstream shares: the shared rate limit's bucket, with a rate
+that moves.
+
+The item ``bucket#{name}`` of the state table is the GCRA bucket of
+:mod:`actionrunner.state.ratelimit` (``tat``, the earliest time the next write may start), and
+``rate`` is no constant: adaptive pacers store their decisions there and every taker reads it
+back with its token, so every worker and Lambda invocation of the downstream writes at one
+rate between them. Taking ``units`` is one conditional UpdateItem (no read)::
+
+    busy (tat >= now):   SET tat = tat + units/rate   IF tat >= :now  → start at tat - units/rate
+    idle (tat <  now):   SET tat = :now + units/rate  IF tat <  :now  → start now
+
+(``rate`` as this taker last read it: one take later it has the new one.) Changing the rate is
+conditional too: a cut applies if it is lower than the stored rate, an increase only over the
+rate it was decided from — two pacers raising at once do not raise twice, and a cut always wins.
+Do not give an adaptive pacer the bucket name of a ``rate_limit_shared`` action (that one writes
+its fixed rate into the item on every take).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from ..errors import StateUnavailable
+from ..state.ratelimit import BUCKET_TTL_SECONDS
+from ..state.schema import STATE_TTL_ATTRIBUTE, bucket_pk, key
+from ..state.throttling import backoff_delay, is_transient
+from .watermark import check_name
+
+
+def _n(value: float) -> dict[str, str]:
+    return {"N": repr(float(value))}
+
+
+def _failed_condition(exc: BaseException) -> bool:
+    return isinstance(exc, ClientError) and \
+        exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+class SharedPace:
+    """One moving-rate bucket (see the module docstring)."""
+
+    def __init__(self, name: str, rate: float, *, table: str, client: Any,
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.name, self.rate, self.table, self.client = check_name(name, "bucket"), rate, table, client
+        self.clock, self.sleep = clock, sleep
+        self.key = key(bucket_pk(name))
+        self._busy = False
+        #: Requests made, and the throttled or failed answers among them.
+        self.requests = self.failures = 0
+
+    def acquire(self, units: int = 1) -> float:
+        """Wait for the slot of ``units`` writes; returns the seconds waited."""
+        busy, failing = self._busy, None
+        for attempt in range(1, 30):
+            now = self.clock()
+            try:
+                slot = self._take(now, busy, units)
+            except Exception as exc:
+                if _failed_condition(exc):
+                    busy = not busy
+                    continue
+                if not is_transient(exc):
+                    raise
+                self.failures += 1
+                failing = exc
+                if attempt >= 6:
+                    break
+                self.sleep(backoff_delay(attempt))
+                continue
+            self._busy = busy
+            wait = slot - self.clock()
+            if wait > 0:
+                self.sleep(wait)
+            return max(0.0, wait)
+        raise StateUnavailable("UpdateItem", f"pace bucket {self.name!r}: {failing!r}"[:300], when=2.0)
+
+    def _take(self, now: float, busy: bool, units: int) -> float:
+        self.requests += 1
+        step = units / self.rate
+        values = {":now": _n(now), ":step": _n(step), ":rate": _n(self.rate),
+                  ":expires": {"N": str(int(now) + BUCKET_TTL_SECONDS)}}
+        if busy:
+            expression, condition = "SET tat = tat + :step", "tat >= :now"
+        else:
+            expression, condition = "SET tat = :next", "attribute_not_exists(tat) OR tat < :now"
+            values[":next"] = _n(now + step)
+            del values[":step"]
+        response = self.client.update_item(
+            TableName=self.table, Key=self.key,
+            UpdateExpression=expression + ", #rate = if_not_exists(#rate, :rate), #expires = :expires",
+            ConditionExpression=condition,
+            ExpressionAttributeNames={"#rate": "rate", "#expires": STATE_TTL_ATTRIBUTE},
+            ExpressionAttributeValues=values, ReturnValues="ALL_NEW")
+        attributes = response["Attributes"]
+        self.rate = float(attributes["rate"]["N"])
+        return float(attributes["tat"]["N"]) - step if busy else now
+
+    def read_rate(self) -> float | None:
+        """The rate stored now (None: the bucket has none yet)."""
+        self.requests += 1
+        item = self.client.get_item(TableName=self.table, Key=self.key,
+                                    ConsistentRead=True).get("Item") or {}
+        return float(item["rate"]["N"]) if "rate" in item else None
+
+    def set_rate(self, new: float, decided_from: float, reason: str) -> float:
+        """Store ``new`` (decided from the rate ``decided_from``); returns the rate stored
+        after it (another pacer's, if that one won)."""
+        now = self.clock()
+        if new < decided_from:  # a cut: applies unless the rate is lower already
+            condition = "attribute_not_exists(#rate) OR #rate > :new"
+            values = {":new": _n(new)}
+        else:
+            condition = "attribute_not_exists(#rate) OR #rate = :old"
+            values = {":new": _n(new), ":old": _n(decided_from)}
+        self.requests += 1
+        try:
+            self.client.update_item(
+                TableName=self.table, Key=self.key,
+                UpdateExpression="SET #rate = :new, rate_reason = :reason, rate_at = :now, "
+                                 "#expires = :expires",
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#rate": "rate", "#expires": STATE_TTL_ATTRIBUTE},
+                ExpressionAttributeValues={**values, ":reason": {"S": reason}, ":now": _n(now),
+                                           ":expires": {"N": str(int(now) + BUCKET_TTL_SECONDS)}})
+        except ClientError as exc:
+            if not _failed_condition(exc):
+                raise
+            stored = self.read_rate()
+            self.rate = stored if stored is not None else self.rate
+            return self.rate
+        self.rate = new
+        return new

@@ -1,0 +1,176 @@
+"""The adaptive pace's controller: a pure unit (signals in, rate out), checked by properties.
+
+Whatever the signals — throttling, a consumer that is fast, slow, stale or gone, any backlog —
+the rate stays within [floor, ceiling]; silence means the floor; a predicted lag over the bound
+cuts before the lag is there; a downstream that keeps up gets more.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actionrunner.errors import PacingMisconfigured
+from actionrunner.pacing import PaceController, PaceLimits, Signals, Watermark
+
+
+def limits(**kw: float) -> PaceLimits:
+    return PaceLimits(**{"floor": 10.0, "ceiling": 1000.0, "lag_bound": 5.0, **kw})  # type: ignore[arg-type]
+
+
+@st.composite
+def pace_limits(draw: st.DrawFn) -> PaceLimits:
+    floor = draw(st.floats(0.01, 1e4))
+    ceiling = floor * draw(st.floats(1.0, 1e3))
+    return PaceLimits(floor=floor, ceiling=ceiling, lag_bound=draw(st.floats(0.05, 600)),
+                      initial=draw(st.none() | st.floats(1e-3, 1e7)),
+                      increase=draw(st.none() | st.floats(1e-3, 1e6)),
+                      cut=draw(st.floats(0.05, 0.95)))
+
+
+@st.composite
+def signal_steps(draw: st.DrawFn) -> list[tuple[Any, ...]]:
+    """(dt, count step, watermark age or None, newest lag, backlog, limited, shared rate)."""
+    return draw(st.lists(st.tuples(
+        st.floats(0.0, 30.0), st.integers(-5, 5000), st.none() | st.integers(0, 60),
+        st.none() | st.floats(0, 100), st.integers(0, 100_000), st.booleans(),
+        st.none() | st.floats(-1e6, 1e9, allow_nan=False)), max_size=60))
+
+
+def run(lim: PaceLimits, steps: list, throttles: list[int]) -> list[tuple[Signals, float]]:
+    controller = PaceController(lim)
+    now, count, seen = 1_900_000_000.0, 0, []
+    for i, (dt, step, age, newest_lag, backlog, limited, shared) in enumerate(steps):
+        now += dt
+        count = max(0, count + step)
+        wm = None if age is None else Watermark(
+            newest=None if newest_lag is None else now - age - newest_lag, count=count,
+            published_at=now - age)
+        s = Signals(now=now, throttled=throttles[i % len(throttles)] if throttles else 0,
+                    watermark=wm, backlog=backlog,
+                    oldest_pending=now - (newest_lag or 0) if backlog else None,
+                    rate=shared, limited=limited)
+        seen.append((s, controller.update(s).rate))
+    return seen
+
+
+@settings(max_examples=300, deadline=None)
+@given(pace_limits(), signal_steps(), st.lists(st.integers(0, 50), max_size=5))
+def test_the_rate_never_leaves_floor_and_ceiling(lim: PaceLimits, steps: list, throttles: list[int]) -> None:
+    for _, rate in run(lim, steps, throttles):
+        assert lim.floor <= rate <= lim.ceiling
+
+
+@settings(max_examples=300, deadline=None)
+@given(pace_limits(), signal_steps(), st.lists(st.integers(0, 50), max_size=5))
+def test_silence_is_the_floor(lim: PaceLimits, steps: list, throttles: list[int]) -> None:
+    for signals, rate in run(lim, steps, throttles):
+        wm = signals.watermark
+        if wm is None or signals.now - wm.published_at > lim.stale_after:
+            assert rate == lim.floor
+
+
+def consumer(now: float, count: int, newest: float | None = None) -> Watermark:
+    return Watermark(newest=now - 0.1 if newest is None else newest, count=count, published_at=now)
+
+
+def test_a_consumer_that_keeps_up_gets_more_until_the_ceiling() -> None:
+    # Given a consumer that finishes everything at once (no backlog)
+    controller, rates, count = PaceController(limits(increase=100, slow_start=True)), [], 0.0
+    for i in range(50):
+        now = 100.0 + i * 0.5
+        count += controller.rate * 0.5
+        rates.append(controller.update(Signals(now=now, watermark=consumer(now, int(count)))).rate)
+    # Then the rate doubles (slow start) up to the ceiling, no further
+    assert rates[:7] == [60, 120, 240, 480, 960, 1000, 1000]
+    assert rates[-1] == 1000
+
+
+def test_after_a_cut_the_rate_climbs_additively() -> None:
+    controller = PaceController(limits(increase=100, initial=400, slow_start=True))
+    rates, count = [], 0.0
+    controller.update(Signals(now=99.0, watermark=consumer(99.0, 0), throttled=1))  # 400 → 200
+    for i in range(1, 20):
+        now = 100.0 + i * 0.5
+        count += controller.rate * 0.5
+        rates.append(controller.update(Signals(now=now, watermark=consumer(now, int(count)))).rate)
+    assert rates[0] == 250  # + 50, not doubled: the slow start ended with the cut
+    assert all(b - a <= 50 + 1e-9 for a, b in zip(rates, rates[1:], strict=False))
+    assert rates[-1] > 600
+
+
+def test_writes_that_only_travel_are_no_sign_of_a_slow_consumer() -> None:
+    # Given a consumer that keeps up: the writer's oldest un-drained write is 0.6 s old (on its
+    # way through the stream), while the drain measured is below the rate (it was ramping up)
+    controller = PaceController(limits(initial=300, increase=100, slow_start=True))
+    controller.update(Signals(now=100.0, watermark=consumer(100.0, 0), limited=False))
+    decision = controller.update(Signals(now=101.0, watermark=consumer(101.0, 100), backlog=180,
+                                         oldest_pending=100.4))
+    # Then that is no lag to cut for: the rate goes on up
+    assert decision.reason == "keeping-up" and decision.rate == 350  # (0.6 s: past slow start)
+
+
+def test_a_writer_that_does_not_use_its_rate_is_not_given_more() -> None:
+    controller = PaceController(limits())
+    for i in range(10):
+        now = 100.0 + i
+        decision = controller.update(Signals(now=now, watermark=consumer(now, 0), limited=False))
+    assert decision.rate == 10 and decision.reason == "steady"
+
+
+def test_the_predicted_lag_cuts_before_the_lag_is_there() -> None:
+    # Given a consumer draining 400/s, and a writer at 1000/s with 1,200 writes not yet drained
+    controller = PaceController(limits(initial=1000))
+    controller.update(Signals(now=100.0, watermark=consumer(100.0, 0), limited=False))
+    decision = controller.update(Signals(now=101.0, watermark=consumer(101.0, 400), backlog=1200,
+                                         oldest_pending=99.8))
+    # Then: the oldest waiting write is only 1.2 s old, but the newest will wait
+    # (1200 + 600 more in the next second) / 400 = 4.5 s > 0.55 × 5 s: cut below the drain rate
+    assert decision.lag == pytest.approx(1.2)
+    assert decision.predicted_lag == pytest.approx(4.5)
+    assert decision.reason == "lag" and decision.rate < 400
+    # And the next second does not cut again on the same news (hold)
+    again = controller.update(Signals(now=101.5, watermark=consumer(101.5, 600), backlog=1100,
+                                      oldest_pending=100.0))
+    assert again.reason != "lag"
+
+
+def test_throttling_cuts_multiplicatively_once_per_hold() -> None:
+    controller = PaceController(limits(initial=800))
+    controller.update(Signals(now=100.0, watermark=consumer(100.0, 0), limited=False))
+    first = controller.update(Signals(now=100.2, watermark=consumer(100.2, 10), throttled=3))
+    second = controller.update(Signals(now=100.4, watermark=consumer(100.4, 20), throttled=5))
+    third = controller.update(Signals(now=101.3, watermark=consumer(101.3, 30), throttled=1))
+    assert (first.rate, first.reason) == (400, "throttle")
+    assert second.rate == 400  # the first cut's effect cannot show yet
+    assert (third.rate, third.reason) == (200, "throttle")
+
+
+def test_a_consumer_whose_count_stops_with_writes_waiting_means_the_floor() -> None:
+    # Given a consumer that still publishes (alive) but finishes nothing, with writes waiting
+    controller = PaceController(limits(initial=500))
+    controller.update(Signals(now=100.0, watermark=consumer(100.0, 1000), limited=False))
+    decision = None
+    for i in range(1, 10):
+        now = 100.0 + i
+        decision = controller.update(Signals(now=now, watermark=consumer(now, 1000, newest=99.9),
+                                             backlog=500, oldest_pending=100.0))
+    assert decision is not None and (decision.rate, decision.reason) == (10, "stalled")
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"lag_bound": 0}, "lag_bound must be more than 0"),
+    ({"lag_bound": -1}, "lag_bound must be more than 0"),
+    ({"floor": 500, "ceiling": 100}, "floor 500 is above ceiling 100"),
+    ({"floor": 0}, "floor must be more than 0"),
+    ({"floor": float("nan")}, "floor must be a finite number"),
+    ({"cut": 1.5}, "cut must be between 0 and 1"),
+    ({"target": 0.8, "cut_at": 0.5}, "target"),
+    ({"increase": -3}, "increase must be more than 0"),
+])
+def test_bad_limits_are_refused_naming_the_problem(kw: dict, message: str) -> None:
+    with pytest.raises(PacingMisconfigured, match=message):
+        limits(**kw)
