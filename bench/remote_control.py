@@ -8,11 +8,13 @@ benches), and each command run ``--runs`` times as a user runs it, a new process
     celery -A actionrunner inspect ping|stats|active|registered -t TIMEOUT
     celery -A actionrunner control rate_limit bench.actions.probe 100/m -t TIMEOUT
 
-first against the worker awake, then against it dozing (``ACTIONRUNNER_MAILBOX_DOZE_AFTER=3``:
-before each run the bench waits until the worker's log says its mailbox dozes again, since a
-command wakes it), and last ``control shutdown``, whose reply must come back and after which the
-worker must be gone. Each run's wall time is from the process's start to its end (its Python
-start-up and imports included); the first row, *start-up floor*, is a process that only imports
+first against a worker that stays awake (``ACTIONRUNNER_MAILBOX_DOZE_AFTER=0``), then
+``control shutdown`` to it, whose reply must come back and after which the worker must be gone,
+then against a worker whose mailbox dozes (``ACTIONRUNNER_MAILBOX_DOZE_AFTER=3``: before each run
+the bench waits until its log says it dozes again, since a command wakes it).
+
+Each run's wall time is from the process's start to its end (its Python start-up and imports
+included); the first row, *start-up floor*, is a process that only imports
 what these commands import (Celery's command line and the ActionRunner app) and does nothing, so
 the difference is what the command itself costs. The client's SQS requests go through a counting
 proxy (bench/proxy.py): the last column is the requests of one run, by API.
@@ -92,42 +94,47 @@ def main(argv: list[str] | None = None) -> int:
     for column in ("command", "worker", "median s", "max s", "replied", "client's SQS requests (one run)"):
         table.add_column(column, justify="left" if column in ("command", "worker") or "requests" in column
                          else "right")
-    with h.local_stack(sqs=args.sqs, **h.BENCH_ENV, ACTIONRUNNER_MAILBOX_DOZE_AFTER="3"), \
+    with h.local_stack(sqs=args.sqs, **h.BENCH_ENV), \
             CountingProxy(os.environ["AWS_ENDPOINT_URL_SQS"]) as proxy:
         client_env = {**os.environ, "AWS_ENDPOINT_URL_SQS": proxy.url, "ACTIONRUNNER_LOG_LEVEL": "WARNING"}
         floor = [run_client(["-c", FLOOR], client_env)[0] for _ in range(args.runs)]
         table.add_row("start-up floor (imports only)", "-", f"{statistics.median(floor):.2f}",
                       f"{max(floor):.2f}", "-", "-")
-        log = h.OUT / "remote-control-worker.log"
-        with h.worker("actionrunner", 1, "remote-control-worker", "-n", NODE, "-l", "INFO") as proc:
-            wait_until(lambda: run_client(celery(["inspect", "ping"], 5), client_env)[1].returncode == 0,
-                       120, "the worker to answer")
-            for state in ("awake", "dozing"):
+        for state, doze_after in (("awake", "0"), ("dozing", "3")):
+            log_name = f"remote-control-{state}"
+            log = h.OUT / f"{log_name}.log"
+            with h.environ(ACTIONRUNNER_MAILBOX_DOZE_AFTER=doze_after), \
+                    h.worker("actionrunner", 1, log_name, "-n", NODE, "-l", "INFO") as proc:
+                wait_until(lambda: run_client(celery(["inspect", "ping"], 5), client_env)[1].returncode == 0,
+                           120, "the worker to answer")
                 for title, command in COMMANDS:
                     times, replied, counts = [], 0, Counter[str]()
                     for _ in range(args.runs):
-                        if state == "dozing":
+                        if state == "dozing":  # each command wakes it: wait until it dozes again
                             dozed = said(log, " dozes: ")
-                            wait_until(lambda d=dozed: said(log, " dozes: ") > d, 60, "the mailbox to doze")
+                            wait_until(lambda d=dozed, log=log: said(log, " dozes: ") > d, 150,
+                                       "the mailbox to doze")
                             time.sleep(0.5)
                         proxy.reset()
                         seconds, done = run_client(celery(command, args.timeout), client_env)
                         counts = proxy.reset()
                         times.append(seconds)
                         replied += done.returncode == 0 and "OK" in done.stdout
-                        if state == "awake":
-                            time.sleep(0.2)
                     table.add_row(title, state, f"{statistics.median(times):.2f}", f"{max(times):.2f}",
                                   f"{replied}/{args.runs}", requests_of(counts))
-            proxy.reset()
-            seconds, done = run_client(celery(["control", "shutdown"], args.timeout), client_env)
-            counts = proxy.reset()
-            stopped = proc.wait(30) is not None
-            answer = "replied" if "OK" in done.stdout and done.returncode == 0 else \
-                (done.stdout + done.stderr).strip().splitlines()[-1:]
-            table.add_row("control shutdown", "awake", f"{seconds:.2f}", f"{seconds:.2f}",
-                          f"{answer}; worker {'stopped' if stopped else 'still running'}",
-                          requests_of(counts))
+                if state == "awake":
+                    proxy.reset()
+                    seconds, done = run_client(celery(["control", "shutdown"], args.timeout), client_env)
+                    counts = proxy.reset()
+                    try:
+                        proc.wait(30)
+                        stopped = "stopped"
+                    except subprocess.TimeoutExpired:
+                        stopped = "still running"
+                    answer = "replied" if "OK" in done.stdout and done.returncode == 0 else \
+                        " ".join((done.stdout + done.stderr).strip().splitlines()[-1:])
+                    table.add_row("control shutdown", state, f"{seconds:.2f}", f"{seconds:.2f}",
+                                  f"{answer}; worker {stopped}", requests_of(counts))
     console.print(table)
     console.print(f"load average at end: {os.getloadavg()[0]:.2f}")
     return 0
