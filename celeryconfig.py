@@ -10,4 +10,7 @@ from config.schedules import BEAT_SCHEDULE
 
 globals().update(celery_config(get_settings()))
 
+# this deployment's own actions (tasks/), then ACTIONRUNNER_IMPORTS
+imports = ["tasks", *(m for m in imports if m != "tasks")]  # noqa: F821  (set just above)
+
 beat_schedule = BEAT_SCHEDULE

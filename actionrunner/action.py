@@ -351,10 +351,18 @@ class Action(Task):  # type: ignore[misc]
 
         return Policy.of(self).backoff(attempt)
 
+    def _get_exec_options(self) -> dict[str, Any]:
+        """Celery's per-task send options, and a plain task's ``message_group`` as its
+        MessageGroupId (so a call's own option wins over it, and it over a route, as Celery
+        orders its options; :meth:`Celery.send_task` of a registered name reads it too)."""
+        options: dict[str, Any] = super()._get_exec_options()
+        group = plain_group(self)
+        return options if group is None else {**options, "MessageGroupId": group}
+
     def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:  # noqa: N802 (Celery's name)
         """The result of a call (:class:`~actionrunner.results.ActionResult`: asking for a result
         that is not kept raises an error naming the setting)."""
-        if not is_action(self):
+        if not (is_action(self) or is_plain_task(self)):
             return super().AsyncResult(task_id, **kwargs)
         from .results import ActionResult
 
@@ -423,3 +431,77 @@ _GUARDED_RUN: Callable[..., Any] | None = None
 def is_action(task: Any) -> bool:
     """True for tasks declared with ``@action`` (not Celery's built-in tasks)."""
     return isinstance(task, Action) and getattr(task, "input_model", None) is not None
+
+
+# -- plain Celery tasks ------------------------------------------------------------------------
+#: Options kombu's SQS transport would silently drop on a plain task's send, and what to write.
+_MISSPELLED_SEND_OPTIONS = {**_MISSPELLED_OPTIONS, "message_group": "MessageGroupId"}
+
+
+def is_plain_task(task: Any) -> bool:
+    """True for a plain Celery task of the deployment (``@app.task``, ``@shared_task``, a
+    class-based task): a task of the app that is not an ``@action`` nor one of Celery's own."""
+    return (isinstance(task, Task) and not is_action(task)
+            and not str(getattr(task, "name", None) or "celery.").startswith("celery."))
+
+
+def plain_group(task: Any) -> str | None:
+    """The MessageGroupId a plain task declares (its ``message_group`` option), or None.
+
+    Groups computed from the inputs are an ``@action``'s own (it validates its inputs first): a
+    plain task's group is a fixed name, and a template or a callable is refused here."""
+    spec = getattr(task, "message_group", None)
+    if spec is None or is_action(task):
+        return None
+    return check_plain_group(getattr(task, "name", None) or type(task).__qualname__, spec)
+
+
+def check_plain_group(name: str, spec: Any) -> str:
+    """``spec`` if it can be plain task ``name``'s ``message_group``, else the reason why not."""
+    if not isinstance(spec, str) or keys.template_fields(spec):
+        raise ActionDefinitionError(
+            f"task {name!r}: message_group={spec!r} is computed from the inputs; only an @action "
+            "does that (it validates them first): give a plain task a fixed group name, or "
+            "declare it with @action(group=...)")
+    return keys.check_id(name, "MessageGroupId", spec)
+
+
+def as_action_class(cls: type) -> type:
+    """``cls`` (a Celery task class), with :class:`Action` under it if it has not: a class-based
+    task gets the worker side of every task of this app (the request that settles its message,
+    retries on the same message, results) while its own attributes and methods win."""
+    if issubclass(cls, Action):
+        return cls
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise ActionDefinitionError(f"{cls!r} is not a Celery task class")
+    mixed = type(cls.__name__, (cls, Action), {"__module__": cls.__module__,
+                                              "__qualname__": cls.__qualname__})
+    return mixed
+
+
+def fill_fifo_ids(name: str, headers: dict[str, Any], options: dict[str, Any]) -> bool:
+    """Give a message that is about to be sent (``headers``: its Celery headers; ``options``: its
+    send options, after routing) what a FIFO queue needs, unless it has it: the MessageGroupId
+    (the task's name, when neither the call, nor the task's ``message_group``, nor a route gave
+    one) and a MessageDeduplicationId from its call id (header ``ar_call``: the task id, unless
+    the message carries one; a Celery retry, a new message of the same call, gets one of its
+    own). Returns True when the ids were made here (the message is not an ``@action``'s)."""
+    for wrong, right in _MISSPELLED_SEND_OPTIONS.items():
+        if wrong in options:
+            raise ActionError(f"task {name!r}: {wrong}= is not an SQS option; use {right}=")
+    made = False
+    if options.get("MessageGroupId") is None:
+        options["MessageGroupId"] = name
+        made = True
+    if options.get("MessageDeduplicationId") is None:
+        extra = options.get("headers") or {}
+        call_id = extra.get(C.CALL_ID_HEADER) or headers.get(C.CALL_ID_HEADER) or headers["id"]
+        headers[C.CALL_ID_HEADER] = call_id
+        dedup_id = keys.call_dedup_id(name, str(call_id))
+        retries = headers.get("retries") or 0
+        if retries:
+            dedup_id = keys.dedup_id(name, f"{dedup_id}:retry:{retries}")
+        options["MessageDeduplicationId"] = dedup_id
+        made = True
+    keys.check_id(name, "MessageGroupId", options["MessageGroupId"])
+    return made

@@ -1,10 +1,12 @@
 """The Celery application: ``celery -A actionrunner worker -c N`` finds it here.
 
 Configuration comes from the module named by ``ACTIONRUNNER_CELERY_CONFIG_MODULE``
-(``celeryconfig``, at the repository root) when it can be imported (from ``sys.path`` or the
-working directory, as Celery imports task modules), else straight from the settings. Action
-modules load from ``tasks`` and ``ACTIONRUNNER_IMPORTS`` (the same way). None of these is part of
-the installed package: a deployment's own modules live in its checkout.
+(``celeryconfig``) when it can be imported (from ``sys.path`` or the working directory, as Celery
+imports task modules), else straight from the settings. Action modules (and plain Celery tasks)
+load from Celery's ``imports`` and ``include``: ``ACTIONRUNNER_IMPORTS`` (and
+``ACTIONRUNNER_DEFAULT_IMPORTS``) by default, or whatever the config module sets. None of these
+is part of the installed package, and nothing is imported unless configured: this repository's
+``celeryconfig.py`` names its ``tasks``; a project of its own names its own (docs/library.md).
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, signals
-from celery.utils.imports import import_from_cwd
+from celery.app import amqp as celery_amqp
+from celery.utils.imports import import_from_cwd, symbol_by_name
 
 from . import sqs  # noqa: F401  (registers the actionrunner:// transport)
+from .action import Action, as_action_class, check_plain_group, fill_fifo_ids, plain_group
 from .celery_config import celery_config
 from .errors import ConfigurationError
+from .logging import log_event
 from .settings import get_settings
 from .worker import lifecycle, shutdown  # noqa: F401  (connect the lifecycle and shutdown signals)
 
@@ -31,10 +36,55 @@ def _load_config() -> Any:
         return celery_config(settings)
 
 
+class AMQP(celery_amqp.AMQP):  # type: ignore[misc]
+    """Celery's message sending, with the FIFO ids of plain tasks filled in: every task message
+    of the app (``Task.apply_async``, ``send_task``, canvas) passes here after routing."""
+
+    def _create_task_sender(self) -> Any:
+        send = super()._create_task_sender()
+
+        def send_task_message(producer: Any, name: str, message: Any, **options: Any) -> Any:
+            headers = message.headers
+            plain = fill_fifo_ids(name, headers, options)
+            sent = send(producer, name, message, **options)
+            if plain:
+                log_event("sent", action=name, id=headers.get("id"),
+                          group=options["MessageGroupId"],
+                          dedup_id=options["MessageDeduplicationId"])
+            return sent
+
+        return send_task_message
+
+
+class ActionRunnerCelery(Celery):  # type: ignore[misc]
+    """The Celery app of ActionRunner: every task of it, ``@action`` or plain Celery task
+    (``@app.task``, ``@shared_task``, a class-based task), travels on the FIFO queue and runs as
+    :class:`~actionrunner.action.Action` does (see :func:`~actionrunner.action.fill_fifo_ids`)."""
+
+    amqp_cls = "actionrunner.app:AMQP"
+
+    def _task_from_fun(self, fun: Any, name: Any = None, base: Any = None, bind: bool = False,
+                       **options: Any) -> Any:
+        if base is not None:
+            base = as_action_class(symbol_by_name(base))
+        if options.get("message_group") is not None and "input_model" not in options:
+            # a wrong group is an error at declaration (before it is registered), not at send
+            check_plain_group(name or fun.__qualname__, options["message_group"])
+        return super()._task_from_fun(fun, name=name, base=base, bind=bind, **options)
+
+    def register_task(self, task: Any, **options: Any) -> Any:
+        if isinstance(task, type):
+            task = task()
+        if not isinstance(task, Action):
+            task.__class__ = as_action_class(type(task))
+        plain_group(task)
+        return super().register_task(task, **options)
+
+
 def create_app() -> Celery:
     """A new Celery app configured from the settings."""
-    celery = Celery("actionrunner", task_cls="actionrunner.action:Action",
-                    events="actionrunner.worker.events:Events")
+    celery = ActionRunnerCelery("actionrunner", task_cls="actionrunner.action:Action",
+                                events="actionrunner.worker.events:Events")
     celery.config_from_object(_load_config())
     return celery
 
@@ -42,22 +92,55 @@ def create_app() -> Celery:
 app = create_app()
 
 
+def action_modules(celery: Celery = app) -> list[str]:
+    """The modules of actions and tasks the app imports: Celery's ``imports``, then ``include``."""
+    modules: dict[str, None] = {}
+    for setting in ("imports", "include"):
+        value = celery.conf.get(setting) or ()
+        modules.update(dict.fromkeys([value] if isinstance(value, str) else value))
+    return list(modules)
+
+
 def import_action_modules(celery: Celery = app) -> None:
     """Import every module of actions; a clear error for one that cannot be imported."""
-    for module in celery.conf.imports or ():
+    for module in action_modules(celery):
         try:
             import_from_cwd(module)
         except ImportError as exc:
             raise ConfigurationError(
-                f"cannot import action module {module!r} (from ACTIONRUNNER_IMPORTS or the "
-                f"defaults): {exc}; check the name and that it is on PYTHONPATH"
+                f"cannot import action module {module!r} (from ACTIONRUNNER_IMPORTS or Celery's "
+                f"imports/include): {exc}; check the name, and that its directory is on "
+                "PYTHONPATH or is the working directory"
             ) from exc
+
+
+@signals.import_modules.connect
+def _import_action_modules(sender: Any = None, **_: Any) -> None:
+    """Before Celery's loader imports the task modules (``celery worker``/``beat`` at start):
+    import them here first, so that one that cannot be imported stops the process with one
+    sentence rather than a traceback."""
+    if sender is not app:
+        return
+    try:
+        import_action_modules(app)
+    except ConfigurationError as exc:
+        raise SystemExit(f"actionrunner: {exc}") from None
 
 
 @signals.setup_logging.connect
 def _setup_logging(loglevel: Any = None, **_: Any) -> None:
-    from .logging import configure
+    """The logging of ``celery worker``/``beat``: ActionRunner's JSON lines on stderr, unless the
+    config module brings its own (``logging_config``: a :func:`logging.config.dictConfig` dict;
+    levels, handlers and formats are then all the project's, ``-l`` included)."""
+    from .logging import configure, use_own_logging
 
+    own = app.conf.get("logging_config")
+    if own:
+        import logging.config
+
+        logging.config.dictConfig(own)
+        use_own_logging()
+        return
     settings = get_settings()
     configure(loglevel or settings.log_level, settings.log_format, actions_level=settings.log_level)
 

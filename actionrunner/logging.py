@@ -14,7 +14,12 @@ touches the root logger unless its own process asked (:func:`configure`: the wor
 CLI, the API). Its loggers are structlog's stdlib integration bound to their own processors
 (:func:`get_logger`), so a host application's structlog configuration and logging handlers stay
 as the host set them; our records go to the ``actionrunner`` loggers and propagate to the host's
-handlers like any library's.
+handlers like any library's, as ``event key=value`` text under the host's formatters (a
+:class:`Line`, never a dict's repr). The host controls them by name: lifecycle lines
+(``actionrunner.lifecycle``) stay at WARNING in a host process until it sets that logger's level,
+and carry no CloudWatch EMF block unless ``ACTIONRUNNER_METRICS=emf`` is set
+(:func:`_ensure_lifecycle_output`). A worker of a project that brings its own logging
+configuration (``logging_config`` in its celeryconfig) keeps it (:func:`use_own_logging`).
 """
 
 from __future__ import annotations
@@ -75,12 +80,37 @@ def formatter(fmt: str = "json") -> logging.Formatter:
     )
 
 
+class Line(dict):  # type: ignore[type-arg]
+    """The fields of one of our log records, as structlog hands them to a formatter: our
+    :func:`formatter` renders them (JSON, console); any other formatter (a host application's
+    ``%(message)s``) gets ``event key=value ...`` text from ``str()``, never a dict's repr."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        parts = [str(self.get("event", ""))]
+        for key, value in self.items():
+            if key in ("event", "level", "logger", "timestamp", "_aws") or value is None:
+                continue
+            text = value if isinstance(value, str) and value and " " not in value \
+                else _orjson_dumps(value)
+            parts.append(f"{key}={text}")
+        return " ".join(parts)
+
+    __repr__ = __str__
+
+
+def _wrap_for_formatter(logger: Any, name: str, event_dict: Any) -> Any:
+    args, kwargs = structlog.stdlib.ProcessorFormatter.wrap_for_formatter(logger, name, event_dict)
+    return (Line(args[0]),), kwargs
+
+
 def _processors() -> list[Any]:
     """The processors of ActionRunner's own loggers (never installed globally)."""
     return [
         structlog.stdlib.filter_by_level,
         *_shared_processors(),
-        structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        _wrap_for_formatter,
     ]
 
 
@@ -89,13 +119,29 @@ def _processors() -> list[Any]:
 QUIET_LOGGERS = ("botocore.credentials", "botocore.tokens", "urllib3.connectionpool")
 
 
-def _install_metrics() -> None:
-    """Embed CloudWatch metrics in this process's lifecycle lines, unless ``metrics`` is ``off``."""
+def _install_metrics(*, asked: bool = False) -> None:
+    """Embed CloudWatch metrics in this process's lifecycle lines, unless ``metrics`` is ``off``
+    (``asked``: only if ``ACTIONRUNNER_METRICS=emf`` is set explicitly — in a process whose
+    logging is its own, a host application's or a project's)."""
     from .settings import get_settings
 
     with contextlib.suppress(Exception):  # bad settings are reported elsewhere; logging must not fail
-        if get_settings().metrics == "emf":
+        settings = get_settings()
+        if settings.metrics == "emf" and (not asked or "metrics" in settings.model_fields_set):
             enrich(emf_fields)
+
+
+def use_own_logging() -> None:
+    """This process's logging is configured by its owner (a project's ``logging_config`` in its
+    celeryconfig, see :func:`actionrunner.app._setup_logging`): ActionRunner adds no handler and
+    sets no level; its records go to the ``actionrunner`` loggers (lifecycle lines to
+    ``actionrunner.lifecycle``) and from there wherever that configuration sends them, as
+    ``event key=value`` text under a formatter of the project's, as JSON under
+    :func:`formatter`. CloudWatch EMF blocks only with ``ACTIONRUNNER_METRICS=emf``."""
+    global _configured, _direct
+    _direct = None
+    _configured = True
+    _install_metrics(asked=True)
 
 
 def configure(
@@ -136,16 +182,23 @@ def configure(
 
 
 def _ensure_lifecycle_output() -> None:
-    """In a process that configured no logging (a script calling ``.delay()``), still write
-    lifecycle lines, on the ``actionrunner`` logger only: the root logger, and structlog's global
-    configuration, are left alone (a process that configured logging gets our lines through its
-    own handlers)."""
+    """In a process whose logging ActionRunner did not configure (a host application, a script
+    calling ``.delay()``): the root logger, its handlers and structlog's global configuration are
+    left alone, and no CloudWatch EMF block is added unless ``ACTIONRUNNER_METRICS=emf`` is set.
+    A process that configured logging (root handlers) hears of ``actionrunner.lifecycle`` only at
+    WARNING and above unless it sets that logger's level itself (``sent`` lines are INFO: one
+    per ``.delay()``); a process that configured none still gets the lifecycle lines, on the
+    ``actionrunner`` logger's own stderr handler."""
     global _configured
     if _configured:
         return
     _configured = True
-    _install_metrics()
+    _install_metrics(asked=True)
     if logging.getLogger().handlers:
+        for name in (LIFECYCLE_LOGGER, "actionrunner"):
+            if logging.getLogger(name).level != logging.NOTSET:
+                return  # the host chose a level for our lines: its choice
+        _lifecycle_logger.setLevel(logging.WARNING)
         return
     from .settings import get_settings
 

@@ -96,8 +96,10 @@ class Settings(BaseSettings):
     # -- actions -----------------------------------------------------------------------------
     #: Extra modules of actions to import in every process (comma separated).
     imports: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    #: Modules of this deployment's own actions, imported unless set to empty.
-    default_imports: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["tasks"])
+    #: Modules of the deployment's own actions, imported before ``imports`` (none by default:
+    #: the package never imports a ``tasks`` module of its own accord; this repository's
+    #: ``celeryconfig.py`` names its ``tasks``).
+    default_imports: Annotated[list[str], NoDecode] = Field(default_factory=list)
     #: Python module that holds Celery settings (``celeryconfig.py`` at the repository root).
     celery_config_module: str = "celeryconfig"
 

@@ -46,5 +46,7 @@ def test_imports_are_comma_separated_and_follow_the_defaults(monkeypatch: pytest
     monkeypatch.setenv("ACTIONRUNNER_IMPORTS", "team.actions, other.actions,")
     settings = Settings()
     assert settings.imports == ["team.actions", "other.actions"]
-    assert settings.all_imports == ["tasks", "team.actions", "other.actions"]
-    assert celery_config(settings)["imports"] == ["tasks", "team.actions", "other.actions"]
+    assert settings.all_imports == ["team.actions", "other.actions"]  # no `tasks` unless configured
+    assert celery_config(settings)["imports"] == ["team.actions", "other.actions"]
+    monkeypatch.setenv("ACTIONRUNNER_DEFAULT_IMPORTS", "tasks")
+    assert Settings().all_imports == ["tasks", "team.actions", "other.actions"]

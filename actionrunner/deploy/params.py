@@ -105,7 +105,9 @@ def service_environment(extra: dict[str, Any] | None = None, *, region: bool = T
     env: dict[str, Any] = {p.env: ref(p.name) for p in SETTING_PARAMETERS}
     if lanes:
         env[f"{C.ENV_PREFIX}LANES"] = ",".join(lanes)
-    env.update({f"{C.ENV_PREFIX}IMPORTS": ref("ActionModules"), f"{C.ENV_PREFIX}LOG_FORMAT": "json"})
+    # the image's and the package's own `tasks` (the library imports none unless told)
+    env.update({f"{C.ENV_PREFIX}DEFAULT_IMPORTS": "tasks", f"{C.ENV_PREFIX}IMPORTS": ref("ActionModules"),
+                f"{C.ENV_PREFIX}LOG_FORMAT": "json"})
     if region:
         env["AWS_REGION"] = ref("AWS::Region")
     env.update(extra or {})
@@ -117,7 +119,8 @@ def common_parameters() -> dict[str, Any]:
     return {
         "ActionModules": parameter(
             "String", "Extra modules of actions to import, comma separated "
-            "(ACTIONRUNNER_IMPORTS; the image's `tasks` package is always loaded).", ""),
+            "(ACTIONRUNNER_IMPORTS; the package's own `tasks` is loaded first: "
+            "ACTIONRUNNER_DEFAULT_IMPORTS).", ""),
         "LogRetentionDays": parameter(
             "Number", "Days the log lines are kept.", 30,
             AllowedValues=[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1827,

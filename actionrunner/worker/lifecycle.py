@@ -1,4 +1,4 @@
-"""Lifecycle log lines of actions as they run: started, succeeded, failed.
+"""Lifecycle log lines of actions (and plain Celery tasks) as they run: started, succeeded, failed.
 
 Connected to Celery's task signals, so they fire in the process that runs the action. (What
 happens to a failed message next — retrying, dead-lettered, held — is logged by the worker's main
@@ -16,16 +16,19 @@ from ..logging import log_event
 
 #: Per running call: when it started and the fields its lines share (read once, at its start).
 _started: dict[str, tuple[float, dict[str, Any]]] = {}
-_action_types: dict[type, bool] = {}  # task class → is it an action (asked once per class)
+#: task class → is it an action or a plain task of the deployment (asked once per class;
+#: Celery's own tasks — ``celery.chord``... — have no lines of their own)
+_action_types: dict[type, bool] = {}
 
 
 def _is_action(task: Any) -> bool:
     kind = type(task)
     known = _action_types.get(kind)
     if known is None:
-        from ..action import is_action  # (not at import: actions import this module's package)
+        # (not at import: actions import this module's package)
+        from ..action import is_action, is_plain_task
 
-        known = _action_types[kind] = is_action(task)
+        known = _action_types[kind] = is_action(task) or is_plain_task(task)
     return known
 
 
