@@ -78,6 +78,18 @@ from actionrunner.settings import get_settings  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
+
+def _interrupted(signum: int, _frame: Any) -> None:
+    """SIGTERM (scripts/test stopping) ends the session as ^C does: the fixtures stop the worker
+    and the servers they started."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+signal.signal(signal.SIGINT, _interrupted)
+signal.signal(signal.SIGTERM, _interrupted)
+
 #: What the test modules compare against (``TEST_BACKEND.startswith('rpc')`` and the like).
 TEST_BACKEND = os.environ.get("TEST_BACKEND", str(actionrunner_app.conf.result_backend))
 TEST_BROKER = str(actionrunner_app.conf.broker_url)
