@@ -304,8 +304,8 @@ def test_a_dozing_worker_sends_its_events_nowhere_without_listing() -> None:
 
 @pytest.mark.integration
 def test_a_control_client_deletes_a_mailbox_that_left_its_command_unread(sqs: Any) -> None:
-    """A mailbox whose command is still waiting after the collection has no worker (killed):
-    it goes; one that read it stays, whether or not it answered."""
+    """A mailbox where a command has waited unread for long has no worker (killed): it goes;
+    one that read it stays, and so does one whose command is still fresh (a slow worker)."""
     prefix = f"unread-{uuid.uuid4().hex[:6]}-"
     monitor = Monitor(sqs, prefix, "all")
     dead, alive = (sqs.create_queue(QueueName=f"{prefix}box-{name}")["QueueUrl"]
@@ -313,17 +313,19 @@ def test_a_control_client_deletes_a_mailbox_that_left_its_command_unread(sqs: An
     monitor.send([dead, alive], {"MessageBody": "{}"})
     assert monitor.flush(10)
     sqs.receive_message(QueueUrl=alive, MaxNumberOfMessages=10, VisibilityTimeout=120)
-    assert monitor.delete_unread([dead, alive]) == [dead]
+    assert monitor.delete_unread([dead, alive], older_than=30) == []  # fresh: a slow reader
+    time.sleep(1.5)
+    assert monitor.delete_unread([dead, alive], older_than=1) == [dead]
     assert (sqs.list_queues(QueueNamePrefix=prefix).get("QueueUrls") or []) == [alive]
     sqs.delete_queue(QueueUrl=alive)
 
 
 @pytest.mark.integration
-def test_inspect_ends_when_every_mailbox_answered_and_a_dead_one_is_removed(
+def test_inspect_ends_when_every_mailbox_answered_and_waits_for_a_dead_one(
         start_worker: Any, sqs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without -d kombu collects until its timeout; here it stops once each mailbox it sent to
-    has answered. A dead worker's mailbox (never read) makes it wait out the timeout once; the
-    client then deletes it."""
+    has answered. A dead worker's mailbox (never read) makes it wait out the timeout (and once a
+    command has waited there unread for 20 s, a client deletes it: the test above)."""
     run = uuid.uuid4().hex[:8]
     monkeypatch.setenv("ACTIONRUNNER_MONITOR_QUEUE_PREFIX", f"ie{run}-")
     start_worker(concurrency=1, args=("-n", f"all-{run}@%h"))
@@ -344,7 +346,8 @@ def test_inspect_ends_when_every_mailbox_answered_and_a_dead_one_is_removed(
     nodes, seconds = ping("3")
     assert f"all-{run}@" in nodes and seconds >= 3  # waited for the dead one
     boxes = sqs.list_queues(QueueNamePrefix=f"ie{run}-box-").get("QueueUrls") or []
-    assert dead not in boxes and len(boxes) == 1, boxes
+    assert dead in boxes and len(boxes) == 2, boxes  # its command is fresh: not yet judged dead
+    sqs.delete_queue(QueueUrl=dead)
 
 
 @pytest.mark.integration

@@ -38,7 +38,9 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]  # the suite's root (holds t/ and celery_suite_config)
-LOGS = ROOT / "logs"
+LOGS = Path(os.environ.get("CELERY_SUITE_LOGS", ROOT / "logs"))
+#: A test's time limit (Celery's marks give 300 s): a failing chord waits out its whole timeout.
+TIME_LIMIT = float(os.environ.get("CELERY_SUITE_TIMEOUT", "90"))
 EXPECTED = Path(os.environ.get("CELERY_SUITE_EXPECTED", ROOT / "expected_failures.txt"))
 
 
@@ -149,7 +151,7 @@ class _RecordServer(socketserver.ThreadingTCPServer):
 @pytest.fixture(scope="session")
 def local_stack() -> Iterator[LocalAWS]:
     """moto (DynamoDB, S3) and fauxqs (SQS) on loopback, provisioned; stopped by PID."""
-    LOGS.mkdir(exist_ok=True)
+    LOGS.mkdir(parents=True, exist_ok=True)
     with LocalAWS(sqs="fauxqs", moto_port=MOTO_PORT, sqs_port=SQS_PORT, log_dir=LOGS) as aws:
         settings = get_settings()
         provision.apply(settings)
@@ -268,6 +270,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     run = os.environ.get("CELERY_SUITE_RUN_EXPECTED") == "1"
     seen = set()
     for item in items:
+        item.add_marker(pytest.mark.timeout(TIME_LIMIT), append=False)
         reason = expected.get(_short_id(item))
         if reason is not None:
             seen.add(_short_id(item))

@@ -25,6 +25,7 @@ from .names import (
     KNOCK_BODY,
     LISTING_TTL_SECONDS,
     RETENTION_SECONDS,
+    UNREAD_FOR_SECONDS,
     VISIBILITY_SECONDS,
     Kind,
     sqs_queue_name,
@@ -179,26 +180,31 @@ class Monitor:
         worker wakes at its next read and sends its events here from then on."""
         self.send(self.listeners("box"), {"MessageBody": KNOCK_BODY})
 
-    def delete_unread(self, urls: list[str]) -> list[str]:
-        """Delete the mailboxes among ``urls`` that left a command unread; returns them.
+    def delete_unread(self, urls: list[str], older_than: float = UNREAD_FOR_SECONDS) -> list[str]:
+        """Delete the mailboxes among ``urls`` where a command has waited unread for
+        ``older_than`` seconds; returns them.
 
         Called by a control client whose collection ran out of time short of a reply from these
-        mailboxes (at least a second after it sent): an awake worker long-polls its mailbox and
-        a dozing one too, so a command still waiting there has no reader, its worker was killed
-        without closing it. (A live worker whose mailbox goes this way declares it again at its
-        next receive; nothing is lost.) Without this every later command would wait its whole
-        timeout for a reply that never comes."""
+        mailboxes: an awake worker long-polls its mailbox and a dozing one too, so a command
+        that waits there that long has no reader, its worker was killed without closing it
+        (a look with VisibilityTimeout=0 leaves the messages to a reader). Without this every
+        later command would wait its whole timeout for a reply that never comes. (A live worker
+        whose mailbox went all the same declares it again at its next receive.)"""
         gone = []
+        now_ms = time.time() * 1000
         for url in urls:
             try:
-                attrs = self.client.get_queue_attributes(
-                    QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+                waiting = self.client.receive_message(
+                    QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0, WaitTimeSeconds=0,
+                    MessageSystemAttributeNames=["SentTimestamp"]).get("Messages") or []
             except (ClientError, BotoCoreError):
                 continue
-            if int(attrs.get("ApproximateNumberOfMessages", 0)) == 0:
+            sent = [int(m.get("Attributes", {}).get("SentTimestamp", now_ms)) for m in waiting]
+            if not sent or now_ms - min(sent) < older_than * 1000:
                 continue
-            logger.warning("deleting remote-control mailbox %s: it left a command unread (its "
-                           "worker stopped without closing it)", url)
+            logger.warning("deleting remote-control mailbox %s: a command waited there unread for "
+                           "%.0f s (its worker stopped without closing it)", url,
+                           (now_ms - min(sent)) / 1000)
             with contextlib.suppress(ClientError, BotoCoreError):
                 self.client.delete_queue(QueueUrl=url)
             self._gone(url)

@@ -30,6 +30,9 @@ DOZING_TAG = "actionrunner-dozing"
 #: A dozing mailbox's long poll: SQS's longest, so it costs 3 requests a minute and still hands
 #: a command over the moment it arrives (``mailbox_doze_poll`` may make it shorter).
 DOZING_WAIT_SECONDS = 20
+#: A command unread in a mailbox this long has no reader (its worker was killed): a live worker,
+#: awake or dozing, long-polls its mailbox and reads within milliseconds, seconds when loaded.
+UNREAD_FOR_SECONDS = 20.0
 #: SQS queue names are at most 80 characters.
 MAX_QUEUE_NAME = 80
 
