@@ -19,7 +19,6 @@ talk to it, or check for its result backend) are skipped by the suite itself.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import pickle
@@ -288,12 +287,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     count = {key: len({getattr(r, "nodeid", id(r)) for r in stats.get(key, [])})
              for key in ("passed", "failed", "xfailed", "xpassed", "skipped", "error")}
     considered = count["passed"] + count["failed"] + count["xfailed"] + count["xpassed"] + count["error"]
-    share = 100.0 * count["passed"] / considered if considered else 0.0
+    # (an xpassed test is one of Celery's own xfail marks, non-strict, that passes here)
+    share = 100.0 * (count["passed"] + count["xpassed"]) / considered if considered else 0.0
     write = terminalreporter.write_line
     terminalreporter.section("Celery's integration suite on ActionRunner")
     write(f"passed {count['passed']}, expected failures {count['xfailed']}, failed {count['failed']}, "
-          f"errors {count['error']}, unexpectedly passed {count['xpassed']}, skipped (need Redis or "
-          f"RabbitMQ) {count['skipped']}")
+          f"errors {count['error']}, passed against Celery's own xfail {count['xpassed']}, skipped by "
+          f"the suite (Redis, RabbitMQ or another backend only) {count['skipped']}")
     write(f"{share:.1f} % of the {considered} tests that do not need Redis or RabbitMQ pass")
     reasons: dict[str, list[str]] = {}
     for report in stats.get("xfailed", []):
