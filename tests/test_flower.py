@@ -329,9 +329,14 @@ def test_inspect_ends_when_every_mailbox_answered_and_waits_for_a_dead_one(
     run = uuid.uuid4().hex[:8]
     monkeypatch.setenv("ACTIONRUNNER_MONITOR_QUEUE_PREFIX", f"ie{run}-")
     start_worker(concurrency=1, args=("-n", f"all-{run}@%h"))
-    script = ("import sys, time\nfrom actionrunner.app import app\nstarted = time.monotonic()\n"
+    script = ("import os, sys, time\nfrom actionrunner.app import app\n"
+              "from actionrunner.settings import get_settings\nstarted = time.monotonic()\n"
               "replies = app.control.inspect(timeout=float(sys.argv[1])).ping()\n"
-              "print(sorted(replies or {}), round(time.monotonic() - started, 1))\n")
+              "seconds = round(time.monotonic() - started, 1)\n"
+              "prefix = os.environ['ACTIONRUNNER_MONITOR_QUEUE_PREFIX'] + 'rep-'\n"
+              "left = get_settings().client('sqs').list_queues(QueueNamePrefix=prefix).get('QueueUrls')\n"
+              "assert not left, left  # each command's reply queue goes after its collection\n"
+              "print(sorted(replies or {}), seconds)\n")
 
     def ping(timeout: str) -> tuple[str, float]:
         done = subprocess.run([sys.executable, "-c", script, timeout], cwd=ROOT, capture_output=True,

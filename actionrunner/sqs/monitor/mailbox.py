@@ -171,15 +171,15 @@ class MonitorReceiving:
         return payload
 
     def after_reply_message_received(self, queue: str) -> None:
-        """kombu's collection ended: the reply queue stays (deleted when the channel closes, not
-        made again for each command; SQS refuses a queue's name for 60 s after its deletion), and
-        a mailbox that left the command unread has no worker (deleted)."""
+        """kombu's collection ended: a mailbox that left the command unread for long has no
+        worker (deleted), and the reply queue goes, as in kombu (each command has its own)."""
         awaited = [self.monitor.awaited.pop(ticket) for ticket, a in list(self.monitor.awaited.items())
                    if a.reply_queue == queue]
         silent = {url for a in awaited if not a.complete
                   and time.monotonic() - a.sent_at >= 1.0 for url in a.silent(self.monitor.prefix)}
         if silent:
             self.monitor.delete_unread(sorted(silent))
+        super().after_reply_message_received(queue)  # type: ignore[misc]
 
     def _get_from_sqs(self, queue_name: str, queue_url: str, connection: Any, count: int = 1,
                       callback: Any = None) -> Any:
