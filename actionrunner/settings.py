@@ -176,13 +176,12 @@ class Settings(BaseSettings):
     #: standard SQS queue each, long-polled while somebody watches.
     remote_control: bool = True
     #: Seconds without a control message and without an event listener (Flower, `celery
-    #: events`) after which a worker's mailbox dozes: read once every ``mailbox_doze_poll``
-    #: seconds instead of long-polled (an idle worker: 4 requests a minute, not 9). A control
-    #: message or a new listener wakes it; `celery inspect` waits for dozing workers to read its
-    #: command. 0: never doze.
+    #: events`) after which a worker's mailbox dozes: long-polled 20 s at a time whatever
+    #: ``wait_time_seconds``, its events sent nowhere (an idle worker: 6 requests a minute, not
+    #: 9); a command still reaches it at once. An action, a command or a new listener wakes it.
+    #: 0: never doze.
     mailbox_doze_after: float = Field(default=120.0, ge=0)
-    #: Seconds between a dozing mailbox's reads (at most SQS's 60 s minimum retention: a
-    #: command sent in between is still there).
+    #: A dozing mailbox's long poll in seconds (capped at SQS's 20; shorter only for tests).
     mailbox_doze_poll: float = Field(default=60.0, gt=0, le=60)
     #: Task events for Flower / `celery events`: ``all``, ``failures`` (failed, retried,
     #: rejected and revoked tasks, plus worker heartbeats), or ``off``. They cost nothing while

@@ -264,16 +264,16 @@ class _Dozer:
 @pytest.mark.integration
 def test_a_worker_nobody_watches_dozes_and_still_answers_inspect_and_new_listeners(
         start_worker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Idle and unwatched, the mailbox is read once a poll (not long-polled): `celery inspect`
-    waits for the dozing worker, says so, and gets its answer; a new `celery events` listener
-    knocks and receives the worker's heartbeats."""
+    """Idle and unwatched, the mailbox dozes (long-polled 20 s at a time, its events go nowhere):
+    `celery inspect` gets its answer at once and wakes it; a new `celery events` listener knocks
+    and receives the worker's heartbeats."""
     dozer = _Dozer(start_worker, monkeypatch, "doze")
     run, node, worker, said = dozer.run, dozer.node, dozer.worker, dozer.said
     time.sleep(1)  # past its read: the command waits for the next one
     started = time.monotonic()
     ping = _celery("inspect", "ping", "-d", node, "-t", "3")
     assert ping.returncode == 0 and "pong" in ping.stdout, ping.stdout + ping.stderr
-    assert "dozing" in ping.stderr and time.monotonic() - started < 20, ping.stderr
+    assert time.monotonic() - started < 20, ping.stderr  # its long poll hands the command over
     worker.wait_for(lambda: said("is awake") >= 1, 10, "the mailbox to wake")
 
     worker.wait_for(lambda: said(" dozes: ") >= 2, 30, "the mailbox to doze again")
@@ -303,38 +303,68 @@ def test_a_dozing_worker_sends_its_events_nowhere_without_listing() -> None:
 
 
 @pytest.mark.integration
-def test_a_control_client_waits_for_dozing_mailboxes_only_and_removes_one_nobody_reads(
-        sqs: Any) -> None:
-    """Untagged and unread: a worker killed while awake (not waited for). Tagged dozing and read
-    within the wait: waited for. Tagged and never read: its worker is gone; the queue goes."""
-    import threading
-
-    from actionrunner.sqs.monitor.names import DOZING_TAG
-
-    prefix = f"await-{uuid.uuid4().hex[:6]}-"
+def test_a_control_client_deletes_a_mailbox_that_left_its_command_unread(sqs: Any) -> None:
+    """A mailbox where a command has waited unread for long has no worker (killed): it goes;
+    one that read it stays, and so does one whose command is still fresh (a slow worker)."""
+    prefix = f"unread-{uuid.uuid4().hex[:6]}-"
     monitor = Monitor(sqs, prefix, "all")
-    dead, dozing, gone = (sqs.create_queue(QueueName=f"{prefix}box-{name}")["QueueUrl"]
-                          for name in ("dead", "dozing", "gone"))
-    for url in (dozing, gone):
-        sqs.tag_queue(QueueUrl=url, Tags={DOZING_TAG: "true"})
-    monitor.send([dead, dozing, gone], {"MessageBody": "{}"})
+    dead, alive = (sqs.create_queue(QueueName=f"{prefix}box-{name}")["QueueUrl"]
+                   for name in ("dead", "alive"))
+    monitor.send([dead, alive], {"MessageBody": "{}"})
+    assert monitor.flush(10)
+    sqs.receive_message(QueueUrl=alive, MaxNumberOfMessages=10, VisibilityTimeout=120)
+    assert monitor.delete_unread([dead, alive], older_than=30) == []  # fresh: a slow reader
+    time.sleep(1.5)
+    assert monitor.delete_unread([dead, alive], older_than=1) == [dead]
+    assert (sqs.list_queues(QueueNamePrefix=prefix).get("QueueUrls") or []) == [alive]
+    sqs.delete_queue(QueueUrl=alive)
 
-    def read_later() -> None:
-        time.sleep(2)
-        sqs.receive_message(QueueUrl=dozing, MaxNumberOfMessages=10, VisibilityTimeout=120)
 
-    reader = threading.Thread(target=read_later)
-    reader.start()
-    started = time.monotonic()
-    try:
-        assert monitor.await_readers([dead, dozing, gone], timeout=4) == [gone]
-    finally:
-        reader.join()
-    assert 3.5 < time.monotonic() - started < 10
-    left = sqs.list_queues(QueueNamePrefix=prefix).get("QueueUrls") or []
-    assert sorted(left) == sorted([dead, dozing])
-    for url in left:
-        sqs.delete_queue(QueueUrl=url)
+@pytest.mark.integration
+def test_inspect_ends_when_every_mailbox_answered_and_waits_for_a_dead_one(
+        start_worker: Any, sqs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without -d kombu collects until its timeout; here it stops once each mailbox it sent to
+    has answered. A dead worker's mailbox (never read) makes it wait out the timeout (and once a
+    command has waited there unread for 20 s, a client deletes it: the test above)."""
+    run = uuid.uuid4().hex[:8]
+    monkeypatch.setenv("ACTIONRUNNER_MONITOR_QUEUE_PREFIX", f"ie{run}-")
+    start_worker(concurrency=1, args=("-n", f"all-{run}@%h"))
+    script = ("import os, sys, time\nfrom actionrunner.app import app\n"
+              "from actionrunner.settings import get_settings\nstarted = time.monotonic()\n"
+              "replies = app.control.inspect(timeout=float(sys.argv[1])).ping()\n"
+              "seconds = round(time.monotonic() - started, 1)\n"
+              "prefix = os.environ['ACTIONRUNNER_MONITOR_QUEUE_PREFIX'] + 'rep-'\n"
+              "left = get_settings().client('sqs').list_queues(QueueNamePrefix=prefix).get('QueueUrls')\n"
+              "assert not left, left  # each command's reply queue goes after its collection\n"
+              "print(sorted(replies or {}), seconds)\n")
+
+    def ping(timeout: str) -> tuple[str, float]:
+        done = subprocess.run([sys.executable, "-c", script, timeout], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120, env=os.environ.copy())
+        assert done.returncode == 0, done.stderr
+        nodes, seconds = done.stdout.strip().rsplit(" ", 1)
+        return nodes, float(seconds)
+
+    nodes, seconds = ping("60")
+    assert f"all-{run}@" in nodes and seconds < 30  # not the 60 s timeout
+    dead = sqs.create_queue(QueueName=f"ie{run}-box-gone-{run}-00000000")["QueueUrl"]
+    nodes, seconds = ping("3")
+    assert f"all-{run}@" in nodes and seconds >= 3  # waited for the dead one
+    boxes = sqs.list_queues(QueueNamePrefix=f"ie{run}-box-").get("QueueUrls") or []
+    assert dead in boxes and len(boxes) == 2, boxes  # its command is fresh: not yet judged dead
+    sqs.delete_queue(QueueUrl=dead)
+
+
+@pytest.mark.integration
+def test_control_shutdown_gets_its_reply_and_the_worker_stops(start_worker: Any) -> None:
+    run = uuid.uuid4().hex[:8]
+    worker = start_worker(concurrency=1, args=("-n", f"bye-{run}@%h"))
+    done = _celery("control", "shutdown", "-d", f"bye-{run}@{os.uname().nodename}", "-t", "5")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"bye-{run}@" in done.stdout and "shutting down" in done.stdout
+    assert "No nodes replied" not in done.stdout + done.stderr
+    worker.proc.wait(30)
+    assert worker.proc.returncode == 0
 
 
 @pytest.mark.integration
@@ -399,7 +429,7 @@ def test_work_wakes_a_dozing_mailbox_and_keeps_it_awake(
 
 
 def test_inspect_with_a_destination_waits_only_for_the_named_nodes_mailboxes() -> None:
-    from actionrunner.sqs.monitor.routing import addressed
+    from actionrunner.sqs.monitor.replies import addressed
 
     urls = [f"http://q/ar-box-{name}" for name in ("a-vm-1f2e3d4c", "a-vm-2-9a8b7c6d", "b-vm-11223344")]
     assert addressed(urls, ["b@vm"], "ar-") == [urls[2]]

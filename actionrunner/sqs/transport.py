@@ -30,6 +30,7 @@ from kombu.utils.json import dumps
 from kombu.utils.objects import cached_property
 
 from .. import constants as C
+from .. import runtime
 from ..errors import EndpointUnreachable, PayloadTooLarge, QueueMissing, SendError
 from ..runnable import check_eta
 from . import claimcheck, codec
@@ -112,17 +113,21 @@ class Channel(MonitorRouting, FifoConsumer, SQSChannel):
         """Every queue this deployment uses, with its URL resolved once (GetQueueUrl)."""
         names = self.transport_options.get("queue_names") or []
         queues = dict(self.transport_options.get("predefined_queues") or {})
-        if names:
-            client = self._new_boto_client(
-                service="sqs",
-                region=self.region,
-                access_key_id=self.conninfo.userid,
-                secret_access_key=self.conninfo.password,
-            )
-            for name in names:
-                if name not in queues:
-                    queues[name] = {"url": resolve_queue_url(client, name, self.endpoint_url)}
+        todo = tuple(name for name in names if name not in queues)
+        if todo:  # once per process: each channel (a producer's, a consumer's) asks
+            urls = runtime.current().part(("queue-urls", self.endpoint_url, self.region, todo),
+                                          lambda _: self._resolve_urls(todo))
+            queues.update({name: {"url": url} for name, url in urls.items()})
         return queues
+
+    def _resolve_urls(self, names: tuple[str, ...]) -> dict[str, str]:
+        client = self._new_boto_client(
+            service="sqs",
+            region=self.region,
+            access_key_id=self.conninfo.userid,
+            secret_access_key=self.conninfo.password,
+        )
+        return {name: resolve_queue_url(client, name, self.endpoint_url) for name in names}
 
     # -- sending ---------------------------------------------------------------------------
     def _encode_entry(self, queue: str, message: dict[str, Any]) -> dict[str, Any]:

@@ -24,13 +24,15 @@ thread with SendMessageBatch, so the worker's loop never waits on monitoring and
 queue share requests. With nobody listening, an event costs no request at all.
 
 An idle worker nobody watches dozes: after ``mailbox_doze_after`` seconds with no action, no
-command and no event listener, its mailbox is read every ``mailbox_doze_poll`` seconds (≤ 60, the
-retention) instead of long-polled, its events go nowhere without a listing, and its queue is
-tagged ``actionrunner-dozing`` (an idle worker: 4 requests a minute, not 9). Any of those wakes
-it: an action (read at once), a command, or the knock a new event listener sends to every
-mailbox when it declares its queue. A control client that wants replies waits until the dozing
-mailboxes read its command (and deletes one that never does: its worker was killed) before
-kombu collects for its second.
+command and no event listener, its mailbox is long-polled 20 s at a time (SQS's longest)
+whatever the worker's own wait, its events go nowhere without a listing, and its queue is tagged
+``actionrunner-dozing``. A command still reaches it at once; an action, a command or the knock a
+new event listener sends to every mailbox when it declares its queue wakes it.
+
+A control client knows how many mailboxes it sent a command to: when each has replied, kombu's
+collection ends at once instead of waiting out its timeout (:mod:`.replies`). A mailbox that
+leaves a command unread that long has no worker (killed): the client deletes it. The worker
+replies to ``celery control shutdown`` before it stops (:mod:`.commands`).
 
 The queues keep messages 60 s (SQS's minimum) and hide what was received for longer than that,
 so a received message is never deleted: it expires. Events are one-way notices and control
@@ -46,7 +48,9 @@ Modules, one job each:
 * :mod:`.sender` — :class:`Sender`: the thread that sends, batched per queue;
 * :mod:`.janitor` — :class:`Janitor`: deletes event queues whose listener died;
 * :mod:`.routing` — :class:`MonitorRouting`: the channel's names, declarations and publishing;
-* :mod:`.mailbox` — its receiving: mailbox (with a watchdog), replies, events.
+* :mod:`.mailbox` — its receiving: mailbox (with a watchdog), replies, events;
+* :mod:`.replies` — a control client's commands awaiting replies (when the collection is done);
+* :mod:`.commands` — the worker's remote-control commands that differ from Celery's.
 """
 
 from __future__ import annotations

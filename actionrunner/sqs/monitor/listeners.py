@@ -20,16 +20,17 @@ from ... import runtime
 from ...runtime import Runtime
 from .janitor import Janitor
 from .names import (
-    DOZING_READ_WAIT_SECONDS,
     DOZING_TAG,
     FAILURE_EVENTS,
     KNOCK_BODY,
     LISTING_TTL_SECONDS,
     RETENTION_SECONDS,
+    UNREAD_FOR_SECONDS,
     VISIBILITY_SECONDS,
     Kind,
     sqs_queue_name,
 )
+from .replies import Awaited
 from .sender import Sender
 
 logger = logging.getLogger("actionrunner.monitor")
@@ -57,6 +58,8 @@ class Monitor:
         self.can_doze = True  #: False once its mailbox could not be tagged
         self.last_work = 0.0  #: when this process last received actions (monotonic)
         self._wakers: list[Callable[[], None]] = []
+        #: a control client's commands awaiting replies, by ticket (see :mod:`.replies`)
+        self.awaited: dict[str, Awaited] = {}
         atexit.register(self.close)
 
     def sqs_name(self, queue: str) -> str:
@@ -177,54 +180,36 @@ class Monitor:
         worker wakes at its next read and sends its events here from then on."""
         self.send(self.listeners("box"), {"MessageBody": KNOCK_BODY})
 
-    def await_readers(self, urls: list[str], timeout: float = DOZING_READ_WAIT_SECONDS) -> list[str]:
-        """Wait until the dozing mailboxes among ``urls`` read the command just sent, at most
-        ``timeout``; returns the dozing ones that did not (deleted: their worker is gone).
+    def delete_unread(self, urls: list[str], older_than: float = UNREAD_FOR_SECONDS) -> list[str]:
+        """Delete the mailboxes among ``urls`` where a command has waited unread for
+        ``older_than`` seconds; returns them.
 
-        An awake worker reads its mailbox within milliseconds; a dozing one (nobody watched it
-        for a while, ``ACTIONRUNNER_MAILBOX_DOZE_AFTER``) once a minute and says so in a tag on
-        its queue. A control client (`celery inspect`, Flower) collects replies for about a
-        second after it sends, so it waits here first, and says so, rather than report "No
-        nodes replied". A mailbox left by a worker that was killed is not waited for (no tag), or
-        once (it was dozing when killed: SQS keeps a message 60 s, a dozing worker reads within
-        that, so a command still unread after ``timeout`` has no reader and its queue goes)."""
-        if not urls or not self.flush(timeout):
-            return []
-        deadline = time.monotonic() + timeout
-        time.sleep(0.3)  # an awake worker's long poll returns with the command
-        pending = [url for url in urls if self._waiting(url) and self._dozing(url)]
-        if not pending:
-            return []
-        logger.warning(
-            "%d of %d workers' remote-control mailboxes are dozing (nobody watched them for a "
-            "while): they read it once a minute; waiting up to %.0f s for them to read this "
-            "command", len(pending), len(urls), timeout)
-        while pending and time.monotonic() < deadline:
-            time.sleep(1.0)
-            pending = [url for url in pending if self._waiting(url)]
-        for url in pending:
-            logger.warning("deleting remote-control mailbox %s: nobody read a command in %.0f s "
-                           "(its worker stopped without closing it)", url, timeout)
+        Called by a control client whose collection ran out of time short of a reply from these
+        mailboxes: an awake worker long-polls its mailbox and a dozing one too, so a command
+        that waits there that long has no reader, its worker was killed without closing it
+        (a look with VisibilityTimeout=0 leaves the messages to a reader). Without this every
+        later command would wait its whole timeout for a reply that never comes. (A live worker
+        whose mailbox went all the same declares it again at its next receive.)"""
+        gone = []
+        now_ms = time.time() * 1000
+        for url in urls:
+            try:
+                waiting = self.client.receive_message(
+                    QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0, WaitTimeSeconds=0,
+                    MessageSystemAttributeNames=["SentTimestamp"]).get("Messages") or []
+            except (ClientError, BotoCoreError):
+                continue
+            sent = [int(m.get("Attributes", {}).get("SentTimestamp", now_ms)) for m in waiting]
+            if not sent or now_ms - min(sent) < older_than * 1000:
+                continue
+            logger.warning("deleting remote-control mailbox %s: a command waited there unread for "
+                           "%.0f s (its worker stopped without closing it)", url,
+                           (now_ms - min(sent)) / 1000)
             with contextlib.suppress(ClientError, BotoCoreError):
                 self.client.delete_queue(QueueUrl=url)
             self._gone(url)
-        return pending
-
-    def _waiting(self, url: str) -> bool:
-        """A message waits in queue ``url`` (False when it cannot be told: gone, no access)."""
-        try:
-            attrs = self.client.get_queue_attributes(
-                QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
-        except (ClientError, BotoCoreError):
-            return False
-        return int(attrs.get("ApproximateNumberOfMessages", 0)) > 0
-
-    def _dozing(self, url: str) -> bool:
-        try:
-            tags = self.client.list_queue_tags(QueueUrl=url).get("Tags") or {}
-        except (ClientError, BotoCoreError):
-            return False
-        return DOZING_TAG in tags
+            gone.append(url)
+        return gone
 
     def on_work(self, waker: Callable[[], None]) -> None:
         """Call ``waker`` (a mailbox's channel) when actions arrive while the mailbox dozes."""

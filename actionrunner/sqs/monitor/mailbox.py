@@ -13,7 +13,8 @@ from kombu.asynchronous.aws.sqs.message import AsyncMessage
 from kombu.transport.SQS import Channel as SQSChannel
 from vine import transform
 
-from .names import KNOCK_BODY, REPLY_WAIT_SECONDS, VISIBILITY_SECONDS, Kind, kind_of
+from .names import DOZING_WAIT_SECONDS, KNOCK_BODY, REPLY_WAIT_SECONDS, VISIBILITY_SECONDS, Kind, kind_of
+from .replies import reply_of
 
 if TYPE_CHECKING:
     from .listeners import Monitor
@@ -46,7 +47,6 @@ class MonitorReceiving:
     _monitor_declared: set[str]
     _polled: dict[str, float]  #: a mailbox's last receive (its watchdog's clock)
     _heard: dict[str, float]  #: a mailbox's last message, or the last work (its doze clock)
-    _doze_timers: dict[str, Any]  #: a dozing mailbox's next read (a hub timer entry)
 
     if TYPE_CHECKING:  # provided by MonitorRouting
         monitor: Monitor
@@ -61,6 +61,9 @@ class MonitorReceiving:
         tag = SQSChannel.basic_consume(self, queue, no_ack, *args, **kwargs)  # type: ignore[arg-type]
         hub = getattr(self, "hub", None)
         if self._kind(queue) == "box" and hub is not None:  # a worker's mailbox
+            from .commands import install
+
+            install()
             now = time.monotonic()
             self._polled = {**getattr(self, "_polled", {}), queue: now}
             self._heard = {**getattr(self, "_heard", {}), queue: now}
@@ -72,7 +75,7 @@ class MonitorReceiving:
     def _watch_every(self) -> float:
         return float(self.wait_time_seconds) + 5  # type: ignore[attr-defined]
 
-    # -- dozing: an idle worker nobody watches reads its mailbox once a minute ----------------
+    # -- dozing: an idle worker nobody watches long-polls its mailbox 20 s at a time ----------
     def _doze_option(self, name: str, default: float) -> float:
         return float(self.transport_options.get(name, default))  # type: ignore[attr-defined]
 
@@ -88,25 +91,22 @@ class MonitorReceiving:
         return not self.monitor.listeners("ev")
 
     def _doze(self, queue: str) -> bool:
-        """Read ``queue`` again in ``mailbox_doze_poll`` seconds (from this read's start): SQS
-        keeps a message 60 s, so a command sent meanwhile is still there. False: it cannot doze
-        (its queue could not be tagged)."""
-        poll = self._doze_option("mailbox_doze_poll", 60.0)
+        """Mailbox ``queue`` dozes from now on: tagged, and long-polled for
+        :data:`DOZING_WAIT_SECONDS` (or ``mailbox_doze_poll``, if shorter) whatever the worker's
+        own wait, so a command still reaches it at once. False: it cannot doze (its queue could
+        not be tagged)."""
         if not self.monitor.dozing:
             if not self.monitor.mark_dozing(self._new_queue(queue), True):
                 return False
             logger.info("remote-control mailbox %s dozes: no command, no action and no event listener for "
-                        "%.0f s; reading it every %.0f s until one comes "
+                        "%.0f s; long-polling it %d s at a time until one comes "
                         "(ACTIONRUNNER_MAILBOX_DOZE_AFTER=0 keeps it awake)",
-                        queue, self._doze_option("mailbox_doze_after", 120.0), poll)
-        timers = self.__dict__.setdefault("_doze_timers", {})
-        timers[queue] = self.hub.call_later(  # type: ignore[attr-defined]
-            max(0.0, poll - float(self.wait_time_seconds)), self._doze_read, queue)
+                        queue, self._doze_option("mailbox_doze_after", 120.0), self._doze_wait)
         return True
 
-    def _doze_read(self, queue: str) -> None:
-        self._doze_timers.pop(queue, None)
-        self._schedule_queue(queue)  # type: ignore[attr-defined]
+    @property
+    def _doze_wait(self) -> int:
+        return max(1, min(DOZING_WAIT_SECONDS, int(self._doze_option("mailbox_doze_poll", 60.0))))
 
     def _work_arrived(self) -> None:
         """Actions were received (on this process's work channel): the worker is not idle."""
@@ -117,13 +117,9 @@ class MonitorReceiving:
 
     def _wake_for_work(self) -> None:
         """(The mailbox's channel) the worker got work while its mailbox dozed: wake it and read
-        it at once, so a revoke or an inspect about that work does not wait for the next read."""
+        its events go to listeners again (its long poll reads commands at once anyway)."""
         for queue in getattr(self, "_heard", {}):
             self._wake(queue, self._new_queue(queue))
-            timer = self._doze_timers.pop(queue, None)
-            if timer is not None:  # (else its read is under way)
-                timer.cancel()
-                self.hub.call_soon(self._schedule_queue, queue)  # type: ignore[attr-defined]
 
     def _wake(self, queue: str, url: str) -> None:
         self._heard[queue] = time.monotonic()
@@ -138,8 +134,7 @@ class MonitorReceiving:
         worker would stop answering `celery inspect` and Flower while it goes on running actions."""
         if queue not in self._active_queues or self.closed:  # type: ignore[attr-defined]
             return
-        allowed = 2 * self._watch_every + (
-            self._doze_option("mailbox_doze_poll", 60.0) if self.monitor.dozing else 0.0)
+        allowed = 2 * self._watch_every + (self._doze_wait if self.monitor.dozing else 0.0)
         if time.monotonic() - self._polled.get(queue, 0.0) < allowed:
             return
         logger.warning("the remote-control mailbox %s stopped answering; declaring it again", queue)
@@ -157,7 +152,6 @@ class MonitorReceiving:
         name = self.canonical_queue_name(queue)
         for key in (queue, name):
             self._queue_cache.pop(key, None)  # type: ignore[attr-defined]
-            self.predefined_queues.pop(key, None)  # type: ignore[attr-defined]
         self.monitor.forget(queue)
         try:
             url = self._new_queue(queue)
@@ -179,6 +173,39 @@ class MonitorReceiving:
             response = {**response, "Messages": _first_deliveries(response["Messages"])}
         return response
 
+    # -- a control client's replies: done when every addressed mailbox answered ---------------
+    def _get_bulk(self, queue: str, *args: Any, **kwargs: Any) -> Any:
+        if self._kind(queue) == "rep":
+            awaited = [a for a in list(self.monitor.awaited.values()) if a.reply_queue == queue]
+            if awaited and all(a.complete for a in awaited):
+                raise TimeoutError()  # kombu's collection ends here, not after its timeout
+        return super()._get_bulk(queue, *args, **kwargs)  # type: ignore[misc]
+
+    def _size(self, queue: str) -> int:
+        if self._kind(queue):
+            return 0  # (kombu asks on each declaration; nobody reads a monitoring queue's depth)
+        return super()._size(queue)  # type: ignore[misc,no-any-return]
+
+    def _message_to_python(self, message: Any, queue_name: str, q_url: str) -> Any:
+        payload = super()._message_to_python(message, queue_name, q_url)  # type: ignore[misc]
+        if self._kind(queue_name) == "rep" and self.monitor.awaited:
+            ticket, nodes = reply_of(payload)
+            awaited = self.monitor.awaited.get(ticket)
+            if awaited is not None:
+                awaited.heard(nodes)
+        return payload
+
+    def after_reply_message_received(self, queue: str) -> None:
+        """kombu's collection ended: a mailbox that left the command unread for long has no
+        worker (deleted), and the reply queue goes, as in kombu (each command has its own)."""
+        awaited = [self.monitor.awaited.pop(ticket) for ticket, a in list(self.monitor.awaited.items())
+                   if a.reply_queue == queue]
+        silent = {url for a in awaited if not a.complete
+                  and time.monotonic() - a.sent_at >= 1.0 for url in a.silent(self.monitor.prefix)}
+        if silent:
+            self.monitor.delete_unread(sorted(silent))
+        super().after_reply_message_received(queue)  # type: ignore[misc]
+
     def _get_from_sqs(self, queue_name: str, queue_url: str, connection: Any, count: int = 1,
                       callback: Any = None) -> Any:
         if not self._kind(queue_name):
@@ -191,12 +218,17 @@ class MonitorReceiving:
                 return connection._on_list_ready(queue_name, [("Message", AsyncMessage)],
                                                  "ReceiveMessage", response)
             except Exception as exc:
+                if getattr(self, "closed", False):
+                    return {}  # the long poll outlived its channel: a stop deleted the queue
                 logger.warning("receive from %s failed (%s); declaring it again", queue_name, exc)
                 self._declare_again(queue_name)
                 return {}
 
+        wait = self.wait_time_seconds  # type: ignore[attr-defined]
+        if self._kind(queue_name) == "box" and hasattr(self, "_heard") and self.monitor.dozing:
+            wait = max(wait, self._doze_wait)
         params = {"MaxNumberOfMessages": count, "VisibilityTimeout": VISIBILITY_SECONDS,
-                  "WaitTimeSeconds": self.wait_time_seconds}  # type: ignore[attr-defined]
+                  "WaitTimeSeconds": wait}
         names = [_RECEIVE_COUNT]  # (see _first_deliveries)
         return connection.make_request(
             "ReceiveMessage", params, queue_url, "POST", callback=transform(ready, callback),
@@ -207,8 +239,8 @@ class MonitorReceiving:
         if getattr(self, "closed", False) or getattr(self, "connection", None) is None:
             return None  # a receive that ended after the channel closed: nothing to poll again
         if (not messages_fetched and self._kind(queue) == "box" and hasattr(self, "_heard")
-                and (self.monitor.dozing or self._should_doze(queue)) and self._doze(queue)):
-            return None
+                and not self.monitor.dozing and self._should_doze(queue)):
+            self._doze(queue)
         return super()._loop1(queue, messages_fetched)  # type: ignore[misc]
 
     def _on_messages_ready(self, queue: str, qname: str, messages: Any) -> Any:

@@ -25,10 +25,14 @@ REPLY_WAIT_SECONDS = 1
 #: What a new event listener sends to every worker's mailbox: a dozing worker wakes up (and
 #: looks for listeners) at its next read; the worker drops it (it is not a Celery command).
 KNOCK_BODY = '{"actionrunner": "knock"}'
-#: The tag a dozing worker puts on its mailbox queue (control clients wait only for those).
+#: The tag a dozing worker puts on its mailbox queue (which workers doze, for operators).
 DOZING_TAG = "actionrunner-dozing"
-#: How long a control client waits for dozing workers to read its command (a read a minute).
-DOZING_READ_WAIT_SECONDS = 65.0
+#: A dozing mailbox's long poll: SQS's longest, so it costs 3 requests a minute and still hands
+#: a command over the moment it arrives (``mailbox_doze_poll`` may make it shorter).
+DOZING_WAIT_SECONDS = 20
+#: A command unread in a mailbox this long has no reader (its worker was killed): a live worker,
+#: awake or dozing, long-polls its mailbox and reads within milliseconds, seconds when loaded.
+UNREAD_FOR_SECONDS = 20.0
 #: SQS queue names are at most 80 characters.
 MAX_QUEUE_NAME = 80
 

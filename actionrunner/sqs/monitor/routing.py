@@ -6,13 +6,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from kombu.asynchronous.aws.sqs.connection import AsyncSQSConnection
 from kombu.asynchronous.aws.sqs.message import AsyncMessage
 from kombu.utils.json import dumps, loads
 
 from ... import constants as C
 from .listeners import Monitor, monitor_for
 from .mailbox import MonitorReceiving
-from .names import DEFAULT_PREFIX, KINDS, Kind, is_monitoring_exchange, kind_of, sqs_queue_name
+from .names import DEFAULT_PREFIX, KINDS, Kind, is_monitoring_exchange, kind_of
+from .replies import Awaited
 
 logger = logging.getLogger("actionrunner.monitor")
 
@@ -58,8 +60,7 @@ class MonitorRouting(MonitorReceiving):
         url = self._queue_cache.get(name)  # type: ignore[attr-defined]
         if url is None:
             url = self.monitor.declare(queue)
-            # kombu looks clients and URLs up by either name
-            self.predefined_queues[queue] = self.predefined_queues[name] = {"url": url}  # type: ignore[attr-defined]
+            # kombu looks URLs up by either name (clients: :meth:`sqs`, :meth:`asynsqs`)
             self._queue_cache[name] = self._queue_cache[queue] = url  # type: ignore[attr-defined]
             if not hasattr(self, "_monitor_declared"):
                 self._monitor_declared = set()
@@ -68,6 +69,22 @@ class MonitorRouting(MonitorReceiving):
                 self.monitor.knock()
         return str(url)
 
+    def sqs(self, queue: str | None = None) -> Any:
+        """The monitoring queues share the process's :class:`Monitor` client (kombu would make
+        a boto3 client per queue, a tenth of a second each, and resolve every work queue first)."""
+        if queue is not None and self._kind(queue):
+            return self.monitor.client
+        return super().sqs(queue)  # type: ignore[misc]
+
+    def asynsqs(self, queue: str | None = None) -> Any:
+        if queue is None or not self._kind(queue):
+            return super().asynsqs(queue)  # type: ignore[misc]
+        connection = self.__dict__.get("_monitor_asynsqs")
+        if connection is None:
+            connection = self.__dict__["_monitor_asynsqs"] = AsyncSQSConnection(
+                sqs_connection=self.monitor.client, region=self.region)  # type: ignore[attr-defined]
+        return connection
+
     def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
         if not self._kind(queue):
             return super()._delete(queue, *args, **kwargs)  # type: ignore[misc,no-any-return]
@@ -75,7 +92,6 @@ class MonitorRouting(MonitorReceiving):
         name = self.canonical_queue_name(queue)
         for key in (queue, name):
             self._queue_cache.pop(key, None)  # type: ignore[attr-defined]
-            self.predefined_queues.pop(key, None)  # type: ignore[attr-defined]
         return None
 
     def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
@@ -102,11 +118,13 @@ class MonitorRouting(MonitorReceiving):
         if len(body.encode("utf-8")) > C.SQS_MAX_MESSAGE_BYTES:
             logger.warning("monitoring message to %s is over SQS's size limit; not sent", exchange)
             return None
+        if awaits_replies and command is not None and command.get("ticket"):  # a client: .replies
+            destination = command.get("destination")
+            nodes = destination if isinstance(destination, list) and destination else None
+            reply_queue = f"{command['reply_to'].get('routing_key')}.{command['reply_to'].get('exchange')}"
+            self.monitor.awaited[command["ticket"]] = Awaited(
+                reply_queue, urls, len(nodes) if nodes else len(urls), nodes)
         self.monitor.send(urls, {"MessageBody": body})
-        if awaits_replies:  # a control client: dozing workers read it within a minute
-            assert command is not None
-            self.monitor.await_readers(addressed(urls, command.get("destination"),
-                                                 self.monitor.prefix))
         return None
 
 
@@ -118,14 +136,3 @@ def _command(message: dict[str, Any]) -> dict[str, Any] | None:
     except ValueError:
         return None
     return body if isinstance(body, dict) else None
-
-
-def addressed(urls: list[str], destination: Any, prefix: str) -> list[str]:
-    """The mailboxes among ``urls`` of the nodes a command names (``celery inspect -d``); all of
-    them when it names none, or none of theirs is recognised (a name shortened with a hash)."""
-    if not destination or not isinstance(destination, list):
-        return urls
-    starts = [f"{sqs_queue_name(prefix, f'{node}.celery.pidbox')}-" for node in destination
-              if isinstance(node, str) and node]
-    chosen = [url for url in urls if any(url.rsplit("/", 1)[-1].startswith(start) for start in starts)]
-    return chosen or urls
