@@ -50,6 +50,10 @@ def sqs_attributes(message: Any) -> dict[str, Any]:
         "sent_timestamp_ms": _int("SentTimestamp"),
         "first_receive_timestamp_ms": _int("ApproximateFirstReceiveTimestamp"),
         "sequence_number": attrs.get("SequenceNumber"),
+        # the first run's idempotency key as the main process read it, and where the run sends
+        # its completion (actionrunner.state.completions)
+        "seen": delivery_info.get("actionrunner_seen"),
+        "sink": delivery_info.get("actionrunner_sink"),
     }
 
 
