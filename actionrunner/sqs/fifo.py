@@ -37,6 +37,7 @@ from typing import Any
 from kombu.transport import virtual
 
 from .. import constants as C
+from .. import runtime
 from ..errors import UndecodableMessage
 from ..logging import log_event
 from ..settle import (
@@ -381,7 +382,13 @@ class FifoConsumer(MessageSettler):
             if not isinstance(store, DynamoDBStore):
                 self._hotpath_off = True
                 return None
-            self._hotpath = HotPath(store)
+            from botocore.config import Config
+
+            from ..state.throttling import state_client_config
+
+            settings = runtime.current().settings
+            lean = state_client_config(settings).merge(Config(parameter_validation=False))
+            self._hotpath = HotPath(store, client=settings.client("dynamodb", config=lean))
         return self._hotpath
 
     def _key_read(self, held: Held, item: Any) -> None:
@@ -484,8 +491,9 @@ class FifoConsumer(MessageSettler):
         if held.completes_here and self._hotpath is not None:
             completion = self._hotpath.take(str((held.payload or {}).get("headers", {}).get("id")))
             if completion is not None:  # written first; then the delete and the group's next
+                idle = all(h.running for h in self._held.values())
                 self._hotpath.write(completion, fresh=lambda: self._still_ours(delivery_tag),
-                                    done=lambda ok: self._completed(held, ok, then))
+                                    done=lambda ok: self._completed(held, ok, then), urgent=idle)
                 return
         self._next_of(held.group)
         # nothing left here to run: lingering for a fuller batch would only keep groups waiting
@@ -505,11 +513,17 @@ class FifoConsumer(MessageSettler):
         message, then its group goes on; not written: the message runs again (released)."""
         assert self._housekeeper is not None
         if written:
-            self._housekeeper.delete(held.queue_url, held.receipt_handle, then=then, urgent=True)
-            self._post(self._next_of, held.group)
+            self._post(self._settled_after_completion, held, then)
         else:
             self._housekeeper.release([(held.queue_url, held.receipt_handle)], 0)
             self._post(self._release_after_completion, held)
+
+    def _settled_after_completion(self, held: Held, then: Any) -> None:
+        """(Event loop) as an ack without a completion to write: the group's next, the delete."""
+        assert self._housekeeper is not None
+        self._next_of(held.group)
+        idle = all(h.running for h in self._held.values())
+        self._housekeeper.delete(held.queue_url, held.receipt_handle, then=then, urgent=idle)
 
     def _release_after_completion(self, held: Held) -> None:
         assert self._dispatcher is not None and self._housekeeper is not None
@@ -659,8 +673,10 @@ class FifoConsumer(MessageSettler):
             for receiver in self._receivers.values():
                 receiver.stop()
             self.release_all()  # what never finished goes back to the queue at once
-            if self._hotpath is not None:  # completions written, their deletes queued
+            if self._hotpath is not None:  # completions written, then their deletes queued
                 self._hotpath.stop()
+                if self._inbox is not None:
+                    self._inbox.close()  # (runs what the writer posted: the deletes)
             self._housekeeper.stop()
             self._fetcher.shutdown(wait=False, cancel_futures=True)
             if self._inbox is not None:

@@ -64,6 +64,9 @@ WRITE_BATCH, READ_BATCH = 25, 100
 FRESH_SECONDS = 5.0
 #: Seconds a completion write keeps trying a state table that fails transiently.
 PATIENCE_SECONDS = 30.0
+#: Seconds the first completion waits for others to share its BatchWriteItem (unless the
+#: worker has nothing else to run): the group's next message waits as long, no pool slot does.
+LINGER_SECONDS = 0.05
 #: The read of a key failed: the pool reads it itself.
 UNKNOWN = object()
 
@@ -119,12 +122,13 @@ class HotPath:
     """(Worker main process) the reads before first deliveries and the batched writes of their
     completions (see the module docstring); two threads of its own."""
 
-    def __init__(self, store: Any, *, linger: float = 0.01) -> None:
-        from .dynamodb import to_item  # noqa: F401  (the store is the DynamoDB one)
-
+    def __init__(self, store: Any, *, client: Any = None, linger: float = LINGER_SECONDS) -> None:
         self.store = store
-        self.client, self.table = store.client, store.table
+        #: BatchGetItem / BatchWriteItem client: requests of fixed shapes, so botocore's
+        #: parameter validation is skipped (DynamoDB still checks each request)
+        self.client, self.table = client or store.client, store.table
         self.linger = linger
+        self._urgent = False
         self._dir = tempfile.mkdtemp(prefix="actionrunner-worker-")  # 0700: this user only
         self.path = os.path.join(self._dir, "completions")
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -211,7 +215,7 @@ class HotPath:
                                 "ConsistentRead": True}}
         for attempt in range(1, 9):
             self.requests["BatchGetItem"] += 1
-            answer = self.store._call("batch_get_item", RequestItems=request)
+            answer = self._call("batch_get_item", RequestItems=request)
             for item in answer.get("Responses", {}).get(self.table, []):
                 found[item[STATE_KEY]["S"]] = item
             request = answer.get("UnprocessedKeys") or {}
@@ -220,21 +224,36 @@ class HotPath:
             time.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))
         raise RuntimeError(f"BatchGetItem left {len(request[self.table]['Keys'])} keys unread")
 
+    def _call(self, operation: str, **params: Any) -> Any:
+        """``client.<operation>(**params)``, tried again while it fails transiently (for the
+        store's patience)."""
+        deadline = time.monotonic() + self.store.patience
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return getattr(self.client, operation)(**params)
+            except Exception as exc:
+                if not is_transient(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(random.uniform(0, min(2.0, 0.02 * 2**attempt)))
+
     # -- writes ----------------------------------------------------------------------------
     def write(self, fields: dict[str, Any], *, fresh: Callable[[], bool],
-              done: Callable[[bool], None]) -> None:
+              done: Callable[[bool], None], urgent: bool = False) -> None:
         """Write a completion; then ``done(True)`` (in the writer thread), or ``done(False)``
         if it was not written (another delivery holds the key, or the table kept failing):
         the message must then run again (released), never be deleted."""
         with self._lock:
             self._writes.append(_Write(fields, fresh, done))
+            self._urgent = self._urgent or urgent
             self._lock.notify_all()
 
     def _write_loop(self) -> None:
         while True:
             with self._lock:
                 while not self._stopping:
-                    if len(self._writes) >= WRITE_BATCH:
+                    if len(self._writes) >= WRITE_BATCH or (self._writes and self._urgent):
                         break
                     if self._writes:
                         left = self._writes[0].since + self.linger - time.monotonic()
@@ -246,6 +265,7 @@ class HotPath:
                 if self._stopping and not self._writes:
                     return
                 batch, self._writes = self._writes[:WRITE_BATCH], self._writes[WRITE_BATCH:]
+                self._urgent = False
             self._write_batch(batch)
 
     def _write_batch(self, batch: list[_Write]) -> None:
