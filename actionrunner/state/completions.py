@@ -64,9 +64,12 @@ WRITE_BATCH, READ_BATCH = 25, 100
 FRESH_SECONDS = 5.0
 #: Seconds a completion write keeps trying a state table that fails transiently.
 PATIENCE_SECONDS = 30.0
-#: Seconds the first completion waits for others to share its BatchWriteItem (unless the
-#: worker has nothing else to run): the group's next message waits as long, no pool slot does.
-LINGER_SECONDS = 0.05
+#: A BatchWriteItem goes as soon as this many completions wait (their messages' deletes then
+#: fill one DeleteMessageBatch at once), or when the worker has nothing else to run, or when
+#: the first has waited :data:`LINGER_SECONDS` (as deletes linger: the group's next message
+#: waits as long, no pool slot does).
+FLUSH_AT = 10
+LINGER_SECONDS = 0.25
 #: The read of a key failed: the pool reads it itself.
 UNKNOWN = object()
 
@@ -143,6 +146,7 @@ class HotPath:
         self._stopping = False
         #: Requests made and items written/read, by API (for benchmarks and tests).
         self.requests: dict[str, int] = {"BatchWriteItem": 0, "BatchGetItem": 0, "PutItem": 0}
+        self.items: dict[str, int] = {"written": 0, "read": 0}
         self._threads = [threading.Thread(target=self._write_loop, daemon=True,
                                           name="actionrunner-completions"),
                          threading.Thread(target=self._read_loop, daemon=True,
@@ -197,6 +201,7 @@ class HotPath:
                 if self._stopping and not self._reads:
                     return
                 reads, self._reads = self._reads[:READ_BATCH], self._reads[READ_BATCH:]
+            self.items["read"] += len(reads)
             try:
                 items = self._batch_get(list(dict.fromkeys(r.key for r in reads)))
             except Exception as exc:  # the pool reads it itself
@@ -253,7 +258,7 @@ class HotPath:
         while True:
             with self._lock:
                 while not self._stopping:
-                    if len(self._writes) >= WRITE_BATCH or (self._writes and self._urgent):
+                    if len(self._writes) >= FLUSH_AT or (self._writes and self._urgent):
                         break
                     if self._writes:
                         left = self._writes[0].since + self.linger - time.monotonic()
@@ -274,6 +279,7 @@ class HotPath:
         for w in batch:
             if not any(w is f for f in free):
                 outcomes[id(w)] = self._write_conditionally(w)
+        self.items["written"] += len(batch)
         if free:
             ok = self._batch_write(free)
             outcomes.update({id(w): ok for w in free})
@@ -340,5 +346,6 @@ class HotPath:
             self._lock.notify_all()
         for thread in self._threads:
             thread.join(PATIENCE_SECONDS + 5)
+        log.info("state-hot-path-stopped", requests=dict(self.requests), items=dict(self.items))
         self._sock.close()
         shutil.rmtree(self._dir, ignore_errors=True)
