@@ -12,18 +12,24 @@ the staged writes. Called from :meth:`actionrunner.action.Action.__call__` in th
   value (the run logs ``idempotent_replay: true``); a key another run holds raises
   :class:`~actionrunner.errors.IdempotencyInProgress` (the worker tries again later, without
   using an attempt); a failed run releases its claim so that the retry can run.
-* **one write on the common path**: a *first delivery* (the message's first receive, its first
-  attempt, its first run in this worker: ``task.request.sqs``) of a *per-call* key (a call id
-  minted for one send: no ``key=``, no call key, not a continuation, not a canvas member whose
-  task id is its call id) skips the claim: it runs, then writes its completion — with the staged
-  writes — in one conditional write (:meth:`~.store.IdempotencyStore.complete_first`) that
-  fails if another delivery of the call claimed the key meanwhile (its message came back: the
-  worker died or lost it) or completed it. Then nothing of this run is written: if the other
+* **one read and one write on the common path**: a *first delivery* (the message's first
+  receive, its first attempt, its first run in this worker: ``task.request.sqs``) of a
+  *per-call* key (a call id minted for one send: no ``key=``, no call key, not a continuation,
+  not a canvas member whose task id is its call id) makes no claim. Its key is read before it
+  runs — by the worker's main process, batched, handed over as ``request.sqs["seen"]``
+  (:mod:`.completions`), or here (one consistent GetItem) when nobody read it: a completed key
+  is a replay, so a *copy* of a completed call (same call id, any dedup id: a re-published or
+  re-sent message) never runs; a held key waits. Then it runs and writes its completion — with
+  the staged writes — in one conditional write (:meth:`~.store.IdempotencyStore.complete_first`)
+  that fails if another delivery of the call claimed the key meanwhile (its message came back:
+  the worker died or lost it) or completed it. Then nothing of this run is written: if the other
   delivery completed, its saved result is this run's return value (``idempotent_replay``); if
   it still holds the key, :class:`~actionrunner.errors.IdempotencyInProgress` (the message
-  waits, and its next run claims). A failed first delivery writes nothing at all. Redeliveries,
-  retries, waits and explicitly keyed calls claim, run and complete (two writes): such a call
-  may have run before, so it must not run unguarded.
+  waits, and its next run claims). A run without staged writes in a worker hands its completion
+  to the main process instead (``request.sqs["sink"]``), which writes it in a batch before the
+  message is deleted: the pool slot never waits on DynamoDB. A failed first delivery writes
+  nothing at all. Redeliveries, retries, waits and explicitly keyed calls claim, run and
+  complete (two writes): such a call may have run before, so it must not run unguarded.
 * **rate_limit_shared** (with ``bucket=``): the run waits for a token of the shared bucket
   before it starts (after the claim: a replay takes no token).
 * **effects**: writes staged with :mod:`actionrunner.state.effects` are committed with the

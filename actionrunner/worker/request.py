@@ -19,9 +19,9 @@ from typing import Any
 
 from billiard.einfo import ExceptionWithTraceback
 from celery.exceptions import Ignore, Reject, Retry, Terminated, WorkerLostError
+from celery.utils.saferepr import saferepr
 from celery.worker.request import Request
 from celery.worker.state import task_ready
-from celery.utils.saferepr import saferepr
 from kombu.utils.encoding import safe_repr
 
 from ..logging import log_event
