@@ -64,12 +64,16 @@ WRITE_BATCH, READ_BATCH = 25, 100
 FRESH_SECONDS = 5.0
 #: Seconds a completion write keeps trying a state table that fails transiently.
 PATIENCE_SECONDS = 30.0
-#: A BatchWriteItem goes as soon as this many completions wait (their messages' deletes then
-#: fill one DeleteMessageBatch at once), or when the worker has nothing else to run, or when
-#: the first has waited :data:`LINGER_SECONDS` (as deletes linger: the group's next message
-#: waits as long, no pool slot does).
-FLUSH_AT = 10
-LINGER_SECONDS = 0.25
+#: A BatchWriteItem takes every completion waiting (25 at most) as soon as the one before it
+#: returned: while a write is under way the next batch fills, so batches grow with the load and
+#: no completion waits for company (the group's next message waits on it, and the message's
+#: delete, which lingers for ten of its own in the housekeeper). ``linger`` > 0 holds the first
+#: completion that long for company (fewer requests, longer group turns).
+FLUSH_AT = WRITE_BATCH
+LINGER_SECONDS = 0.0
+#: Threads that read, and that write: a message whose key is to be read does not wait behind a
+#: read already under way.
+READERS, WRITERS = 2, 1
 #: The read of a key failed: the pool reads it itself.
 UNKNOWN = object()
 
@@ -145,12 +149,16 @@ class HotPath:
         self._reads: list[_Read] = []
         self._stopping = False
         #: Requests made and items written/read, by API (for benchmarks and tests).
+        #: (approximate: threads count without a lock)
         self.requests: dict[str, int] = {"BatchWriteItem": 0, "BatchGetItem": 0, "PutItem": 0}
         self.items: dict[str, int] = {"written": 0, "read": 0}
-        self._threads = [threading.Thread(target=self._write_loop, daemon=True,
-                                          name="actionrunner-completions"),
-                         threading.Thread(target=self._read_loop, daemon=True,
-                                          name="actionrunner-prereads")]
+        #: Seconds spent in those requests, by API.
+        self.seconds: dict[str, float] = {"BatchWriteItem": 0.0, "BatchGetItem": 0.0}
+        self._threads = [
+            *(threading.Thread(target=self._write_loop, daemon=True,
+                               name=f"actionrunner-completions-{n}") for n in range(WRITERS)),
+            *(threading.Thread(target=self._read_loop, daemon=True,
+                               name=f"actionrunner-prereads-{n}") for n in range(READERS))]
         for thread in self._threads:
             thread.start()
 
@@ -220,7 +228,9 @@ class HotPath:
                                 "ConsistentRead": True}}
         for attempt in range(1, 9):
             self.requests["BatchGetItem"] += 1
+            began = time.monotonic()
             answer = self._call("batch_get_item", RequestItems=request)
+            self.seconds["BatchGetItem"] += time.monotonic() - began
             for item in answer.get("Responses", {}).get(self.table, []):
                 found[item[STATE_KEY]["S"]] = item
             request = answer.get("UnprocessedKeys") or {}
@@ -301,9 +311,11 @@ class HotPath:
         while request:
             attempt += 1
             self.requests["BatchWriteItem"] += 1
+            began = time.monotonic()
             try:
                 answer = self.client.batch_write_item(RequestItems=request)
                 request = answer.get("UnprocessedItems") or {}
+                self.seconds["BatchWriteItem"] += time.monotonic() - began
             except Exception as exc:
                 if not is_transient(exc) or time.monotonic() > deadline:
                     log.warning("completion-write-failed", error=repr(exc)[:300],
@@ -346,6 +358,8 @@ class HotPath:
             self._lock.notify_all()
         for thread in self._threads:
             thread.join(PATIENCE_SECONDS + 5)
-        log.info("state-hot-path-stopped", requests=dict(self.requests), items=dict(self.items))
+        log.info("state-hot-path-stopped", requests=dict(self.requests), items=dict(self.items),
+                 ms_per_request={api: round(1000 * t / max(1, self.requests[api]), 1)
+                                 for api, t in self.seconds.items()})
         self._sock.close()
         shutil.rmtree(self._dir, ignore_errors=True)
