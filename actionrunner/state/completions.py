@@ -189,10 +189,6 @@ class HotPath:
             found = self._pending.pop(task_id, None)
         return None if found is None else found[1]
 
-    def forget(self, task_id: str) -> None:
-        """The run of ``task_id`` did not end in an ack: what it may have sent is dropped."""
-        self._pending.pop(task_id, None)
-
     # -- reads -----------------------------------------------------------------------------
     def read(self, key: str, answer: Callable[[Any], None]) -> None:
         """Read ``key`` (batched with the other keys asked for meanwhile); ``answer(item)`` in
