@@ -64,16 +64,15 @@ WRITE_BATCH, READ_BATCH = 25, 100
 FRESH_SECONDS = 5.0
 #: Seconds a completion write keeps trying a state table that fails transiently.
 PATIENCE_SECONDS = 30.0
-#: A BatchWriteItem takes every completion waiting (25 at most) as soon as the one before it
-#: returned: while a write is under way the next batch fills, so batches grow with the load and
-#: no completion waits for company (the group's next message waits on it, and the message's
-#: delete, which lingers for ten of its own in the housekeeper). ``linger`` > 0 holds the first
-#: completion that long for company (fewer requests, longer group turns).
-FLUSH_AT = WRITE_BATCH
-LINGER_SECONDS = 0.0
-#: Threads that read, and that write: a message whose key is to be read does not wait behind a
-#: read already under way.
-READERS, WRITERS = 2, 1
+#: A BatchWriteItem goes when ten completions wait (their deletes then fill one
+#: DeleteMessageBatch), when the worker has nothing else to run, or when the first has waited
+#: ``linger``: the group's next message waits that long, no pool slot does. Fewer, fuller
+#: requests: each costs the worker's main process ~1-2 ms of botocore CPU.
+FLUSH_AT = 10
+LINGER_SECONDS = 0.05
+#: Threads that read, and that write (more: shorter waits behind a request under way, smaller
+#: batches).
+READERS, WRITERS = 1, 1
 #: The read of a key failed: the pool reads it itself.
 UNKNOWN = object()
 
