@@ -197,7 +197,10 @@ class FifoConsumer(MessageSettler):
     def _room(self) -> int:
         if self._dispatcher is None:
             return C.SQS_MAX_BATCH
-        return self.capacity - len(self._held) - self._incoming
+        # a message whose key is being read (its first run waits on DynamoDB, not on the pool)
+        # leaves room for another, up to a second capacity's worth: reads do not starve the pool
+        reading = min(self._reading, self.capacity)
+        return self.capacity - (len(self._held) - reading) - self._incoming
 
     def _demand(self) -> int:
         """How many messages to ask for now: 10 while there is room for 10; what room is left
@@ -337,6 +340,7 @@ class FifoConsumer(MessageSettler):
     # -- the first delivery's state requests (actionrunner.state.completions) --------------
     _hotpath: Any = None
     _hotpath_off = False
+    _reading = 0  #: messages whose key is being read
 
     def _read_first(self, held: Held) -> bool:
         """(Event loop) a message's first run whose key must be read first: read it (batched,
@@ -351,6 +355,7 @@ class FifoConsumer(MessageSettler):
             held.seen = False
             return False
         held.reading = True
+        self._reading += 1
 
         def answer(item: Any) -> None:
             self._post(self._key_read, held, item)
@@ -393,6 +398,7 @@ class FifoConsumer(MessageSettler):
 
     def _key_read(self, held: Held, item: Any) -> None:
         held.reading = False
+        self._reading -= 1
         held.seen = item
         self._deliver(held)
 
