@@ -1,4 +1,4 @@
-"""A counting reverse proxy for SQS: what a client asks of the server, by API call.
+"""A counting reverse proxy for SQS (or DynamoDB): what a client asks of the server, by API call.
 
     with CountingProxy("http://127.0.0.1:5056") as proxy:
         os.environ["AWS_ENDPOINT_URL_SQS"] = proxy.url     # point the client under test at it
@@ -15,6 +15,12 @@ responses with no message are also counted (in the window their request arrived 
 instead (e.g. by queue: ``ReceiveMessage → events``, its empty part
 ``ReceiveMessage (empty) → events``).
 
+``latency_ms`` delays every request by that much before it is forwarded, so a local server
+answers as slowly as AWS does in-region (e.g. 5 ms for DynamoDB, 10 ms for SQS): what a pool
+slot or a thread spends waiting on a request then shows in the benchmarks
+(``actionrunner bench throughput --latency-ddb-ms 5 --latency-sqs-ms 10``). The proxy speaks
+any AWS JSON protocol: in front of DynamoDB it counts ``PutItem``, ``BatchWriteItem``...
+
 Subclasses change what happens to a request by overriding :meth:`CountingProxy.relay` with the
 pieces it is made of (``read_request``, ``relay_read``, ``forward_request``, ``respond``,
 ``reset_connection``): bench/faults.py's ``FaultProxy`` injects AWS faults that way.
@@ -28,6 +34,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -79,9 +86,12 @@ class CountingProxy:
     """Forward to ``upstream`` (``http://host:port``), counting requests by API call."""
 
     def __init__(self, upstream: str, host: str = "127.0.0.1", port: int = 0,
-                 label: Callable[[str, bytes], str] | None = None) -> None:
+                 label: Callable[[str, bytes], str] | None = None,
+                 latency_ms: float = 0.0) -> None:
         target = urlparse(upstream)
         self.label = label
+        #: Added to every request before it is forwarded (AWS's in-region round trip, say).
+        self.latency = max(0.0, latency_ms) / 1000
         self.upstream_host, self.upstream_port = target.hostname or "127.0.0.1", target.port or 80
         self._counts: Counter[str] = Counter()
         self._epoch = 0  # bumped by reset(): a response is counted in its request's window only
@@ -149,6 +159,8 @@ class CountingProxy:
         """:meth:`relay` of a request already read (its API name and body)."""
         name = self.label(api, body) if self.label else api
         epoch = self._count(name)  # on arrival: a long poll counts when it starts
+        if self.latency:
+            time.sleep(self.latency)
         try:
             status, out_headers, out = self.forward_request(handler, body)
         except OSError as exc:
@@ -225,3 +237,80 @@ class CountingProxy:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class DynamoMeter:
+    """A ``label`` for a proxy in front of DynamoDB that also counts the items each write
+    request writes (:attr:`written`): BatchWriteItem's entries, TransactWriteItems' items (each
+    billed twice: a transactional write is two write units), one for Put/Update/DeleteItem."""
+
+    WRITES = ("PutItem", "UpdateItem", "DeleteItem")
+
+    def __init__(self) -> None:
+        self.written: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, api: str, body: bytes) -> str:
+        units = 0
+        if api in self.WRITES:
+            units = 1
+        elif api in ("BatchWriteItem", "TransactWriteItems"):
+            try:
+                request = json.loads(body)
+            except ValueError:
+                request = {}
+            if api == "BatchWriteItem":
+                units = sum(len(v) for v in (request.get("RequestItems") or {}).values())
+            else:
+                units = 2 * len(request.get("TransactItems") or [])
+        if units:
+            with self._lock:
+                self.written["write units"] += units
+        return api
+
+    def reset(self) -> Counter[str]:
+        with self._lock:
+            written, self.written = self.written, Counter()
+        return written
+
+
+class Proxies:
+    """Counting proxies in front of a local stack's SQS and DynamoDB, with optional latency;
+    the environment (``AWS_ENDPOINT_URL_SQS`` / ``_DYNAMODB``) points at them while open."""
+
+    def __init__(self, sqs_url: str, dynamodb_url: str, *, sqs_latency_ms: float = 0.0,
+                 dynamodb_latency_ms: float = 0.0,
+                 sqs_label: Callable[[str, bytes], str] | None = None) -> None:
+        self.meter = DynamoMeter()
+        self.sqs = CountingProxy(sqs_url, label=sqs_label, latency_ms=sqs_latency_ms)
+        self.dynamodb = CountingProxy(dynamodb_url, label=self.meter,
+                                      latency_ms=dynamodb_latency_ms)
+        self._saved: dict[str, str | None] = {}
+
+    def __enter__(self) -> Proxies:
+        import os
+
+        from actionrunner.settings import get_settings
+
+        self.sqs.start()
+        self.dynamodb.start()
+        for name, url in (("AWS_ENDPOINT_URL_SQS", self.sqs.url),
+                          ("AWS_ENDPOINT_URL_DYNAMODB", self.dynamodb.url)):
+            self._saved[name] = os.environ.get(name)
+            os.environ[name] = url
+        get_settings.cache_clear()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import os
+
+        from actionrunner.settings import get_settings
+
+        for name, value in self._saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        get_settings.cache_clear()
+        self.sqs.stop()
+        self.dynamodb.stop()

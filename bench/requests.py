@@ -21,6 +21,9 @@ IDLE_LONG seconds more ("dozing"): the steady state of an idle worker nobody wat
 Each probe action sleeps SLEEP_MS (default 0: a no-op); the worker runs Celery's POOL (``-P``;
 default prefork; ``threads``: one process).
 
+The worker's DynamoDB requests go through a second counting proxy: the third table has them per
+action, by API, and the items they write ("write units").
+
 Read the first table as requests per action (0.10 = one request per ten actions); "ReceiveMessage
 (empty)" is the part of ReceiveMessage that returned nothing. The second is requests per minute of
 an idle worker (×1,440 for a day; SQS bills per request).
@@ -49,7 +52,7 @@ from rich.table import Table
 
 from actionrunner.settings import get_settings
 from bench import harness as h
-from bench.proxy import EMPTY_RECEIVE, CountingProxy
+from bench.proxy import EMPTY_RECEIVE, CountingProxy, DynamoMeter
 
 console = h.make_console()
 
@@ -83,8 +86,10 @@ def drained(side: str, count: int, args: argparse.Namespace, proxy: CountingProx
     url = h.probe_queue(side, settings)
     out = Drain(count)
     proxy.reset()
+    _dynamodb_reset()
     h.send_probes(side, calls, run, sleep_ms)
     out.counts["send"] = proxy.reset()
+    _dynamodb_reset()
     with h.probe_worker(side, concurrency, f"{tag}-worker", record, pool) as proc:
         meter = h.CpuMeter(proc, record)
         meter.wait_first(args.timeout)
@@ -94,11 +99,24 @@ def drained(side: str, count: int, args: argparse.Namespace, proxy: CountingProx
         h.wait_drained(direct, url, 30)
         time.sleep(1)  # the last deletes
         out.counts["worker"] = proxy.reset()
+        out.counts["worker, DynamoDB"] = _dynamodb_reset()
         records = [r for r in h.read_records(record) if r["run"] == run]
         if len(records) > 1:
             out.rate = len(records) / (max(r["end"] for r in records)
                                        - min(r["start"] for r in records))
         yield out
+
+
+#: The counting proxy in front of DynamoDB and its meter of write units (set by main()).
+_DYNAMODB: tuple[CountingProxy, DynamoMeter] | None = None
+
+
+def _dynamodb_reset() -> Counter[str]:
+    """DynamoDB requests by API since the last reset, and ``write units`` (items written)."""
+    if _DYNAMODB is None:
+        return Counter()
+    proxy, meter = _DYNAMODB
+    return proxy.reset() + meter.reset()
 
 
 def run_side(side: str, args: argparse.Namespace, proxy: CountingProxy, direct: Any,
@@ -231,7 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     with h.local_stack(args.sqs, **h.BENCH_ENV) as (aws, settings):
         h.stock_queue(settings)
         direct = settings.client("sqs")  # the bench's own checks bypass the proxy
-        with CountingProxy(aws.sqs_url) as proxy, h.environ(AWS_ENDPOINT_URL_SQS=proxy.url):
+        global _DYNAMODB
+        meter = DynamoMeter()
+        with CountingProxy(aws.sqs_url) as proxy, h.environ(AWS_ENDPOINT_URL_SQS=proxy.url), \
+                CountingProxy(aws.moto.url, label=meter) as ddb, \
+                h.environ(AWS_ENDPOINT_URL_DYNAMODB=ddb.url):
+            _DYNAMODB = (ddb, meter)
             get_settings.cache_clear()  # senders and workers from here on go through the proxy
             if args.matrix:
                 console.print(f"SQS from {args.sqs} behind a counting proxy at {proxy.url}: up "
@@ -261,6 +284,17 @@ def main(argv: list[str] | None = None) -> int:
                              else "" for s, p in per_action))
     totals = [sum(n for a, n in results[s][p].items() if a != EMPTY_RECEIVE) for s, p in per_action]
     table.add_row("[b]total[/]", *(f"[b]{t / args.count:.3f}[/]" for t in totals))
+    console.print(table)
+
+    table = Table(title="DynamoDB per action in the worker (requests by API; write units: items "
+                        "written, a transactional write counted twice)")
+    table.add_column("API")
+    for side in results:
+        table.add_column(side, justify="right")
+    apis = sorted({api for side in results for api in results[side]["worker, DynamoDB"]})
+    for api in apis:
+        table.add_row(api, *(h.fmt(results[s]["worker, DynamoDB"][api] / args.count, ".3f")
+                             for s in results))
     console.print(table)
 
     windows = {"idle, 1 s poll": args.idle, "idle, 20 s poll": args.idle_long,

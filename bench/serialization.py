@@ -6,6 +6,11 @@ For a small task (two ints), a 10 kB and a 500 kB payload: the SQS body stock ko
 json, pickle and msgpack serializers (a base64 envelope around a base64 body), and ActionRunner's
 compact format (JSON text, zlib over 64 kB). Encode = task arguments → SQS body; decode = SQS body
 → arguments, as the worker does. SQS bills each started 64 KB of a message as one request.
+
+Then the small action's message as ActionRunner's send path really makes it (``.delay()``
+through the transport, nothing sent; a fresh process per format): its body and attributes in the
+compact format (the default) and in stock Celery's (``ACTIONRUNNER_WIRE_FORMAT=celery``, which
+workers still read). ``--show`` prints the bodies.
 """
 
 from __future__ import annotations
@@ -109,9 +114,86 @@ def timed(fn: Callable[[], Any], repeat: int) -> float:
     return best * 1e6
 
 
+# -- what the send path really sends ---------------------------------------------------------
+#: The small action: tasks.demo.noop(shard: int, n: int), sent with .delay().
+SMALL_ACTION = ("tasks.demo", "noop", {"shard": 1, "n": 2})
+#: What a compact small action's message may weigh (body + attributes; issue 23).
+SMALL_BUDGET = 450
+
+_CAPTURE = """
+import json, sys
+from unittest import mock
+from kombu.transport.virtual.base import queue_declare_ok_t
+from actionrunner.sqs import transport
+captured = []
+def put(self, queue, message, **kw):
+    captured.append(self._encode_entry(queue, message))
+fake_url = "http://127.0.0.1:9/000000000000/"
+with mock.patch.object(transport.Channel, "queue_declare",
+                       lambda self, queue=None, *a, **k: queue_declare_ok_t(queue, 0, 0)), \
+        mock.patch.object(transport.Channel, "_put", put), \
+        mock.patch.object(transport.Channel, "_new_queue", lambda self, q, **kw: fake_url + q), \
+        mock.patch.object(transport, "resolve_queue_url", lambda c, n, e: fake_url + n):
+    import importlib
+    from actionrunner.app import app
+    module, name, inputs = json.loads(sys.argv[1])
+    getattr(importlib.import_module(module), name).delay(**inputs)
+print(json.dumps(captured[0]))
+"""
+
+
+def capture(wire_format: str, call: tuple[str, str, dict[str, Any]]) -> dict[str, Any]:
+    """The SendMessage parameters the real send path (``.delay()``, through ActionRunner's
+    transport; nothing is sent) makes for ``call`` in ``wire_format``."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ACTIONRUNNER_WIRE_FORMAT": wire_format,
+           "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "bench",
+           "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1",
+           "ACTIONRUNNER_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
+    env.pop("AWS_ENDPOINT_URL_SQS", None)
+    out = subprocess.run([sys.executable, "-c", _CAPTURE, json.dumps(call)], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=120, check=True)
+    entry: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return entry
+
+
+def attributes_bytes(attributes: dict[str, Any]) -> int:
+    """What SQS counts of message attributes: each name, type and value."""
+    total = 0
+    for name, value in (attributes or {}).items():
+        data = value.get("StringValue") or value.get("BinaryValue") or ""
+        total += len(name.encode()) + len(value.get("DataType", "").encode()) + len(
+            data if isinstance(data, bytes) else str(data).encode())
+    return total
+
+
+def sent_messages(show: bool) -> None:
+    """The small action's message as the send path makes it, in both wire formats."""
+    table = Table(title=f"the small action's message as .delay() sends it "
+                        f"({SMALL_ACTION[0]}.{SMALL_ACTION[1]}(**{SMALL_ACTION[2]}))")
+    for column in ("wire format", "body bytes", "attribute bytes", "body + attributes",
+                   f"≤ {SMALL_BUDGET} B"):
+        table.add_column(column, justify="right")
+    for wire_format in ("compact", "celery"):
+        entry = capture(wire_format, SMALL_ACTION)
+        body = len(entry["MessageBody"].encode())
+        attrs = attributes_bytes(entry.get("MessageAttributes") or {})
+        table.add_row(wire_format + (" (default)" if wire_format == "compact" else " (stock)"),
+                      f"{body:,}", f"{attrs:,}", f"[b]{body + attrs:,}[/]",
+                      "yes" if body + attrs <= SMALL_BUDGET else "no")
+        if show:
+            console.print(f"{wire_format}: {entry['MessageBody']}")
+    console.print(table)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="actionrunner bench serialization", description=__doc__)
     parser.add_argument("--repeat", type=int, default=200)
+    parser.add_argument("--show", dest="capture_inputs", action="store_true",
+                        help="print the small action's message bodies too")
     args = parser.parse_args(argv)
     formats = {"stock json": stock("json"), "stock pickle": stock("pickle"),
                "stock msgpack": stock("msgpack"), "ActionRunner compact": compact()}
@@ -135,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             table.add_row(size, name, f"{nbytes:,}", f"{nbytes / base:.0%}",
                           str(math.ceil(nbytes / 65_536)), f"{enc:,.1f}", f"{dec:,.1f}")
     console.print(table)
+    sent_messages(args.capture_inputs)
     plt = pyplot()
     if plt is not None:
         PLOT.parent.mkdir(parents=True, exist_ok=True)

@@ -14,32 +14,49 @@ CPU ms/action* is the CPU time (user + system, from /proc) of the worker's main 
 from its first action to its last, per action. A worker with
 -c N can beat a sequential loop in principle; here all three share the machine's cores.
 
-ActionRunner runs with its defaults, which include the idempotency store and run status on
-DynamoDB (moto's, here: slow); ``ACTIONRUNNER_IDEMPOTENCY=false ACTIONRUNNER_RUN_STATUS=false``
-in the environment measures the SQS path alone.
+ActionRunner runs with its defaults, which include the idempotency store on DynamoDB (moto's,
+here); ``--store-off`` adds a third side, ActionRunner with ``ACTIONRUNNER_IDEMPOTENCY=false``
+(the SQS path alone), sent and drained in the same run.
+
+``--latency-sqs-ms N`` / ``--latency-ddb-ms N`` put every SQS / DynamoDB request of every side
+(senders, workers, the bare loop) through a proxy (bench/proxy.py) that adds N ms to each, as
+AWS's in-region round trips do (about 10 ms and 5 ms): what a pool slot waits on then shows.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 import uuid
 from typing import Any
 
 from rich.table import Table
 
+from actionrunner.settings import get_settings
 from bench import harness as h
+from bench.proxy import Proxies
 
 console = h.make_console()
 
 
-def run_side(side: str, args: argparse.Namespace, settings: Any) -> dict[str, Any]:
+STORE_OFF = "ActionRunner, store off"
+#: Each side: the harness side it runs as, and the worker's environment.
+SIDE_ENV: dict[str, tuple[str, dict[str, str]]] = {
+    "ActionRunner": ("ActionRunner", {}),
+    "stock Celery": ("stock Celery", {}),
+    STORE_OFF: ("ActionRunner", {"ACTIONRUNNER_IDEMPOTENCY": "false"}),
+}
+
+
+def run_side(name: str, args: argparse.Namespace, settings: Any) -> dict[str, Any]:
+    side, env = SIDE_ENV[name]
     calls = [(f"g{i % args.groups}", i) for i in range(args.count)]
     run = uuid.uuid4().hex
-    tag = f"throughput-{'ar' if side == 'ActionRunner' else 'stock'}"
+    tag = f"throughput-{'stock' if side != 'ActionRunner' else 'ar' if not env else 'ar-off'}"
     record = h.record_file(tag)
     sent = h.send_probes(side, calls, run)
-    with h.probe_worker(side, args.concurrency, f"{tag}-worker", record) as proc:
+    with h.probe_worker(side, args.concurrency, f"{tag}-worker", record, **env) as proc:
         t0 = time.time()
         meter = h.CpuMeter(proc, record)
         meter.wait_first(args.timeout)
@@ -105,21 +122,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--no-stock", dest="stock", action="store_false")
     parser.add_argument("--quick", action="store_true", help="500 actions")
+    parser.add_argument("--store-off", action="store_true",
+                        help="also ActionRunner with the idempotency store off")
+    parser.add_argument("--latency-sqs-ms", type=float, default=0.0,
+                        help="added to every SQS request (a proxy in front of the server)")
+    parser.add_argument("--latency-ddb-ms", type=float, default=0.0,
+                        help="added to every DynamoDB request (a proxy in front of the server)")
     args = parser.parse_args(argv)
     if args.quick:
         args.count = min(args.count, 500)
     h.quiet_sender()
-    sides = h.SIDES if args.stock else h.SIDES[:1]
+    sides = [*(h.SIDES if args.stock else h.SIDES[:1]), *([STORE_OFF] if args.store_off else [])]
 
     results: dict[str, dict[str, Any]] = {}
-    with h.local_stack(args.sqs, **h.BENCH_ENV) as (_, settings):
+    latency = args.latency_sqs_ms or args.latency_ddb_ms
+    with h.local_stack(args.sqs, **h.BENCH_ENV) as (aws, settings):
         h.stock_queue(settings)
-        console.print(f"SQS from {args.sqs}: {args.count:,} no-op actions in {args.groups} groups, "
-                      f"worker -c {args.concurrency}")
-        for side in sides:
-            results[side] = run_side(side, args, settings)
-            console.print(f"  {side}: drained in {h.fmt(results[side]['drain_s'])} s")
-        results["bound: bare boto3 loop"] = run_bound(args, settings)
+        with (Proxies(aws.sqs_url, aws.moto.url, sqs_latency_ms=args.latency_sqs_ms,
+                      dynamodb_latency_ms=args.latency_ddb_ms) if latency
+              else contextlib.nullcontext()):
+            settings = get_settings()
+            console.print(f"SQS from {args.sqs}: {args.count:,} no-op actions in {args.groups} "
+                          f"groups, worker -c {args.concurrency}"
+                          + (f"; +{args.latency_sqs_ms:g} ms per SQS request, "
+                             f"+{args.latency_ddb_ms:g} ms per DynamoDB request" if latency
+                             else ""))
+            for side in sides:
+                results[side] = run_side(side, args, settings)
+                console.print(f"  {side}: drained in {h.fmt(results[side]['drain_s'])} s")
+            results["bound: bare boto3 loop"] = run_bound(args, settings)
 
     bound = results["bound: bare boto3 loop"]
 
@@ -145,6 +176,14 @@ def main(argv: list[str] | None = None) -> int:
             h.fmt(r.get("cpu_ms"), ".2f"),
         )
     console.print(table)
+    ours, stock, off = (rate(results.get(k, {}).get("drain_s"))
+                        for k in ("ActionRunner", "stock Celery", STORE_OFF))
+    if ours and stock:
+        cpu = (results["ActionRunner"].get("cpu_ms"), results["stock Celery"].get("cpu_ms"))
+        console.print(f"defaults / stock Celery: drain {ours / stock:.2f}x"
+                      + (f", worker CPU {cpu[0] / cpu[1]:.2f}x" if all(cpu) else ""))
+    if ours and off:
+        console.print(f"defaults / store off: drain {ours / off:.2f}x")
     path = plot(results, str(h.OUT / f"throughput-{args.sqs}.png"))
     console.print(f"plot: {path}" if path else "(matplotlib not installed: no plot)")
     return 0

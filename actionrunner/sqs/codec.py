@@ -7,7 +7,10 @@ keeps Celery's protocol-2 envelope, so Celery tools still understand it, but:
 * the SQS body is the envelope's JSON text (SQS bodies are text: no base64 around valid text);
 * the task body inside is JSON text too (``body_encoding`` absent), serialized with orjson;
 * headers and properties that hold only defaults are left out (a missing header reads as its
-  default: ``eta``, ``expires``, ``retries=0``, ``root_id`` equal to ``id``...);
+  default: ``eta``, ``expires``, ``retries=0``, ``root_id`` equal to ``id``...), and so are
+  what only the sender needs (``argsrepr``/``kwargsrepr``: the arguments a second time;
+  ``origin``; ``lang``), a task body's all-null embed (``{}``), and, on a FIFO queue, the
+  group and dedup id in the properties (SQS carries both);
 * a body over ``compress_over`` bytes (or a binary one) is zlib-compressed and base64-encoded,
   marked by kombu's own ``compression`` header and ``body_encoding``;
 * ``properties["ar"] = 1`` marks the format.
@@ -41,8 +44,24 @@ _kombu_default = JSONEncoder().default
 _SQS_REFUSED = {"\ufffe": "\\ufffe", "\uffff": "\\uffff"}
 
 
+#: A task body's embed whose every value is one of these and None is sent as ``{}`` (Celery's
+#: request reads a missing one as None).
+_EMBED_KEYS = frozenset({"callbacks", "errbacks", "chain", "chord"})
+#: Headers a worker does not need: ``argsrepr``/``kwargsrepr`` (the arguments again, as repr;
+#: the worker's request makes them from the body for Flower's task-received event and
+#: ``celery inspect``, see actionrunner.worker.request), ``origin`` (the sender's host and pid),
+#: ``lang`` ("py").
+_SENDER_ONLY_HEADERS = frozenset({"argsrepr", "kwargsrepr", "origin", "lang"})
+#: Properties SQS carries as the message's own attributes (a FIFO queue's group and dedup id).
+_SQS_CARRIED = frozenset({"MessageGroupId", "MessageDeduplicationId"})
+
+
 def dumps(obj: Any) -> str:
-    """JSON text of ``obj`` (orjson; kombu's encoder for the types JSON lacks)."""
+    """JSON text of ``obj`` (orjson; kombu's encoder for the types JSON lacks); a task body
+    ``[args, kwargs, embed]`` whose embed holds only nulls is sent with ``{}``."""
+    if (type(obj) is tuple and len(obj) == 3 and type(obj[2]) is dict and obj[2]
+            and obj[2].keys() <= _EMBED_KEYS and not any(obj[2].values())):
+        obj = (obj[0], obj[1], {})
     return orjson.dumps(obj, default=_kombu_default, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
@@ -80,8 +99,10 @@ def _is_default(name: str, value: Any, headers: dict[str, Any]) -> bool:
     return name == "root_id" and value == headers.get("id")
 
 
-def compact(message: dict[str, Any], compress_over: int | None) -> dict[str, Any]:
-    """The compact envelope of a kombu message dict (see the module docstring)."""
+def compact(message: dict[str, Any], compress_over: int | None, *,
+            sqs_carried: bool = False) -> dict[str, Any]:
+    """The compact envelope of a kombu message dict (see the module docstring); ``sqs_carried``:
+    the queue is FIFO, SQS carries the group and dedup id (left out of the properties)."""
     headers = dict(message.get("headers") or {})
     properties = dict(message.get("properties") or {})
     body = message.get("body")
@@ -91,10 +112,14 @@ def compact(message: dict[str, Any], compress_over: int | None) -> dict[str, Any
     if isinstance(body, bytes):  # compressed (here or by kombu), or a binary serializer
         body = base64.b64encode(body).decode("ascii")
         properties["body_encoding"] = "base64"
-    trimmed_headers = {k: v for k, v in headers.items() if not _is_default(k, v, headers)}
+    task = "task" in headers
+    trimmed_headers = {k: v for k, v in headers.items()
+                       if not _is_default(k, v, headers)
+                       and not (task and k in _SENDER_ONLY_HEADERS)}
     trimmed_properties = {
         k: v for k, v in properties.items()
         if k not in ("delivery_tag", "reply_to", "delivery_mode")
+        and not (sqs_carried and k in _SQS_CARRIED)
         and not (k == "correlation_id" and v == headers.get("id"))
         and not (k in ("priority", "body_encoding") and not v)
     }
@@ -103,9 +128,10 @@ def compact(message: dict[str, Any], compress_over: int | None) -> dict[str, Any
     return {**envelope, "body": body, "headers": trimmed_headers, "properties": trimmed_properties}
 
 
-def encode(message: dict[str, Any], *, compress_over: int | None) -> str:
+def encode(message: dict[str, Any], *, compress_over: int | None,
+           sqs_carried: bool = False) -> str:
     """The SQS body of ``message`` in the compact format."""
-    text = dumps(compact(message, compress_over))
+    text = dumps(compact(message, compress_over, sqs_carried=sqs_carried))
     for char, escape in _SQS_REFUSED.items():
         if char in text:
             text = text.replace(char, escape)

@@ -37,6 +37,7 @@ from typing import Any
 from kombu.transport import virtual
 
 from .. import constants as C
+from .. import runtime
 from ..errors import UndecodableMessage
 from ..logging import log_event
 from ..runnable import eta_seconds
@@ -86,6 +87,11 @@ class Held:
     runs: int = 0  #: times handed to Celery (a wait uses no attempt, but it is a run)
     running: bool = False
     settling: bool = False  #: on its way to the DLQ
+    #: its key as read for its first run (see actionrunner.state.completions): the item, ``{}``
+    #: (none), UNKNOWN; None: not read (not a first delivery of a per-call key)
+    seen: Any = None
+    reading: bool = False
+    completes_here: bool = False  #: its first run hands its completion to this process
     received_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -192,7 +198,10 @@ class FifoConsumer(MessageSettler):
     def _room(self) -> int:
         if self._dispatcher is None:
             return C.SQS_MAX_BATCH
-        return self.capacity - len(self._held) - self._incoming
+        # a message whose key is being read (its first run waits on DynamoDB, not on the pool)
+        # leaves room for another, up to a second capacity's worth: reads do not starve the pool
+        reading = min(self._reading, self.capacity)
+        return self.capacity - (len(self._held) - reading) - self._incoming
 
     def _demand(self) -> int:
         """How many messages to ask for now: 10 while there is room for 10; what room is left
@@ -311,6 +320,8 @@ class FifoConsumer(MessageSettler):
                 self._fetch(held)
                 return
             assert held.payload is not None
+            if held.runs == 0 and held.seen is None and self._read_first(held):
+                return  # delivered once its key is read
             held.attempt += 1
             held.runs += 1
             held.running = False
@@ -321,6 +332,8 @@ class FifoConsumer(MessageSettler):
                 payload.setdefault("headers", {})["retries"] = held.attempt - 1
             if held.runs == 1:
                 self._say_if_scheduled(held, payload.get("headers") or {})
+            if held.runs == 1 and held.seen is not None and self._hotpath is not None:
+                self._hand_state(held, payload["properties"]["delivery_info"])
             held.callback(payload)
         except Exception as exc:  # Celery could not take it: dead-letter it, never raise
             logger.exception("the worker could not start message %s", held.message.get("MessageId"))
@@ -334,6 +347,82 @@ class FifoConsumer(MessageSettler):
         if ahead is not None and ahead > 1:
             log_event("scheduled", **self._describe(held), eta=str(headers.get("eta"))[:40],
                       wait_s=round(ahead, 1), reason="its eta: its group waits behind it")
+
+    # -- the first delivery's state requests (actionrunner.state.completions) --------------
+    _hotpath: Any = None
+    _hotpath_off = False
+    _reading = 0  #: messages whose key is being read
+
+    def _read_first(self, held: Held) -> bool:
+        """(Event loop) a message's first run whose key must be read first: read it (batched,
+        in the hot path's thread), then deliver it. False if it is not such a message."""
+        if held.receive_count != 1 or self._hotpath_off:
+            held.seen = False
+            return False
+        headers = (held.payload or {}).get("headers") or {}
+        key = self._first_key(headers)
+        hot = self._hot() if key else None
+        if hot is None or key is None:
+            held.seen = False
+            return False
+        held.reading = True
+        self._reading += 1
+
+        def answer(item: Any) -> None:
+            self._post(self._key_read, held, item)
+
+        hot.read(key, answer)
+        return True
+
+    def _first_key(self, headers: Mapping[str, Any]) -> str | None:
+        name = headers.get("task")
+        if not isinstance(name, str) or not _is_registered(name):
+            return None
+        from celery import current_app
+
+        from ..action import is_action
+        from ..state.guard import first_delivery_key
+
+        task = current_app.tasks[name]
+        return first_delivery_key(task, headers) if is_action(task) else None
+
+    def _hot(self) -> Any:
+        """This channel's :class:`~actionrunner.state.completions.HotPath` (made at first use),
+        or None when the runs use another store than the state table."""
+        if self._hotpath is None and not self._hotpath_off:
+            from ..state import guard
+            from ..state.completions import HotPath
+            from ..state.dynamodb import DynamoDBStore
+
+            store = guard.get_store()
+            if not isinstance(store, DynamoDBStore):
+                self._hotpath_off = True
+                return None
+            from botocore.config import Config
+
+            from ..state.throttling import state_client_config
+
+            settings = runtime.current().settings
+            lean = state_client_config(settings).merge(Config(parameter_validation=False))
+            self._hotpath = HotPath(store, client=settings.client("dynamodb", config=lean))
+        return self._hotpath
+
+    def _key_read(self, held: Held, item: Any) -> None:
+        held.reading = False
+        self._reading -= 1
+        held.seen = item
+        self._deliver(held)
+
+    def _hand_state(self, held: Held, delivery_info: dict[str, Any]) -> None:
+        """(First run) the key as read, and where to send the completion."""
+        from ..state.completions import UNKNOWN
+
+        if held.seen is False:
+            return
+        if held.seen is not UNKNOWN:
+            delivery_info["actionrunner_seen"] = held.seen
+        delivery_info["actionrunner_sink"] = self._hotpath.path
+        held.completes_here = True
 
     def _describe(self, held: Held) -> dict[str, Any]:
         fields = inbound.describe(held.message)
@@ -422,10 +511,52 @@ class FifoConsumer(MessageSettler):
                 except Exception as exc:  # the bucket's lifecycle rule expires it anyway
                     logger.warning("could not delete s3://%s/%s: %r", *pointer, exc)
         virtual.Channel.basic_ack(self, delivery_tag)  # type: ignore[arg-type]
+        if held.completes_here and self._hotpath is not None:
+            completion = self._hotpath.take(str((held.payload or {}).get("headers", {}).get("id")))
+            if completion is not None:  # written first; then the delete and the group's next
+                idle = all(h.running for h in self._held.values())
+                self._hotpath.write(completion, fresh=lambda: self._still_ours(delivery_tag),
+                                    done=lambda ok: self._completed(held, ok, then), urgent=idle)
+                return
         self._next_of(held.group)
         # nothing left here to run: lingering for a fuller batch would only keep groups waiting
         idle = all(h.running for h in self._held.values())
         self._housekeeper.delete(held.queue_url, delivery_tag, then=then, urgent=idle)
+
+    def _still_ours(self, receipt_handle: str) -> bool:
+        """Whether SQS surely keeps the message for this worker a while yet (no other delivery
+        of it can exist): its completion needs no condition."""
+        from ..state.completions import FRESH_SECONDS
+
+        assert self._housekeeper is not None
+        return self._housekeeper.visible_for(receipt_handle) > FRESH_SECONDS
+
+    def _completed(self, held: Held, written: bool, then: Any) -> None:
+        """(Hot path's writer thread) a first delivery's completion was written: delete the
+        message, then its group goes on; not written: the message runs again (released)."""
+        assert self._housekeeper is not None
+        if written:
+            self._post(self._settled_after_completion, held, then)
+        else:
+            self._housekeeper.release([(held.queue_url, held.receipt_handle)], 0)
+            self._post(self._release_after_completion, held)
+
+    def _settled_after_completion(self, held: Held, then: Any) -> None:
+        """(Event loop) as an ack without a completion to write: the group's next, the delete."""
+        assert self._housekeeper is not None
+        self._next_of(held.group)
+        idle = all(h.running for h in self._held.values())
+        self._housekeeper.delete(held.queue_url, held.receipt_handle, then=then, urgent=idle)
+
+    def _release_after_completion(self, held: Held) -> None:
+        assert self._dispatcher is not None and self._housekeeper is not None
+        rest = self._dispatcher.take_group(held.group)
+        for item in rest:
+            self._held.pop(item.receipt_handle, None)
+        if rest:
+            self._housekeeper.release([(r.queue_url, r.receipt_handle) for r in rest], 0)
+        self._dispatcher.done(held.group)
+        self._wake_receivers()
 
     def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
         held = self._held.get(delivery_tag) if self._dispatcher is not None else None
@@ -583,6 +714,10 @@ class FifoConsumer(MessageSettler):
             for receiver in self._receivers.values():
                 receiver.stop()
             self.release_all()  # what never finished goes back to the queue at once
+            if self._hotpath is not None:  # completions written, then their deletes queued
+                self._hotpath.stop()
+                if self._inbox is not None:
+                    self._inbox.close()  # (runs what the writer posted: the deletes)
             self._housekeeper.stop()
             self._fetcher.shutdown(wait=False, cancel_futures=True)
             if self._inbox is not None:

@@ -138,6 +138,15 @@ class Housekeeper(threading.Thread):
         with self._lock:
             self._tracked.pop(receipt_handle, None)
 
+    def visible_for(self, receipt_handle: str) -> float:
+        """Seconds the message surely stays invisible to others (its last extension's timeout
+        left); 0 if it is not tracked."""
+        with self._lock:
+            tracked = self._tracked.get(receipt_handle)
+            if tracked is None:
+                return 0.0
+            return self.visibility_timeout - (time.monotonic() - tracked.extended_at)
+
     def is_tracked(self, receipt_handle: str) -> bool:
         with self._lock:
             return receipt_handle in self._tracked

@@ -154,7 +154,8 @@ class Channel(MonitorRouting, FifoConsumer, SQSChannel):
             name = message.get("headers", {}).get("task", "?")
             raise PayloadTooLarge(name, len(raw), limit, "ACTIONRUNNER_MAX_DECODED_BYTES")
         if self.wire_format == codec.COMPACT:
-            body = codec.encode(message, compress_over=self.compress_over)
+            body = codec.encode(message, compress_over=self.compress_over,
+                                sqs_carried=queue.endswith(".fifo"))
         else:
             body = dumps(message)
             if self.sqs_base64_encoding:

@@ -12,18 +12,24 @@ the staged writes. Called from :meth:`actionrunner.action.Action.__call__` in th
   value (the run logs ``idempotent_replay: true``); a key another run holds raises
   :class:`~actionrunner.errors.IdempotencyInProgress` (the worker tries again later, without
   using an attempt); a failed run releases its claim so that the retry can run.
-* **one write on the common path**: a *first delivery* (the message's first receive, its first
-  attempt, its first run in this worker: ``task.request.sqs``) of a *per-call* key (a call id
-  minted for one send: no ``key=``, no call key, not a continuation, not a canvas member whose
-  task id is its call id) skips the claim: it runs, then writes its completion — with the staged
-  writes — in one conditional write (:meth:`~.store.IdempotencyStore.complete_first`) that
-  fails if another delivery of the call claimed the key meanwhile (its message came back: the
-  worker died or lost it) or completed it. Then nothing of this run is written: if the other
+* **one read and one write on the common path**: a *first delivery* (the message's first
+  receive, its first attempt, its first run in this worker: ``task.request.sqs``) of a
+  *per-call* key (a call id minted for one send: no ``key=``, no call key, not a continuation,
+  not a canvas member whose task id is its call id) makes no claim. Its key is read before it
+  runs — by the worker's main process, batched, handed over as ``request.sqs["seen"]``
+  (:mod:`.completions`), or here (one consistent GetItem) when nobody read it: a completed key
+  is a replay, so a *copy* of a completed call (same call id, any dedup id: a re-published or
+  re-sent message) never runs; a held key waits. Then it runs and writes its completion — with
+  the staged writes — in one conditional write (:meth:`~.store.IdempotencyStore.complete_first`)
+  that fails if another delivery of the call claimed the key meanwhile (its message came back:
+  the worker died or lost it) or completed it. Then nothing of this run is written: if the other
   delivery completed, its saved result is this run's return value (``idempotent_replay``); if
   it still holds the key, :class:`~actionrunner.errors.IdempotencyInProgress` (the message
-  waits, and its next run claims). A failed first delivery writes nothing at all. Redeliveries,
-  retries, waits and explicitly keyed calls claim, run and complete (two writes): such a call
-  may have run before, so it must not run unguarded.
+  waits, and its next run claims). A run without staged writes in a worker hands its completion
+  to the main process instead (``request.sqs["sink"]``), which writes it in a batch before the
+  message is deleted: the pool slot never waits on DynamoDB. A failed first delivery writes
+  nothing at all. Redeliveries, retries, waits and explicitly keyed calls claim, run and
+  complete (two writes): such a call may have run before, so it must not run unguarded.
 * **rate_limit_shared** (with ``bucket=``): the run waits for a token of the shared bucket
   before it starts (after the claim: a replay takes no token).
 * **effects**: writes staged with :mod:`actionrunner.state.effects` are committed with the
@@ -50,10 +56,11 @@ from ..logging import get_logger
 from ..runs import API_RUN_HEADER
 from ..runtime import Runtime
 from ..settings import Settings
-from . import effects
+from . import completions, effects
+from .dynamodb import from_item
 from .lease import keeper
 from .ratelimit import SharedRateLimit, current_limiter, drawing_from, parse_rate
-from .record import Replay
+from .record import Replay, encode_result
 from .schema import idempotency_pk
 from .store import IdempotencyStore
 from .throttling import is_throttling, is_transient
@@ -197,23 +204,69 @@ def _first_delivery(request: Any, call_id: str | None) -> bool:
     return keys.is_minted_call_id(str(call_id), request.id)
 
 
+def first_delivery_key(task: Any, headers: Mapping[str, Any],
+                       settings: Settings | None = None) -> str | None:
+    """(Worker main process) the key a message's first run reads before it runs, if that run
+    takes the first-delivery path (:func:`_first_delivery`, and the call is per-call keyed);
+    else None. Its receive count and attempt are the caller's to check."""
+    if getattr(task, "idempotency_key", None) is not None or not is_idempotent(task, settings):
+        return None
+    call_id = headers.get(C.CALL_ID_HEADER)
+    if not call_id or headers.get(C.IDEMPOTENCY_KEY_HEADER):
+        return None
+    if not (headers.get(API_RUN_HEADER) or keys.is_minted_call_id(str(call_id), headers.get("id"))):
+        return None
+    return idempotency_pk(task.name, keys.call_dedup_id(task.name, str(call_id)))
+
+
 def _run_first(task: Any, store: IdempotencyStore, key: str, inputs_hash: str,
                staged: list[Any], run: Callable[[], Any]) -> Any:
-    """A first delivery: run, then complete in one write (see the module docstring)."""
+    """A first delivery: look at the key (the worker's main process read it as it handed the
+    message over; else one read here), then run and complete in one write (see the module
+    docstring). A key another delivery completed is a replay: this copy never runs."""
+    request = task.request
+    sqs = request.sqs or {}
+    seen = sqs.get("seen")
+    if seen is None:  # nobody read it for this run: one (consistent) read
+        record = _state_call("read", lambda: store.get(key))
+    else:
+        record = from_item(seen) if seen else None
+    now = store.clock()
+    if record is not None and record.holds(now):
+        # a copy of a completed call (same call id, any dedup id): its saved result, no run;
+        # a call another delivery holds: wait (IdempotencyInProgress), the next run claims
+        outcome = store._answer_held(record, key, inputs_hash, task.name, now)
+        log.info("copy-of-a-completed-call", action=task.name, key=key, id=request.id,
+                 why="this call completed before (same call id): its saved result, not a run")
+        return _replayed(task, key, outcome)
     result = run()  # a failure writes nothing: there is no claim to release
+    sink = sqs.get("sink")
+    if sink and not staged:  # the worker's main process writes it before the message is deleted
+        text, saved = encode_result(result)
+        fields = completions.completion_fields(request.id, key, inputs_hash, text, saved,
+                                               store._expiry(store.clock()), task.name)
+        if completions.send(sink, fields):
+            if not saved:
+                log.warning("result-not-saved", action=task.name, key=key,
+                            why="not JSON-able or over 300 KB; a replay returns None")
+            return result
     outcome = _state_call("complete", lambda: store.complete_first(
-        key, inputs_hash, result, staged, action=task.name, run_id=task.request.id))
+        key, inputs_hash, result, staged, action=task.name, run_id=request.id))
     if isinstance(outcome, Replay):  # another delivery completed the call first
         log.warning("first-delivery-superseded", action=task.name, key=key,
                     why="another delivery of this call completed it while this one ran; "
                         "nothing of this run was written, its saved result stands")
-        task.request.idempotency = {"idempotent_replay": True, "idempotency_key": key,
-                                    "result_saved": None if outcome.record.result_saved else False}
-        return outcome.result
+        return _replayed(task, key, outcome)
     if not outcome.result_saved:
         log.warning("result-not-saved", action=task.name, key=key,
                     why="not JSON-able or over 300 KB; a replay returns None")
     return result
+
+
+def _replayed(task: Any, key: str, outcome: Replay) -> Any:
+    task.request.idempotency = {"idempotent_replay": True, "idempotency_key": key,
+                                "result_saved": None if outcome.record.result_saved else False}
+    return outcome.result
 
 
 def _header(request: Any, name: str) -> str | None:

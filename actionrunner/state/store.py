@@ -29,8 +29,10 @@ The life of a key, as a run sees it::
     store.complete(outcome, result)        # COMPLETED, result saved (LeaseLost if it ran out)
 
 A first delivery of a per-call key (see :mod:`actionrunner.state.guard`) skips the claim: it
-runs, then writes its completion in one conditional write that fails if another delivery of
-the call claimed (and still holds) or completed the key meanwhile::
+reads the key (a completed one is a replay: a copy of the call never runs), runs, then writes
+its completion in one conditional write that fails if another delivery of the call claimed (and
+still holds) or completed the key meanwhile (in a worker, the main process writes it in a batch
+instead, :mod:`actionrunner.state.completions`)::
 
     result = run()
     outcome = store.complete_first(key, inputs_hash, result, staged)   # one write

@@ -19,6 +19,7 @@ from typing import Any
 
 from billiard.einfo import ExceptionWithTraceback
 from celery.exceptions import Ignore, Reject, Retry, Terminated, WorkerLostError
+from celery.utils.saferepr import saferepr
 from celery.worker.request import Request
 from celery.worker.state import task_ready
 from kombu.utils.encoding import safe_repr
@@ -26,6 +27,9 @@ from kombu.utils.encoding import safe_repr
 from ..logging import log_event
 from ..settle import DeadLetter, Hold, MessageSettler, Policy, announce, decide, expired_outcome
 from ..settle import Retry as RetryOutcome
+
+#: Longest argsrepr/kwargsrepr made here (Celery's own at send: ``Task.argsrepr_maxsize``).
+REPR_MAX = 1024
 
 
 def sqs_attributes(message: Any) -> dict[str, Any]:
@@ -50,6 +54,10 @@ def sqs_attributes(message: Any) -> dict[str, Any]:
         "sent_timestamp_ms": _int("SentTimestamp"),
         "first_receive_timestamp_ms": _int("ApproximateFirstReceiveTimestamp"),
         "sequence_number": attrs.get("SequenceNumber"),
+        # the first run's idempotency key as the main process read it, and where the run sends
+        # its completion (actionrunner.state.completions)
+        "seen": delivery_info.get("actionrunner_seen"),
+        "sink": delivery_info.get("actionrunner_sink"),
     }
 
 
@@ -66,6 +74,26 @@ class ActionRequest(Request):
         if isinstance(properties, dict) and "sqs_message" in (properties.get("delivery_info") or {}):
             self._request_dict["properties"] = {**properties, "delivery_info": {
                 k: v for k, v in properties["delivery_info"].items() if k != "sqs_message"}}
+
+    # -- the arguments as text (Flower's task-received event, celery inspect, log lines) ------
+    # A compact message leaves argsrepr/kwargsrepr out (the body holds the arguments once):
+    # they are made from the body here, only when something asks for them.
+    @property
+    def argsrepr(self) -> str:
+        if not self._argsrepr:
+            self._argsrepr = saferepr(self._request_dict.get("args") or (), REPR_MAX)
+        return str(self._argsrepr)
+
+    @property
+    def kwargsrepr(self) -> str:
+        if not self._kwargsrepr:
+            self._kwargsrepr = saferepr(self._request_dict.get("kwargs") or {}, REPR_MAX)
+        return str(self._kwargsrepr)
+
+    def info(self, safe: bool = False) -> dict[str, Any]:
+        if safe:
+            self.argsrepr, self.kwargsrepr  # noqa: B018  (made before Celery reads them)
+        return super().info(safe)  # type: ignore[no-any-return]
 
     # -- helpers ---------------------------------------------------------------------------
     def _channel(self) -> MessageSettler | None:
