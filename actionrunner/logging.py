@@ -177,6 +177,9 @@ def configure(
         )
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # our own process: lifecycle lines follow our level (a host-process default of WARNING from
+    # _ensure_lifecycle_output, set before this process configured itself, no longer holds)
+    _lifecycle_logger.setLevel(logging.NOTSET)
     _configured = True
     _install_metrics()
 

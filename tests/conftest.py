@@ -282,3 +282,35 @@ def send_many(env: dict[str, str], action: str, calls: list[dict[str, Any]]) -> 
                           env={**os.environ, **env, "ACTIONRUNNER_LOG_LEVEL": "WARNING"},
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.fixture
+def runtime_logging(settings: Settings) -> Iterator[None]:
+    """This test process's logging as one of ActionRunner's runtimes sets it up (the Lambda
+    handler's cold start, a worker: ``actionrunner.logging.configure``; lifecycle lines at INFO
+    with their CloudWatch EMF block), into a buffer; pytest's own handlers stay, and everything is
+    put back afterwards (the rest of the session is a host process again)."""
+    import io
+    import logging
+
+    from actionrunner import logging as ar_logging
+
+    root = logging.getLogger()
+    lifecycle = logging.getLogger(ar_logging.LIFECYCLE_LOGGER)
+    levels = {name: logging.getLogger(name).level
+              for name in ("actionrunner", "tasks", *ar_logging.QUIET_LOGGERS)}
+    saved = (list(root.handlers), root.level, lifecycle.level, ar_logging._direct,
+             ar_logging._configured, list(ar_logging._enrichers))
+    ar_logging.configure(settings.log_level, "json", stream=io.StringIO())
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            if handler not in saved[0]:
+                root.removeHandler(handler)
+        root.setLevel(saved[1])
+        lifecycle.setLevel(saved[2])
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        ar_logging._direct, ar_logging._configured = saved[3], saved[4]
+        ar_logging._enrichers[:] = saved[5]

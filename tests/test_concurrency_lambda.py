@@ -25,7 +25,7 @@ __all__ = ["queue_arn"]  # the fixture, used by name
 
 def test_a_record_over_the_cap_is_reported_without_using_an_attempt_then_runs(
         sqs: Any, queue_url: str, queue_arn: str, settings: Settings, record_dir: Path,
-        caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture, runtime_logging: None) -> None:
     caplog.set_level(logging.INFO)
     # Given the capped action's 3 slots held by runs elsewhere (other invocations, workers)
     others = FleetLimit(capped.name, 3, table=settings.state_table,
