@@ -14,7 +14,7 @@ table. Neither waits in a pool slot:
   expiry) over a Unix datagram socket of the main process (:func:`send`; the socket lives in a
   0700 directory of the worker's own), then returns. When Celery acks the message, the main
   process takes the completion (:meth:`HotPath.take`), and its writer thread puts it with
-  others in one BatchWriteItem (25 at most; 10 ms linger). Only once DynamoDB has it is the
+  others in one BatchWriteItem (25 at most; 50 ms linger). Only once DynamoDB has it is the
   message's delete queued and the next message of its group handed out: a worker killed before
   that leaves the message in SQS; its redelivery claims the key and runs again, as a run killed
   before its completion always did (staged writes: never twice, see below).
