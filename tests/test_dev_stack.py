@@ -183,7 +183,7 @@ def test_closing_the_terminal_stops_the_whole_stack_and_dev_env_has_every_settin
     try:
         recorded = _recorded()
         names = sorted(r.name for r in recorded)
-        assert names == sorted(["dev", "moto", "worker", "beat", "api", "flower"]
+        assert names == sorted(["dev", "moto", "worker", "beat", "api", "flower", "streams"]
                                + (["fauxqs"] if SQS_SERVER == "fauxqs" else [])), names
         pids = [r.pid for r in recorded]
         env_file = ROOT / ENV_FILE
