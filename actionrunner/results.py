@@ -300,4 +300,6 @@ class ActionResult(AsyncResult):  # type: ignore[misc]
 
     def _get_task_meta(self) -> Any:
         self._check_kept()
+        if self.ignored:  # a plain task's ignored result, as Celery's: not asked for, PENDING
+            return meta_of_run(self.id, None)
         return super()._get_task_meta()
