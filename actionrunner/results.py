@@ -213,9 +213,7 @@ class RunResultBackend(KeyValueStoreBackend):  # type: ignore[misc]
         if state == states.SUCCESS:
             self.runs.record("succeeded", fields, result)
         elif state == states.FAILURE and _final_failure(self.app, request, result):
-            self.runs.record("dead-lettered", {**fields, "error_type": type(result).__name__,
-                                               "error": str(result)[:1000],
-                                               "error_module": error_module_of(result)})
+            self.runs.record("dead-lettered", {**fields, **_error_fields(result)})
         return result
 
     def _forget(self, task_id: str) -> None:
@@ -275,6 +273,19 @@ def _final_failure(app: Any, request: Any, exc: Any) -> bool:
     sqs = getattr(request, "sqs", None) or {}
     outcome = decide(Policy.of(action), exc, attempt=int(sqs.get("attempt") or 1), jitter=False)
     return isinstance(outcome, DeadLetter)
+
+
+def _error_fields(result: Any) -> dict[str, Any]:
+    """The run record's error fields of a failure that Celery hands to the backend: an exception,
+    or (encoded by ``encode_result`` for a JSON serializer) the dict of its parts."""
+    if isinstance(result, dict) and "exc_type" in result:
+        message = result.get("exc_message")
+        if isinstance(message, list | tuple):
+            message = message[0] if len(message) == 1 else ", ".join(map(str, message))
+        return {"error_type": str(result["exc_type"]), "error": str(message or "")[:1000],
+                "error_module": result.get("exc_module") or None}
+    return {"error_type": type(result).__name__, "error": str(result)[:1000],
+            "error_module": error_module_of(result)}
 
 
 class ActionResult(AsyncResult):  # type: ignore[misc]
