@@ -377,7 +377,7 @@ class Action(Task):  # type: ignore[misc]
         from .results import ActionResult
 
         return ActionResult(task_id, backend=self.backend, task_name=self.name, app=self.app,
-                            **kwargs)
+                            plain=not is_action(self), **kwargs)
 
     def apply(self, args: Any = None, kwargs: Any = None, *rest: Any, **options: Any) -> Any:
         """Run in this process (Celery's ``apply``); a call of its own, like ``apply_async``."""

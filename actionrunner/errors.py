@@ -55,6 +55,12 @@ from __future__ import annotations
 from typing import Any
 
 
+def error_module_of(exc: BaseException | None) -> str | None:
+    """The module of ``exc``'s class, or None for a builtin (or no exception)."""
+    module = getattr(type(exc), "__module__", None) if exc is not None else None
+    return module if isinstance(module, str) and module != "builtins" else None
+
+
 def _rebuild(cls: type[BaseException], args: tuple[Any, ...], kwargs: dict[str, Any]) -> BaseException:
     return cls(*args, **kwargs)
 

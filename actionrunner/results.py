@@ -20,14 +20,21 @@ member ids, so a redelivered member is not counted twice) and a failed attempt t
 retried does not count; the body's call id comes from its task id, so sending it again is a
 duplicate, not a second run.
 
-When results are not kept, ``AsyncResult.get()``, ``.state``, ``.ready()``, ``.result`` raise
-:class:`~actionrunner.errors.ResultsNotKept`, which names the setting (not ``None``).
+When an action's results are not kept, ``AsyncResult.get()``, ``.state``, ``.ready()``,
+``.result`` raise :class:`~actionrunner.errors.ResultsNotKept`, which names the setting (not
+``None``); a plain Celery task's answer as Celery's do (``.get()`` of an ignored result: ``None``).
+
+A failure's exception class is rebuilt from the module the worker stored with it only if the
+reading process has already imported that module (nothing named by stored data is imported);
+else from builtins, :mod:`actionrunner.errors` or :mod:`celery.exceptions`, else Celery makes a
+class of that name.
 """
 
 from __future__ import annotations
 
 import builtins
 import datetime as dt
+import sys
 import time
 from typing import Any
 
@@ -37,7 +44,7 @@ from celery.exceptions import ChordError
 from celery.result import AsyncResult, GroupResult, allow_join_result
 from celery.utils.log import get_logger as celery_logger
 
-from .errors import ResultsNotKept
+from .errors import ResultsNotKept, error_module_of
 from .state.schema import CELERY_PREFIX
 
 logger = celery_logger(__name__)
@@ -57,9 +64,17 @@ STATE_OF_STATUS = {
 ITEM_PREFIX = CELERY_PREFIX
 
 
-def _exception_module(name: str) -> str | None:
-    """Where an exception type of that name can be found (builtins, our errors), else None:
-    Celery then makes a class of that name (it is still raised, with the message)."""
+def _exception_module(name: str, stored_module: str | None = None) -> str | None:
+    """Where an exception type of that name can be found, else None (Celery then makes a class
+    of that name; it is still raised, with the message): the module the worker stored, only if
+    this process has ALREADY imported it (``sys.modules``; nothing named by stored data is
+    imported) and its attribute of that name is an exception class; else builtins, our errors,
+    celery.exceptions."""
+    if stored_module:
+        module = sys.modules.get(stored_module)
+        candidate = getattr(module, name, None) if module is not None else None
+        if isinstance(candidate, type) and issubclass(candidate, BaseException):
+            return stored_module
     candidate = getattr(builtins, name, None)
     if isinstance(candidate, type) and issubclass(candidate, BaseException):
         return "builtins"
@@ -91,7 +106,7 @@ def meta_of_run(run_id: str, run: dict[str, Any] | None) -> dict[str, Any]:
     elif state in states.EXCEPTION_STATES and run.get("error_type"):
         error_type = str(run["error_type"])
         result = {"exc_type": error_type, "exc_message": [str(run.get("error") or "")],
-                  "exc_module": _exception_module(error_type)}
+                  "exc_module": _exception_module(error_type, run.get("error_module"))}
     finished = run.get("finished_at")
     done = (dt.datetime.fromtimestamp(float(finished), dt.UTC).isoformat()
             if finished and state in states.READY_STATES else None)
@@ -198,8 +213,7 @@ class RunResultBackend(KeyValueStoreBackend):  # type: ignore[misc]
         if state == states.SUCCESS:
             self.runs.record("succeeded", fields, result)
         elif state == states.FAILURE and _final_failure(self.app, request, result):
-            self.runs.record("dead-lettered", {**fields, "error_type": type(result).__name__,
-                                               "error": str(result)[:1000]})
+            self.runs.record("dead-lettered", {**fields, **_error_fields(result)})
         return result
 
     def _forget(self, task_id: str) -> None:
@@ -261,16 +275,32 @@ def _final_failure(app: Any, request: Any, exc: Any) -> bool:
     return isinstance(outcome, DeadLetter)
 
 
+def _error_fields(result: Any) -> dict[str, Any]:
+    """The run record's error fields of a failure that Celery hands to the backend: an exception,
+    or (encoded by ``encode_result`` for a JSON serializer) the dict of its parts."""
+    if isinstance(result, dict) and "exc_type" in result:
+        message = result.get("exc_message")
+        if isinstance(message, list | tuple):
+            message = message[0] if len(message) == 1 else ", ".join(map(str, message))
+        return {"error_type": str(result["exc_type"]), "error": str(message or "")[:1000],
+                "error_module": result.get("exc_module") or None}
+    return {"error_type": type(result).__name__, "error": str(result)[:1000],
+            "error_module": error_module_of(result)}
+
+
 class ActionResult(AsyncResult):  # type: ignore[misc]
     """The result of an action's call: Celery's, but asking for a result that is not kept
-    raises :class:`ResultsNotKept` instead of answering ``None``."""
+    raises :class:`ResultsNotKept` instead of answering ``None``. A plain Celery task's
+    (``plain=True``) answers as Celery's does: ``.get()`` of an ignored result is ``None``."""
 
-    def __init__(self, id: str, *args: Any, task_name: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, id: str, *args: Any, task_name: str | None = None, plain: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(id, *args, **kwargs)
         self.action = task_name
+        self.plain = plain
 
     def _check_kept(self) -> None:
-        if self.ignored:
+        if self.ignored and not self.plain:
             raise ResultsNotKept(self.action or "?")
 
     def get(self, *args: Any, **kwargs: Any) -> Any:
@@ -281,4 +311,6 @@ class ActionResult(AsyncResult):  # type: ignore[misc]
 
     def _get_task_meta(self) -> Any:
         self._check_kept()
+        if self.ignored:  # a plain task's ignored result, as Celery's: not asked for, PENDING
+            return meta_of_run(self.id, None)
         return super()._get_task_meta()

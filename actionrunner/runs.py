@@ -120,7 +120,7 @@ class RunStore:
         sets = ["#s = :s", "#a = :a", "run_id = :id", "updated_at = :now", "#expires = :exp"]
         optional = {
             "group": "S", "dedup_id": "S", "attempt": "N", "receive_count": "N",
-            "duration_ms": "N", "error_type": "S", "error": "S",
+            "duration_ms": "N", "error_type": "S", "error": "S", "error_module": "S",
         }
         for name, kind in optional.items():
             if fields.get(name) is not None:

@@ -41,6 +41,7 @@ from .errors import (
     IdempotencyKeyReused,
     SchemaVersionRejected,
     UndecodableMessage,
+    error_module_of,
 )
 from .logging import log_event
 from .signing import PREFIX, SIGNATURE_ATTRIBUTE, SIGNATURE_CHARS, sign
@@ -104,14 +105,23 @@ class Reason:
     error: str
     attempts: int
     receive_count: int | None = None
+    #: the module of the exception's class when it is not a builtin (the result backend rebuilds
+    #: the class from it if that module is already imported by the reader)
+    error_module: str | None = None
 
     @classmethod
     def of(cls, exc: BaseException, attempt: int, receive_count: int | None = None) -> Reason:
         text = getattr(exc, "reason", None) or str(exc)
-        return cls(type(exc).__name__, text[:MAX_ERROR_CHARS], attempt, receive_count)
+        return cls(type(exc).__name__, text[:MAX_ERROR_CHARS], attempt, receive_count,
+                    error_module_of(exc))
 
     def fields(self) -> dict[str, Any]:
-        return {"error_type": self.error_type, "error": self.error, "attempts": self.attempts}
+        fields: dict[str, Any] = {"error_type": self.error_type, "error": self.error,
+                                  "attempts": self.attempts}
+        if self.error_module:
+            fields["error_module"] = self.error_module
+        return fields
+
 
 
 # -- the outcomes ---------------------------------------------------------------------------------

@@ -328,6 +328,10 @@ class FifoConsumer(MessageSettler):
             payload = copy.deepcopy(held.payload) if held.runs > 1 else held.payload
             payload["properties"]["delivery_info"]["actionrunner_attempt"] = held.attempt
             payload["properties"]["delivery_info"]["actionrunner_runs"] = held.runs
+            # AMQP's flag, as Celery's tasks read it: delivered before (run here, or received
+            # again from SQS after a release or a visibility timeout)
+            payload["properties"]["delivery_info"]["redelivered"] = (
+                held.runs > 1 or (held.receive_count or 1) > 1)
             if held.attempt > 1:  # Celery's own count (self.request.retries, Flower's "retries")
                 payload.setdefault("headers", {})["retries"] = held.attempt - 1
             if held.runs == 1:

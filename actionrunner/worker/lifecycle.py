@@ -12,6 +12,7 @@ from typing import Any
 
 from celery import signals
 
+from ..errors import error_module_of
 from ..logging import log_event
 
 #: Per running call: when it started and the fields its lines share (read once, at its start).
@@ -96,5 +97,6 @@ def _on_failure(
         "failed", **common, duration_ms=duration, outcome="failed",
         error_type=type(exception).__name__ if exception else None,
         error=str(exception)[:500] if exception else None,
+        error_module=error_module_of(exception),
         level=40,
     )
