@@ -2,12 +2,11 @@
 
 * :func:`check_task` — a received task name runs only if it is registered in this process and is
   not one of Celery's built-in tasks. The built-ins (``celery.starmap``, ``celery.chunks``,
-  ``celery.map``, ``celery.backend_cleanup``, ``celery.chord_unlock``,
+  ``celery.map``, ``celery.accumulate``, ``celery.backend_cleanup``, ``celery.chord_unlock``,
   ``celery.group``, ``celery.chain``, ``celery.chord``) would call actions in-process, without
   their lifecycle lines, idempotency guard, shared rate limit or time limit; a message naming one
-  is dead-lettered (:class:`~actionrunner.errors.BuiltinTaskRefused`). Actions, the plain tasks
-  the deployment declares (registered, not ``celery.*``) and ``celery.accumulate`` (it calls
-  nothing: it returns the results a chord hands it) run.
+  is dead-lettered (:class:`~actionrunner.errors.BuiltinTaskRefused`). Actions and the plain tasks
+  the deployment declares (registered, not ``celery.*``) run.
 * :func:`check_eta` — an ``eta`` further ahead than :data:`MAX_ETA_SECONDS` cannot be held (SQS
   keeps a received message hidden at most 12 hours): refused at send
   (:class:`~actionrunner.errors.EtaOutOfRange`) and dead-lettered on receipt
@@ -36,15 +35,9 @@ BUILTIN_PREFIX = "celery."
 MAX_ETA_SECONDS = C.SQS_MAX_VISIBILITY_SECONDS - 3600
 
 
-#: The one built-in that runs from the queue: ``celery.accumulate`` calls nothing (it returns the
-#: results it is given), and Celery's canvas sends it as the body of a chord with an empty or
-#: one-task header and between a group and the task chained after it.
-RUNNABLE_BUILTINS = frozenset({"celery.accumulate"})
-
-
 def is_builtin(name: str) -> bool:
-    """Whether ``name`` is one of Celery's built-in tasks that never run from a queue."""
-    return name.startswith(BUILTIN_PREFIX) and name not in RUNNABLE_BUILTINS
+    """Whether ``name`` is one of Celery's built-in tasks (never run from a queue)."""
+    return name.startswith(BUILTIN_PREFIX)
 
 
 def is_runnable(name: str, is_registered: Callable[[str], bool]) -> bool:

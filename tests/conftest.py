@@ -57,6 +57,12 @@ for _key in [k for k in os.environ if k.startswith(("ACTIONRUNNER_", "AWS_"))]:
     del os.environ[_key]
 os.environ.update(TEST_ENV)
 
+import logging  # noqa: E402
+
+# The test process is a host of the library that chose a level for its lines (as a host does to
+# hear of them: docs/library.md): lifecycle lines reach caplog at INFO whatever ran first.
+logging.getLogger("actionrunner").setLevel(logging.INFO)
+
 from actionrunner import provision  # noqa: E402
 from actionrunner.local import LocalAWS  # noqa: E402
 from actionrunner.settings import Settings, get_settings  # noqa: E402
