@@ -70,7 +70,7 @@ class PaceLimits:
     step_every: float = 0.5
     busy_after: float = 1.0
     recover: float = 3.0
-    slow_start: bool = False
+    slow_start: bool = True
 
     def __post_init__(self) -> None:
         def finite(name: str) -> float:
@@ -179,12 +179,21 @@ class PaceController:
     limits: PaceLimits
     #: Seconds of (published_at, count) samples the drain rate is measured over.
     drain_window: float = 4.0
+    #: Seconds of saturated samples the consumer's capacity is measured over, and the least
+    #: span of them that counts as a measurement.
+    capacity_window: float = 2.5
+    capacity_min_span: float = 1.0
     rate: float = field(init=False)
     _samples: deque[tuple[float, int]] = field(init=False, default_factory=deque)
     _last_cut: float = field(init=False, default=-math.inf)
     _last_step: float = field(init=False, default=-math.inf)
     _count_moved_at: float | None = field(init=False, default=None)
     _cut_once: bool = field(init=False, default=False)
+    _last_cut_reason: str | None = field(init=False, default=None)
+    #: (published_at, count) samples taken while the consumer was saturated (had a backlog).
+    _busy: deque[tuple[float, int]] = field(init=False, default_factory=deque)
+    #: The consumer's estimated capacity, records/s (None: not measured yet).
+    capacity: float | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.rate = self.limits.start
@@ -203,10 +212,31 @@ class PaceController:
 
     def drain(self) -> float | None:
         """Records per second the consumer finished over the window (None: not measured)."""
-        if len(self._samples) < 2:
-            return None
-        (t0, c0), (t1, c1) = self._samples[0], self._samples[-1]
-        return (c1 - c0) / (t1 - t0) if t1 - t0 >= 0.5 else None
+        return _slope(self._samples, 0.5)
+
+    def _estimate(self, wm: Watermark | None, saturated: bool, drain: float | None,
+                  now: float) -> None:
+        """Update :attr:`capacity`. The drain is the consumer's capacity only while it has a
+        backlog the whole time (saturated); while it keeps up, the drain is just what it was
+        given, a lower bound. So: samples are kept from the moment it is seen saturated (and
+        dropped when it is not), their slope over the last ``capacity_window`` seconds is the
+        capacity (so a consumer that slows down is followed); a drain above the estimate raises
+        it."""
+        busy = self._busy
+        if not saturated:
+            busy.clear()
+        elif wm is not None and (not busy or wm.published_at > busy[-1][0]):
+            if busy and wm.count < busy[-1][1]:
+                busy.clear()
+            busy.append((wm.published_at, wm.count))
+            while len(busy) > 2 and busy[1][0] <= now - self.capacity_window:
+                busy.popleft()
+        measured = _slope(busy, self.capacity_min_span)
+        if measured is not None and measured > 0:
+            self.capacity = measured
+        elif not saturated and drain is not None and self.capacity is not None \
+                and drain > self.capacity:
+            self.capacity = drain  # it did more than the estimate: the estimate was low
 
     # -- the rule ------------------------------------------------------------------------------
     def update(self, s: Signals) -> Decision:
@@ -234,32 +264,53 @@ class PaceController:
                 and s.now - self._count_moved_at > limits.stale_after \
                 and (s.oldest_pending is None or s.now - s.oldest_pending > limits.stale_after):
             return decide(limits.floor, "stalled")
+        saturated = s.backlog > 0 and lag > limits.busy_after  # the consumer is the limit
+        self._estimate(wm, saturated, drain, s.now)
+        capacity = self.capacity
+        # what the consumer does now: its measured capacity, else the drain (a lower bound)
+        speed = capacity if capacity is not None else drain
         predicted = lag
-        if s.backlog > 0 and lag > limits.busy_after:  # the consumer is behind: it is the limit
-            if drain is not None and drain > 0:
-                ahead = max(0.0, self.rate - drain) * limits.horizon
-                predicted = max(lag, (s.backlog + ahead) / drain)
+        if saturated:
+            if speed is not None and speed > 0:
+                ahead = max(0.0, self.rate - speed) * limits.horizon
+                predicted = max(lag, (s.backlog + ahead) / speed)
             else:  # records waiting, drain not measured yet: their age is all we know
                 predicted = max(lag, s.backlog / self.rate)
         can_cut = s.now - self._last_cut >= limits.hold
         if s.throttled > 0 and can_cut:
-            self._last_cut, self._cut_once = s.now, True
+            self._last_cut, self._cut_once, self._last_cut_reason = s.now, True, "throttle"
             return decide(self.rate * limits.cut, "throttle", predicted)
         if predicted > limits.cut_at * bound and s.now - self._last_cut >= 2 * limits.hold:
-            self._last_cut, self._cut_once = s.now, True
-            if drain is None or drain <= 0:
-                return decide(self.rate * limits.cut, "lag", predicted)
-            # back to the drain rate, less what brings the backlog down to the target's share
-            # within ``recover`` seconds; never under 3/4 of the drain (the consumer stays busy)
-            excess = s.backlog - limits.target * bound * drain
-            return decide(min(self.rate, max(drain * 0.75, drain - excess / limits.recover)),
-                          "lag", predicted)
+            self._last_cut, self._cut_once, self._last_cut_reason = s.now, True, "lag"
+            if capacity is None:
+                # capacity not measured yet (the drain seen so far is only what it was given):
+                # a multiplicative cut, but not under the drain
+                return decide(min(self.rate, max(self.rate * limits.cut, drain or 0.0)), "lag",
+                              predicted)
+            # to the capacity, less what brings the backlog down to the target's share
+            # (target × lag_bound × capacity) within ``recover`` seconds. The consumer stays busy
+            # on the backlog left, and the rate goes back up to the capacity once it is there.
+            excess = max(0.0, s.backlog - limits.target * bound * capacity)
+            return decide(min(self.rate, capacity - excess / limits.recover), "lag", predicted)
         if predicted < limits.target * bound and s.limited and s.throttled == 0 \
                 and s.now - self._last_step >= limits.step_every \
                 and s.now - self._last_cut >= limits.hold:
             self._last_step = s.now
             step = limits.step * limits.step_every
-            if limits.slow_start and not self._cut_once and lag < limits.busy_after / 2:
-                step = max(step, self.rate)  # slow start: doubles until the first cut (as TCP's)
+            if limits.slow_start and not self._cut_once:
+                # slow start (as TCP's) until the first cut: doubles while writes pass at once,
+                # else grows by half
+                step = max(step, self.rate if lag < limits.busy_after / 2 else self.rate / 2)
+            elif self._last_cut_reason == "lag" and capacity is not None and self.rate < capacity:
+                # back up to the consumer's measured capacity at once: below it, it idles
+                step = max(step, capacity - self.rate)
             return decide(self.rate + step, "keeping-up", predicted)
         return decide(self.rate, "steady", predicted)
+
+
+def _slope(samples: deque[tuple[float, int]], min_span: float) -> float | None:
+    """Records per second between the first and last (time, count) sample (None: too short)."""
+    if len(samples) < 2:
+        return None
+    (t0, c0), (t1, c1) = samples[0], samples[-1]
+    return (c1 - c0) / (t1 - t0) if t1 - t0 >= min_span else None
