@@ -84,8 +84,9 @@ def test_a_consumer_that_keeps_up_gets_more_until_the_ceiling() -> None:
         now = 100.0 + i * 0.5
         count += controller.rate * 0.5
         rates.append(controller.update(Signals(now=now, watermark=consumer(now, int(count)))).rate)
-    # Then the rate doubles (slow start) up to the ceiling, no further
-    assert rates[:7] == [60, 120, 240, 480, 960, 1000, 1000]
+    # Then the rate doubles (slow start) once every 1.5 s (busy_after + step_every, so a
+    # saturated consumer would show first), grows additively in between, up to the ceiling
+    assert rates[:11] == [60, 110, 160, 320, 370, 420, 840, 890, 940, 1000, 1000]
     assert rates[-1] == 1000
 
 
@@ -110,8 +111,8 @@ def test_writes_that_only_travel_are_no_sign_of_a_slow_consumer() -> None:
     decision = controller.update(Signals(now=101.0, watermark=consumer(101.0, 100), backlog=180,
                                          oldest_pending=100.4))
     # Then that is no lag to cut for: the rate goes on up
-    # (by half, not doubled: 0.6 s is more than half of busy_after, so writes do not pass at once)
-    assert decision.reason == "keeping-up" and decision.rate == 450
+    # (additively, not doubled: 0.6 s is more than half of busy_after, writes do not pass at once)
+    assert decision.reason == "keeping-up" and decision.rate == 350
 
 
 def test_a_writer_that_does_not_use_its_rate_is_not_given_more() -> None:

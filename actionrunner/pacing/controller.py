@@ -10,23 +10,33 @@ The rule, in order (the first that applies decides)::
     no watermark, or none fresher than stale_after    → floor              ("silence")
     backlog, and the consumer's count still for stale_after → floor        ("stalled")
     throttled (at most one cut per hold)              → rate × cut         ("throttle")
-    predicted lag > cut_at × lag_bound (once per 2 hold) → drain − excess backlog / recover ("lag")
+    predicted lag > cut_at × lag_bound (once per 2 hold)
+      capacity measured                               → capacity − excess backlog / recover ("lag")
+      not yet                                         → rate × cut, not under the drain     ("lag")
     predicted lag < target × lag_bound, and the writer
       was held back by the pace (once per step_every) → rate + increase × step_every   ("keeping-up")
-                                   (slow_start: before the first cut, while writes pass
-                                    at once, at least doubled)
+          slow_start (the default), before the first cut: × 2 while writes pass at once
+                                          (at most once per busy_after + step_every)
+          after a lag cut, below the capacity: straight back up to the capacity
     otherwise                                          → unchanged          ("steady")
+
+The consumer's *capacity* is measured only while it is saturated: it has a backlog of this
+writer's writes whose oldest is older than ``busy_after``. Then the records it finishes per second
+(over the last ``capacity_window`` seconds of such samples, at least ``capacity_min_span``) are
+what it can do. While it keeps up, what it finishes is only what it was given, a lower bound: it
+raises a known capacity but never measures one. A consumer that slows down is followed within the
+window, since the writer keeps it saturated.
 
 The *predicted lag* is the lag the writer's newest write will have when the consumer reaches it:
 its own backlog (writes not yet processed downstream) plus what the present rate adds over the
-next ``horizon`` seconds, over the consumer's measured drain rate — and never less than the lag
-already seen (the oldest un-drained write's age, or CloudWatch ``IteratorAge``). While that
-age is under ``busy_after`` the consumer keeps up (its drain is only what it was given, not
-what it can do), and the predicted lag is the age itself. It cuts before
-the bound is passed because the prediction is about the future. A cut on lag goes to the drain
-rate less the backlog over the target's share (``target × lag_bound × drain``) spread over
-``recover`` seconds — at least 3/4 of the drain rate, so the consumer never runs dry.
-Whatever happens, ``floor <= rate <= ceiling``.
+next ``horizon`` seconds, over the consumer's capacity (or the drain rate while the capacity is
+not measured) — and never less than the lag already seen (the oldest un-drained write's age, or
+CloudWatch ``IteratorAge``). While the consumer keeps up, the predicted lag is that age itself.
+It cuts before the bound is passed because the prediction is about the future. A cut on lag goes
+to the capacity less the backlog over the target's share (``target × lag_bound × capacity``)
+spread over ``recover`` seconds: the consumer works on the backlog left, and once the predicted
+lag is under the target the rate goes straight back to the capacity, then probes above it
+additively. Whatever happens, ``floor <= rate <= ceiling``.
 
     >>> c = PaceController(PaceLimits(floor=10, ceiling=1000, lag_bound=5))
     >>> c.update(Signals(now=0.0)).reason           # nothing heard from the consumer yet
@@ -190,6 +200,7 @@ class PaceController:
     _count_moved_at: float | None = field(init=False, default=None)
     _cut_once: bool = field(init=False, default=False)
     _last_cut_reason: str | None = field(init=False, default=None)
+    _last_double: float = field(init=False, default=-math.inf)
     #: (published_at, count) samples taken while the consumer was saturated (had a backlog).
     _busy: deque[tuple[float, int]] = field(init=False, default_factory=deque)
     #: The consumer's estimated capacity, records/s (None: not measured yet).
@@ -297,10 +308,13 @@ class PaceController:
                 and s.now - self._last_cut >= limits.hold:
             self._last_step = s.now
             step = limits.step * limits.step_every
-            if limits.slow_start and not self._cut_once:
+            if limits.slow_start and not self._cut_once and lag < limits.busy_after / 2 \
+                    and s.now - self._last_double >= limits.busy_after + limits.step_every:
                 # slow start (as TCP's) until the first cut: doubles while writes pass at once,
-                # else grows by half
-                step = max(step, self.rate if lag < limits.busy_after / 2 else self.rate / 2)
+                # at most once per busy_after + step_every, so that a consumer saturated at the
+                # new rate shows it before the next doubling
+                self._last_double = s.now
+                step = max(step, self.rate)
             elif self._last_cut_reason == "lag" and capacity is not None and self.rate < capacity:
                 # back up to the consumer's measured capacity at once: below it, it idles
                 step = max(step, capacity - self.rate)
