@@ -73,6 +73,40 @@ def test_silence_is_the_floor(lim: PaceLimits, steps: list, throttles: list[int]
             assert rate == lim.floor
 
 
+@settings(max_examples=300, deadline=None)
+@given(pace_limits(), signal_steps(), st.lists(st.integers(0, 50), max_size=5))
+def test_throttling_is_a_multiplicative_cut(lim: PaceLimits, steps: list, throttles: list[int]) -> None:
+    controller = PaceController(lim)
+    now, count = 1_900_000_000.0, 0
+    for i, (dt, step, age, newest_lag, backlog, limited, shared) in enumerate(steps):
+        now += dt
+        count = max(0, count + step)
+        wm = None if age is None else Watermark(newest=None, count=count, published_at=now - age)
+        s = Signals(now=now, throttled=throttles[i % len(throttles)] if throttles else 0,
+                    watermark=wm, backlog=backlog,
+                    oldest_pending=now - (newest_lag or 0) if backlog else None,
+                    rate=shared, limited=limited)
+        decision = controller.update(s)
+        if decision.reason == "throttle":
+            assert s.throttled > 0
+            assert decision.rate == max(lim.floor, min(lim.ceiling, decision.previous * lim.cut))
+
+
+@settings(max_examples=200, deadline=None)
+@given(pace_limits(), signal_steps())
+def test_a_consumer_that_keeps_up_never_has_its_capacity_measured(lim: PaceLimits, steps: list) -> None:
+    # Whatever it drains while no write of ours waits for it, that is what it was given, not
+    # what it can do: no capacity is measured from it, and no lag cut comes of it
+    controller = PaceController(lim)
+    now, count = 1_900_000_000.0, 0
+    for dt, step, age, _, _, limited, shared in steps:
+        now += dt
+        count = max(0, count + step)
+        wm = None if age is None else Watermark(newest=now, count=count, published_at=now - age)
+        decision = controller.update(Signals(now=now, watermark=wm, rate=shared, limited=limited))
+        assert controller.capacity is None and decision.reason != "lag"
+
+
 def consumer(now: float, count: int, newest: float | None = None) -> Watermark:
     return Watermark(newest=now - 0.1 if newest is None else newest, count=count, published_at=now)
 
