@@ -2,7 +2,7 @@
 
     actionrunner bench incident --stream [--quick] [--items 10000] [--capacity 400]
                                 [--lag-bound 5] [--budget 300] [--slow-at SECONDS:CAPACITY]
-                                [--throttle-wcu W]
+                                [--throttle-wcu W] [--no-slow-start]
 
 A stream-enabled table on moto (which serves DynamoDB Streams over HTTP: a record exists as soon
 as its write returns), the stream processor (``python -m actionrunner.streams``: PublishBatch to
