@@ -167,9 +167,9 @@ def test_the_predicted_lag_cuts_before_the_lag_is_there() -> None:
     # (1200 + 600 more in the next second) / 400 = 4.5 s > 0.55 × 5 s: cut below the drain rate
     assert decision.lag == pytest.approx(1.2)
     assert decision.predicted_lag == pytest.approx(4.5)
-    # The consumer's capacity is not measured yet (it has been saturated for no window yet):
-    # a multiplicative cut, never under the drain
-    assert decision.reason == "lag" and decision.rate == 500
+    # The consumer's capacity is not measured yet (it has been saturated for no window yet): the
+    # cut goes to the drain, a lower bound of it, less the excess backlog over recover
+    assert decision.reason == "lag" and decision.rate == pytest.approx(400 - (1200 - 800) / 3)
     # And the next second does not cut again on the same news (hold)
     again = controller.update(Signals(now=101.5, watermark=consumer(101.5, 600), backlog=1100,
                                       oldest_pending=100.0))
@@ -230,27 +230,23 @@ def test_the_capacity_is_measured_only_while_the_consumer_has_a_backlog() -> Non
 
 
 def test_a_lag_cut_goes_to_the_capacity_not_under_a_drain_measured_while_keeping_up() -> None:
-    # Given a writer that ramped from 100/s to 800/s (the drain window still remembers the ramp)
-    # and a consumer saturated at 400/s with 2,000 writes waiting
-    controller = PaceController(limits(initial=800))
+    # Given a consumer that kept up at 100/s (the drain window still remembers it), then was
+    # saturated at 400/s by a writer at 250/s with 100 writes waiting (no cut)
+    controller = PaceController(limits(initial=250))
     for i in range(16):
         now = 100.0 + i * 0.25
         controller.update(Signals(now=now, watermark=consumer(now, 25 * i), limited=False))
-    decisions = saturated_run(controller, 104.0, 4.0, 400, backlog=2000)
-    cuts = [d for d in decisions if d.reason == "lag"]
-    # Then the cut made once the capacity is measured goes to it, less the excess backlog
-    # (2000 - 0.4 × 5 × 400 = 1200) over recover (3 s): 400 - 400 = 0, so the floor (the
-    # consumer stays busy on the backlog meanwhile)
-    assert cuts and cuts[-1].rate == pytest.approx(10)
-    # And with a smaller excess, the capacity less that excess
-    controller2 = PaceController(limits(initial=800))
-    for i in range(16):
-        now = 100.0 + i * 0.25
-        controller2.update(Signals(now=now, watermark=consumer(now, 25 * i), limited=False))
-    decisions = saturated_run(controller2, 104.0, 4.0, 400, backlog=1400)
-    last = [d for d in decisions if d.reason == "lag"][-1]
-    assert last.rate == pytest.approx(400 - (1400 - 800) / 3, rel=0.02)  # 200, not the drain's cut
-    assert last.drain is not None and last.drain < 300
+    decisions = saturated_run(controller, 104.0, 2.0, 400, backlog=100)
+    assert all(d.reason != "lag" for d in decisions)
+    assert controller.capacity == pytest.approx(400, rel=0.02)
+    # When the backlog grows to 1,400
+    decision = saturated_run(controller, 106.0, 0.25, 400, backlog=1400)[-1]
+    # Then the lag is predicted from the capacity, not from the lower drain, and the cut goes to
+    # the capacity less the excess backlog (1400 - 0.4 × 5 × 400) over recover (3 s)
+    assert decision.drain is not None and decision.drain < 300
+    assert decision.predicted_lag == pytest.approx(1400 / 400, rel=0.02)
+    assert decision.reason == "lag"
+    assert decision.rate == pytest.approx(400 - (1400 - 800) / 3, rel=0.02)
 
 
 def test_after_a_lag_cut_the_rate_goes_straight_back_to_the_capacity() -> None:

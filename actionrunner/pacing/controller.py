@@ -11,8 +11,8 @@ The rule, in order (the first that applies decides)::
     backlog, and the consumer's count still for stale_after → floor        ("stalled")
     throttled (at most one cut per hold)              → rate × cut         ("throttle")
     predicted lag > cut_at × lag_bound (once per 2 hold)
-      capacity measured                               → capacity − excess backlog / recover ("lag")
-      not yet                                         → rate × cut, not under the drain     ("lag")
+                                                      → capacity − excess backlog / recover ("lag")
+                                                        (the drain while the capacity is not measured)
     predicted lag < target × lag_bound, and the writer
       was held back by the pace (once per step_every) → rate + increase × step_every   ("keeping-up")
           slow_start (the default), before the first cut: × 2 while writes pass at once
@@ -293,16 +293,14 @@ class PaceController:
             return decide(self.rate * limits.cut, "throttle", predicted)
         if predicted > limits.cut_at * bound and s.now - self._last_cut >= 2 * limits.hold:
             self._last_cut, self._cut_once, self._last_cut_reason = s.now, True, "lag"
-            if capacity is None:
-                # capacity not measured yet (the drain seen so far is only what it was given):
-                # a multiplicative cut, but not under the drain
-                return decide(min(self.rate, max(self.rate * limits.cut, drain or 0.0)), "lag",
-                              predicted)
-            # to the capacity, less what brings the backlog down to the target's share
-            # (target × lag_bound × capacity) within ``recover`` seconds. The consumer stays busy
-            # on the backlog left, and the rate goes back up to the capacity once it is there.
-            excess = max(0.0, s.backlog - limits.target * bound * capacity)
-            return decide(min(self.rate, capacity - excess / limits.recover), "lag", predicted)
+            if speed is None or speed <= 0:
+                return decide(self.rate * limits.cut, "lag", predicted)
+            # to the capacity (while it is not measured yet: the drain, a lower bound of it), less
+            # what brings the backlog down to the target's share (target × lag_bound × capacity)
+            # within ``recover`` seconds. The consumer stays busy on the backlog left, meanwhile
+            # its capacity is measured, and the rate goes back up to it once the lag is down.
+            excess = max(0.0, s.backlog - limits.target * bound * speed)
+            return decide(min(self.rate, speed - excess / limits.recover), "lag", predicted)
         if predicted < limits.target * bound and s.limited and s.throttled == 0 \
                 and s.now - self._last_step >= limits.step_every \
                 and s.now - self._last_cut >= limits.hold:
