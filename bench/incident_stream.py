@@ -2,7 +2,7 @@
 
     actionrunner bench incident --stream [--quick] [--items 10000] [--capacity 400]
                                 [--lag-bound 5] [--budget 300] [--slow-at SECONDS:CAPACITY]
-                                [--throttle-wcu W]
+                                [--throttle-wcu W] [--no-slow-start]
 
 A stream-enabled table on moto (which serves DynamoDB Streams over HTTP: a record exists as soon
 as its write returns), the stream processor (``python -m actionrunner.streams``: PublishBatch to
@@ -380,8 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=300.0, help="the fixed mode's writes/s")
     parser.add_argument("--floor", type=float, default=20.0, help="adaptive floor, writes/s")
     parser.add_argument("--ceiling", type=float, default=1000.0, help="adaptive ceiling, writes/s")
-    parser.add_argument("--slow-start", action="store_true",
-                        help="adaptive: double the rate until the first cut (PaceLimits.slow_start)")
+    parser.add_argument("--no-slow-start", dest="slow_start", action="store_false",
+                        help="adaptive: additive increase from the floor (PaceLimits(slow_start=False))")
     parser.add_argument("--slow-at", default=None, metavar="SECONDS:CAPACITY")
     parser.add_argument("--throttle-wcu", type=float, default=None, metavar="W")
     parser.add_argument("--modes", default=",".join(MODES), help="a subset, e.g. adaptive")

@@ -73,6 +73,40 @@ def test_silence_is_the_floor(lim: PaceLimits, steps: list, throttles: list[int]
             assert rate == lim.floor
 
 
+@settings(max_examples=300, deadline=None)
+@given(pace_limits(), signal_steps(), st.lists(st.integers(0, 50), max_size=5))
+def test_throttling_is_a_multiplicative_cut(lim: PaceLimits, steps: list, throttles: list[int]) -> None:
+    controller = PaceController(lim)
+    now, count = 1_900_000_000.0, 0
+    for i, (dt, step, age, newest_lag, backlog, limited, shared) in enumerate(steps):
+        now += dt
+        count = max(0, count + step)
+        wm = None if age is None else Watermark(newest=None, count=count, published_at=now - age)
+        s = Signals(now=now, throttled=throttles[i % len(throttles)] if throttles else 0,
+                    watermark=wm, backlog=backlog,
+                    oldest_pending=now - (newest_lag or 0) if backlog else None,
+                    rate=shared, limited=limited)
+        decision = controller.update(s)
+        if decision.reason == "throttle":
+            assert s.throttled > 0
+            assert decision.rate == max(lim.floor, min(lim.ceiling, decision.previous * lim.cut))
+
+
+@settings(max_examples=200, deadline=None)
+@given(pace_limits(), signal_steps())
+def test_a_consumer_that_keeps_up_never_has_its_capacity_measured(lim: PaceLimits, steps: list) -> None:
+    # Whatever it drains while no write of ours waits for it, that is what it was given, not
+    # what it can do: no capacity is measured from it, and no lag cut comes of it
+    controller = PaceController(lim)
+    now, count = 1_900_000_000.0, 0
+    for dt, step, age, _, _, limited, shared in steps:
+        now += dt
+        count = max(0, count + step)
+        wm = None if age is None else Watermark(newest=now, count=count, published_at=now - age)
+        decision = controller.update(Signals(now=now, watermark=wm, rate=shared, limited=limited))
+        assert controller.capacity is None and decision.reason != "lag"
+
+
 def consumer(now: float, count: int, newest: float | None = None) -> Watermark:
     return Watermark(newest=now - 0.1 if newest is None else newest, count=count, published_at=now)
 
@@ -84,8 +118,9 @@ def test_a_consumer_that_keeps_up_gets_more_until_the_ceiling() -> None:
         now = 100.0 + i * 0.5
         count += controller.rate * 0.5
         rates.append(controller.update(Signals(now=now, watermark=consumer(now, int(count)))).rate)
-    # Then the rate doubles (slow start) up to the ceiling, no further
-    assert rates[:7] == [60, 120, 240, 480, 960, 1000, 1000]
+    # Then the rate doubles (slow start) once every 1.5 s (busy_after + step_every, so a
+    # saturated consumer would show first), grows additively in between, up to the ceiling
+    assert rates[:11] == [60, 110, 160, 320, 370, 420, 840, 890, 940, 1000, 1000]
     assert rates[-1] == 1000
 
 
@@ -110,7 +145,8 @@ def test_writes_that_only_travel_are_no_sign_of_a_slow_consumer() -> None:
     decision = controller.update(Signals(now=101.0, watermark=consumer(101.0, 100), backlog=180,
                                          oldest_pending=100.4))
     # Then that is no lag to cut for: the rate goes on up
-    assert decision.reason == "keeping-up" and decision.rate == 350  # (0.6 s: past slow start)
+    # (additively, not doubled: 0.6 s is more than half of busy_after, writes do not pass at once)
+    assert decision.reason == "keeping-up" and decision.rate == 350
 
 
 def test_a_writer_that_does_not_use_its_rate_is_not_given_more() -> None:
@@ -131,7 +167,9 @@ def test_the_predicted_lag_cuts_before_the_lag_is_there() -> None:
     # (1200 + 600 more in the next second) / 400 = 4.5 s > 0.55 × 5 s: cut below the drain rate
     assert decision.lag == pytest.approx(1.2)
     assert decision.predicted_lag == pytest.approx(4.5)
-    assert decision.reason == "lag" and decision.rate < 400
+    # The consumer's capacity is not measured yet (it has been saturated for no window yet): the
+    # cut goes to the drain, a lower bound of it, less the excess backlog over recover
+    assert decision.reason == "lag" and decision.rate == pytest.approx(400 - (1200 - 800) / 3)
     # And the next second does not cut again on the same news (hold)
     again = controller.update(Signals(now=101.5, watermark=consumer(101.5, 600), backlog=1100,
                                       oldest_pending=100.0))
@@ -159,6 +197,82 @@ def test_a_consumer_whose_count_stops_with_writes_waiting_means_the_floor() -> N
         decision = controller.update(Signals(now=now, watermark=consumer(now, 1000, newest=99.9),
                                              backlog=500, oldest_pending=100.0))
     assert decision is not None and (decision.rate, decision.reason) == (10, "stalled")
+
+
+def saturated_run(controller: PaceController, start: float, seconds: float, capacity: float,
+                  backlog: int, rate_writes: bool = True) -> list:
+    """A consumer draining ``capacity``/s with a backlog all the time (it is the limit): the
+    writer's oldest un-drained write is 2 s old, ``backlog`` writes wait."""
+    decisions, now = [], start
+    count = float(controller._samples[-1][1]) if controller._samples else 0.0  # goes on counting
+    while now < start + seconds:
+        now += 0.25
+        count += capacity * 0.25
+        decisions.append(controller.update(Signals(now=now, watermark=consumer(now, int(count)),
+                                                   backlog=backlog, oldest_pending=now - 2.0)))
+    return decisions
+
+
+def test_the_capacity_is_measured_only_while_the_consumer_has_a_backlog() -> None:
+    # Given a consumer that kept up at 100/s (its drain then is only what it was given)
+    controller, count = PaceController(limits(initial=100)), 0.0
+    for i in range(16):
+        now = 100.0 + i * 0.25
+        count += 25
+        controller.update(Signals(now=now, watermark=consumer(now, int(count)), limited=False))
+    assert controller.drain() == pytest.approx(100, rel=0.05)
+    assert controller.capacity is None  # a lower bound, not its capacity
+    # When it has a backlog for a while and drains 400/s
+    saturated_run(controller, 104.0, 3.0, 400, backlog=600)
+    # Then its capacity is 400/s, though the drain over the longer window is less
+    assert controller.capacity == pytest.approx(400, rel=0.02)
+    assert controller.drain() < 360
+
+
+def test_a_lag_cut_goes_to_the_capacity_not_under_a_drain_measured_while_keeping_up() -> None:
+    # Given a consumer that kept up at 100/s (the drain window still remembers it), then was
+    # saturated at 400/s by a writer at 250/s with 100 writes waiting (no cut)
+    controller = PaceController(limits(initial=250))
+    for i in range(16):
+        now = 100.0 + i * 0.25
+        controller.update(Signals(now=now, watermark=consumer(now, 25 * i), limited=False))
+    decisions = saturated_run(controller, 104.0, 2.0, 400, backlog=100)
+    assert all(d.reason != "lag" for d in decisions)
+    assert controller.capacity == pytest.approx(400, rel=0.02)
+    # When the backlog grows to 1,400
+    decision = saturated_run(controller, 106.0, 0.25, 400, backlog=1400)[-1]
+    # Then the lag is predicted from the capacity, not from the lower drain, and the cut goes to
+    # the capacity less the excess backlog (1400 - 0.4 × 5 × 400) over recover (3 s)
+    assert decision.drain is not None and decision.drain < 300
+    assert decision.predicted_lag == pytest.approx(1400 / 400, rel=0.02)
+    assert decision.reason == "lag"
+    assert decision.rate == pytest.approx(400 - (1400 - 800) / 3, rel=0.02)
+
+
+def test_after_a_lag_cut_the_rate_goes_straight_back_to_the_capacity() -> None:
+    controller = PaceController(limits(initial=800, increase=100))
+    saturated_run(controller, 100.0, 4.0, 400, backlog=1400)
+    assert controller.rate < 400 and controller.capacity == pytest.approx(400, rel=0.02)
+    # When the backlog is down (the consumer keeps up again)
+    now, count, rates = 104.0, float(controller._samples[-1][1]), []
+    for _ in range(8):
+        now += 0.25
+        count += 400 * 0.25
+        rates.append(controller.update(Signals(now=now, watermark=consumer(now, int(count)),
+                                               backlog=50, oldest_pending=now - 0.3)).rate)
+    # Then it is back at the consumer's capacity at once, and probes above it additively
+    assert rates[0] == pytest.approx(400, rel=0.02)
+    assert all(0 <= b - a <= 50 + 1e-9 for a, b in zip(rates, rates[1:], strict=False))
+    assert rates[-1] > rates[0]
+
+
+def test_a_consumer_that_slows_down_is_followed() -> None:
+    controller = PaceController(limits(initial=400))
+    saturated_run(controller, 100.0, 4.0, 400, backlog=700)
+    assert controller.capacity == pytest.approx(400, rel=0.02)
+    decisions = saturated_run(controller, 104.0, 5.0, 200, backlog=1200)
+    assert controller.capacity == pytest.approx(200, rel=0.05)
+    assert decisions[-1].rate <= 200
 
 
 @pytest.mark.parametrize(("kw", "message"), [

@@ -10,23 +10,33 @@ The rule, in order (the first that applies decides)::
     no watermark, or none fresher than stale_after    → floor              ("silence")
     backlog, and the consumer's count still for stale_after → floor        ("stalled")
     throttled (at most one cut per hold)              → rate × cut         ("throttle")
-    predicted lag > cut_at × lag_bound (once per 2 hold) → drain − excess backlog / recover ("lag")
+    predicted lag > cut_at × lag_bound (once per 2 hold)
+                                                      → capacity − excess backlog / recover ("lag")
+                                                        (the drain while the capacity is not measured)
     predicted lag < target × lag_bound, and the writer
       was held back by the pace (once per step_every) → rate + increase × step_every   ("keeping-up")
-                                   (slow_start: before the first cut, while writes pass
-                                    at once, at least doubled)
+          slow_start (the default), before the first cut: × 2 while writes pass at once
+                                          (at most once per busy_after + step_every)
+          after a lag cut, below the capacity: straight back up to the capacity
     otherwise                                          → unchanged          ("steady")
+
+The consumer's *capacity* is measured only while it is saturated: it has a backlog of this
+writer's writes whose oldest is older than ``busy_after``. Then the records it finishes per second
+(over the last ``capacity_window`` seconds of such samples, at least ``capacity_min_span``) are
+what it can do. While it keeps up, what it finishes is only what it was given, a lower bound: it
+raises a known capacity but never measures one. A consumer that slows down is followed within the
+window, since the writer keeps it saturated.
 
 The *predicted lag* is the lag the writer's newest write will have when the consumer reaches it:
 its own backlog (writes not yet processed downstream) plus what the present rate adds over the
-next ``horizon`` seconds, over the consumer's measured drain rate — and never less than the lag
-already seen (the oldest un-drained write's age, or CloudWatch ``IteratorAge``). While that
-age is under ``busy_after`` the consumer keeps up (its drain is only what it was given, not
-what it can do), and the predicted lag is the age itself. It cuts before
-the bound is passed because the prediction is about the future. A cut on lag goes to the drain
-rate less the backlog over the target's share (``target × lag_bound × drain``) spread over
-``recover`` seconds — at least 3/4 of the drain rate, so the consumer never runs dry.
-Whatever happens, ``floor <= rate <= ceiling``.
+next ``horizon`` seconds, over the consumer's capacity (or the drain rate while the capacity is
+not measured) — and never less than the lag already seen (the oldest un-drained write's age, or
+CloudWatch ``IteratorAge``). While the consumer keeps up, the predicted lag is that age itself.
+It cuts before the bound is passed because the prediction is about the future. A cut on lag goes
+to the capacity less the backlog over the target's share (``target × lag_bound × capacity``)
+spread over ``recover`` seconds: the consumer works on the backlog left, and once the predicted
+lag is under the target the rate goes straight back to the capacity, then probes above it
+additively. Whatever happens, ``floor <= rate <= ceiling``.
 
     >>> c = PaceController(PaceLimits(floor=10, ceiling=1000, lag_bound=5))
     >>> c.update(Signals(now=0.0)).reason           # nothing heard from the consumer yet
@@ -70,7 +80,7 @@ class PaceLimits:
     step_every: float = 0.5
     busy_after: float = 1.0
     recover: float = 3.0
-    slow_start: bool = False
+    slow_start: bool = True
 
     def __post_init__(self) -> None:
         def finite(name: str) -> float:
@@ -179,12 +189,22 @@ class PaceController:
     limits: PaceLimits
     #: Seconds of (published_at, count) samples the drain rate is measured over.
     drain_window: float = 4.0
+    #: Seconds of saturated samples the consumer's capacity is measured over, and the least
+    #: span of them that counts as a measurement.
+    capacity_window: float = 2.5
+    capacity_min_span: float = 1.0
     rate: float = field(init=False)
     _samples: deque[tuple[float, int]] = field(init=False, default_factory=deque)
     _last_cut: float = field(init=False, default=-math.inf)
     _last_step: float = field(init=False, default=-math.inf)
     _count_moved_at: float | None = field(init=False, default=None)
     _cut_once: bool = field(init=False, default=False)
+    _last_cut_reason: str | None = field(init=False, default=None)
+    _last_double: float = field(init=False, default=-math.inf)
+    #: (published_at, count) samples taken while the consumer was saturated (had a backlog).
+    _busy: deque[tuple[float, int]] = field(init=False, default_factory=deque)
+    #: The consumer's estimated capacity, records/s (None: not measured yet).
+    capacity: float | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.rate = self.limits.start
@@ -203,10 +223,31 @@ class PaceController:
 
     def drain(self) -> float | None:
         """Records per second the consumer finished over the window (None: not measured)."""
-        if len(self._samples) < 2:
-            return None
-        (t0, c0), (t1, c1) = self._samples[0], self._samples[-1]
-        return (c1 - c0) / (t1 - t0) if t1 - t0 >= 0.5 else None
+        return _slope(self._samples, 0.5)
+
+    def _estimate(self, wm: Watermark | None, saturated: bool, drain: float | None,
+                  now: float) -> None:
+        """Update :attr:`capacity`. The drain is the consumer's capacity only while it has a
+        backlog the whole time (saturated); while it keeps up, the drain is just what it was
+        given, a lower bound. So: samples are kept from the moment it is seen saturated (and
+        dropped when it is not), their slope over the last ``capacity_window`` seconds is the
+        capacity (so a consumer that slows down is followed); a drain above the estimate raises
+        it."""
+        busy = self._busy
+        if not saturated:
+            busy.clear()
+        elif wm is not None and (not busy or wm.published_at > busy[-1][0]):
+            if busy and wm.count < busy[-1][1]:
+                busy.clear()
+            busy.append((wm.published_at, wm.count))
+            while len(busy) > 2 and busy[1][0] <= now - self.capacity_window:
+                busy.popleft()
+        measured = _slope(busy, self.capacity_min_span)
+        if measured is not None and measured > 0:
+            self.capacity = measured
+        elif not saturated and drain is not None and self.capacity is not None \
+                and drain > self.capacity:
+            self.capacity = drain  # it did more than the estimate: the estimate was low
 
     # -- the rule ------------------------------------------------------------------------------
     def update(self, s: Signals) -> Decision:
@@ -234,32 +275,54 @@ class PaceController:
                 and s.now - self._count_moved_at > limits.stale_after \
                 and (s.oldest_pending is None or s.now - s.oldest_pending > limits.stale_after):
             return decide(limits.floor, "stalled")
+        saturated = s.backlog > 0 and lag > limits.busy_after  # the consumer is the limit
+        self._estimate(wm, saturated, drain, s.now)
+        capacity = self.capacity
+        # what the consumer does now: its measured capacity, else the drain (a lower bound)
+        speed = capacity if capacity is not None else drain
         predicted = lag
-        if s.backlog > 0 and lag > limits.busy_after:  # the consumer is behind: it is the limit
-            if drain is not None and drain > 0:
-                ahead = max(0.0, self.rate - drain) * limits.horizon
-                predicted = max(lag, (s.backlog + ahead) / drain)
+        if saturated:
+            if speed is not None and speed > 0:
+                ahead = max(0.0, self.rate - speed) * limits.horizon
+                predicted = max(lag, (s.backlog + ahead) / speed)
             else:  # records waiting, drain not measured yet: their age is all we know
                 predicted = max(lag, s.backlog / self.rate)
         can_cut = s.now - self._last_cut >= limits.hold
         if s.throttled > 0 and can_cut:
-            self._last_cut, self._cut_once = s.now, True
+            self._last_cut, self._cut_once, self._last_cut_reason = s.now, True, "throttle"
             return decide(self.rate * limits.cut, "throttle", predicted)
         if predicted > limits.cut_at * bound and s.now - self._last_cut >= 2 * limits.hold:
-            self._last_cut, self._cut_once = s.now, True
-            if drain is None or drain <= 0:
+            self._last_cut, self._cut_once, self._last_cut_reason = s.now, True, "lag"
+            if speed is None or speed <= 0:
                 return decide(self.rate * limits.cut, "lag", predicted)
-            # back to the drain rate, less what brings the backlog down to the target's share
-            # within ``recover`` seconds; never under 3/4 of the drain (the consumer stays busy)
-            excess = s.backlog - limits.target * bound * drain
-            return decide(min(self.rate, max(drain * 0.75, drain - excess / limits.recover)),
-                          "lag", predicted)
+            # to the capacity (while it is not measured yet: the drain, a lower bound of it), less
+            # what brings the backlog down to the target's share (target × lag_bound × capacity)
+            # within ``recover`` seconds. The consumer stays busy on the backlog left, meanwhile
+            # its capacity is measured, and the rate goes back up to it once the lag is down.
+            excess = max(0.0, s.backlog - limits.target * bound * speed)
+            return decide(min(self.rate, speed - excess / limits.recover), "lag", predicted)
         if predicted < limits.target * bound and s.limited and s.throttled == 0 \
                 and s.now - self._last_step >= limits.step_every \
                 and s.now - self._last_cut >= limits.hold:
             self._last_step = s.now
             step = limits.step * limits.step_every
-            if limits.slow_start and not self._cut_once and lag < limits.busy_after / 2:
-                step = max(step, self.rate)  # slow start: doubles until the first cut (as TCP's)
+            if limits.slow_start and not self._cut_once and lag < limits.busy_after / 2 \
+                    and s.now - self._last_double >= limits.busy_after + limits.step_every:
+                # slow start (as TCP's) until the first cut: doubles while writes pass at once,
+                # at most once per busy_after + step_every, so that a consumer saturated at the
+                # new rate shows it before the next doubling
+                self._last_double = s.now
+                step = max(step, self.rate)
+            elif self._last_cut_reason == "lag" and capacity is not None and self.rate < capacity:
+                # back up to the consumer's measured capacity at once: below it, it idles
+                step = max(step, capacity - self.rate)
             return decide(self.rate + step, "keeping-up", predicted)
         return decide(self.rate, "steady", predicted)
+
+
+def _slope(samples: deque[tuple[float, int]], min_span: float) -> float | None:
+    """Records per second between the first and last (time, count) sample (None: too short)."""
+    if len(samples) < 2:
+        return None
+    (t0, c0), (t1, c1) = samples[0], samples[-1]
+    return (c1 - c0) / (t1 - t0) if t1 - t0 >= min_span else None
