@@ -299,8 +299,9 @@ def test_the_adaptive_pacer_keeps_a_slow_consumer_within_the_bound(settings: Set
     changes = [(round(t, 1), round(r), why, lag) for t, r, why, lag, _ in pacer.stats.history
                if why not in ("steady",)]
     assert max(lags) <= bound, f"worst lag {max(lags):.2f} s; pace: {changes}"
-    # And the pacer cut on lag at least once (it did not just stay at the floor)
-    assert pacer.stats.cuts >= 1 and max(r for _, r, *_ in pacer.stats.history) > 60
+    # And it did not just crawl: it paced above the consumer's capacity at some point (so the
+    # bound held because it followed the lag — by a cut, or by climbing no faster than the drain)
+    assert max(r for _, r, *_ in pacer.stats.history) > 60, changes
     watermark = store.read()
     assert watermark is not None and watermark.count >= 400  # (a retried ADD may count twice)
 
