@@ -28,17 +28,12 @@ from botocore.exceptions import ClientError
 from ..errors import StateUnavailable
 from ..state.ratelimit import BUCKET_TTL_SECONDS
 from ..state.schema import STATE_TTL_ATTRIBUTE, bucket_pk, key
-from ..state.throttling import backoff_delay, is_transient
+from ..state.throttling import backoff_delay, condition_failed, is_transient
 from .watermark import check_name
 
 
 def _n(value: float) -> dict[str, str]:
     return {"N": repr(float(value))}
-
-
-def _failed_condition(exc: BaseException) -> bool:
-    return isinstance(exc, ClientError) and \
-        exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
 class SharedPace:
@@ -62,7 +57,7 @@ class SharedPace:
             try:
                 slot = self._take(now, busy, units)
             except Exception as exc:
-                if _failed_condition(exc):
+                if condition_failed(exc):
                     busy = not busy
                     continue
                 if not is_transient(exc):
@@ -129,7 +124,7 @@ class SharedPace:
                 ExpressionAttributeValues={**values, ":reason": {"S": reason}, ":now": _n(now),
                                            ":expires": {"N": str(int(now) + BUCKET_TTL_SECONDS)}})
         except ClientError as exc:
-            if not _failed_condition(exc):
+            if not condition_failed(exc):
                 raise
             stored = self.read_rate()
             self.rate = stored if stored is not None else self.rate

@@ -41,7 +41,7 @@ from botocore.exceptions import ClientError
 
 from ..errors import StateError, StateUnavailable
 from .schema import STATE_KEY, STATE_TTL_ATTRIBUTE, bucket_pk
-from .throttling import backoff_delay, is_throttling, is_transient
+from .throttling import backoff_delay, condition_failed, is_throttling, is_transient
 
 #: First pause of a bucket after its action was throttled; it doubles up to MAX_PENALTY.
 BASE_PENALTY = 0.5
@@ -109,8 +109,7 @@ class SharedRateLimit:
                         break
                     self.sleep(backoff_delay(attempt))
                     continue
-                if not (isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code")
-                        == "ConditionalCheckFailedException"):
+                if not condition_failed(exc):
                     raise
                 failing = None
                 busy = not busy  # the bucket was in the other state: take that branch
@@ -176,7 +175,7 @@ class SharedRateLimit:
                     ExpressionAttributeValues=values,
                 )
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                if condition_failed(exc):
                     continue  # others took tokens meanwhile: read again
                 raise
             self.penalties += 1

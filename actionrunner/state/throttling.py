@@ -28,6 +28,13 @@ def is_throttling(exc: BaseException) -> bool:
     return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in THROTTLING_CODES
 
 
+def condition_failed(exc: BaseException) -> bool:
+    """True if ``exc`` is a conditional write refused because its condition did not hold (an
+    answer about the item's state, not a failure)."""
+    return isinstance(exc, ClientError) and \
+        exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
 def backoff_delay(attempt: int, base: float = 0.05, cap: float = 5.0) -> float:
     """Seconds to wait before try ``attempt + 1`` (1-based): exponential, full jitter."""
     return random.uniform(0, min(cap, base * 2 ** attempt))
