@@ -7,6 +7,7 @@ cuts before the lag is there; a downstream that keeps up gets more.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -118,10 +119,59 @@ def test_a_consumer_that_keeps_up_gets_more_until_the_ceiling() -> None:
         now = 100.0 + i * 0.5
         count += controller.rate * 0.5
         rates.append(controller.update(Signals(now=now, watermark=consumer(now, int(count)))).rate)
-    # Then the rate doubles (slow start) once every 1.5 s (busy_after + step_every, so a
-    # saturated consumer would show first), grows additively in between, up to the ceiling
-    assert rates[:11] == [60, 110, 160, 320, 370, 420, 840, 890, 940, 1000, 1000]
+    # Then the rate doubles (slow start; at first the additive step, which is more) once every
+    # 1.5 s (busy_after + step_every, so a saturated consumer would show first) and holds in
+    # between, up to the ceiling
+    assert rates[:14] == [60, 60, 60, 120, 120, 120, 240, 240, 240, 480, 480, 480, 960, 960]
     assert rates[-1] == 1000
+
+
+def simulate(controller: PaceController, capacity: float, writes: int, *, burst: int = 25,
+             batch: int = 20, latency: float = 0.1, tick: float = 0.05,
+             control_every: float = 0.2) -> tuple[list[float], list[float]]:
+    """A writer paced by ``controller`` in BatchWriteItem bursts of ``burst``, and a stream
+    consumer that reads batches of up to ``batch`` records, each no sooner than ``latency`` after
+    its write, at ``capacity`` records a second, publishing its watermark after each batch.
+    Returns each record's lag (from its write to the end of its batch) and the rates used."""
+    now, written, done = 1000.0, [], 0
+    lags, rates = [], []
+    published = [Watermark(newest=None, count=0, published_at=now)]
+    allowance, busy_until, last_control = 0.0, now, -math.inf
+    while done < writes and now < 1000.0 + 600:
+        now += tick
+        allowance = min(allowance + controller.rate * tick, max(burst, controller.rate))
+        while allowance >= burst and len(written) < writes:
+            written += [now] * min(burst, writes - len(written))
+            allowance -= burst
+        if now >= busy_until:  # the consumer's next batch
+            ready = [t for t in written[done:done + batch] if t <= now - latency]
+            if ready:
+                busy_until = now + len(ready) / capacity
+                lags += [busy_until - t for t in ready]
+                done += len(ready)
+                published.append(Watermark(newest=ready[-1], count=done, published_at=busy_until))
+        if now - last_control >= control_every:
+            last_control = now
+            wm = [w for w in published if w.published_at <= now][-1]  # what it has said so far
+            count = wm.count
+            backlog = len(written) - count
+            rates.append(controller.update(Signals(
+                now=now, watermark=wm, backlog=backlog,
+                oldest_pending=written[count] if backlog > 0 else None,
+                limited=len(written) < writes)).rate)
+    return lags, rates
+
+
+@pytest.mark.parametrize("capacity", [60, 150, 400])
+def test_the_slow_start_does_not_bury_a_slow_consumer(capacity: float) -> None:
+    # Given a consumer of 60, 150 or 400 records/s and a ceiling (1000/s) far over it, a 4 s bound
+    # (the case that failed in CI: 130/s over a 60/s consumer was doubled before its lag showed)
+    controller = PaceController(PaceLimits(floor=5, ceiling=1000, lag_bound=4, increase=60))
+    lags, rates = simulate(controller, capacity, writes=int(capacity * 12))
+    # Then no record is later than the bound, and the rate did pass the consumer's capacity
+    assert len(lags) == int(capacity * 12)
+    assert max(lags) <= 4.0, f"worst lag {max(lags):.2f} s"
+    assert max(rates) > capacity
 
 
 def test_after_a_cut_the_rate_climbs_additively() -> None:

@@ -15,8 +15,8 @@ The rule, in order (the first that applies decides)::
                                                         (the drain while the capacity is not measured)
     predicted lag < target × lag_bound, and the writer
       was held back by the pace (once per step_every) → rate + increase × step_every   ("keeping-up")
-          slow_start (the default), before the first cut: × 2 while writes pass at once
-                                          (at most once per busy_after + step_every)
+          slow_start (the default), until the first cut or a lag of busy_after / 2: × 2,
+                                          once per busy_after + step_every, holding between
           after a lag cut, below the capacity: straight back up to the capacity
     otherwise                                          → unchanged          ("steady")
 
@@ -201,6 +201,7 @@ class PaceController:
     _cut_once: bool = field(init=False, default=False)
     _last_cut_reason: str | None = field(init=False, default=None)
     _last_double: float = field(init=False, default=-math.inf)
+    _slow_start_over: bool = field(init=False, default=False)
     #: (published_at, count) samples taken while the consumer was saturated (had a backlog).
     _busy: deque[tuple[float, int]] = field(init=False, default_factory=deque)
     #: The consumer's estimated capacity, records/s (None: not measured yet).
@@ -287,6 +288,11 @@ class PaceController:
                 predicted = max(lag, (s.backlog + ahead) / speed)
             else:  # records waiting, drain not measured yet: their age is all we know
                 predicted = max(lag, s.backlog / self.rate)
+        elif s.backlog > 0 and lag >= limits.busy_after / 2 and drain is not None and drain > 0:
+            # writes no longer pass at once, and the consumer may be saturated before its oldest
+            # record shows it: the backlog over what it has been finishing (140/s over a 60/s
+            # consumer: 0.94 s of lag, but 3 s of backlog)
+            predicted = max(lag, s.backlog / drain)
         can_cut = s.now - self._last_cut >= limits.hold
         if s.throttled > 0 and can_cut:
             self._last_cut, self._cut_once, self._last_cut_reason = s.now, True, "throttle"
@@ -304,16 +310,21 @@ class PaceController:
         if predicted < limits.target * bound and s.limited and s.throttled == 0 \
                 and s.now - self._last_step >= limits.step_every \
                 and s.now - self._last_cut >= limits.hold:
-            self._last_step = s.now
             step = limits.step * limits.step_every
-            if limits.slow_start and not self._cut_once and lag < limits.busy_after / 2 \
-                    and s.now - self._last_double >= limits.busy_after + limits.step_every:
-                # slow start (as TCP's) until the first cut: doubles while writes pass at once,
-                # at most once per busy_after + step_every, so that a consumer saturated at the
-                # new rate shows it before the next doubling
-                self._last_double = s.now
-                step = max(step, self.rate)
-            elif self._last_cut_reason == "lag" and capacity is not None and self.rate < capacity:
+            if lag >= limits.busy_after / 2:
+                self._slow_start_over = True  # writes no longer pass at once: probe additively
+            if limits.slow_start and not self._cut_once and not self._slow_start_over:
+                # slow start (as TCP's) until the first cut: doubles (or the additive step, if
+                # more) while writes pass at once, and holds in between: one increase per
+                # busy_after + step_every, so that a consumer saturated at the new rate shows it
+                # before the next one (an additive step in between hid it: 130/s over a 60/s
+                # consumer was doubled after 0.7 s, before its lag had grown)
+                if s.now - self._last_double < limits.busy_after + limits.step_every:
+                    return decide(self.rate, "steady", predicted)
+                self._last_step = self._last_double = s.now
+                return decide(self.rate + max(step, self.rate), "keeping-up", predicted)
+            self._last_step = s.now
+            if self._last_cut_reason == "lag" and capacity is not None and self.rate < capacity:
                 # back up to the consumer's measured capacity at once: below it, it idles
                 step = max(step, capacity - self.rate)
             return decide(self.rate + step, "keeping-up", predicted)
