@@ -283,6 +283,8 @@ class FifoConsumer(MessageSettler):
             self._held[held.receipt_handle] = held
             if self._dispatcher.offer(group, held):
                 self._deliver(held)
+        if self._reading:  # messages whose key is being read leave room: ask for more now
+            self._wake_receivers()
 
     def _work_arrived(self) -> None:
         """(Event loop) actions were received: the worker is not idle (the remote-control
@@ -521,6 +523,7 @@ class FifoConsumer(MessageSettler):
                 idle = all(h.running for h in self._held.values())
                 self._hotpath.write(completion, fresh=lambda: self._still_ours(delivery_tag),
                                     done=lambda ok: self._completed(held, ok, then), urgent=idle)
+                self._wake_receivers()  # its room is free now (its group's next waits the write)
                 return
         self._next_of(held.group)
         # nothing left here to run: lingering for a fuller batch would only keep groups waiting
