@@ -70,6 +70,7 @@ from ..settle import (
 )
 from ..signing import key_of
 from ..sqs import claimcheck
+from ..sqs.delivery import Delivery
 from ..sqs.inbound import describe
 from ..state.concurrency import waiting_until
 from ..worker.request import ActionRequest
@@ -206,7 +207,9 @@ class LambdaRunner:
             reason = Reason("AttemptsExhausted", f"failed {attempt - 1} times; dead-lettered now "
                             "(an earlier DLQ send failed)", attempt - 1, receive_count)
             return self._dead_letter(message, queue, fields, reason, policy)
-        kombu_message.delivery_info["actionrunner_attempt"] = attempt
+        # the same Delivery a worker's consumer attaches (actionrunner.sqs.delivery)
+        Delivery.from_sqs(message, headers=kombu_message.headers, attempt=attempt,
+                          pointer=pointer).attach(kombu_message.delivery_info)
         request = ActionRequest(kombu_message, app=self.app, task=task, hostname=self.hostname)
         args, kwargs, embed = kombu_message.decode()
         context = {**request.request_dict, "loglevel": None, "logfile": None, "is_eager": False,

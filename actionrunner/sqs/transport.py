@@ -9,7 +9,10 @@ What it adds to ``kombu.transport.SQS``:
 * every message is checked against the queue's size limit before it is sent
   (:class:`~actionrunner.errors.PayloadTooLarge`);
 * :meth:`Channel.batch` collects the messages published inside it and sends them with
-  SendMessageBatch, retrying the entries SQS refused.
+  SendMessageBatch, retrying the entries SQS refused;
+* its FIFO queues are consumed by the :class:`~.consumer.Consumer` it holds (made when Celery
+  first consumes one): the channel only hands it kombu's calls (this module is the adapter);
+  the monitoring queues by :class:`~.monitor.MonitorRouting`.
 
 Select it with ``broker_url = "actionrunner://"`` (the alias is registered on import).
 """
@@ -23,7 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
-from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport.SQS import Channel as SQSChannel
 from kombu.transport.SQS import Transport as SQSTransport
 from kombu.utils.json import dumps
@@ -33,9 +36,11 @@ from .. import constants as C
 from .. import runtime
 from ..errors import EndpointUnreachable, PayloadTooLarge, QueueMissing, SendError
 from ..runnable import check_eta
+from ..settle import MessageSettler, Outcome
 from . import claimcheck, codec
-from .fifo import FifoConsumer
+from .consumer import Consumer
 from .monitor import MonitorRouting
+from .options import ConsumerOptions
 
 #: Error codes of a batch entry that are worth sending again.
 RETRYABLE_ENTRY_CODES = frozenset(
@@ -77,11 +82,105 @@ class _Batch:
         self.entries: list[tuple[str, dict[str, Any]]] = []
 
 
-class Channel(MonitorRouting, FifoConsumer, SQSChannel):
-    """SQS channel with settings-driven endpoint, strict queues, size checks and batching, and
-    FIFO-keeping consumption (:class:`~actionrunner.sqs.fifo.FifoConsumer`)."""
+class _Port:
+    """The :class:`~.consumer.ChannelPort` of a :class:`Channel`: what its consumer may use."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+
+    @property
+    def s3(self) -> Any:
+        return self.channel.s3
+
+    def new_queue(self, name: str) -> str:
+        return self.channel._new_queue(name)
+
+    def is_active(self, name: str) -> bool:
+        return name in self.channel._active_queues
+
+    def callback_for(self, name: str) -> Any:
+        return self.channel.connection._callbacks.get(name)
+
+    def forget(self, delivery_tag: str) -> None:
+        virtual.Channel.basic_ack(self.channel, delivery_tag)
+
+    def clear_delivered(self) -> None:
+        self.channel.qos._delivered.clear()
+
+    def prefetch_count(self) -> int:
+        return int(self.channel.qos.prefetch_count or 0)
+
+    def new_sqs_client(self, config: Any = None) -> Any:
+        channel = self.channel
+        return channel._new_boto_client(service="sqs", region=channel.region,
+                                        access_key_id=channel.conninfo.userid,
+                                        secret_access_key=channel.conninfo.password, config=config)
+
+    def system_attributes(self) -> list[str] | None:
+        names = self.channel.get_message_attributes.get("MessageSystemAttributeNames")
+        return list(names) if names else None
+
+
+class Channel(MonitorRouting, SQSChannel, MessageSettler):
+    """SQS channel with settings-driven endpoint, strict queues, size checks and batching; its
+    FIFO queues consumed by the :class:`~.consumer.Consumer` it holds."""
 
     _batch: _Batch | None = None
+    #: the consumer of this channel's FIFO queues (None until Celery consumes one)
+    consumer: Consumer | None = None
+
+    # -- consuming: kombu's calls, handed to the consumer ----------------------------------
+    @cached_property
+    def consumer_options(self) -> ConsumerOptions:
+        return ConsumerOptions.of(self.transport_options,
+                                  wait_time_seconds=int(self.wait_time_seconds),
+                                  polling_interval=float(self.connection.polling_interval or 0))
+
+    def _is_action_queue(self, queue: str) -> bool:
+        return queue.endswith(".fifo") and not self._kind(queue)
+
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        if self.consumer is None and not self._kind(queue):
+            self.consumer = Consumer(_Port(self), self.consumer_options,
+                                     hub=getattr(self, "hub", None), on_work=self._work_arrived)
+            self.consumer.start()
+        return super().basic_consume(queue, no_ack, *args, **kwargs)
+
+    def _schedule_queue(self, queue: str) -> None:
+        if not (self.consumer is not None and self._is_action_queue(queue)
+                and self.consumer.start_receiving(queue)):
+            super()._schedule_queue(queue)
+
+    def _on_messages_ready(self, queue: str, qname: str, messages: Any) -> Any:
+        if self.consumer is None or self._kind(qname):
+            return super()._on_messages_ready(queue, qname, messages)
+        if getattr(self, "closed", False) or getattr(self, "connection", None) is None:
+            return 0  # an answer that arrives after the channel closed (a clean stop)
+        return self.consumer.on_messages_ready(queue, qname, messages)
+
+    def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
+        if self.consumer is None or not self.consumer.ack(delivery_tag):
+            super().basic_ack(delivery_tag, multiple)
+
+    def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if self.consumer is None or not self.consumer.reject(delivery_tag, requeue):
+            super().basic_reject(delivery_tag, requeue)
+
+    def mark_running(self, delivery_tag: str) -> None:
+        if self.consumer is not None:
+            self.consumer.mark_running(delivery_tag)
+
+    def holds(self, delivery_tag: str) -> bool:
+        return self.consumer is not None and self.consumer.holds(delivery_tag)
+
+    def settle(self, delivery_tag: str, outcome: Outcome, fields: Any) -> None:
+        if self.consumer is not None:
+            self.consumer.settle(delivery_tag, outcome, fields)
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            self.consumer.close()
+        super().close()
 
     # -- configuration ---------------------------------------------------------------------
     @cached_property
@@ -149,8 +248,8 @@ class Channel(MonitorRouting, FifoConsumer, SQSChannel):
         if headers.get("eta"):  # one a worker cannot hold would stall its group: not sent
             check_eta(headers, time.time(), sending=True, task=str(headers.get("task", "?")))
         raw = message.get("body")
-        limit = int(self.transport_options.get("max_decoded_bytes") or 0)
-        if limit and isinstance(raw, str | bytes) and len(raw) > limit:  # workers would refuse it
+        limit = self.consumer_options.max_decoded_bytes
+        if isinstance(raw, str | bytes) and len(raw) > limit:  # workers would refuse it
             name = message.get("headers", {}).get("task", "?")
             raise PayloadTooLarge(name, len(raw), limit, "ACTIONRUNNER_MAX_DECODED_BYTES")
         if self.wire_format == codec.COMPACT:
