@@ -47,7 +47,7 @@ from typing import Any, Protocol
 
 from .. import constants as C
 from .. import runtime
-from ..errors import UndecodableMessage
+from ..errors import Rejected, UndecodableMessage
 from ..logging import log_event
 from ..runnable import eta_seconds
 from ..settle import (
@@ -56,7 +56,6 @@ from ..settle import (
     Hold,
     MessageSettler,
     Outcome,
-    Reason,
     Release,
     Retry,
     Wait,
@@ -339,8 +338,8 @@ class Consumer(MessageSettler):
             return
         try:
             if held.problem is not None:
-                self._settle_held(held, DeadLetter(Reason.of(held.problem, max(1, held.attempt),
-                                                             held.receive_count)),
+                self._settle_held(held, decide(UNDECODABLE, held.problem, attempt=max(1, held.attempt),
+                                               receive_count=held.receive_count),
                                   self._describe(held))
                 return
             if held.payload is None and held.pointer is not None:
@@ -597,9 +596,9 @@ class Consumer(MessageSettler):
         if requeue:  # back to SQS, with the rest of its group behind it: order is kept
             self._release_group(held, visibility=0)
         else:  # Celery refused it (unknown task, invalid message): never deleted unprocessed
-            reason = Reason("Rejected", "rejected by the worker (unknown or invalid message)",
-                            max(1, held.attempt), held.receive_count)
-            self._dead_letter(held, DeadLetter(reason), self._describe(held))
+            refused = Rejected("rejected by the worker (unknown or invalid message)")
+            self._settle_held(held, decide(UNDECODABLE, refused, attempt=max(1, held.attempt),
+                                           receive_count=held.receive_count), self._describe(held))
         return True
 
     def _next_of(self, group: str) -> None:

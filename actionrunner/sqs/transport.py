@@ -20,7 +20,6 @@ Select it with ``broker_url = "actionrunner://"`` (the alias is registered on im
 from __future__ import annotations
 
 import contextlib
-import random
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -34,10 +33,12 @@ from kombu.utils.objects import cached_property
 
 from .. import constants as C
 from .. import runtime
+from ..backoff import backoff
 from ..errors import EndpointUnreachable, PayloadTooLarge, QueueMissing, SendError
 from ..runnable import check_eta
 from ..settle import MessageSettler, Outcome
 from . import claimcheck, codec
+from .batch import in_batches
 from .consumer import Consumer
 from .monitor import MonitorRouting
 from .options import ConsumerOptions
@@ -335,38 +336,32 @@ class Channel(MonitorRouting, SQSChannel, MessageSettler):
         client = self.sqs(queue=self.canonical_queue_name(queue))
         final: list[tuple[int, str, str]] = []
         todo = items
+
+        def call(entries: list[dict[str, Any]]) -> Any:
+            return client.send_message_batch(QueueUrl=q_url, Entries=entries)
+
         for attempt in range(max_attempts):
             retry: list[tuple[int, dict[str, Any]]] = []
-            for start in range(0, len(todo), C.SQS_MAX_BATCH):
-                chunk = todo[start : start + C.SQS_MAX_BATCH]
-                request = [{"Id": str(index), **entry} for index, entry in chunk]
-                by_id = dict(chunk)
-                try:
-                    response = client.send_message_batch(QueueUrl=q_url, Entries=request)
-                except (ClientError, BotoCoreError) as exc:
-                    # The whole call failed: none of its entries is known to be sent.
-                    if isinstance(exc, ClientError):
-                        error = exc.response.get("Error", {})
-                        code, text = error.get("Code", "ClientError"), error.get("Message", "")
-                        transient = code in RETRYABLE_ENTRY_CODES
+            last = attempt + 1 >= max_attempts
+            for chunk in in_batches(call, todo, lambda item: item[1],
+                                    catch=(ClientError, BotoCoreError)):
+                for (index, entry), failure in chunk.failed():
+                    code = str(failure.get("Code", ""))
+                    if chunk.error is not None:  # none of the call's entries is known to be sent
+                        transient = (code in RETRYABLE_ENTRY_CODES
+                                     if isinstance(chunk.error, ClientError) else True)
+                        text = (str(chunk.error.response.get("Error", {}).get("Message", ""))
+                                if isinstance(chunk.error, ClientError) else str(chunk.error))
                     else:
-                        code, text, transient = type(exc).__name__, str(exc), True
-                    if transient and attempt + 1 < max_attempts:
-                        retry.extend(chunk)
+                        transient = not failure.get("SenderFault") or code in RETRYABLE_ENTRY_CODES
+                        text = str(failure.get("Message", ""))
+                    if transient and not last:
+                        retry.append((index, entry))
                     else:
-                        final.extend((index, code, text) for index, _ in chunk)
-                    continue
-                for failure in response.get("Failed", []):
-                    index = int(failure["Id"])
-                    code = failure.get("Code", "")
-                    transient = not failure.get("SenderFault") or code in RETRYABLE_ENTRY_CODES
-                    if transient and attempt + 1 < max_attempts:
-                        retry.append((index, by_id[index]))
-                    else:
-                        final.append((index, code, failure.get("Message", "")))
+                        final.append((index, code, text))
             if not retry:
                 break
-            time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random() / 2))
+            time.sleep(backoff(attempt + 1, base=0.05, cap=2.0))
             todo = retry
         return final
 
