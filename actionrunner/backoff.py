@@ -26,8 +26,9 @@ def backoff(failures: int, *, base: float = 0.2, cap: float = 20.0, jitter: Jitt
     """Seconds to wait after ``failures`` failures in a row (1: the first)."""
     delay = min(cap, base * 2 ** max(0, failures - 1))
     if jitter == "none":
-        return delay
-    return random.uniform(delay / 2 if jitter == "half" else 0.0, delay)
+        return float(delay)
+    low = delay / 2 if jitter == "half" else 0.0
+    return float(random.uniform(low, delay))
 
 
 __all__ = ["Jitter", "backoff"]

@@ -146,7 +146,7 @@ class Held:
 
     @property
     def receive_count(self) -> int | None:
-        value = (self.message.get("Attributes") or {}).get("ApproximateReceiveCount")
+        value: Any = (self.message.get("Attributes") or {}).get("ApproximateReceiveCount")
         try:
             return int(value)
         except (TypeError, ValueError):

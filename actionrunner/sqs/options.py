@@ -12,7 +12,7 @@ so every default is written here and nowhere else::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,12 +47,14 @@ class ConsumerOptions:
     def of(cls, options: Mapping[str, Any], **overrides: Any) -> ConsumerOptions:
         """The options in kombu's ``transport_options`` dict (``overrides`` win)."""
         fields: dict[str, Any] = {}
-        for name, cast in (("visibility_timeout", int), ("wait_time_seconds", int),
-                           ("polling_interval", float)):  # 0 means 0
+        casts: tuple[tuple[str, Callable[[Any], Any]], ...] = (
+            ("visibility_timeout", int), ("wait_time_seconds", int), ("polling_interval", float))
+        for name, cast in casts:  # 0 means 0
             if options.get(name) is not None:
                 fields[name] = cast(options[name])
-        for name, cast in (("dlq_name", str), ("payload_bucket", str), ("max_decoded_bytes", int),
-                           ("heartbeat_interval", float), ("payload_fetch_attempts", int)):
+        casts = (("dlq_name", str), ("payload_bucket", str), ("max_decoded_bytes", int),
+                 ("heartbeat_interval", float), ("payload_fetch_attempts", int))
+        for name, cast in casts:
             if options.get(name):  # unset, empty or 0: the default
                 fields[name] = cast(options[name])
         if options.get("dlq_names"):
