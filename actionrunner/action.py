@@ -221,12 +221,9 @@ class Action(Task):  # type: ignore[misc]
                     else self.name
                 )
             if dedup_id is None:
-                if self.idempotency_key is not None:
-                    dedup_id = keys.dedup_id(self.name, keys.render(self.idempotency_key, values))
-                elif call_id is not None:
-                    dedup_id = keys.call_dedup_id(self.name, call_id)
-                else:
-                    dedup_id = keys.dedup_id(self.name, keys.default_key(wire))
+                key = (keys.render(self.idempotency_key, values)
+                       if self.idempotency_key is not None else None)
+                dedup_id = keys.call_key(self.name, key=key, call_id=call_id, inputs=wire)
         except (KeyError, AttributeError, IndexError, ValueError) as exc:
             raise ActionError(f"action {self.name!r}: cannot compute its group or key: {exc!r}") from exc
         keys.check_id(self.name, "MessageGroupId", group)

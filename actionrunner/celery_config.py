@@ -37,7 +37,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # resolved once with GetQueueUrl; never created implicitly
             "queue_names": [n for q in settings.queues for n in (q, settings.dlq_of(q))],
             "dlq_name": settings.dlq_name,
-            # each lane's failures go to its own DLQ (actionrunner.sqs.fifo: dlq_name_for)
+            # each lane's failures go to its own DLQ (actionrunner.sqs.options: ConsumerOptions.dlq_for)
             "dlq_names": {q: settings.dlq_of(q) for q in settings.queues},
             "max_message_bytes": settings.max_message_bytes,
             "wire_format": settings.wire_format,

@@ -14,6 +14,8 @@ DEFAULT_REGION = "us-east-1"
 
 #: SQS's hard cap on one message (body plus attributes), in bytes.
 SQS_MAX_MESSAGE_BYTES = 1_048_576
+#: Default bound on a decoded body (``ACTIONRUNNER_MAX_DECODED_BYTES``), in bytes.
+DEFAULT_MAX_DECODED_BYTES = 8 * SQS_MAX_MESSAGE_BYTES
 #: SQS bills every started chunk of this many bytes as one request.
 SQS_BILLING_CHUNK_BYTES = 65_536
 #: Entries per SendMessageBatch / DeleteMessageBatch / ChangeMessageVisibilityBatch.

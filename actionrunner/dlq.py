@@ -28,6 +28,7 @@ from .errors import ActionRunnerError
 from .settings import Settings
 from .settle import ATTRIBUTE_PREFIX, REDRIVES_ATTRIBUTE, failure_attributes
 from .signing import key_of, recorded_by_worker
+from .sqs.batch import in_batches
 
 #: How long a listing or redrive keeps the DLQ messages it looked at hidden.
 PEEK_VISIBILITY = 60
@@ -199,13 +200,12 @@ class DeadLetterQueue:
             yield letters
 
     def _release(self, letters: list[DeadLetter]) -> None:
-        for start in range(0, len(letters), C.SQS_MAX_BATCH):
-            chunk = letters[start : start + C.SQS_MAX_BATCH]
-            self.client.change_message_visibility_batch(
-                QueueUrl=self.url,
-                Entries=[{"Id": str(i), "ReceiptHandle": d.receipt_handle, "VisibilityTimeout": 0}
-                         for i, d in enumerate(chunk)],
-            )
+        def call(entries: list[dict[str, Any]]) -> Any:
+            return self.client.change_message_visibility_batch(QueueUrl=self.url, Entries=entries)
+
+        for _ in in_batches(call, letters, lambda d: {"ReceiptHandle": d.receipt_handle,
+                                                      "VisibilityTimeout": 0}, catch=()):
+            pass  # best effort: a letter left hidden comes back after its visibility timeout
 
     def list(self, limit: int = 100) -> list[DeadLetter]:
         """Up to ``limit`` messages, oldest group first; they stay in the DLQ."""
@@ -343,17 +343,14 @@ class DeadLetterQueue:
         """Delete the DLQ copies of messages sent back (DeleteMessageBatch); those that could not
         be, with why."""
         kept: list[tuple[DeadLetter, str]] = []
-        for start in range(0, len(letters), C.SQS_MAX_BATCH):
-            chunk = letters[start:start + C.SQS_MAX_BATCH]
-            try:
-                failed = {f["Id"]: f.get("Code") for f in self.client.delete_message_batch(
-                    QueueUrl=self.url, Entries=[{"Id": str(i), "ReceiptHandle": d.receipt_handle}
-                                                for i, d in enumerate(chunk)]).get("Failed", [])}
-            except (ClientError, BotoCoreError) as exc:
-                failed = {str(i): _code(exc) for i in range(len(chunk))}
-            kept += [(d, f"sent back, but its DLQ copy was not deleted ({failed[str(i)]}): a "
+        def call(entries: list[dict[str, Any]]) -> Any:
+            return self.client.delete_message_batch(QueueUrl=self.url, Entries=entries)
+
+        for chunk in in_batches(call, letters, lambda d: {"ReceiptHandle": d.receipt_handle},
+                                catch=(ClientError, BotoCoreError)):
+            kept += [(d, f"sent back, but its DLQ copy was not deleted ({f.get('Code')}): a "
                          "redrive within 5 minutes is dropped by SQS's deduplication")
-                     for i, d in enumerate(chunk) if str(i) in failed]
+                     for d, f in chunk.failed()]
         return kept
 
     def purge(self, progress: Callable[[int], None] | None = None, wait: float = 0.0,

@@ -32,6 +32,7 @@ The tree::
     │   ├── EtaTooFar               an eta/countdown beyond what SQS can hold a message for
     │   ├── MessageExpired          its ``expires`` time passed before it ran (marked ``expired``)
     │   ├── PointerRefused          a claim-check pointer outside the payload bucket (never fetched)
+    │   ├── Rejected                Celery refused it (an unknown or invalid message)
     │   └── PayloadMissing          the claim-checked object is gone (or stays unreadable)
     └── StateError                  the state table (idempotency, shared rate limits) failed a run
         ├── IdempotencyKeyReused    the key was already used with other inputs (not retried)
@@ -336,6 +337,11 @@ class MessageExpired(UndecodableMessage):
 class PointerRefused(UndecodableMessage):
     """A claim-check pointer outside the configured payload bucket and prefix (or with no payload
     bucket configured): never fetched, never deleted."""
+
+
+class Rejected(UndecodableMessage):
+    """Celery refused a received message (``basic_reject`` without requeue: an unknown or
+    invalid message): dead-lettered, never deleted unprocessed."""
 
 
 class PayloadMissing(UndecodableMessage):

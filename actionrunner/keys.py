@@ -82,6 +82,27 @@ def call_dedup_id(action: str, call_id: str) -> str:
     return dedup_id(action, f"call:{call_id}")
 
 
+def call_key(action: str, *, explicit: str | None = None, key: str | None = None,
+             call_id: str | None = None, inputs: Mapping[str, Any] | None = None) -> str:
+    """The one rule for a call's MessageDeduplicationId, which is also its idempotency key's:
+    the call's own key (``explicit``: the API's ``Idempotency-Key``, beat's slot), else the
+    action's rendered ``key=``, else its call id, else (a message from before call ids) its
+    JSON ``inputs``.
+
+    >>> call_key("a", call_id="c") == call_dedup_id("a", "c")
+    True
+    >>> call_key("a", explicit="k", call_id="c") == dedup_id("a", "k")
+    True
+    """
+    if explicit:
+        return dedup_id(action, str(explicit))
+    if key is not None:
+        return dedup_id(action, key)
+    if call_id:
+        return call_dedup_id(action, str(call_id))
+    return dedup_id(action, default_key(inputs or {}))
+
+
 def new_call_id() -> str:
     """A fresh call id."""
     return uuid.uuid4().hex

@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     #: Largest task body a worker decodes: decompressed bodies and claim-checked payloads are read
     #: up to this many bytes and refused past it (checked while reading, never after); sends over
     #: it are refused too.
-    max_decoded_bytes: int = Field(default=8 * 1_048_576, ge=C.SQS_MAX_MESSAGE_BYTES)
+    max_decoded_bytes: int = Field(default=C.DEFAULT_MAX_DECODED_BYTES, ge=C.SQS_MAX_MESSAGE_BYTES)
     #: Task bodies larger than this are zlib-compressed (compact format; None: never).
     compress_over_bytes: int | None = Field(default=65_536, ge=0)
     #: Long-poll wait of a receive. 20 on AWS; short against moto, whose long poll spins a CPU.

@@ -26,7 +26,6 @@ within SQS's limits (10 message attributes, 1 MiB in all).
 from __future__ import annotations
 
 import abc
-import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from celery.exceptions import Reject
 from celery.exceptions import Retry as CeleryRetry
 
 from . import constants as C
+from .backoff import backoff
 from .errors import (
     ActionInputError,
     IdempotencyKeyReused,
@@ -88,9 +88,9 @@ class Policy:
     def backoff(self, attempt: int, *, jitter: bool | None = None) -> float:
         """Seconds to wait after failed attempt ``attempt`` (1-based): exponential, capped,
         jittered between half and all of it."""
-        delay = min(self.retry_backoff_max, self.retry_backoff * 2 ** max(0, attempt - 1))
         use_jitter = self.retry_jitter if jitter is None else jitter
-        return random.uniform(delay / 2, delay) if use_jitter else delay
+        return backoff(attempt, base=self.retry_backoff, cap=self.retry_backoff_max,
+                       jitter="half" if use_jitter else "none")
 
 
 #: The policy of a message that is not a call of a known action (nothing to retry).

@@ -1,7 +1,7 @@
-"""The FIFO channel's dispatch and settlement (actionrunner/sqs/fifo.py) on stand-ins.
+"""The FIFO consumer's dispatch and settlement (actionrunner/sqs/consumer.py) on stand-ins.
 
-A :class:`FifoConsumer` with a fake event loop, a fake housekeeper and Celery's callback replaced
-by a list: every branch of what happens to a received message — in group order, after each
+A :class:`Consumer` with a fake event loop, a fake housekeeper and a fake channel port whose
+Celery callback is a list: every branch of what happens to a received message — in group order, after each
 outcome, when decoding fails, when SQS stops keeping a message for us, at shutdown.
 """
 
@@ -14,8 +14,9 @@ import pytest
 
 from actionrunner.app import app
 from actionrunner.settle import DeadLetter, Hold, Reason, Release, Retry, Wait
-from actionrunner.sqs.dispatch import GroupDispatcher
-from actionrunner.sqs.fifo import FifoConsumer
+from actionrunner.sqs.consumer import Consumer
+from actionrunner.sqs.delivery import DELIVERY_KEY
+from actionrunner.sqs.options import ConsumerOptions
 from bench.hostile import Context, envelope
 from tests import actions  # noqa: F401  (registers tests.actions.probe)
 
@@ -63,33 +64,54 @@ class FakeHousekeeper:
         pass
 
 
-class FakeQoS:
-    prefetch_count = 8
+class FakePort:
+    """The kombu channel, as the consumer sees it."""
 
     def __init__(self) -> None:
-        self.acked: list[str] = []
-        self._delivered: dict[str, Any] = {}
-
-    def ack(self, tag: str) -> None:
-        self.acked.append(tag)
-
-
-class Channel(FifoConsumer):
-    def __init__(self) -> None:
-        self._held, self._receivers, self._incoming = {}, {}, 0
-        import threading
-
-        self._incoming_lock = threading.Lock()
-        self._dispatcher = GroupDispatcher()
-        self._housekeeper = FakeHousekeeper()  # type: ignore[assignment]
-        self.hub = FakeHub()
-        self.qos = FakeQoS()
         self.delivered: list[dict[str, Any]] = []
-        self.connection = type("C", (), {"_callbacks": {"actions.fifo": self.delivered.append}})()
-        self.transport_options = {"dlq_name": "actions-dlq.fifo", "visibility_timeout": 30}
+        self.callbacks: dict[str, Any] = {"actions.fifo": self.delivered.append}
+        self.forgotten: list[str] = []
+        self.s3 = None
 
-    def _new_queue(self, name: str) -> str:
+    def new_queue(self, name: str) -> str:
         return f"http://sqs/{name}"
+
+    def is_active(self, name: str) -> bool:
+        return True
+
+    def callback_for(self, name: str) -> Any:
+        return self.callbacks.get(name)
+
+    def forget(self, delivery_tag: str) -> None:
+        self.forgotten.append(delivery_tag)
+
+    def clear_delivered(self) -> None:
+        pass
+
+    def prefetch_count(self) -> int:
+        return 8
+
+    def new_sqs_client(self, config: Any = None) -> Any:
+        raise AssertionError("the stand-ins make no request")
+
+    def system_attributes(self) -> list[str] | None:
+        return None
+
+
+class Channel(Consumer):
+    """A consumer on stand-ins; ``options`` may be replaced before the first message."""
+
+    def __init__(self, **options: Any) -> None:
+        self.fake_port = FakePort()
+        super().__init__(self.fake_port, ConsumerOptions.of({"dlq_name": "actions-dlq.fifo",
+                                                              "visibility_timeout": 30, **options}),
+                         hub=None, housekeeper=FakeHousekeeper())  # type: ignore[arg-type]
+        self.hub = FakeHub()  # type: ignore[assignment]  (no inbox: posts run at once)
+        self.delivered = self.fake_port.delivered
+
+    def configure(self, **options: Any) -> None:
+        self.options = ConsumerOptions.of({"dlq_name": self.options.dlq_name,
+                                           "visibility_timeout": 30, **options})
 
 
 def message(mid: str, group: str = "g", body: str | None = None) -> dict[str, Any]:
@@ -112,9 +134,9 @@ def channel() -> Channel:
 def test_the_head_of_each_group_runs_the_rest_wait_in_order(channel: Channel) -> None:
     channel._accept("q", "actions.fifo", [message("a1"), message("a2"), message("b1", "b"), message("a3")])
     assert ids(channel) == ["a1", "b1"]
-    channel.basic_ack("h-a1")
+    channel.ack("h-a1")
     assert ids(channel) == ["a1", "b1", "a2"] and channel._housekeeper.deleted == ["h-a1"]
-    channel.basic_ack("h-a2")
+    channel.ack("h-a2")
     assert ids(channel)[-1] == "a3"
 
 
@@ -123,7 +145,7 @@ def test_a_retry_runs_the_same_message_again_after_the_delay_with_the_next_attem
     channel.settle("h-a1", Retry(2.5, REASON), {})
     assert channel.hub.fire() == [2.5]
     assert ids(channel) == ["a1", "a1"]
-    assert channel.delivered[-1]["properties"]["delivery_info"]["actionrunner_attempt"] == 2
+    assert channel.delivered[-1]["properties"]["delivery_info"][DELIVERY_KEY].attempt == 2
     assert channel.delivered[-1]["headers"]["retries"] == 1
 
 
@@ -131,7 +153,7 @@ def test_a_wait_uses_no_attempt(channel: Channel) -> None:
     channel._accept("q", "actions.fifo", [message("a1")])
     channel.settle("h-a1", Wait(1.0, REASON), {})
     channel.hub.fire()
-    assert channel.delivered[-1]["properties"]["delivery_info"]["actionrunner_attempt"] == 1
+    assert channel.delivered[-1]["properties"]["delivery_info"][DELIVERY_KEY].attempt == 1
 
 
 def test_hold_hides_the_head_and_releases_its_group(channel: Channel) -> None:
@@ -163,7 +185,7 @@ def test_an_undecodable_message_is_dead_lettered_in_its_turn_and_its_follower_ru
     channel._accept("q", "actions.fifo", [message("a1"), message("bad", body="not json"),
                                           message("a3")])
     assert ids(channel) == ["a1"] and channel._housekeeper.letters == []
-    channel.basic_ack("h-a1")
+    channel.ack("h-a1")
     [job] = channel._housekeeper.letters
     assert job.params["MessageAttributes"]["actionrunner.error_type"]["StringValue"] == "NotJson"
     job.done()
@@ -172,7 +194,7 @@ def test_an_undecodable_message_is_dead_lettered_in_its_turn_and_its_follower_ru
 
 def test_celery_refusing_a_message_dead_letters_it(channel: Channel) -> None:
     channel._accept("q", "actions.fifo", [message("a1")])
-    channel.basic_reject("h-a1", requeue=False)
+    channel.reject("h-a1", requeue=False)
     [job] = channel._housekeeper.letters
     assert job.params["MessageAttributes"]["actionrunner.error_type"]["StringValue"] == "Rejected"
 
@@ -181,7 +203,7 @@ def test_a_callback_that_raises_dead_letters_the_message_and_the_loop_goes_on(ch
     def explode(payload: Any) -> None:
         raise RuntimeError("celery could not take it")
 
-    channel.connection._callbacks["actions.fifo"] = explode
+    channel.fake_port.callbacks["actions.fifo"] = explode
     channel._accept("q", "actions.fifo", [message("a1")])
     [job] = channel._housekeeper.letters
     assert job.params["MessageAttributes"]["actionrunner.error_type"]["StringValue"] == "RuntimeError"
@@ -195,7 +217,7 @@ def test_a_lost_message_that_had_not_started_is_dropped_with_the_rest_of_its_gro
     assert channel._housekeeper.released == [("h-a3", 0)]
     channel._lost(["h-a1"])  # running: kept (it finishes; its delete may fail, then it replays)
     assert channel.holds("h-a1")
-    channel.basic_ack("h-a1")
+    channel.ack("h-a1")
     assert ids(channel) == ["a1"]  # nothing of the group is left here to run
 
 
@@ -220,5 +242,5 @@ def test_receives_ask_for_ten_or_top_up_only_when_running_low(channel: Channel) 
     channel._incoming = 0
     assert channel._demand() == 0  # 12 held: room for 8, not for 10, and not running low
     for i in range(3):
-        channel.basic_ack(f"h-m{i}")
+        channel.ack(f"h-m{i}")
     assert channel._demand() == 10

@@ -111,3 +111,38 @@ def test_the_package_does_not_import_bench() -> None:
     importers = sorted(m for m, targets in import_graph().items()
                        if any(t.partition(".")[0] == "bench" for t in targets))
     assert not importers, f"actionrunner modules importing bench: {importers}"
+
+
+#: The receive path's layers: the consumer knows the kombu channel only through its port
+#: (``ChannelPort``), and neither it nor the Lambda runtime reaches into the monitoring queues;
+#: the monitoring knows nothing of the consumer (it is told of work through a callback).
+CONSUMER_MODULES = {"actionrunner.sqs.consumer", "actionrunner.sqs.delivery", "actionrunner.sqs.options",
+                    "actionrunner.sqs.batch", "actionrunner.sqs.receiver", "actionrunner.sqs.dispatch",
+                    "actionrunner.sqs.housekeeper", "actionrunner.sqs.inbound"}
+FORBIDDEN = [
+    (CONSUMER_MODULES, ("actionrunner.sqs.transport", "actionrunner.sqs.monitor", "actionrunner.sqs")),
+    ({"actionrunner.sqs.monitor"}, ("actionrunner.sqs.consumer",)),
+    ({"actionrunner.aws_lambda"}, ("actionrunner.sqs.consumer", "actionrunner.sqs.transport",
+                                   "actionrunner.sqs.monitor")),
+]
+
+
+def _within(module: str, prefixes: set[str] | tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(f"{p}.") for p in prefixes)
+
+
+def test_the_receive_path_keeps_its_layers() -> None:
+    graph = import_graph()
+    assert CONSUMER_MODULES <= set(graph), "a consumer module was renamed: update CONSUMER_MODULES"
+    found = []
+    for sources, targets in FORBIDDEN:
+        for module, imported in graph.items():
+            if not _within(module, sources):
+                continue
+            for target in sorted(imported):
+                # ``actionrunner.sqs`` itself (the package, which loads the transport) is refused;
+                # its submodules only where listed
+                if target in targets or any(target.startswith(f"{t}.") for t in targets
+                                            if t != "actionrunner.sqs"):
+                    found.append(f"{module} → {target}")
+    assert not found, "imports across the receive path's layers:\n" + "\n".join(found)

@@ -22,7 +22,7 @@ from actionrunner.aws_lambda import LambdaRunner
 from actionrunner.deploy import core
 from actionrunner.settings import Settings
 from actionrunner.sqs import claimcheck
-from actionrunner.sqs.fifo import failure_attributes
+from actionrunner.settle import failure_attributes
 from tests.actions import explode, fragile_head, record, tally
 from tests.conftest import SQS_SERVER, message_text
 

@@ -94,7 +94,7 @@ def test_the_housekeeper_drops_a_dead_letter_whose_message_is_no_longer_ours() -
 def _pointed(channel: Channel) -> Any:
     pointer = json.dumps([claimcheck.POINTER_CLASS, {"s3BucketName": "b",
                                                      "s3Key": f"{claimcheck.KEY_PREFIX}k"}])
-    channel.transport_options.update(payload_bucket="b", payload_fetch_attempts=3)
+    channel.configure(payload_bucket="b", payload_fetch_attempts=3)
     channel._fetch = lambda held: None  # type: ignore[method-assign]  (fetches are driven below)
     channel._accept("q", "actions.fifo", [message("p1", body=pointer), message("p2")])
     return channel._held["h-p1"]

@@ -19,6 +19,7 @@ from kombu.transport import virtual
 from kombu.transport.SQS import Channel as SQSChannel
 
 from ..sqs import inbound
+from ..sqs.delivery import Delivery
 
 #: Lambda's attribute keys → SQS API keys of a message attribute.
 _ATTRIBUTE_KEYS = {"stringValue": "StringValue", "binaryValue": "BinaryValue",
@@ -81,13 +82,14 @@ def decode(message: dict[str, Any], queue_name: str, *, max_bytes: int,
     """The kombu message of a ReceiveMessage entry, as the worker's channel builds it
     (:func:`actionrunner.sqs.inbound.decode`: raises only ``UndecodableMessage``).
 
-    ``attempt`` is written where the worker keeps its own count
-    (``delivery_info["actionrunner_attempt"]``), for the request's ``sqs`` attributes.
+    ``attempt``: the attempt this run is, in the message's
+    :class:`~actionrunner.sqs.delivery.Delivery` (as the worker's consumer makes it).
     """
     payload = inbound.decode(message, queue_url=queue_name, max_bytes=max_bytes,
                              is_registered=is_registered, body=body)
     if attempt is not None:
-        payload["properties"]["delivery_info"]["actionrunner_attempt"] = attempt
+        Delivery.from_sqs(message, headers=payload.get("headers"), attempt=attempt).attach(
+            payload["properties"]["delivery_info"])
     decoded = virtual.Message(payload, channel=_DECODER)
     decoded.accept = ACCEPT
     return decoded

@@ -70,6 +70,8 @@ from ..settle import (
 )
 from ..signing import key_of
 from ..sqs import claimcheck
+from ..sqs.batch import in_batches
+from ..sqs.delivery import Delivery
 from ..sqs.inbound import describe
 from ..state.concurrency import waiting_until
 from ..worker.request import ActionRequest
@@ -206,7 +208,9 @@ class LambdaRunner:
             reason = Reason("AttemptsExhausted", f"failed {attempt - 1} times; dead-lettered now "
                             "(an earlier DLQ send failed)", attempt - 1, receive_count)
             return self._dead_letter(message, queue, fields, reason, policy)
-        kombu_message.delivery_info["actionrunner_attempt"] = attempt
+        # the same Delivery a worker's consumer attaches (actionrunner.sqs.delivery)
+        Delivery.from_sqs(message, headers=kombu_message.headers, attempt=attempt,
+                          pointer=pointer).attach(kombu_message.delivery_info)
         request = ActionRequest(kombu_message, app=self.app, task=task, hostname=self.hostname)
         args, kwargs, embed = kombu_message.decode()
         context = {**request.request_dict, "loglevel": None, "logfile": None, "is_eager": False,
@@ -280,16 +284,14 @@ class LambdaRunner:
         for arn, receipt, seconds in entries:
             by_queue[queue_name_of(arn)].append((receipt, seconds))
         for queue, items in by_queue.items():
-            for start in range(0, len(items), C.SQS_MAX_BATCH):
-                chunk = items[start:start + C.SQS_MAX_BATCH]
-                batch = [{"Id": str(i), "ReceiptHandle": receipt,
-                          "VisibilityTimeout": min(C.SQS_MAX_VISIBILITY_SECONDS, math.ceil(max(0.0, s)))}
-                         for i, (receipt, s) in enumerate(chunk)]
-                try:
-                    failed = self.sqs.change_message_visibility_batch(
-                        QueueUrl=self._url(queue), Entries=batch).get("Failed") or []
-                except Exception as exc:
-                    failed = [{"Code": repr(exc)[:300]}]
+            def call(batch: list[dict[str, Any]], queue: str = queue) -> Any:
+                return self.sqs.change_message_visibility_batch(QueueUrl=self._url(queue), Entries=batch)
+
+            for chunk in in_batches(call, items, lambda item: {
+                    "ReceiptHandle": item[0],
+                    "VisibilityTimeout": min(C.SQS_MAX_VISIBILITY_SECONDS, math.ceil(max(0.0, item[1])))}):
+                failed = ([{"Code": repr(chunk.error)[:300]}] if chunk.error is not None
+                          else [f for _, f in chunk.failed()])
                 if failed:
                     log.warning("visibility-not-changed", queue=queue, failed=len(failed),
                                 first=str(failed[0].get("Code")))

@@ -3,7 +3,7 @@
 =========  =====================================================================================
 process    SQS / DynamoDB / other calls (and where they are made)
 =========  =====================================================================================
-worker     queue: receive, delete, change visibility (sqs/fifo.py, sqs/housekeeper.py), send
+worker     queue: receive, delete, change visibility (sqs/consumer.py, sqs/housekeeper.py), send
            (actions that send actions, continue_with); DLQ: send (dead-lettering); both:
            GetQueueUrl, GetQueueAttributes (the start-up check); state table: get, put, update,
            delete, condition check (state/, runs.py), DescribeTable (the start-up check)

@@ -37,6 +37,7 @@ from typing import Any
 
 from .. import constants as C
 from ..logging import log_event
+from .batch import in_batches
 from .receiver import Episode, backoff, error_code
 
 logger = logging.getLogger("actionrunner.worker")
@@ -280,28 +281,23 @@ class Housekeeper(threading.Thread):
 
     def _send_deletes(self, items: list[_Delete], final: bool = False) -> None:
         retry: list[_Delete] = []
+        episode = self._episodes["DeleteMessageBatch"]
         for url, entries in self._by_queue(items, lambda d: d.queue_url).items():
-            for start in range(0, len(entries), C.SQS_MAX_BATCH):
-                chunk = entries[start : start + C.SQS_MAX_BATCH]
+            def call(batch: list[dict[str, Any]], url: str = url) -> Any:
                 self.requests["DeleteMessageBatch"] += 1
-                episode = self._episodes["DeleteMessageBatch"]
-                try:
-                    response = self.client.delete_message_batch(
-                        QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": d.receipt_handle}
-                                               for i, d in enumerate(chunk)])
-                except Exception as exc:
-                    episode.failed(exc)
+                return self.client.delete_message_batch(QueueUrl=url, Entries=batch)
+
+            for chunk in in_batches(call, entries, lambda d: {"ReceiptHandle": d.receipt_handle}):
+                if chunk.error is not None:
+                    episode.failed(chunk.error)
                     self.failures["DeleteMessageBatch"] += 1
-                    retry.extend(chunk)
+                    retry.extend(chunk.items)
                     continue
                 episode.succeeded()
-                failed = {int(f["Id"]): f for f in response.get("Failed", [])
-                          if str(f.get("Id", "")).isdigit()}
-                for index, item in enumerate(chunk):
-                    failure = failed.get(index)
-                    if failure is None:
-                        self._deleted(item)
-                    elif failure.get("Code") in GONE_CODES:
+                for item in chunk.succeeded():
+                    self._deleted(item)
+                for item, failure in chunk.failed():
+                    if failure.get("Code") in GONE_CODES:
                         self._delete_gave_up(item, str(failure.get("Code")))
                     else:
                         self.failures["DeleteMessageBatch"] += 1
@@ -348,26 +344,20 @@ class Housekeeper(threading.Thread):
         gone: set[str] = set()
         episode = self._episodes["ChangeMessageVisibilityBatch"]
         for url, entries in self._by_queue(items, lambda i: i[0]).items():
-            for start in range(0, len(entries), C.SQS_MAX_BATCH):
-                chunk = [h for _, h in entries[start : start + C.SQS_MAX_BATCH]]
+            def call(batch: list[dict[str, Any]], url: str = url) -> Any:
                 self.requests["ChangeMessageVisibilityBatch"] += 1
-                try:
-                    response = self.client.change_message_visibility_batch(
-                        QueueUrl=url,
-                        Entries=[{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": visibility}
-                                 for i, h in enumerate(chunk)],
-                    )
-                except Exception as exc:
-                    episode.failed(exc)
+                return self.client.change_message_visibility_batch(QueueUrl=url, Entries=batch)
+
+            handles = [h for _, h in entries]
+            for chunk in in_batches(call, handles, lambda h: {"ReceiptHandle": h,
+                                                              "VisibilityTimeout": visibility}):
+                if chunk.error is not None:
+                    episode.failed(chunk.error)
                     self.failures["ChangeMessageVisibilityBatch"] += 1
-                    failed.update(chunk)
+                    failed.update(chunk.items)
                     continue
                 episode.succeeded()
-                for failure in response.get("Failed", []):
-                    try:
-                        handle = chunk[int(failure["Id"])]
-                    except (KeyError, ValueError, IndexError):
-                        continue
+                for handle, failure in chunk.failed():
                     if failure.get("Code") in GONE_CODES:
                         gone.add(handle)
                     else:

@@ -32,6 +32,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import constants as C
+from ..backoff import backoff
+from .batch import error_code
 
 logger = logging.getLogger("actionrunner.worker")
 
@@ -42,22 +44,6 @@ PERMISSION_CODES = frozenset({
     "MissingAuthenticationToken", "KMS.AccessDeniedException", "KMS.DisabledException",
     "KMS.InvalidStateException", "KMS.NotFoundException", "KmsAccessDenied", "KmsDisabled",
 })
-
-
-def error_code(exc: BaseException) -> str:
-    """AWS's error code of ``exc`` (or the exception's class name)."""
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        code = (response.get("Error") or {}).get("Code")
-        if code:
-            return str(code)
-    return type(exc).__name__
-
-
-def backoff(failures: int, *, base: float = 0.2, cap: float = 20.0) -> float:
-    """Seconds to wait after ``failures`` failures in a row: exponential, capped, jittered."""
-    delay = min(cap, base * 2 ** max(0, failures - 1))
-    return random.uniform(delay / 2, delay)
 
 
 class Episode:

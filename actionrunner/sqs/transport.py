@@ -9,7 +9,10 @@ What it adds to ``kombu.transport.SQS``:
 * every message is checked against the queue's size limit before it is sent
   (:class:`~actionrunner.errors.PayloadTooLarge`);
 * :meth:`Channel.batch` collects the messages published inside it and sends them with
-  SendMessageBatch, retrying the entries SQS refused.
+  SendMessageBatch, retrying the entries SQS refused;
+* its FIFO queues are consumed by the :class:`~.consumer.Consumer` it holds (made when Celery
+  first consumes one): the channel only hands it kombu's calls (this module is the adapter);
+  the monitoring queues by :class:`~.monitor.MonitorRouting`.
 
 Select it with ``broker_url = "actionrunner://"`` (the alias is registered on import).
 """
@@ -17,13 +20,12 @@ Select it with ``broker_url = "actionrunner://"`` (the alias is registered on im
 from __future__ import annotations
 
 import contextlib
-import random
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
-from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport.SQS import Channel as SQSChannel
 from kombu.transport.SQS import Transport as SQSTransport
 from kombu.utils.json import dumps
@@ -31,11 +33,15 @@ from kombu.utils.objects import cached_property
 
 from .. import constants as C
 from .. import runtime
+from ..backoff import backoff
 from ..errors import EndpointUnreachable, PayloadTooLarge, QueueMissing, SendError
 from ..runnable import check_eta
+from ..settle import MessageSettler, Outcome
 from . import claimcheck, codec
-from .fifo import FifoConsumer
+from .batch import in_batches
+from .consumer import Consumer
 from .monitor import MonitorRouting
+from .options import ConsumerOptions
 
 #: Error codes of a batch entry that are worth sending again.
 RETRYABLE_ENTRY_CODES = frozenset(
@@ -77,11 +83,105 @@ class _Batch:
         self.entries: list[tuple[str, dict[str, Any]]] = []
 
 
-class Channel(MonitorRouting, FifoConsumer, SQSChannel):
-    """SQS channel with settings-driven endpoint, strict queues, size checks and batching, and
-    FIFO-keeping consumption (:class:`~actionrunner.sqs.fifo.FifoConsumer`)."""
+class _Port:
+    """The :class:`~.consumer.ChannelPort` of a :class:`Channel`: what its consumer may use."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+
+    @property
+    def s3(self) -> Any:
+        return self.channel.s3
+
+    def new_queue(self, name: str) -> str:
+        return self.channel._new_queue(name)
+
+    def is_active(self, name: str) -> bool:
+        return name in self.channel._active_queues
+
+    def callback_for(self, name: str) -> Any:
+        return self.channel.connection._callbacks.get(name)
+
+    def forget(self, delivery_tag: str) -> None:
+        virtual.Channel.basic_ack(self.channel, delivery_tag)
+
+    def clear_delivered(self) -> None:
+        self.channel.qos._delivered.clear()
+
+    def prefetch_count(self) -> int:
+        return int(self.channel.qos.prefetch_count or 0)
+
+    def new_sqs_client(self, config: Any = None) -> Any:
+        channel = self.channel
+        return channel._new_boto_client(service="sqs", region=channel.region,
+                                        access_key_id=channel.conninfo.userid,
+                                        secret_access_key=channel.conninfo.password, config=config)
+
+    def system_attributes(self) -> list[str] | None:
+        names = self.channel.get_message_attributes.get("MessageSystemAttributeNames")
+        return list(names) if names else None
+
+
+class Channel(MonitorRouting, SQSChannel, MessageSettler):
+    """SQS channel with settings-driven endpoint, strict queues, size checks and batching; its
+    FIFO queues consumed by the :class:`~.consumer.Consumer` it holds."""
 
     _batch: _Batch | None = None
+    #: the consumer of this channel's FIFO queues (None until Celery consumes one)
+    consumer: Consumer | None = None
+
+    # -- consuming: kombu's calls, handed to the consumer ----------------------------------
+    @cached_property
+    def consumer_options(self) -> ConsumerOptions:
+        return ConsumerOptions.of(self.transport_options,
+                                  wait_time_seconds=int(self.wait_time_seconds),
+                                  polling_interval=float(self.connection.polling_interval or 0))
+
+    def _is_action_queue(self, queue: str) -> bool:
+        return queue.endswith(".fifo") and not self._kind(queue)
+
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        if self.consumer is None and not self._kind(queue):
+            self.consumer = Consumer(_Port(self), self.consumer_options,
+                                     hub=getattr(self, "hub", None), on_work=self._work_arrived)
+            self.consumer.start()
+        return super().basic_consume(queue, no_ack, *args, **kwargs)
+
+    def _schedule_queue(self, queue: str) -> None:
+        if not (self.consumer is not None and self._is_action_queue(queue)
+                and self.consumer.start_receiving(queue)):
+            super()._schedule_queue(queue)
+
+    def _on_messages_ready(self, queue: str, qname: str, messages: Any) -> Any:
+        if self.consumer is None or self._kind(qname):
+            return super()._on_messages_ready(queue, qname, messages)
+        if getattr(self, "closed", False) or getattr(self, "connection", None) is None:
+            return 0  # an answer that arrives after the channel closed (a clean stop)
+        return self.consumer.on_messages_ready(queue, qname, messages)
+
+    def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
+        if self.consumer is None or not self.consumer.ack(delivery_tag):
+            super().basic_ack(delivery_tag, multiple)
+
+    def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if self.consumer is None or not self.consumer.reject(delivery_tag, requeue):
+            super().basic_reject(delivery_tag, requeue)
+
+    def mark_running(self, delivery_tag: str) -> None:
+        if self.consumer is not None:
+            self.consumer.mark_running(delivery_tag)
+
+    def holds(self, delivery_tag: str) -> bool:
+        return self.consumer is not None and self.consumer.holds(delivery_tag)
+
+    def settle(self, delivery_tag: str, outcome: Outcome, fields: Any) -> None:
+        if self.consumer is not None:
+            self.consumer.settle(delivery_tag, outcome, fields)
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            self.consumer.close()
+        super().close()
 
     # -- configuration ---------------------------------------------------------------------
     @cached_property
@@ -149,8 +249,8 @@ class Channel(MonitorRouting, FifoConsumer, SQSChannel):
         if headers.get("eta"):  # one a worker cannot hold would stall its group: not sent
             check_eta(headers, time.time(), sending=True, task=str(headers.get("task", "?")))
         raw = message.get("body")
-        limit = int(self.transport_options.get("max_decoded_bytes") or 0)
-        if limit and isinstance(raw, str | bytes) and len(raw) > limit:  # workers would refuse it
+        limit = self.consumer_options.max_decoded_bytes
+        if isinstance(raw, str | bytes) and len(raw) > limit:  # workers would refuse it
             name = message.get("headers", {}).get("task", "?")
             raise PayloadTooLarge(name, len(raw), limit, "ACTIONRUNNER_MAX_DECODED_BYTES")
         if self.wire_format == codec.COMPACT:
@@ -236,38 +336,32 @@ class Channel(MonitorRouting, FifoConsumer, SQSChannel):
         client = self.sqs(queue=self.canonical_queue_name(queue))
         final: list[tuple[int, str, str]] = []
         todo = items
+
+        def call(entries: list[dict[str, Any]]) -> Any:
+            return client.send_message_batch(QueueUrl=q_url, Entries=entries)
+
         for attempt in range(max_attempts):
             retry: list[tuple[int, dict[str, Any]]] = []
-            for start in range(0, len(todo), C.SQS_MAX_BATCH):
-                chunk = todo[start : start + C.SQS_MAX_BATCH]
-                request = [{"Id": str(index), **entry} for index, entry in chunk]
-                by_id = dict(chunk)
-                try:
-                    response = client.send_message_batch(QueueUrl=q_url, Entries=request)
-                except (ClientError, BotoCoreError) as exc:
-                    # The whole call failed: none of its entries is known to be sent.
-                    if isinstance(exc, ClientError):
-                        error = exc.response.get("Error", {})
-                        code, text = error.get("Code", "ClientError"), error.get("Message", "")
-                        transient = code in RETRYABLE_ENTRY_CODES
+            last = attempt + 1 >= max_attempts
+            for chunk in in_batches(call, todo, lambda item: item[1],
+                                    catch=(ClientError, BotoCoreError)):
+                for (index, entry), failure in chunk.failed():
+                    code = str(failure.get("Code", ""))
+                    if chunk.error is not None:  # none of the call's entries is known to be sent
+                        transient = (code in RETRYABLE_ENTRY_CODES
+                                     if isinstance(chunk.error, ClientError) else True)
+                        text = (str(chunk.error.response.get("Error", {}).get("Message", ""))
+                                if isinstance(chunk.error, ClientError) else str(chunk.error))
                     else:
-                        code, text, transient = type(exc).__name__, str(exc), True
-                    if transient and attempt + 1 < max_attempts:
-                        retry.extend(chunk)
+                        transient = not failure.get("SenderFault") or code in RETRYABLE_ENTRY_CODES
+                        text = str(failure.get("Message", ""))
+                    if transient and not last:
+                        retry.append((index, entry))
                     else:
-                        final.extend((index, code, text) for index, _ in chunk)
-                    continue
-                for failure in response.get("Failed", []):
-                    index = int(failure["Id"])
-                    code = failure.get("Code", "")
-                    transient = not failure.get("SenderFault") or code in RETRYABLE_ENTRY_CODES
-                    if transient and attempt + 1 < max_attempts:
-                        retry.append((index, by_id[index]))
-                    else:
-                        final.append((index, code, failure.get("Message", "")))
+                        final.append((index, code, text))
             if not retry:
                 break
-            time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random() / 2))
+            time.sleep(backoff(attempt + 1, base=0.05, cap=2.0))
             todo = retry
         return final
 

@@ -48,6 +48,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from ..backoff import backoff
 from ..errors import EffectRejected, StateError, StateUnavailable
 from ..settings import Settings
 from .record import Record, Status
@@ -346,4 +347,4 @@ def _code(exc: ClientError) -> str:
 
 
 def _backoff(attempt: int) -> float:
-    return random.uniform(0, min(2.0, 0.02 * 2**attempt))
+    return backoff(attempt + 1, base=0.02, cap=2.0, jitter="full")

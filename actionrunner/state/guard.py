@@ -164,8 +164,7 @@ def guarded_run(task: Any, values: dict[str, Any], run: Callable[[], Any],
             # the inputs as sent (their JSON form), from the model Action.__call__ validated
             wire = model.model_dump(mode="json") if model is not None \
                 else task.prepare(kwargs=values).kwargs
-            dedup_id = (keys.dedup_id(task.name, str(explicit)) if explicit
-                        else keys.call_dedup_id(task.name, str(call_id)))
+            dedup_id = keys.call_key(task.name, explicit=explicit, call_id=call_id)
         else:  # keyed: by its key=; else by the inputs (old messages)
             call = task.prepare(kwargs=values)
             wire, dedup_id = call.kwargs, call.dedup_id

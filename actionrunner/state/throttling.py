@@ -3,10 +3,11 @@ again, and the state table's client retries and timeouts."""
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 from botocore.exceptions import ClientError
+
+from ..backoff import backoff
 
 #: Error codes with which DynamoDB says "too fast".
 THROTTLING_CODES = frozenset({
@@ -37,7 +38,7 @@ def condition_failed(exc: BaseException) -> bool:
 
 def backoff_delay(attempt: int, base: float = 0.05, cap: float = 5.0) -> float:
     """Seconds to wait before try ``attempt + 1`` (1-based): exponential, full jitter."""
-    return random.uniform(0, min(cap, base * 2 ** attempt))
+    return backoff(attempt + 1, base=base, cap=cap, jitter="full")
 
 
 def is_transient(exc: BaseException) -> bool:

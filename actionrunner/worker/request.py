@@ -27,38 +27,16 @@ from kombu.utils.encoding import safe_repr
 from ..logging import log_event
 from ..settle import DeadLetter, Hold, MessageSettler, Policy, announce, decide, expired_outcome
 from ..settle import Retry as RetryOutcome
+from ..sqs.delivery import Delivery
 
 #: Longest argsrepr/kwargsrepr made here (Celery's own at send: ``Task.argsrepr_maxsize``).
 REPR_MAX = 1024
 
 
 def sqs_attributes(message: Any) -> dict[str, Any]:
-    """The SQS system attributes of a received kombu message (empty if it has none)."""
-    delivery_info = getattr(message, "delivery_info", None) or {}
-    raw = delivery_info.get("sqs_message") or {}
-    attrs = raw.get("Attributes") or {}
-
-    def _int(name: str) -> int | None:
-        try:
-            return int(attrs[name])
-        except (KeyError, TypeError, ValueError):
-            return None
-
-    return {
-        "message_id": raw.get("MessageId"),
-        "group": attrs.get("MessageGroupId"),
-        "dedup_id": attrs.get("MessageDeduplicationId"),
-        "receive_count": _int("ApproximateReceiveCount"),
-        "attempt": delivery_info.get("actionrunner_attempt") or 1,
-        "runs": delivery_info.get("actionrunner_runs") or 1,  # waits included (the guard's)
-        "sent_timestamp_ms": _int("SentTimestamp"),
-        "first_receive_timestamp_ms": _int("ApproximateFirstReceiveTimestamp"),
-        "sequence_number": attrs.get("SequenceNumber"),
-        # the first run's idempotency key as the main process read it, and where the run sends
-        # its completion (actionrunner.state.completions)
-        "seen": delivery_info.get("actionrunner_seen"),
-        "sink": delivery_info.get("actionrunner_sink"),
-    }
+    """What the pool process sees as ``task.request.sqs``: the :class:`~actionrunner.sqs.delivery.Delivery`
+    of a received kombu message, as plain data."""
+    return Delivery.of(message).request_fields()
 
 
 class ActionRequest(Request):
@@ -66,7 +44,8 @@ class ActionRequest(Request):
 
     def __init__(self, message: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(message, *args, **kwargs)
-        self.sqs = sqs_attributes(message)
+        self.delivery = Delivery.of(message)
+        self.sqs = self.delivery.request_fields()
         self._request_dict["sqs"] = self.sqs
         # what goes to the pool process is pickled: not the raw SQS message again (its body,
         # attributes and receipt handle; the pool has the decoded body and ``sqs``)
@@ -104,7 +83,7 @@ class ActionRequest(Request):
         return {"action": self.task.name, "id": self.id, "group": self.sqs.get("group"),
                 "dedup_id": self.sqs.get("dedup_id"), "attempt": self.sqs.get("attempt"),
                 "receive_count": self.sqs.get("receive_count"),
-                "api_run": True if self._request_dict.get("ar_api_run") else None}
+                "api_run": True if self.delivery.api_run else None}
 
     def _after_failure(self, exc: BaseException, countdown: float | None, traceback: str) -> None:
         """Settle a failed run: never ack, never republish."""

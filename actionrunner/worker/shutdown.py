@@ -15,15 +15,15 @@ from typing import Any
 from celery import signals
 
 from ..logging import log_event
-from ..sqs.fifo import CHANNELS
+from ..sqs.consumer import CONSUMERS
 
 _started = threading.Event()
 
 
 def _release(all_messages: bool) -> int:
     count = 0
-    for channel in list(CHANNELS):
-        count += channel.release_all() if all_messages else channel.release_waiting()
+    for consumer in list(CONSUMERS):
+        count += consumer.release_all() if all_messages else consumer.release_waiting()
     return count
 
 

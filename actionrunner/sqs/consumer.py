@@ -1,25 +1,36 @@
-"""The receiving side of ActionRunner's SQS channel: FIFO's promises under ``celery worker -c N``.
+"""The worker's FIFO consumer: FIFO's promises under ``celery worker -c N``.
 
-Mixed into :class:`actionrunner.sqs.transport.Channel`. What happens to a received message:
+The kombu channel (:class:`actionrunner.sqs.transport.Channel`) holds one :class:`Consumer` and
+hands it its FIFO queues; the consumer owns every received message until it is settled. A
+message's path, one module per step:
 
-* **receive** — a :class:`~.receiver.Receiver` thread per queue long-polls with boto3 and hands the
-  messages to the event loop's thread; no AWS error stops it (see :mod:`.receiver`);
-* **decode** — :func:`.inbound.decode` turns each message into a payload Celery can run, or a
-  refusal naming the problem; a claim-checked payload is fetched (in a thread, from the payload
-  bucket only) when its message reaches the head of its group;
-* **group order** — every message goes through a :class:`~.dispatch.GroupDispatcher`: Celery
-  sees the head of each group only; the next message of the group is handed over when the head
-  is settled;
-* **settle** — the worker's request decides with :func:`actionrunner.settle.decide` and applies
-  the outcome through :meth:`FifoConsumer.settle` (the :class:`~actionrunner.settle.MessageSettler`
-  interface): ack → delete; retry/wait → the same message again after the delay, nothing
-  republished; hold → hidden at the head of its group; release → back at once with its group;
-  dead-letter → sent to the DLQ (retried until it takes it), then deleted, then the group goes
-  on. A message that cannot be decoded is dead-lettered in its turn, the same way;
-* **heartbeat** — every held message has its visibility extended by the
-  :class:`~.housekeeper.Housekeeper` until it is deleted, dead-lettered or released; one whose
-  visibility was lost before it started is dropped (with the rest of its group held here);
-* **release** — on shutdown, messages that did not run are made visible again at once.
+1. **receive** — :mod:`.receiver`: a thread per queue long-polls with boto3 and hands the messages
+   to the event loop's thread (:class:`~.receiver.HubInbox`); no AWS error stops it;
+2. **decode** — :mod:`.inbound`: each message becomes a payload Celery can run, or a refusal naming
+   the problem; a claim-checked payload (:mod:`.claimcheck`) is fetched when its turn comes;
+3. **group order** — :mod:`.dispatch`: Celery sees the head of each group only; the next message
+   of the group is handed over when the head is settled;
+4. **run** — here (:meth:`Consumer._deliver`): the payload goes to Celery with its
+   :class:`~.delivery.Delivery` (:mod:`.delivery`) attached; the worker's request
+   (:mod:`actionrunner.worker.request`) runs it;
+5. **settle** — :mod:`actionrunner.settle`: :func:`~actionrunner.settle.decide` chooses the outcome;
+   the request applies it through :meth:`Consumer.settle` (the
+   :class:`~actionrunner.settle.MessageSettler` interface): ack → delete; retry/wait → the same
+   message again after the delay, nothing republished; hold → hidden at the head of its group;
+   release → back at once with its group; dead-letter → to the DLQ, then deleted, then the group
+   goes on. A message that cannot be decoded is dead-lettered in its turn, the same way;
+6. **delete, heartbeat, DLQ** — :mod:`.housekeeper`: batched deletes and visibility changes, the
+   heartbeat of every held message, the dead letters (retried until the DLQ takes them).
+
+On shutdown, messages that did not run are made visible again at once (:meth:`Consumer.close`).
+
+The consumer knows the kombu channel only through :class:`ChannelPort` (a queue's URL, Celery's
+callback, forgetting a delivery tag, AWS clients), and its options through
+:class:`~.options.ConsumerOptions`, so it can be built on stand-ins::
+
+    consumer = Consumer(port, ConsumerOptions.of(transport_options), hub=hub)
+    consumer.start()                       # the housekeeper's thread
+    consumer.start_receiving("actions.fifo")
 """
 
 from __future__ import annotations
@@ -29,16 +40,14 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
-
-from kombu.transport import virtual
+from typing import Any, Protocol
 
 from .. import constants as C
 from .. import runtime
-from ..errors import UndecodableMessage
+from ..errors import Rejected, UndecodableMessage
 from ..logging import log_event
 from ..runnable import eta_seconds
 from ..settle import (
@@ -47,32 +56,69 @@ from ..settle import (
     Hold,
     MessageSettler,
     Outcome,
-    Reason,
     Release,
     Retry,
     Wait,
     dead_letter_entry,
     decide,
-    failure_attributes,
 )
 from . import claimcheck, inbound
+from .delivery import Delivery
 from .dispatch import GroupDispatcher
 from .housekeeper import DeadLetterJob, Housekeeper
+from .options import ConsumerOptions
 from .receiver import HubInbox, Receiver, backoff
 
 logger = logging.getLogger("actionrunner.worker")
 
-#: Every live consuming channel of this process (the shutdown handler releases their messages).
-CHANNELS: weakref.WeakSet[Any] = weakref.WeakSet()
-#: Seconds past its long poll a receive may take before it is given up and tried again.
-RECEIVE_GRACE_SECONDS = 5.0
-#: Default bound on decoded bodies (``ACTIONRUNNER_MAX_DECODED_BYTES``).
-DEFAULT_MAX_DECODED_BYTES = 8 * C.SQS_MAX_MESSAGE_BYTES
+#: Every live consumer of this process (the shutdown handler releases their messages).
+CONSUMERS: weakref.WeakSet[Consumer] = weakref.WeakSet()
+
+
+class ChannelPort(Protocol):
+    """What the consumer needs of the kombu channel that holds it."""
+
+    @property
+    def s3(self) -> Any:
+        """The S3 client of claim-checked payloads."""
+
+    def new_queue(self, name: str) -> str:
+        """The URL of queue ``name``."""
+
+    def is_active(self, name: str) -> bool:
+        """Whether Celery consumes queue ``name``."""
+
+    def callback_for(self, name: str) -> Callable[[dict[str, Any]], Any] | None:
+        """Celery's callback of queue ``name`` (None: no longer consumed)."""
+
+    def forget(self, delivery_tag: str) -> None:
+        """Drop ``delivery_tag`` from kombu's unacked bookkeeping (no request to SQS)."""
+
+    def clear_delivered(self) -> None:
+        """Drop every delivery kombu still counts (they were released)."""
+
+    def prefetch_count(self) -> int:
+        """Celery's prefetch count (0: unbounded)."""
+
+    def new_sqs_client(self, config: Any = None) -> Any:
+        """A boto3 SQS client with botocore ``config``."""
+
+    def system_attributes(self) -> list[str] | None:
+        """The SQS system attributes to receive (None: all)."""
+
+
+class Hub(Protocol):
+    """The part of kombu's event loop the consumer uses."""
+
+    def call_soon(self, callback: Callable[..., Any], *args: Any) -> Any: ...
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Any: ...
+    def add_reader(self, fd: int, callback: Callable[..., Any], *args: Any) -> Any: ...
+    def remove_reader(self, fd: int) -> Any: ...
 
 
 @dataclass
 class Held:
-    """A received message this worker holds (running, waiting its turn, or backing off)."""
+    """A received message this consumer holds (running, waiting its turn, or backing off)."""
 
     group: str
     callback: Any
@@ -100,7 +146,7 @@ class Held:
 
     @property
     def receive_count(self) -> int | None:
-        value = (self.message.get("Attributes") or {}).get("ApproximateReceiveCount")
+        value: Any = (self.message.get("Attributes") or {}).get("ApproximateReceiveCount")
         try:
             return int(value)
         except (TypeError, ValueError):
@@ -121,36 +167,39 @@ def _is_registered(name: str) -> bool:
     return False
 
 
-class FifoConsumer(MessageSettler):
-    """Receive-side overrides of the SQS channel (see the module docstring)."""
+class Consumer(MessageSettler):
+    """Receives, orders, hands to Celery and settles the messages of FIFO queues (see the
+    module docstring).
 
-    _dispatcher: GroupDispatcher[Held] | None = None
-    _housekeeper: Housekeeper | None = None
-    _inbox: HubInbox | None = None
-    _held: dict[str, Held]
-    _receivers: dict[str, Receiver]
+    ``hub``: kombu's event loop (None: no event loop, e.g. a plain ``drain_events``);
+    ``housekeeper``: the deletes/heartbeat/DLQ thread (made from the port's client if None);
+    ``on_work``: called when actions were received (the remote-control mailbox wakes if it dozes).
+    """
 
-    # -- set-up ----------------------------------------------------------------------------
-    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
-        if self._dispatcher is None:
-            self._held = {}
-            self._receivers = {}
-            self._incoming = 0
-            self._incoming_lock = threading.Lock()
-            self._dispatcher = GroupDispatcher()
-            self._fetcher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="actionrunner-fetch")
-            self._housekeeper = Housekeeper(
-                self._new_sqs_client(),
-                visibility_timeout=self._visibility_timeout,
-                heartbeat_interval=self.transport_options.get("heartbeat_interval"),  # type: ignore[attr-defined]
-                on_lost=lambda handles: self._post(self._lost, handles),
-            )
-            self._housekeeper.start()
-            hub = getattr(self, "hub", None)
-            if hub is not None:
-                self._inbox = HubInbox(hub)
-            CHANNELS.add(self)
-        return super().basic_consume(queue, no_ack, *args, **kwargs)  # type: ignore[misc]
+    def __init__(self, port: ChannelPort, options: ConsumerOptions, *, hub: Hub | None = None,
+                 housekeeper: Housekeeper | None = None,
+                 on_work: Callable[[], None] | None = None) -> None:
+        self.port, self.options, self.hub = port, options, hub
+        self.on_work = on_work
+        self._held: dict[str, Held] = {}
+        self._receivers: dict[str, Receiver] = {}
+        self._incoming = 0
+        self._incoming_lock = threading.Lock()
+        self._dispatcher: GroupDispatcher[Held] = GroupDispatcher()
+        self._fetcher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="actionrunner-fetch")
+        self._housekeeper = housekeeper if housekeeper is not None else Housekeeper(
+            self._new_sqs_client(),
+            visibility_timeout=options.visibility_timeout,
+            heartbeat_interval=options.heartbeat_interval,
+            on_lost=lambda handles: self._post(self._lost, handles),
+        )
+        self._inbox: HubInbox | None = HubInbox(hub) if hub is not None else None
+        self._closed = False
+
+    def start(self) -> None:
+        """Start the housekeeper's thread; register for the shutdown handler."""
+        self._housekeeper.start()
+        CONSUMERS.add(self)
 
     def _new_sqs_client(self, config: Any = None) -> Any:
         """A client of the worker's own receives, deletes, visibility changes and dead letters:
@@ -159,13 +208,7 @@ class FifoConsumer(MessageSettler):
         from botocore.config import Config
 
         lean = Config(parameter_validation=False)
-        config = lean if config is None else lean.merge(config)
-        return self._new_boto_client(  # type: ignore[attr-defined]
-            service="sqs", region=self.region,  # type: ignore[attr-defined]
-            access_key_id=self.conninfo.userid,  # type: ignore[attr-defined]
-            secret_access_key=self.conninfo.password,  # type: ignore[attr-defined]
-            config=config,
-        )
+        return self.port.new_sqs_client(lean if config is None else lean.merge(config))
 
     def _receive_client(self) -> Any:
         """A client whose receives give up soon after the long poll: a receive answered late
@@ -173,31 +216,15 @@ class FifoConsumer(MessageSettler):
         a few seconds instead of the general read timeout."""
         from botocore.config import Config
 
-        wait = int(self.wait_time_seconds)  # type: ignore[attr-defined]
-        general = (self.transport_options.get("client-config") or {}).get("read_timeout")  # type: ignore[attr-defined]
-        read_timeout = wait + RECEIVE_GRACE_SECONDS
-        if general:
-            read_timeout = min(float(general), read_timeout)
-        return self._new_sqs_client(Config(read_timeout=read_timeout))
-
-    @property
-    def _visibility_timeout(self) -> int:
-        return int(self.transport_options.get("visibility_timeout", 30))  # type: ignore[attr-defined]
-
-    @property
-    def max_decoded_bytes(self) -> int:
-        return int(self.transport_options.get("max_decoded_bytes") or DEFAULT_MAX_DECODED_BYTES)  # type: ignore[attr-defined]
+        return self._new_sqs_client(Config(read_timeout=self.options.receive_read_timeout))
 
     @property
     def capacity(self) -> int:
-        """Messages this channel holds at most (running, reserved or waiting their group's turn):
-        Celery's prefetch count, and at least two receives' worth."""
-        prefetch = self.qos.prefetch_count or 0  # type: ignore[attr-defined]
-        return max(2 * C.SQS_MAX_BATCH, prefetch)
+        """Messages this consumer holds at most (running, reserved or waiting their group's
+        turn): Celery's prefetch count, and at least two receives' worth."""
+        return max(2 * C.SQS_MAX_BATCH, self.port.prefetch_count() or 0)
 
     def _room(self) -> int:
-        if self._dispatcher is None:
-            return C.SQS_MAX_BATCH
         # a message whose key is being read (its first run waits on DynamoDB, not on the pool)
         # leaves room for another, up to a second capacity's worth: reads do not starve the pool
         reading = min(self._reading, self.capacity)
@@ -206,14 +233,14 @@ class FifoConsumer(MessageSettler):
     def _demand(self) -> int:
         """How many messages to ask for now: 10 while there is room for 10; what room is left
         only when fewer than half the capacity are held (so receives come back full)."""
-        if self._dispatcher is None or self._dispatcher.closed:
+        if self._dispatcher.closed:
             return 0
         room = self._room()
         if room >= C.SQS_MAX_BATCH:
             return C.SQS_MAX_BATCH
         return room if room > 0 and self.capacity - room < self.capacity // 2 else 0
 
-    def _post(self, fn: Any, *args: Any) -> None:
+    def _post(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` in the event loop's thread (at once when there is no event loop)."""
         if self._inbox is not None and not self._inbox.closed:
             self._inbox.post(fn, *args)
@@ -223,59 +250,62 @@ class FifoConsumer(MessageSettler):
             except Exception:
                 logger.exception("error handling %s (the worker goes on)", getattr(fn, "__name__", fn))
 
-    # -- receiving -------------------------------------------------------------------------
-    def _is_action_queue(self, queue: str) -> bool:
-        return queue.endswith(".fifo") and not getattr(self, "_kind", lambda q: None)(queue)
+    def _call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> None:
+        if self.hub is None:  # no event loop: nothing waits, it runs now
+            fn(*args)
+        else:
+            self.hub.call_later(delay, fn, *args)
 
-    def _schedule_queue(self, queue: str) -> None:
-        if not self._is_action_queue(queue) or self._inbox is None:
-            return super()._schedule_queue(queue)  # type: ignore[misc,no-any-return]
-        if queue in self._receivers or queue not in self._active_queues:  # type: ignore[attr-defined]
-            return None
-        q_url = self._new_queue(queue)  # type: ignore[attr-defined]
-        attributes = self.get_message_attributes.get("MessageSystemAttributeNames")  # type: ignore[attr-defined]
+    # -- receiving -------------------------------------------------------------------------
+    def start_receiving(self, queue: str) -> bool:
+        """Start queue ``queue``'s receiver (once); False if this consumer does not receive for
+        the channel (no event loop: kombu's own loop polls, see :meth:`on_messages_ready`)."""
+        if self._inbox is None:
+            return False
+        if queue in self._receivers or not self.port.is_active(queue):
+            return True
+        q_url = self.port.new_queue(queue)
         receiver = Receiver(
             self._receive_client(), q_url,
             demand=self._demand,
             deliver=lambda messages: self._hand_over(q_url, queue, messages),
-            release=lambda messages: self._housekeeper.release(  # type: ignore[union-attr]
+            release=lambda messages: self._housekeeper.release(
                 [(q_url, m["ReceiptHandle"]) for m in messages]),
-            wait_time_seconds=int(self.wait_time_seconds),  # type: ignore[attr-defined]
-            visibility_timeout=self._visibility_timeout,
-            polling_interval=float(self.connection.polling_interval or 0),  # type: ignore[attr-defined]
-            system_attributes=list(attributes) if attributes else None,
+            wait_time_seconds=self.options.wait_time_seconds,
+            visibility_timeout=self.options.visibility_timeout,
+            polling_interval=self.options.polling_interval,
+            system_attributes=self.port.system_attributes(),
         )
         self._receivers[queue] = receiver
         receiver.start()
-        return None
+        return True
 
     def _hand_over(self, q_url: str, qname: str, messages: list[dict[str, Any]]) -> None:
         """(Receiver thread) track the messages at once, then pass them to the event loop."""
-        assert self._housekeeper is not None
         self._housekeeper.track_many(q_url, [m["ReceiptHandle"] for m in messages])
         with self._incoming_lock:
             self._incoming += len(messages)
         self._post(self._accept, q_url, qname, messages)
 
-    def _on_messages_ready(self, queue: str, qname: str, messages: Any) -> int:
+    def on_messages_ready(self, q_url: str, qname: str, messages: Any) -> int:
         """kombu's own receive loop (used only without an event loop): the same path."""
         if not isinstance(messages, Mapping):  # kombu answers a failed receive with a list
             return 0
         msgs = [m for m in (messages.get("Messages") or []) if isinstance(m, dict)]
-        if msgs and self._housekeeper is not None:
-            self._hand_over(queue, qname, msgs)  # no event loop: _post runs _accept at once
+        if msgs:
+            self._hand_over(q_url, qname, msgs)  # no event loop: _post runs _accept at once
         return len(msgs)
 
     def _accept(self, q_url: str, qname: str, messages: list[dict[str, Any]]) -> None:
         """(Event loop) take received messages into their groups; start each group's head."""
-        assert self._housekeeper is not None and self._dispatcher is not None
         with self._incoming_lock:
             self._incoming -= len(messages)
-        callback = self.connection._callbacks.get(qname)  # type: ignore[attr-defined]
+        callback = self.port.callback_for(qname)
         if callback is None or self._dispatcher.closed:
             self._housekeeper.release([(q_url, m["ReceiptHandle"]) for m in messages])
             return
-        self._work_arrived()
+        if self.on_work is not None:
+            self.on_work()
         for message in messages:
             group = str((message.get("Attributes") or {}).get("MessageGroupId", ""))
             held = Held(group, callback, message, q_url, message["ReceiptHandle"])
@@ -286,10 +316,6 @@ class FifoConsumer(MessageSettler):
         if self._reading:  # messages whose key is being read leave room: ask for more now
             self._wake_receivers()
 
-    def _work_arrived(self) -> None:
-        """(Event loop) actions were received: the worker is not idle (the remote-control
-        mailbox, :mod:`.monitor.mailbox`, wakes if it dozes)."""
-
     def _read(self, held: Held, body: str | None = None) -> None:
         """Decode the message (or its claim-checked ``body``) into ``held``: a payload, a
         pointer to fetch at its turn, or the problem it is dead-lettered for."""
@@ -298,12 +324,12 @@ class FifoConsumer(MessageSettler):
                 pointer = claimcheck.pointer_of(held.message.get("Body"))
                 if pointer is not None:
                     claimcheck.check(pointer, held.message.get("MessageAttributes"),
-                                     bucket=self.transport_options.get("payload_bucket"),  # type: ignore[attr-defined]
-                                     max_bytes=self.max_decoded_bytes)
+                                     bucket=self.options.payload_bucket,
+                                     max_bytes=self.options.max_decoded_bytes)
                     held.pointer = pointer
                     return
             held.payload = inbound.decode(held.message, queue_url=held.queue_url,
-                                          max_bytes=self.max_decoded_bytes,
+                                          max_bytes=self.options.max_decoded_bytes,
                                           is_registered=_is_registered, body=body)
         except UndecodableMessage as exc:
             held.problem = exc
@@ -314,8 +340,8 @@ class FifoConsumer(MessageSettler):
             return
         try:
             if held.problem is not None:
-                self._settle_held(held, DeadLetter(Reason.of(held.problem, max(1, held.attempt),
-                                                             held.receive_count)),
+                self._settle_held(held, decide(UNDECODABLE, held.problem, attempt=max(1, held.attempt),
+                                               receive_count=held.receive_count),
                                   self._describe(held))
                 return
             if held.payload is None and held.pointer is not None:
@@ -328,18 +354,16 @@ class FifoConsumer(MessageSettler):
             held.runs += 1
             held.running = False
             payload = copy.deepcopy(held.payload) if held.runs > 1 else held.payload
-            payload["properties"]["delivery_info"]["actionrunner_attempt"] = held.attempt
-            payload["properties"]["delivery_info"]["actionrunner_runs"] = held.runs
-            # AMQP's flag, as Celery's tasks read it: delivered before (run here, or received
-            # again from SQS after a release or a visibility timeout)
-            payload["properties"]["delivery_info"]["redelivered"] = (
-                held.runs > 1 or (held.receive_count or 1) > 1)
-            if held.attempt > 1:  # Celery's own count (self.request.retries, Flower's "retries")
-                payload.setdefault("headers", {})["retries"] = held.attempt - 1
+            headers = payload.get("headers") or {}
+            fields: dict[str, Any] = {"attempt": held.attempt, "runs": held.runs,
+                                      "pointer": held.pointer}
             if held.runs == 1:
-                self._say_if_scheduled(held, payload.get("headers") or {})
+                self._say_if_scheduled(held, headers)
             if held.runs == 1 and held.seen is not None and self._hotpath is not None:
-                self._hand_state(held, payload["properties"]["delivery_info"])
+                self._hand_state(held, fields)
+            delivery = Delivery.from_sqs(held.message, headers=headers, **fields)
+            delivery.attach(payload["properties"]["delivery_info"])
+            delivery.tell_celery(payload)
             held.callback(payload)
         except Exception as exc:  # Celery could not take it: dead-letter it, never raise
             logger.exception("the worker could not start message %s", held.message.get("MessageId"))
@@ -419,15 +443,16 @@ class FifoConsumer(MessageSettler):
         held.seen = item
         self._deliver(held)
 
-    def _hand_state(self, held: Held, delivery_info: dict[str, Any]) -> None:
-        """(First run) the key as read, and where to send the completion."""
+    def _hand_state(self, held: Held, delivery: dict[str, Any]) -> None:
+        """(First run) the key as read, and where to send the completion (fields of its
+        :class:`~.delivery.Delivery`)."""
         from ..state.completions import UNKNOWN
 
         if held.seen is False:
             return
         if held.seen is not UNKNOWN:
-            delivery_info["actionrunner_seen"] = held.seen
-        delivery_info["actionrunner_sink"] = self._hotpath.path
+            delivery["seen"] = held.seen
+        delivery["sink"] = self._hotpath.path
         held.completes_here = True
 
     def _describe(self, held: Held) -> dict[str, Any]:
@@ -443,7 +468,7 @@ class FifoConsumer(MessageSettler):
 
         def work() -> None:
             try:
-                text = claimcheck.fetch(self.s3, bucket, key, self.max_decoded_bytes)  # type: ignore[attr-defined]
+                text = claimcheck.fetch(self.port.s3, bucket, key, self.options.max_decoded_bytes)
             except UndecodableMessage as exc:
                 self._post(self._fetched, held, None, exc)
             except Exception as exc:
@@ -458,8 +483,6 @@ class FifoConsumer(MessageSettler):
             held.problem = problem
         else:
             self._read(held, body=text)
-            if held.payload is not None:
-                held.payload["properties"]["delivery_info"]["ar_pointer"] = held.pointer
         if held.payload is None and held.problem is None:
             held.problem = UndecodableMessage("the claim-checked payload could not be read")
         self._deliver(held)
@@ -468,7 +491,7 @@ class FifoConsumer(MessageSettler):
         """The payload could not be read now: try again later, the group waiting behind it; after
         a bounded number of tries (:func:`.claimcheck.give_up_after`) it is dead-lettered."""
         held.fetch_failures += 1
-        attempts = int(self.transport_options.get("payload_fetch_attempts") or 5)  # type: ignore[attr-defined]
+        attempts = self.options.payload_fetch_attempts
         if held.fetch_failures >= claimcheck.give_up_after(exc, attempts):
             held.problem = claimcheck.unreadable(*(held.pointer or ("?", "?")), exc, held.fetch_failures)
             self._deliver(held)
@@ -476,7 +499,7 @@ class FifoConsumer(MessageSettler):
         delay = backoff(held.fetch_failures, base=0.5, cap=30.0)
         logger.warning("cannot fetch claim-checked payload s3://%s/%s (%r); trying again in %.1f s "
                        "(its group waits)", *(held.pointer or ("?", "?")), exc, delay)
-        self.hub.call_later(delay, self._post, self._deliver, held)  # type: ignore[attr-defined]
+        self._call_later(delay, self._post, self._deliver, held)
 
     # -- outcomes (the MessageSettler interface) -------------------------------------------
     def mark_running(self, delivery_tag: str) -> None:
@@ -495,7 +518,7 @@ class FifoConsumer(MessageSettler):
         if isinstance(outcome, Retry | Wait):
             if isinstance(outcome, Wait):
                 held.attempt -= 1  # a wait is not an attempt
-            self.hub.call_later(max(0.0, outcome.delay), self._deliver, held)  # type: ignore[attr-defined]
+            self._call_later(max(0.0, outcome.delay), self._deliver, held)
         elif isinstance(outcome, Hold):
             self._release_group(held, visibility=outcome.seconds)
         elif isinstance(outcome, Release):
@@ -503,20 +526,22 @@ class FifoConsumer(MessageSettler):
         else:
             self._dead_letter(held, outcome, fields)
 
-    def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
-        held = self._held.pop(delivery_tag, None) if self._dispatcher is not None else None
+    def ack(self, delivery_tag: str) -> bool:
+        """Celery acked the message (its action succeeded): delete it, then its group goes on.
+        False if this consumer does not hold it."""
+        held = self._held.pop(delivery_tag, None)
         if held is None:
-            return super().basic_ack(delivery_tag, multiple)  # type: ignore[misc,no-any-return]
+            return False
         assert self._housekeeper is not None
-        pointer = (held.payload or {}).get("properties", {}).get("delivery_info", {}).get("ar_pointer")
-        then = None
+        pointer = held.pointer if held.payload is not None else None
+        then: Callable[[], None] | None = None
         if pointer:  # done: the claim-checked payload goes too, once the message is deleted
             def then() -> None:
                 try:
-                    self.s3.delete_object(Bucket=pointer[0], Key=pointer[1])  # type: ignore[attr-defined]
+                    self.port.s3.delete_object(Bucket=pointer[0], Key=pointer[1])
                 except Exception as exc:  # the bucket's lifecycle rule expires it anyway
                     logger.warning("could not delete s3://%s/%s: %r", *pointer, exc)
-        virtual.Channel.basic_ack(self, delivery_tag)  # type: ignore[arg-type]
+        self.port.forget(delivery_tag)
         if held.completes_here and self._hotpath is not None:
             completion = self._hotpath.take(str((held.payload or {}).get("headers", {}).get("id")))
             if completion is not None:  # written first; then the delete and the group's next
@@ -524,11 +549,12 @@ class FifoConsumer(MessageSettler):
                 self._hotpath.write(completion, fresh=lambda: self._still_ours(delivery_tag),
                                     done=lambda ok: self._completed(held, ok, then), urgent=idle)
                 self._wake_receivers()  # its room is free now (its group's next waits the write)
-                return
+                return True
         self._next_of(held.group)
         # nothing left here to run: lingering for a fuller batch would only keep groups waiting
         idle = all(h.running for h in self._held.values())
         self._housekeeper.delete(held.queue_url, delivery_tag, then=then, urgent=idle)
+        return True
 
     def _still_ours(self, receipt_handle: str) -> bool:
         """Whether SQS surely keeps the message for this worker a while yet (no other delivery
@@ -565,30 +591,31 @@ class FifoConsumer(MessageSettler):
         self._dispatcher.done(held.group)
         self._wake_receivers()
 
-    def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
-        held = self._held.get(delivery_tag) if self._dispatcher is not None else None
+    def reject(self, delivery_tag: str, requeue: bool = False) -> bool:
+        """Celery rejected the message. False if this consumer does not hold it."""
+        held = self._held.get(delivery_tag)
         if held is None:
-            return super().basic_reject(delivery_tag, requeue)  # type: ignore[misc,no-any-return]
+            return False
         if requeue:  # back to SQS, with the rest of its group behind it: order is kept
             self._release_group(held, visibility=0)
         else:  # Celery refused it (unknown task, invalid message): never deleted unprocessed
-            reason = Reason("Rejected", "rejected by the worker (unknown or invalid message)",
-                            max(1, held.attempt), held.receive_count)
-            self._dead_letter(held, DeadLetter(reason), self._describe(held))
+            refused = Rejected("rejected by the worker (unknown or invalid message)")
+            self._settle_held(held, decide(UNDECODABLE, refused, attempt=max(1, held.attempt),
+                                           receive_count=held.receive_count), self._describe(held))
+        return True
 
     def _next_of(self, group: str) -> None:
         assert self._dispatcher is not None
         following = self._dispatcher.done(group)
         self._wake_receivers()
         if following is not None:
-            hub = getattr(self, "hub", None)
-            if hub is not None:
-                hub.call_soon(self._deliver, following)
+            if self.hub is not None:
+                self.hub.call_soon(self._deliver, following)
             else:
                 self._deliver(following)
 
     def _wake_receivers(self) -> None:
-        for receiver in getattr(self, "_receivers", {}).values():
+        for receiver in self._receivers.values():
             receiver.wake()
 
     def _dead_letter(self, held: Held, outcome: DeadLetter, fields: Mapping[str, Any]) -> None:
@@ -598,14 +625,14 @@ class FifoConsumer(MessageSettler):
             return
         held.settling = True
         assert self._housekeeper is not None
-        dlq_name = self.dlq_name_for(held.queue_url)
+        dlq_name = self.options.dlq_for(held.queue_url)
         entry = dead_letter_entry(held.message, outcome.reason, source_queue=held.queue_url,
                                   group=held.group, signing_key=self._signing_key)
         line = {**fields, "outcome": "dead-lettered", **outcome.reason.fields()}
         if entry.dropped_attributes:
             line["dropped_attributes"] = entry.dropped_attributes
         self._housekeeper.dead_letter(DeadLetterJob(
-            dlq_url=self._new_queue(dlq_name),  # type: ignore[attr-defined]
+            dlq_url=self.port.new_queue(dlq_name),
             params=entry.params, queue_url=held.queue_url, receipt_handle=held.receipt_handle,
             done=lambda: self._post(self._dead_lettered, held, line),
             describe={k: v for k, v in fields.items() if k in ("action", "id", "group")},
@@ -629,17 +656,12 @@ class FifoConsumer(MessageSettler):
 
         return key_of(get_settings())
 
-    def dlq_name_for(self, queue_url: str) -> str:
-        """The DLQ of the queue at ``queue_url``."""
-        names = self.transport_options.get("dlq_names") or {}  # type: ignore[attr-defined]
-        return str(names.get(queue_url.rsplit("/", 1)[-1]) or self.transport_options["dlq_name"])  # type: ignore[attr-defined]
-
     def _dead_lettered(self, held: Held, line: dict[str, Any]) -> None:
         log_event("dead-lettered", **line, level=40)
         if self._held.pop(held.receipt_handle, None) is None:
             return
         if held.payload is not None and held.attempt > 0:
-            virtual.Channel.basic_ack(self, held.receipt_handle)  # type: ignore[arg-type]
+            self.port.forget(held.receipt_handle)
         self._next_of(held.group)
 
     def _release_group(self, held: Held, visibility: int) -> None:
@@ -651,7 +673,7 @@ class FifoConsumer(MessageSettler):
         if rest:
             self._housekeeper.release([(r.queue_url, r.receipt_handle) for r in rest], 0)
         if held.attempt > 0:
-            virtual.Channel.basic_ack(self, held.receipt_handle)  # type: ignore[arg-type]  (forget it)
+            self.port.forget(held.receipt_handle)
         self._dispatcher.done(held.group)
         self._wake_receivers()
 
@@ -681,20 +703,18 @@ class FifoConsumer(MessageSettler):
             for item in ahead:  # still waiting their turn, ahead of the lost one
                 self._dispatcher.offer(held.group, item)
             if held.attempt > 0:
-                virtual.Channel.basic_ack(self, held.receipt_handle)  # type: ignore[arg-type]  (forget it)
+                self.port.forget(held.receipt_handle)
             if is_head:  # the group's head never started: the group is free again
                 self._dispatcher.done(held.group)
         self._wake_receivers()
 
     def holds(self, delivery_tag: str) -> bool:
-        return delivery_tag in getattr(self, "_held", {})
+        return delivery_tag in self._held
 
     # -- shutdown --------------------------------------------------------------------------
     def release_waiting(self) -> int:
         """Stop handing out messages and make every one that is not running visible again now:
         those waiting their group's turn, reserved by Celery but not started, or backing off."""
-        if self._dispatcher is None or self._housekeeper is None:
-            return 0
         waiting = self._dispatcher.close()
         waiting += [h for h in list(self._held.values())
                     if not h.running and not h.settling and h not in waiting]
@@ -708,8 +728,6 @@ class FifoConsumer(MessageSettler):
     def release_all(self) -> int:
         """Make every held message visible again now (running ones included)."""
         count = self.release_waiting()
-        if self._housekeeper is None:
-            return count
         rest = [h for h in self._held.values() if not h.settling]
         for item in rest:
             self._held.pop(item.receipt_handle, None)
@@ -717,21 +735,24 @@ class FifoConsumer(MessageSettler):
         return count + len(rest)
 
     def close(self) -> None:
-        if self._dispatcher is not None and self._housekeeper is not None:
-            for receiver in self._receivers.values():
-                receiver.stop()
-            self.release_all()  # what never finished goes back to the queue at once
-            if self._hotpath is not None:  # completions written, then their deletes queued
-                self._hotpath.stop()
-                if self._inbox is not None:
-                    self._inbox.close()  # (runs what the writer posted: the deletes)
-            self._housekeeper.stop()
-            self._fetcher.shutdown(wait=False, cancel_futures=True)
+        """Stop receiving; what never finished goes back to the queue at once; the pending
+        completions are written and the deletes sent before the housekeeper stops."""
+        if self._closed:
+            return
+        self._closed = True
+        for receiver in self._receivers.values():
+            receiver.stop()
+        self.release_all()
+        if self._hotpath is not None:  # completions written, then their deletes queued
+            self._hotpath.stop()
             if self._inbox is not None:
-                self._inbox.close()
-            self.qos._delivered.clear()  # type: ignore[attr-defined]  (released above, not restored)
-            CHANNELS.discard(self)
-        super().close()  # type: ignore[misc]
+                self._inbox.close()  # (runs what the writer posted: the deletes)
+        self._housekeeper.stop()
+        self._fetcher.shutdown(wait=False, cancel_futures=True)
+        if self._inbox is not None:
+            self._inbox.close()
+        self.port.clear_delivered()  # released above, not restored
+        CONSUMERS.discard(self)
 
 
-__all__ = ["CHANNELS", "FifoConsumer", "Held", "failure_attributes"]
+__all__ = ["CONSUMERS", "ChannelPort", "Consumer", "Held"]
