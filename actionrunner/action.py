@@ -53,7 +53,7 @@ from .errors import (
     RetryLater,
     SchemaVersionRejected,
 )
-from .logging import log_event
+from .events import emit
 
 #: Message header that records the version of the inputs' schema.
 VERSION_HEADER = "ar_schema"
@@ -277,7 +277,7 @@ class Action(Task):  # type: ignore[misc]
             MessageGroupId=call.group, MessageDeduplicationId=dedup_id, headers=headers, **options,
         )
         if not self.app.conf.task_always_eager:
-            log_event("sent", action=self.name, id=result.id, group=call.group, dedup_id=dedup_id)
+            emit("sent", action=self.name, id=result.id, group=call.group, dedup_id=dedup_id)
         return result
 
     def delay_many(self, calls: Iterable[Mapping[str, Any]]) -> list[AsyncResult]:
@@ -300,7 +300,7 @@ class Action(Task):  # type: ignore[misc]
                     )
                 )
         for call, result in zip(prepared, results, strict=True):
-            log_event("sent", action=self.name, id=result.id, group=call.group, dedup_id=call.dedup_id)
+            emit("sent", action=self.name, id=result.id, group=call.group, dedup_id=call.dedup_id)
         return results
 
     # -- running ---------------------------------------------------------------------------

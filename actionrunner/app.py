@@ -21,7 +21,7 @@ from . import sqs  # noqa: F401  (registers the actionrunner:// transport)
 from .action import Action, as_action_class, check_plain_group, fill_fifo_ids, plain_group
 from .celery_config import celery_config
 from .errors import ConfigurationError
-from .logging import log_event
+from .events import emit
 from .settings import get_settings
 from .worker import lifecycle, shutdown  # noqa: F401  (connect the lifecycle and shutdown signals)
 
@@ -48,7 +48,7 @@ class AMQP(celery_amqp.AMQP):  # type: ignore[misc]
             plain = fill_fifo_ids(name, headers, options)
             sent = send(producer, name, message, **options)
             if plain:
-                log_event("sent", action=name, id=headers.get("id"),
+                emit("sent", action=name, id=headers.get("id"),
                           group=options["MessageGroupId"],
                           dedup_id=options["MessageDeduplicationId"])
             return sent

@@ -231,18 +231,6 @@ def get_logger(name: str = "actionrunner") -> Any:
     return logger
 
 
-#: Called with ``(event, fields, result)`` after each lifecycle line (e.g. the run-status writer).
-LifecycleObserver = Callable[[str, dict[str, Any], Any], None]
-_observers: list[LifecycleObserver] = []
-
-
-def observe(observer: LifecycleObserver) -> LifecycleObserver:
-    """Register a function called after every lifecycle event of this process."""
-    if observer not in _observers:
-        _observers.append(observer)
-    return observer
-
-
 #: Called with ``(event, fields)`` before a lifecycle line is written; returns extra fields for
 #: the line (e.g. CloudWatch Embedded Metric Format metadata, see actionrunner/metrics.py).
 LineEnricher = Callable[[str, dict[str, Any]], dict[str, Any]]
@@ -256,23 +244,16 @@ def enrich(enricher: LineEnricher) -> LineEnricher:
     return enricher
 
 
-def log_event(event: str, *, level: int = logging.INFO, result: Any = None, **fields: Any) -> None:
-    """Write one lifecycle line (``event`` plus the fields that are not ``None``), then tell the
-    observers (``result``, the action's return value, goes to them, not into the line)."""
+def write_line(event: str, level: int, fields: dict[str, Any]) -> None:
+    """Write one lifecycle line: ``event`` and ``fields`` (with the enrichers' fields, e.g. the
+    metric metadata). The lifecycle itself — the line and its observers — is
+    :func:`actionrunner.events.emit`."""
     _ensure_lifecycle_output()
-    present = {k: v for k, v in fields.items() if v is not None}
     extra: dict[str, Any] = {}
     for enricher in _enrichers:
-        extra.update(enricher(event, present))
-    if not _write_direct(event, level, present, extra):
-        get_logger(LIFECYCLE_LOGGER).log(level, event, **present, **extra)
-    for observer in _observers:
-        try:
-            observer(event, present, result)
-        except Exception:  # an observer must never break the action's lifecycle
-            get_logger("actionrunner").warning("lifecycle-observer-failed", event=event,
-                                               observer=getattr(observer, "__name__", "?"),
-                                               exc_info=True)
+        extra.update(enricher(event, fields))
+    if not _write_direct(event, level, fields, extra):
+        get_logger(LIFECYCLE_LOGGER).log(level, event, **fields, **extra)
 
 
 def _timestamp() -> str:

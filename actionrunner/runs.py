@@ -97,7 +97,7 @@ class RunStore:
         )
 
     def record(self, event: str, fields: dict[str, Any], result: Any = None) -> None:
-        """Apply a lifecycle event of a run (an observer of :func:`actionrunner.logging.log_event`);
+        """Apply a lifecycle event of a run (an observer of :func:`actionrunner.events.emit`);
         best effort: a write that fails is logged and given up."""
         try:
             self._record(event, fields, result)
@@ -184,7 +184,7 @@ def install_worker_observer(settings: Settings | None = None) -> None:
     results are kept (``ACTIONRUNNER_RUN_STATUS=all``, or ``@action(ignore_result=False)``).
     The writes go through the process's runtime; ``settings`` other than its settings start a
     runtime of their own."""
-    from .logging import observe
+    from .events import observe
 
     if settings is not None and settings is not runtime.current().settings:
         runtime.start(settings)

@@ -43,7 +43,7 @@ from .errors import (
     UndecodableMessage,
     error_module_of,
 )
-from .logging import log_event
+from .events import emit
 from .signing import PREFIX, SIGNATURE_ATTRIBUTE, SIGNATURE_CHARS, sign
 
 #: Failures that a retry cannot fix: dead-lettered (or held) on their first attempt.
@@ -315,13 +315,13 @@ def announce(outcome: Outcome, fields: Mapping[str, Any]) -> None:
     """The lifecycle line of a retry, wait or hold (a dead letter is announced by the runtime once
     the DLQ took it: ``dead-lettered``)."""
     if isinstance(outcome, Wait):
-        log_event("waiting", **fields, outcome="waiting", retry_in_s=round(outcome.delay, 3),
+        emit("waiting", **fields, outcome="waiting", retry_in_s=round(outcome.delay, 3),
                   reason=outcome.reason.error[:300])
     elif isinstance(outcome, Retry):
-        log_event("retrying", **fields, outcome="retrying", retry_in_s=round(outcome.delay, 3),
+        emit("retrying", **fields, outcome="retrying", retry_in_s=round(outcome.delay, 3),
                   **outcome.reason.fields(), level=30)
     elif isinstance(outcome, Hold):
-        log_event("held", **fields, outcome="held", hold_s=outcome.seconds,
+        emit("held", **fields, outcome="held", hold_s=outcome.seconds,
                   **outcome.reason.fields(), level=40)
 
 

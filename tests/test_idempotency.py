@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 
-from actionrunner import action, runtime
+from actionrunner import action, events, runtime
 from actionrunner import constants as C
 from actionrunner import keys as ar_keys
-from actionrunner import logging as ar_logging
 from actionrunner.errors import (
     ActionDefinitionError,
     IdempotencyInProgress,
@@ -84,9 +83,9 @@ def lines() -> Iterator[list[tuple[str, dict[str, Any]]]]:
     def observer(event: str, fields: dict[str, Any], result: Any) -> None:
         seen.append((event, {**fields, "result": result}))
 
-    ar_logging.observe(observer)
+    events.observe(observer)
     yield seen
-    ar_logging._observers.remove(observer)
+    events.unobserve(observer)
 
 
 def key_of(task: Any, **inputs: Any) -> tuple[str, str]:

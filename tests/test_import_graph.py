@@ -133,7 +133,7 @@ def _within(module: str, prefixes: set[str] | tuple[str, ...]) -> bool:
 
 def test_the_receive_path_keeps_its_layers() -> None:
     graph = import_graph()
-    assert CONSUMER_MODULES <= set(graph), "a consumer module was renamed: update CONSUMER_MODULES"
+    assert set(graph) >= CONSUMER_MODULES, "a consumer module was renamed: update CONSUMER_MODULES"
     found = []
     for sources, targets in FORBIDDEN:
         for module, imported in graph.items():

@@ -21,8 +21,8 @@ from actionrunner.app import app
 from actionrunner.aws_lambda import LambdaRunner
 from actionrunner.deploy import core
 from actionrunner.settings import Settings
-from actionrunner.sqs import claimcheck
 from actionrunner.settle import failure_attributes
+from actionrunner.sqs import claimcheck
 from tests.actions import explode, fragile_head, record, tally
 from tests.conftest import SQS_SERVER, message_text
 

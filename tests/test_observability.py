@@ -35,6 +35,7 @@ def test_a_lifecycle_line_written_directly_is_the_line_logging_would_write(
     import json
     import logging
 
+    from actionrunner import events
     from actionrunner import logging as ar_logging
 
     root = logging.getLogger()
@@ -46,11 +47,11 @@ def test_a_lifecycle_line_written_directly_is_the_line_logging_would_write(
         ar_logging.configure("INFO", "json", stream=buffer)
         assert ar_logging._direct_handler(logging.INFO) is not None
         fields = {"action": "tests.x", "id": "i", "attempt": 1, "queue_wait_ms": 1.5, "gone": None}
-        ar_logging.log_event("started", **fields)
-        ar_logging.log_event("failed", level=logging.ERROR, action="tests.x", error="boom")
+        events.emit("started", **fields)
+        events.emit("failed", level=logging.ERROR, action="tests.x", error="boom")
         monkeypatch.setattr(ar_logging, "_direct", None)  # the logging path
-        ar_logging.log_event("started", **fields)
-        ar_logging.log_event("failed", level=logging.ERROR, action="tests.x", error="boom")
+        events.emit("started", **fields)
+        events.emit("failed", level=logging.ERROR, action="tests.x", error="boom")
         monkeypatch.undo()
         lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
         for line in lines:  # (the times differ)

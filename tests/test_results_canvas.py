@@ -94,8 +94,7 @@ def test_writes_per_action_with_results_kept(aws: object, monkeypatch: pytest.Mo
     idempotency claim and completion, and the run record's running and succeeded."""
     from botocore.client import BaseClient
 
-    from actionrunner import logging as ar_logging
-    from actionrunner import runs
+    from actionrunner import events, runs
     from actionrunner.app import app
     from actionrunner.settings import get_settings
 
@@ -119,7 +118,7 @@ def test_writes_per_action_with_results_kept(aws: object, monkeypatch: pytest.Mo
         not_kept = list(writes)
     finally:
         app.conf.task_always_eager = False
-        ar_logging._observers.remove(runs._record)
+        events.unobserve(runs._record)
     print(f"writes per action: results kept {kept}, not kept {not_kept}")
     assert sorted(kept) == ["PutItem", "UpdateItem", "UpdateItem", "UpdateItem"]
     assert sorted(not_kept) == ["PutItem", "UpdateItem"]

@@ -52,7 +52,8 @@ from celery.states import IGNORED
 from .. import constants as C
 from ..action import is_action
 from ..errors import UndecodableMessage
-from ..logging import get_logger, log_event
+from ..events import emit
+from ..logging import get_logger
 from ..runnable import expired
 from ..settings import Settings
 from ..settle import (
@@ -192,7 +193,7 @@ class LambdaRunner:
         if expired(kombu_message.headers, time.time()):  # as on a worker: never silent
             described = describe(message)
             fields.update(action=described.get("action"), id=described.get("id"), attempt=1)
-            log_event("expired", **fields, level=30, expires=str(kombu_message.headers.get("expires"))[:40],
+            emit("expired", **fields, level=30, expires=str(kombu_message.headers.get("expires"))[:40],
                       outcome="discarded" if self.settings.expired == "discard" else "dead-letter")
             outcome = expired_outcome(self.settings.expired, kombu_message.headers, attempt=1,
                                       receive_count=receive_count)
@@ -251,12 +252,12 @@ class LambdaRunner:
         try:
             self.sqs.send_message(QueueUrl=self._url(self.settings.dlq_of(queue)), **entry.params)
         except Exception as exc:
-            log_event("dead-letter-failed", **{"action": "(unknown)", **fields},
+            emit("dead-letter-failed", **{"action": "(unknown)", **fields},
                       error_type=type(exc).__name__, error=repr(exc)[:300], level=40)
             if policy is not None:  # its next receive dead-letters it without running it again
                 self.attempts.record_failure(queue, message["MessageId"], by=policy.max_attempts)
             return Outcome("retrying", report=True, visibility=30)
-        log_event("dead-lettered", **fields, outcome="dead-lettered", **reason.fields(), level=40)
+        emit("dead-lettered", **fields, outcome="dead-lettered", **reason.fields(), level=40)
         return Outcome("dead-lettered")
 
     # -- SQS and S3 ------------------------------------------------------------------------

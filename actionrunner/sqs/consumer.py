@@ -48,7 +48,7 @@ from typing import Any, Protocol
 from .. import constants as C
 from .. import runtime
 from ..errors import Rejected, UndecodableMessage
-from ..logging import log_event
+from ..events import emit
 from ..runnable import eta_seconds
 from ..settle import (
     UNDECODABLE,
@@ -375,7 +375,7 @@ class Consumer(MessageSettler):
         :data:`~actionrunner.runnable.MAX_ETA_SECONDS`): a ``scheduled`` line says why."""
         ahead = eta_seconds(dict(headers), time.time())
         if ahead is not None and ahead > 1:
-            log_event("scheduled", **self._describe(held), eta=str(headers.get("eta"))[:40],
+            emit("scheduled", **self._describe(held), eta=str(headers.get("eta"))[:40],
                       wait_s=round(ahead, 1), reason="its eta: its group waits behind it")
 
     # -- the first delivery's state requests (actionrunner.state.completions) --------------
@@ -657,7 +657,7 @@ class Consumer(MessageSettler):
         return key_of(get_settings())
 
     def _dead_lettered(self, held: Held, line: dict[str, Any]) -> None:
-        log_event("dead-lettered", **line, level=40)
+        emit("dead-lettered", **line, level=40)
         if self._held.pop(held.receipt_handle, None) is None:
             return
         if held.payload is not None and held.attempt > 0:
@@ -689,9 +689,9 @@ class Consumer(MessageSettler):
             fields = {"action": "(worker)", "group": held.group,
                       "message_id": held.message.get("MessageId")}
             if held.running:
-                log_event("visibility-lost", **fields, running=True, level=30)
+                emit("visibility-lost", **fields, running=True, level=30)
                 continue
-            log_event("visibility-lost", **fields, running=False, dropped=True, level=30)
+            emit("visibility-lost", **fields, running=False, dropped=True, level=30)
             waiting = self._dispatcher.take_group(held.group)
             is_head = held not in waiting
             ahead = [] if is_head else waiting[: waiting.index(held)]
@@ -722,7 +722,7 @@ class Consumer(MessageSettler):
             self._held.pop(item.receipt_handle, None)
         self._housekeeper.release([(w.queue_url, w.receipt_handle) for w in waiting], 0)
         if waiting:
-            log_event("released", count=len(waiting), reason="shutdown")
+            emit("released", count=len(waiting), reason="shutdown")
         return len(waiting)
 
     def release_all(self) -> int:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import constants as C
-from ..logging import log_event
+from ..events import emit
 from .batch import in_batches
 from .receiver import Episode, backoff, error_code
 
@@ -325,7 +325,7 @@ class Housekeeper(threading.Thread):
     def _delete_gave_up(self, item: _Delete, why: str) -> None:
         with self._lock:
             self._tracked.pop(item.receipt_handle, None)
-        log_event("delete-failed", action="(worker)", queue=item.queue_url.rsplit("/", 1)[-1],
+        emit("delete-failed", action="(worker)", queue=item.queue_url.rsplit("/", 1)[-1],
                   reason=why, failures=item.failures, level=40)
 
     def _send_releases(self, items: list[tuple[str, str, int]], final: bool = False) -> None:
@@ -376,7 +376,7 @@ class Housekeeper(threading.Thread):
                 job.failures += 1
                 self.failures["SendMessage"] += 1
                 job.due = time.monotonic() + backoff(job.failures, base=0.5, cap=30.0)
-                log_event("dead-letter-failed", **{"action": "(unknown)", **job.describe},
+                emit("dead-letter-failed", **{"action": "(unknown)", **job.describe},
                           error_type=error_code(exc), error=str(exc)[:300], failures=job.failures,
                           retry_in_s=round(job.due - time.monotonic(), 3), level=40)
                 with self._lock:  # a message no longer ours comes back and is dead-lettered again
@@ -384,7 +384,7 @@ class Housekeeper(threading.Thread):
                     if keep:
                         self._dead_letters.append(job)
                 if not keep:
-                    log_event("dead-letter-dropped", **{"action": "(unknown)", **job.describe},
+                    emit("dead-letter-dropped", **{"action": "(unknown)", **job.describe},
                               reason="the message is no longer this worker's; it comes back from "
                                      "SQS and is dead-lettered then", failures=job.failures, level=40)
                     if job.dropped is not None:

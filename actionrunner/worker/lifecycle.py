@@ -13,7 +13,7 @@ from typing import Any
 from celery import signals
 
 from ..errors import error_module_of
-from ..logging import log_event
+from ..events import emit
 
 #: Per running call: when it started and the fields its lines share (read once, at its start).
 _started: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -68,7 +68,7 @@ def _on_prerun(sender: Any = None, task_id: str | None = None, task: Any = None,
     _started[task_id or ""] = (time.perf_counter(), common)
     sent = (getattr(request, "sqs", None) or {}).get("sent_timestamp_ms")
     wait = None if sent is None else max(0.0, round(time.time() * 1000 - sent, 1))
-    log_event("started", **common, queue_wait_ms=wait)
+    emit("started", **common, queue_wait_ms=wait)
 
 
 @signals.task_success.connect
@@ -80,7 +80,7 @@ def _on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
         return
     common, duration = _finish(sender, request, request.id)
     replay = getattr(request, "idempotency", None)  # idempotent_replay: the saved result, not a run
-    log_event(
+    emit(
         "succeeded", **common, duration_ms=duration,
         outcome="succeeded", result=result, **(dict(replay) if replay else {}),
     )
@@ -93,7 +93,7 @@ def _on_failure(
     if not _is_action(sender):
         return
     common, duration = _finish(sender, sender.request, task_id)
-    log_event(
+    emit(
         "failed", **common, duration_ms=duration, outcome="failed",
         error_type=type(exception).__name__ if exception else None,
         error=str(exception)[:500] if exception else None,

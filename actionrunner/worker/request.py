@@ -24,7 +24,7 @@ from celery.worker.request import Request
 from celery.worker.state import task_ready
 from kombu.utils.encoding import safe_repr
 
-from ..logging import log_event
+from ..events import emit
 from ..settle import DeadLetter, Hold, MessageSettler, Policy, announce, decide, expired_outcome
 from ..settle import Retry as RetryOutcome
 from ..sqs.delivery import Delivery
@@ -110,7 +110,7 @@ class ActionRequest(Request):
         channel = self._channel()
         if channel is not None and not channel.holds(self.message.delivery_tag):
             # its visibility was lost before it started: it runs wherever SQS hands it out next
-            log_event("skipped", **self._fields(), reason="the message is no longer this worker's")
+            emit("skipped", **self._fields(), reason="the message is no longer this worker's")
             task_ready(self)
             return None
         return super().execute_using_pool(pool, **kwargs)
@@ -126,7 +126,7 @@ class ActionRequest(Request):
 
         setting = get_settings().expired
         fields = self._fields()
-        log_event("expired", **fields, outcome="discarded" if setting == "discard" else "dead-letter",
+        emit("expired", **fields, outcome="discarded" if setting == "discard" else "dead-letter",
                   expires=str(self._request_dict.get("expires"))[:40], level=30)
         outcome = expired_outcome(setting, self._request_dict, attempt=int(self.sqs.get("attempt") or 1),
                                   receive_count=self.sqs.get("receive_count"))
@@ -173,6 +173,6 @@ class ActionRequest(Request):
         if self._channel() is None or isinstance(exc, special):
             return super().on_failure(exc_info, send_failed_event, return_ok)  # type: ignore[no-any-return]
         if isinstance(exc, WorkerLostError):
-            log_event("failed", **self._fields(), outcome="failed", error_type="WorkerLostError",
+            emit("failed", **self._fields(), outcome="failed", error_type="WorkerLostError",
                       error=str(exc)[:500], level=40)
         self._after_failure(exc, None, str(exc_info.traceback))

@@ -14,7 +14,7 @@ from typing import Any
 
 from celery import signals
 
-from ..logging import log_event
+from ..events import emit
 from ..sqs.consumer import CONSUMERS
 
 _started = threading.Event()
@@ -30,7 +30,7 @@ def _release(all_messages: bool) -> int:
 def _watchdog(timeout: float) -> None:
     if _started.wait(0) and not _finished.wait(timeout):
         released = _release(all_messages=True)
-        log_event("shutdown-timeout", timeout_s=timeout, released=released, level=40)
+        emit("shutdown-timeout", timeout_s=timeout, released=released, level=40)
         os.kill(os.getpid(), signal.SIGQUIT)  # Celery's cold shutdown: stop the pool now
 
 
