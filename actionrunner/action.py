@@ -111,14 +111,14 @@ def build_input_model(fn: Callable[..., Any], *, bound: bool) -> type[BaseModel]
             )
         default = ... if param.default is param.empty else param.default
         fields[param.name] = (hints.get(param.name, Any), default)
-    return create_model(  # type: ignore[call-overload,no-any-return]
+    return create_model(
         f"{fn.__name__}_inputs",
         __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=False),
         **fields,
     )
 
 
-class Action(Task):  # type: ignore[misc]
+class Action(Task):
     """Base class of every ``@action``: validated inputs, FIFO ids, structured logs."""
 
     #: Requests carry the SQS message's attributes to the action (receive count, sent time...).
@@ -231,7 +231,7 @@ class Action(Task):  # type: ignore[misc]
         return PreparedCall(kwargs=wire, group=group, dedup_id=dedup_id, call_id=call_id)
 
     # -- sending ---------------------------------------------------------------------------
-    def apply_async(  # type: ignore[override]
+    def apply_async(
         self,
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
@@ -312,7 +312,7 @@ class Action(Task):  # type: ignore[misc]
         if version not in accepted:
             raise SchemaVersionRejected(self.name, version, tuple(accepted))
 
-    def retry(  # type: ignore[override]
+    def retry(
         self, args: Any = None, kwargs: Any = None, exc: BaseException | None = None,
         throw: bool = True, eta: Any = None, countdown: float | None = None, **options: Any,
     ) -> Any:

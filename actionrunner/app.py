@@ -36,7 +36,7 @@ def _load_config() -> Any:
         return celery_config(settings)
 
 
-class AMQP(celery_amqp.AMQP):  # type: ignore[misc]
+class AMQP(celery_amqp.AMQP):
     """Celery's message sending, with the FIFO ids of plain tasks filled in: every task message
     of the app (``Task.apply_async``, ``send_task``, canvas) passes here after routing."""
 
@@ -56,7 +56,7 @@ class AMQP(celery_amqp.AMQP):  # type: ignore[misc]
         return send_task_message
 
 
-class ActionRunnerCelery(Celery):  # type: ignore[misc]
+class ActionRunnerCelery(Celery):
     """The Celery app of ActionRunner: every task of it, ``@action`` or plain Celery task
     (``@app.task``, ``@shared_task``, a class-based task), travels on the FIFO queue and runs as
     :class:`~actionrunner.action.Action` does (see :func:`~actionrunner.action.fill_fifo_ids`)."""

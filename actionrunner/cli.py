@@ -206,12 +206,13 @@ def api_token(
 ) -> None:
     """Make a bearer token: prints the token (keep it secret) and the hashed entry to configure."""
     from .api.auth import new_token
+    from .settings import is_scope
 
     wanted = [s.strip() for s in scopes.split(",") if s.strip()]
-    bad = [s for s in wanted if s not in ("submit", "admin")]
+    bad = [s for s in wanted if not is_scope(s)]
     if bad:
         raise ActionRunnerError(f"unknown scope(s) {bad}; use submit and/or admin")
-    token, entry = new_token(name, wanted)  # type: ignore[arg-type]
+    token, entry = new_token(name, [s for s in wanted if is_scope(s)])
     console.print("token (give it to the client; it is not stored anywhere):", markup=False)
     print(token)
     console.print("add to ACTIONRUNNER_API_TOKENS (a JSON list):", markup=False)

@@ -14,6 +14,7 @@ redriven group replays in its original order.
 from __future__ import annotations
 
 import base64
+import builtins
 import json
 import time
 import uuid
@@ -138,6 +139,12 @@ def resolve_queue(settings: Settings, name: str | None) -> str:
                        "DLQ; lanes are declared by ACTIONRUNNER_LANES")
 
 
+#: Messages; messages each with a string (the URL it goes back to, or why it stays). Aliases,
+#: because in :class:`DeadLetterQueue` ``list`` is its method.
+Letters = list[DeadLetter]
+Tagged = list[tuple[DeadLetter, str]]
+
+
 class DeadLetterQueue:
     """Operations on the DLQ of one queue of ``settings`` (``queue``: the queue or its DLQ's name;
     default: ``queue_name``)."""
@@ -207,7 +214,7 @@ class DeadLetterQueue:
                                                       "VisibilityTimeout": 0}, catch=()):
             pass  # best effort: a letter left hidden comes back after its visibility timeout
 
-    def list(self, limit: int = 100) -> list[DeadLetter]:
+    def list(self, limit: int = 100) -> Letters:
         """Up to ``limit`` messages, oldest group first; they stay in the DLQ."""
         letters = list(self._receive_all(limit))
         self._release(letters)
@@ -245,7 +252,7 @@ class DeadLetterQueue:
         started_ms = int(now() * 1000)
         snapshot = self.depth()
         moved, skipped, unknown, newer, undeleted = 0, [], 0, 0, 0
-        left: list[dict[str, str]] = []
+        left: builtins.list[dict[str, str]] = []
         by_queue: dict[str, int] = {}
         max_redrives = self.settings.max_redrives
 
@@ -257,7 +264,7 @@ class DeadLetterQueue:
 
         receives = 3 * (snapshot // C.SQS_MAX_BATCH + 1) + 2
         for batch in self._receive_batches(None, max_receives=receives, stop=stop):
-            going: list[tuple[DeadLetter, str]] = []
+            going: Tagged = []
             for letter in batch:
                 if letter.sent_ms is not None and letter.sent_ms >= started_ms:
                     newer += 1  # dead-lettered after this redrive began: not part of it
@@ -298,15 +305,14 @@ class DeadLetterQueue:
                 "unknown_source": unknown, "newer": newer, "left": left,
                 "not_deleted": undeleted, "stopped": bool(stop and stop())}
 
-    def _send_back(self, going: list[tuple[DeadLetter, str]]
-                   ) -> tuple[list[DeadLetter], list[tuple[DeadLetter, str]]]:
+    def _send_back(self, going: Tagged) -> tuple[Letters, Tagged]:
         """Send each ``(letter, target queue URL)`` back (SendMessageBatch, per queue, in order);
         ``(sent, [(refused, why)])``. The dedup id is the DLQ message's own: a send repeated (a
         lost answer, a redrive run again after a failed delete) is dropped by SQS, never a second
         copy. Once a message of a group is refused, the rest of its group stays (order)."""
-        sent: list[DeadLetter] = []
-        refused: list[tuple[DeadLetter, str]] = []
-        by_target: dict[str, list[DeadLetter]] = {}
+        sent: Letters = []
+        refused: Tagged = []
+        by_target: dict[str, Letters] = {}
         for letter, target in going:
             by_target.setdefault(target, []).append(letter)
         for target, letters in by_target.items():
@@ -339,10 +345,11 @@ class DeadLetterQueue:
                 refused.append((letter, why))
         return sent, refused
 
-    def _delete(self, letters: list[DeadLetter]) -> list[tuple[DeadLetter, str]]:
+    def _delete(self, letters: Letters) -> Tagged:
         """Delete the DLQ copies of messages sent back (DeleteMessageBatch); those that could not
         be, with why."""
-        kept: list[tuple[DeadLetter, str]] = []
+        kept: Tagged = []
+
         def call(entries: list[dict[str, Any]]) -> Any:
             return self.client.delete_message_batch(QueueUrl=self.url, Entries=entries)
 

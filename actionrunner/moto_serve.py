@@ -48,10 +48,10 @@ def patch_cloudformation_table_ttl() -> None:
         return
     create = Table.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
 
-    def create_from_cloudformation_json(cls: type[Table], resource_name: str,
+    def create_from_cloudformation_json(cls: type[Table], /, resource_name: str,
                                         cloudformation_json: dict[str, Any], account_id: str,
                                         region_name: str, **kwargs: Any) -> Table:
-        table = create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+        table: Table = create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
         spec = cloudformation_json.get("Properties", {}).get("TimeToLiveSpecification")
         if spec:
             dynamodb_backends[account_id][region_name].update_time_to_live(

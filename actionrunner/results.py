@@ -114,7 +114,7 @@ def meta_of_run(run_id: str, run: dict[str, Any] | None) -> dict[str, Any]:
             "children": [], "date_done": done, "name": run.get("action")}
 
 
-class RunResultBackend(KeyValueStoreBackend):  # type: ignore[misc]
+class RunResultBackend(KeyValueStoreBackend):
     """Celery's result backend over the state table (see the module docstring)."""
 
     key_t = str
@@ -288,7 +288,7 @@ def _error_fields(result: Any) -> dict[str, Any]:
             "error_module": error_module_of(result)}
 
 
-class ActionResult(AsyncResult):  # type: ignore[misc]
+class ActionResult(AsyncResult):
     """The result of an action's call: Celery's, but asking for a result that is not kept
     raises :class:`ResultsNotKept` instead of answering ``None``. A plain Celery task's
     (``plain=True``) answers as Celery's does: ``.get()`` of an ignored result is ``None``."""

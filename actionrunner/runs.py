@@ -163,7 +163,7 @@ class RunStore:
             return None
         from boto3.dynamodb.types import TypeDeserializer
 
-        plain = _plain({k: TypeDeserializer().deserialize(v) for k, v in item.items()})
+        plain: dict[str, Any] = _plain({k: TypeDeserializer().deserialize(v) for k, v in item.items()})
         plain.pop(STATE_KEY, None)
         plain.pop(STATE_TTL_ATTRIBUTE, None)
         if isinstance(plain.get("result"), str):

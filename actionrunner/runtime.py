@@ -137,10 +137,10 @@ def _rebuild() -> Runtime:
     with _lock:
         rt, pid = _current, os.getpid()
         if rt is not None and rt.pid != pid:  # forked: same settings, nothing shared
-            _current = rt.fresh()
+            rt = _current = rt.fresh()
         elif rt is None or not (_installed or rt.settings is get_settings()):
-            _current = Runtime.from_settings(get_settings())
-        return _current
+            rt = _current = Runtime.from_settings(get_settings())
+        return rt
 
 
 def for_settings(settings: Settings) -> Runtime:

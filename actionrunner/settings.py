@@ -13,7 +13,7 @@ against real AWS or the local emulator::
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeGuard
 
 from pydantic import (
     AliasChoices,
@@ -28,13 +28,26 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from . import constants as C
 
+#: What an admin API token may do.
+Scope = Literal["submit", "admin"]
+#: Every :data:`Scope`.
+SCOPES: tuple[Scope, ...] = ("submit", "admin")
+
+
+def is_scope(value: str) -> TypeGuard[Scope]:
+    return value in SCOPES
+
+
+def _submit_only() -> list[Scope]:
+    return ["submit"]
+
 
 class ApiToken(BaseModel):
     """One bearer token of the admin API (only its SHA-256 is kept)."""
 
     name: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    scopes: list[Literal["submit", "admin"]] = Field(default_factory=lambda: ["submit"])
+    scopes: list[Scope] = Field(default_factory=_submit_only)
 
 
 def lane_dlq_name(queue: str) -> str:

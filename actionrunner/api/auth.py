@@ -11,17 +11,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Literal
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 
-from ..settings import ApiToken
+from ..settings import ApiToken, Scope
 
-Scope = Literal["submit", "admin"]
 _bearer = HTTPBearer(auto_error=False, description="A token made by `actionrunner api-token`.")
 
 
@@ -77,7 +76,7 @@ def _checked_first(scope: Scope) -> type[APIRoute]:
     """A route class that authenticates a request before FastAPI reads and parses its body."""
 
     class Authenticated(APIRoute):
-        def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             handler = super().get_route_handler()
 
             async def checked(request: Request) -> Response:

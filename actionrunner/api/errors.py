@@ -24,7 +24,7 @@ names in an AccessDenied) is logged, never answered.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -77,7 +77,7 @@ def bounded(detail: Any) -> Any:
     return detail
 
 
-def _answer(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+def _answer(status: int, detail: Any, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse(status_code=status, content={"detail": bounded(jsonable_encoder(detail))},
                         headers=headers)
 

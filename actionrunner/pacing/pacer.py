@@ -74,7 +74,9 @@ class AdaptivePacer:
         stored = self.bucket.read_rate()
         if stored is not None:
             self.bucket.rate = self.controller.rate = min(limits.ceiling, max(limits.floor, stored))
-        self.iterator_age, self._age, self._age_at = iterator_age, None, -float("inf")
+        self.iterator_age = iterator_age
+        self._age: float | None = None
+        self._age_at = -float("inf")
         self.stats = PaceStats()
         self._writes: deque[tuple[float, int]] = deque()  # (issued at, writes issued up to it)
         self._issued = self._drained = 0

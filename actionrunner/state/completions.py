@@ -219,8 +219,8 @@ class HotPath:
 
     def _batch_get(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
-        request = {self.table: {"Keys": [{STATE_KEY: {"S": k}} for k in keys],
-                                "ConsistentRead": True}}
+        request: dict[str, Any] = {self.table: {"Keys": [{STATE_KEY: {"S": k}} for k in keys],
+                                              "ConsistentRead": True}}
         for attempt in range(1, 9):
             self.requests["BatchGetItem"] += 1
             began = time.monotonic()

@@ -54,7 +54,7 @@ from ..settings import Settings
 from .record import Record, Status
 from .schema import IDEMPOTENCY_PREFIX, STATE_KEY, STATE_TTL_ATTRIBUTE
 from .store import Effect, IdempotencyStore
-from .throttling import is_transient
+from .throttling import condition_item, is_transient
 
 #: The item is free to claim: no record, or it expired, or it is a claim whose lease ran out.
 _CLAIMABLE = ("attribute_not_exists(#pk) OR #expires <= :now OR "
@@ -168,8 +168,8 @@ class DynamoDBStore(IdempotencyStore):
     def _completed_by(self, key: str, lease_id: str) -> bool:
         """Whether the run holding ``lease_id`` completed ``key`` (an answer lost on the way)."""
         item = self._item(key) or {}
-        return (item.get("status", {}).get("S") == Status.COMPLETED.value
-                and item.get("completed_by", {}).get("S") == lease_id)
+        return bool(item.get("status", {}).get("S") == Status.COMPLETED.value
+                    and item.get("completed_by", {}).get("S") == lease_id)
 
     # -- the four primitives ---------------------------------------------------------------
     def _get_record(self, key: str) -> Record | None:
@@ -191,7 +191,7 @@ class DynamoDBStore(IdempotencyStore):
             except ClientError as exc:
                 if _code(exc) != "ConditionalCheckFailedException":
                     raise
-                item = exc.response.get("Item")  # servers without ALL_OLD: read it
+                item = condition_item(exc)  # servers without ALL_OLD: read it
                 existing = from_item(item) if item else self._get_record(record.key)
                 if (existing is not None and existing.lease_id == record.lease_id
                         and existing.status is Status.IN_PROGRESS):
@@ -257,7 +257,7 @@ class DynamoDBStore(IdempotencyStore):
                 except ClientError as exc:
                     if _code(exc) != "ConditionalCheckFailedException":
                         raise
-                    stored = exc.response.get("Item") or self._item(record.key)
+                    stored = condition_item(exc) or self._item(record.key)
             if stored is not None and stored.get("completed_by", {}).get("S") == token:
                 return None  # this very write: a try before was applied, its answer lost
             if stored is not None:

@@ -36,6 +36,13 @@ def condition_failed(exc: BaseException) -> bool:
         exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
+def condition_item(exc: ClientError) -> dict[str, Any] | None:
+    """The item a conditional write refused with ``ReturnValuesOnConditionCheckFailure=ALL_OLD``
+    found in the table (None: there was none, or the server does not send it)."""
+    item = exc.response.get("Item")
+    return item if isinstance(item, dict) else None
+
+
 def backoff_delay(attempt: int, base: float = 0.05, cap: float = 5.0) -> float:
     """Seconds to wait before try ``attempt + 1`` (1-based): exponential, full jitter."""
     return backoff(attempt + 1, base=base, cap=cap, jitter="full")

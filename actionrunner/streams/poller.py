@@ -96,8 +96,9 @@ class StreamPoller:
 
     def _iterator(self, shard: str, kind: str, sequence: str | None = None) -> str:
         extra = {"SequenceNumber": sequence} if sequence else {}
-        return self.streams.get_shard_iterator(StreamArn=self.stream_arn, ShardId=shard,
-                                               ShardIteratorType=kind, **extra)["ShardIterator"]
+        answer = self.streams.get_shard_iterator(StreamArn=self.stream_arn, ShardId=shard,
+                                                 ShardIteratorType=kind, **extra)
+        return str(answer["ShardIterator"])
 
     def poll_shard(self, shard: str) -> None:
         iterator: str | None = self._iterator(shard, self.start)

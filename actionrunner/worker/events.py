@@ -17,7 +17,7 @@ from celery.app.events import Events as CeleryEvents
 from celery.events.dispatcher import EventDispatcher
 
 
-class ActionEventDispatcher(EventDispatcher):  # type: ignore[misc]
+class ActionEventDispatcher(EventDispatcher):
     """Celery's dispatcher; a task event with no listener to route it to is not built."""
 
     _monitor: Any = None
@@ -40,7 +40,7 @@ class ActionEventDispatcher(EventDispatcher):  # type: ignore[misc]
         return bool(monitor.route(name, type.replace("-", "."), name))
 
 
-class Events(CeleryEvents):  # type: ignore[misc]
+class Events(CeleryEvents):
     """The app's events (``Celery(events=...)``) with :class:`ActionEventDispatcher`."""
 
     dispatcher_cls = "actionrunner.worker.events:ActionEventDispatcher"

@@ -57,6 +57,9 @@ class ActionRequest(Request):
     # -- the arguments as text (Flower's task-received event, celery inspect, log lines) ------
     # A compact message leaves argsrepr/kwargsrepr out (the body holds the arguments once):
     # they are made from the body here, only when something asks for them.
+    _argsrepr: str | None  # Celery's Request sets both from the message's headers
+    _kwargsrepr: str | None
+
     @property
     def argsrepr(self) -> str:
         if not self._argsrepr:

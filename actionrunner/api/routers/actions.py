@@ -120,4 +120,4 @@ def _claim_key(deps: Services, name: str, key: str, call: PreparedCall,
     The key lives ACTIONRUNNER_IDEMPOTENCY_TTL_SECONDS, as the worker's record of it does."""
     fingerprint = hashlib.sha256(keys.canonical_json([call.kwargs, call.group])).hexdigest()
     with upstream("DynamoDB"):
-        return deps.api_keys.claim(name, key, run_id, fingerprint)  # type: ignore[no-any-return]
+        return deps.api_keys.claim(name, key, run_id, fingerprint)

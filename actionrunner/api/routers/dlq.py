@@ -56,7 +56,7 @@ def _job_status(job: RedriveJob) -> RedriveJobStatus:
     status: dict[str, Any] = job.status
     return RedriveJobStatus(**status, status_url=f"/v1/dlq/redrive/{job.id}")
 
-_UNKNOWN = {404: {"description": "no such queue (nor DLQ) in the settings"}}
+_UNKNOWN: dict[int | str, dict[str, Any]] = {404: {"description": "no such queue (nor DLQ) in the settings"}}
 QueueParam = Annotated[str | None, Query(
     max_length=80, description="A queue (e.g. bulk.fifo) or its DLQ; default: every queue.")]
 
@@ -93,7 +93,7 @@ def redrive(deps: Deps, response: Response,
     goes."""
     request = request or RedriveRequest()
     queue = _known(deps, queue)
-    filters = {"group": request.group, "action": request.action, "limit": request.limit,
+    filters: dict[str, Any] = {"group": request.group, "action": request.action, "limit": request.limit,
                "force": request.force}
     with upstream("SQS"):
         dlqs = dead_letter_queues(deps.settings, deps.sqs, queue)
