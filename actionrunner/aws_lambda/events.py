@@ -64,7 +64,7 @@ def to_sqs_message(record: dict[str, Any]) -> dict[str, Any]:
     return message
 
 
-class _Decoder(SQSChannel):  # type: ignore[misc]
+class _Decoder(SQSChannel):
     """kombu's SQS channel, used only as the channel of the messages built here (never connected)."""
 
     _noack_queues: frozenset[str] = frozenset()  # every message is acked after its run

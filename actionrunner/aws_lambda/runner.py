@@ -222,13 +222,13 @@ class LambdaRunner:
             if pointer is not None:  # done: the claim-checked payload goes too
                 self._delete_payload(*pointer)
             return Outcome("succeeded")
-        exc = info.retval
-        when = getattr(exc, "when", None)
-        outcome = decide(policy, exc, attempt=attempt, receive_count=receive_count,
+        error = info.retval
+        when = getattr(error, "when", None)
+        decided = decide(policy, error, attempt=attempt, receive_count=receive_count,
                          countdown=float(when) if isinstance(when, int | float) else None)
-        if isinstance(outcome, Retry):
+        if isinstance(decided, Retry):
             self.attempts.record_failure(queue, message["MessageId"])
-        return self._apply(outcome, message, queue, fields, policy)
+        return self._apply(decided, message, queue, fields, policy)
 
     def _apply(self, outcome: Any, message: dict[str, Any], queue: str,
                fields: dict[str, Any], policy: Policy | None = None) -> Outcome:

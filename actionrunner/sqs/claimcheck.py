@@ -66,7 +66,7 @@ def declared_size(attributes: dict[str, Any] | None) -> int | None:
     """The ``ExtendedPayloadSize`` a message declares, if any."""
     value = (attributes or {}).get(SIZE_ATTRIBUTE) or {}
     try:
-        return int(value.get("StringValue"))
+        return int(str(value.get("StringValue")))
     except (TypeError, ValueError):
         return None
 
@@ -133,6 +133,6 @@ def fetch(s3: Any, bucket: str, key: str, max_bytes: int | None = None) -> str:
         raise MessageTooLarge(f"the claim-checked payload s3://{bucket}/{key} is over "
                               f"{limit:,} bytes: stopped reading there")
     try:
-        return data.decode("utf-8")
+        return str(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise PayloadMissing(f"the claim-checked payload s3://{bucket}/{key} is not UTF-8 text") from None

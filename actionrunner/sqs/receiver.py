@@ -189,7 +189,7 @@ class Receiver(threading.Thread):
     def run(self) -> None:
         attempt_id: str | None = None
         count = 0
-        while not self.stopping:
+        while not self._stopping.is_set():
             try:
                 wanted = self.demand()
             except Exception:
@@ -224,7 +224,7 @@ class Receiver(threading.Thread):
             attempt_id = None
             messages = [m for m in (response.get("Messages") or []) if isinstance(m, dict)
                         and m.get("ReceiptHandle")]
-            if self.stopping:
+            if self._stopping.is_set():  # (stopped during the receive)
                 if messages:
                     self.release(messages)
                 break

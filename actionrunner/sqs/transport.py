@@ -150,7 +150,7 @@ class Channel(MonitorRouting, SQSChannel, MessageSettler):
     def _schedule_queue(self, queue: str) -> None:
         if not (self.consumer is not None and self._is_action_queue(queue)
                 and self.consumer.start_receiving(queue)):
-            super()._schedule_queue(queue)
+            super()._schedule_queue(queue)  # type: ignore[no-untyped-call]
 
     def _on_messages_ready(self, queue: str, qname: str, messages: Any) -> Any:
         if self.consumer is None or self._kind(qname):
@@ -161,11 +161,11 @@ class Channel(MonitorRouting, SQSChannel, MessageSettler):
 
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
         if self.consumer is None or not self.consumer.ack(delivery_tag):
-            super().basic_ack(delivery_tag, multiple)
+            super().basic_ack(delivery_tag, multiple)  # type: ignore[no-untyped-call]
 
     def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
         if self.consumer is None or not self.consumer.reject(delivery_tag, requeue):
-            super().basic_reject(delivery_tag, requeue)
+            super().basic_reject(delivery_tag, requeue)  # type: ignore[no-untyped-call]
 
     def mark_running(self, delivery_tag: str) -> None:
         if self.consumer is not None:
@@ -185,8 +185,9 @@ class Channel(MonitorRouting, SQSChannel, MessageSettler):
 
     # -- configuration ---------------------------------------------------------------------
     @cached_property
-    def endpoint_url(self) -> str | None:  # type: ignore[override]
-        return self.transport_options.get("endpoint_url") or super().endpoint_url
+    def endpoint_url(self) -> str | None:
+        url = self.transport_options.get("endpoint_url") or super().endpoint_url
+        return None if url is None else str(url)
 
     @cached_property
     def wire_format(self) -> str:
@@ -198,8 +199,8 @@ class Channel(MonitorRouting, SQSChannel, MessageSettler):
         value = self.transport_options.get("compress_over_bytes")
         return None if value is None else int(value)
 
-    @property  # type: ignore[override]
-    def body_encoding(self) -> str | None:
+    @property
+    def body_encoding(self) -> str | None:  # type: ignore[override]
         # kombu base64-encodes the task body inside the envelope; the compact format keeps JSON
         # text as it is (codec.compact base64-encodes only binary or compressed bodies)
         return None if self.wire_format == codec.COMPACT else "base64"
@@ -209,7 +210,7 @@ class Channel(MonitorRouting, SQSChannel, MessageSettler):
         return int(self.transport_options.get("max_message_bytes", C.SQS_MAX_MESSAGE_BYTES))
 
     @cached_property
-    def predefined_queues(self) -> dict[str, dict[str, Any]]:  # type: ignore[override]
+    def predefined_queues(self) -> dict[str, dict[str, Any]]:
         """Every queue this deployment uses, with its URL resolved once (GetQueueUrl)."""
         names = self.transport_options.get("queue_names") or []
         queues = dict(self.transport_options.get("predefined_queues") or {})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 from kombu.asynchronous.aws.sqs.connection import _query_object_encode
@@ -49,7 +49,8 @@ class MonitorReceiving:
     _heard: dict[str, float]  #: a mailbox's last message, or the last work (its doze clock)
 
     if TYPE_CHECKING:  # provided by MonitorRouting
-        monitor: Monitor
+        @property
+        def monitor(self) -> Monitor: ...
 
         def _kind(self, name: str) -> Kind | None: ...
         def canonical_queue_name(self, queue_name: str) -> str: ...
@@ -58,7 +59,7 @@ class MonitorReceiving:
     def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
         if not self._kind(queue):
             return super().basic_consume(queue, no_ack, *args, **kwargs)  # type: ignore[misc]
-        tag = SQSChannel.basic_consume(self, queue, no_ack, *args, **kwargs)  # type: ignore[arg-type]
+        tag = SQSChannel.basic_consume(cast(SQSChannel, self), queue, no_ack, *args, **kwargs)
         hub = getattr(self, "hub", None)
         if self._kind(queue) == "box" and hub is not None:  # a worker's mailbox
             from .commands import install
@@ -190,7 +191,7 @@ class MonitorReceiving:
         payload = super()._message_to_python(message, queue_name, q_url)  # type: ignore[misc]
         if self._kind(queue_name) == "rep" and self.monitor.awaited:
             ticket, nodes = reply_of(payload)
-            awaited = self.monitor.awaited.get(ticket)
+            awaited = self.monitor.awaited.get(ticket) if ticket is not None else None
             if awaited is not None:
                 awaited.heard(nodes)
         return payload
@@ -264,9 +265,9 @@ class MonitorReceiving:
                 commands = [m for m in messages["Messages"] if m.get("Body") != KNOCK_BODY]
                 # a knock is not a command: counted as read (kombu loops again at once)
                 handled = len(messages["Messages"]) - len(commands)
-                return handled + SQSChannel._on_messages_ready(  # type: ignore[arg-type]
-                    self, queue, qname, {**messages, "Messages": commands})
-            return SQSChannel._on_messages_ready(self, queue, qname, messages)  # type: ignore[arg-type]
+                return handled + SQSChannel._on_messages_ready(
+                    cast(SQSChannel, self), queue, qname, {**messages, "Messages": commands})
+            return SQSChannel._on_messages_ready(cast(SQSChannel, self), queue, qname, messages)
         return super()._on_messages_ready(queue, qname, messages)  # type: ignore[misc]
 
     def _delete_message(self, queue_name: str, message: dict[str, Any]) -> None:
@@ -276,11 +277,11 @@ class MonitorReceiving:
 
     def close(self) -> None:
         """A listener that stops deletes its queues (its mailbox, reply or event queue)."""
-        declared = getattr(self, "_monitor_declared", set())
+        declared: set[str] = getattr(self, "_monitor_declared", set())
         if declared and not getattr(self, "closed", False):
             self.monitor.flush()
             for queue in list(declared):
-                self._delete(queue)
+                cast(SQSChannel, self)._delete(queue)
             declared.clear()
         super().close()  # type: ignore[misc]
 

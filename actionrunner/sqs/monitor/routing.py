@@ -51,11 +51,11 @@ class MonitorRouting(MonitorReceiving):
     def canonical_queue_name(self, queue_name: str) -> str:
         if self._kind(queue_name):
             return self.monitor.sqs_name(queue_name)
-        return super().canonical_queue_name(queue_name)  # type: ignore[misc,no-any-return]
+        return str(super().canonical_queue_name(queue_name))
 
     def _new_queue(self, queue: str, **kwargs: Any) -> str:
         if not self._kind(queue):
-            return super()._new_queue(queue, **kwargs)  # type: ignore[misc,no-any-return]
+            return str(super()._new_queue(queue, **kwargs))
         name = self.canonical_queue_name(queue)
         url = self._queue_cache.get(name)  # type: ignore[attr-defined]
         if url is None:
