@@ -139,6 +139,8 @@ printable = st.characters(codec="utf-8", exclude_categories=["Cc", "Cs"])
 def test_long_strings_get_short_answers_that_do_not_echo_them(served: str, text: str,
                                                               where: str) -> None:
     ascii_text = text.encode("ascii", "backslashreplace").decode()  # for the header and the path
+    # (an HTTP client refuses to send a header value with whitespace at its ends)
+    header_text = ascii_text.strip(" \t") or "k" * 130
     with httpx.Client(base_url=served, headers=HEADERS, timeout=30) as client:
         answer = {
             "body": lambda: client.post("/v1/actions/tests.actions.record",
@@ -146,7 +148,7 @@ def test_long_strings_get_short_answers_that_do_not_echo_them(served: str, text:
             "group": lambda: client.post("/v1/actions/tests.actions.record", params={"group": text},
                                          json={"bucket": "b", "token": "t"}),
             "key": lambda: client.post("/v1/actions/tests.actions.record",
-                                       headers={"Idempotency-Key": ascii_text},
+                                       headers={"Idempotency-Key": header_text},
                                        json={"bucket": "b", "token": "t"}),
             "name": lambda: client.post("/v1/actions/" + text, json={}),
             "run": lambda: client.get("/v1/runs/" + text),
