@@ -243,9 +243,14 @@ def test_an_explicit_argsrepr_is_kept_in_a_compact_message() -> None:
 
 @pytest.mark.integration
 def test_the_worker_request_shows_the_senders_argsrepr(sqs: Any, queue_url: str) -> None:
+    import tests.plain_tasks  # noqa: F401  (its @shared_task, on every app)
+    from actionrunner.app import app
     from actionrunner.aws_lambda.events import decode as decode_message
     from actionrunner.worker.request import ActionRequest
-    from tests.plain_tasks import plain_add
+
+    # (the ActionRunner app's own task: a @shared_task proxy follows the current app, which an
+    # earlier test may have set to another one)
+    plain_add = app.tasks["tests.plain_tasks.plain_add"]
 
     # Given one call with reprs of its own and one without, sent through SQS
     run = uuid.uuid4().hex
