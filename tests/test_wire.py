@@ -208,3 +208,67 @@ def test_per_action_compression_is_on_the_wire(sqs: Any, queue_url: str) -> None
     assert envelope["headers"]["compression"] == codec.ZLIB
     headers, (_, kwargs, _) = decode(message)
     assert kwargs == {"run": run, "value": "tiny"}
+
+
+def _task_message(args: Any, kwargs: Any, argsrepr: str | None, kwargsrepr: str | None) -> dict[str, Any]:
+    from celery.utils.saferepr import saferepr
+
+    headers = {"id": "x", "task": "t", "lang": "py", "origin": "gen1@host",
+               "argsrepr": saferepr(args, 1024) if argsrepr is None else argsrepr,
+               "kwargsrepr": saferepr(kwargs, 1024) if kwargsrepr is None else kwargsrepr}
+    return {"body": json.dumps([list(args), kwargs, {}]), "content-type": "application/json",
+            "content-encoding": "utf-8", "headers": headers, "properties": {"delivery_info": {}}}
+
+
+@pytest.mark.parametrize("args", [(2, 3), [2, 3]])
+def test_the_default_argsrepr_is_left_out_of_a_compact_message(args: Any) -> None:
+    # Given a task message whose argsrepr/kwargsrepr are the ones Celery makes of its arguments
+    message = _task_message(args, {"tenant": "t1"}, None, None)
+    # When it is encoded in the compact format
+    headers = json.loads(codec.encode(message, compress_over=None))["headers"]
+    # Then the worker makes them again from the body: they are not sent
+    assert "argsrepr" not in headers and "kwargsrepr" not in headers and "origin" not in headers
+
+
+def test_an_explicit_argsrepr_is_kept_in_a_compact_message() -> None:
+    # Given reprs the sender gave itself (apply_async(argsrepr=..., kwargsrepr=...)): one or both
+    both = _task_message((2, 3), {"password": "hunter2"}, "CUSTOM ARGS", "<hidden>")
+    only_kwargs = _task_message((2, 3), {"password": "hunter2"}, None, "<hidden>")
+    # When encoded, Then the given ones travel (the worker's log lines and events show them)
+    headers = json.loads(codec.encode(both, compress_over=None))["headers"]
+    assert (headers["argsrepr"], headers["kwargsrepr"]) == ("CUSTOM ARGS", "<hidden>")
+    headers = json.loads(codec.encode(only_kwargs, compress_over=None))["headers"]
+    assert "argsrepr" not in headers and headers["kwargsrepr"] == "<hidden>"
+
+
+@pytest.mark.integration
+def test_the_worker_request_shows_the_senders_argsrepr(sqs: Any, queue_url: str) -> None:
+    from actionrunner.aws_lambda.events import decode as decode_message
+    from actionrunner.worker.request import ActionRequest
+    from tests.plain_tasks import plain_add
+
+    # Given one call with reprs of its own and one without, sent through SQS
+    run = uuid.uuid4().hex
+    sent = [plain_add.apply_async((run, "x"), argsrepr="CUSTOM ARGS", kwargsrepr="CUSTOM KWARGS"),
+            plain_add.apply_async((run, "y"))]
+    ids, messages = {result.id for result in sent}, []
+    deadline = time.monotonic() + 20
+    while len(messages) < 2 and time.monotonic() < deadline:  # (ids: in either wire format)
+        for message in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
+                                           WaitTimeSeconds=1).get("Messages", []):
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+            if any(i in message_text(message) for i in ids):
+                messages.append(message)
+    assert len(messages) == 2, messages
+    # When the worker's request is built from each received message
+    requests = {}
+    for message in messages:
+        kombu_message = decode_message(message, "actions.fifo", max_bytes=10_000_000,
+                                       is_registered=lambda name: True)
+        request = ActionRequest(kombu_message, app=plain_add.app, task=plain_add, hostname="h")
+        requests[request.args[1]] = request
+    # Then it shows the sender's reprs (Celery's "received"/"succeeded" lines, events, inspect),
+    # and makes the default ones from the body
+    custom, default = requests["x"].info(safe=True), requests["y"].info(safe=True)
+    assert (custom["args"], custom["kwargs"]) == ("CUSTOM ARGS", "CUSTOM KWARGS")
+    assert (default["args"], default["kwargs"]) == (repr((run, "y")), "{}")

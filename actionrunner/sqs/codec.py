@@ -8,8 +8,9 @@ keeps Celery's protocol-2 envelope, so Celery tools still understand it, but:
 * the task body inside is JSON text too (``body_encoding`` absent), serialized with orjson;
 * headers and properties that hold only defaults are left out (a missing header reads as its
   default: ``eta``, ``expires``, ``retries=0``, ``root_id`` equal to ``id``...), and so are
-  what only the sender needs (``argsrepr``/``kwargsrepr``: the arguments a second time;
-  ``origin``; ``lang``), a task body's all-null embed (``{}``), and, on a FIFO queue, the
+  what only the sender needs (``argsrepr``/``kwargsrepr``: the arguments a second time, kept
+  only when the sender gave its own, e.g. ``apply_async(argsrepr="<secret>")``; ``origin``;
+  ``lang``), a task body's all-null embed (``{}``), and, on a FIFO queue, the
   group and dedup id in the properties (SQS carries both);
 * a body over ``compress_over`` bytes (or a binary one) is zlib-compressed and base64-encoded,
   marked by kombu's own ``compression`` header and ``body_encoding``;
@@ -26,6 +27,7 @@ import zlib
 from typing import Any
 
 import orjson
+from celery.utils.saferepr import saferepr
 from kombu.serialization import registry
 from kombu.utils import json as kombu_json
 from kombu.utils.json import JSONEncoder
@@ -52,6 +54,8 @@ _EMBED_KEYS = frozenset({"callbacks", "errbacks", "chain", "chord"})
 #: ``celery inspect``, see actionrunner.worker.request), ``origin`` (the sender's host and pid),
 #: ``lang`` ("py").
 _SENDER_ONLY_HEADERS = frozenset({"argsrepr", "kwargsrepr", "origin", "lang"})
+#: Celery's length of a default argsrepr/kwargsrepr (``celery.app.amqp.AMQP.argsrepr_maxsize``).
+_REPR_MAX = 1024
 #: Properties SQS carries as the message's own attributes (a FIFO queue's group and dedup id).
 _SQS_CARRIED = frozenset({"MessageGroupId", "MessageDeduplicationId"})
 
@@ -99,6 +103,24 @@ def _is_default(name: str, value: Any, headers: dict[str, Any]) -> bool:
     return name == "root_id" and value == headers.get("id")
 
 
+def _explicit_reprs(headers: dict[str, Any], body: Any) -> frozenset[str]:
+    """Which of ``argsrepr``/``kwargsrepr`` the sender gave itself (they differ from the repr
+    Celery makes of the arguments, which the worker makes again from the body): those are kept,
+    as the worker's log lines and events must show them (a secret hidden from the log, say)."""
+    given = {k: headers[k] for k in ("argsrepr", "kwargsrepr") if headers.get(k) is not None}
+    if not given:
+        return frozenset()
+    try:
+        args, kwargs = loads(body)[:2] if isinstance(body, str) else (None, None)
+    except (ValueError, TypeError, KeyError):
+        args = kwargs = None
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        return frozenset(given)  # a body not read here (binary): keep what the sender gave
+    defaults = {"argsrepr": {saferepr(tuple(args), _REPR_MAX), saferepr(args, _REPR_MAX)},
+                "kwargsrepr": {saferepr(kwargs, _REPR_MAX)}}
+    return frozenset(k for k, v in given.items() if v not in defaults[k])
+
+
 def compact(message: dict[str, Any], compress_over: int | None, *,
             sqs_carried: bool = False) -> dict[str, Any]:
     """The compact envelope of a kombu message dict (see the module docstring); ``sqs_carried``:
@@ -113,9 +135,10 @@ def compact(message: dict[str, Any], compress_over: int | None, *,
         body = base64.b64encode(body).decode("ascii")
         properties["body_encoding"] = "base64"
     task = "task" in headers
+    explicit = _explicit_reprs(headers, message.get("body")) if task else frozenset()
     trimmed_headers = {k: v for k, v in headers.items()
                        if not _is_default(k, v, headers)
-                       and not (task and k in _SENDER_ONLY_HEADERS)}
+                       and not (task and k in _SENDER_ONLY_HEADERS and k not in explicit)}
     trimmed_properties = {
         k: v for k, v in properties.items()
         if k not in ("delivery_tag", "reply_to", "delivery_mode")

@@ -81,7 +81,8 @@ class ActionRequest(Request):
     @property
     def argsrepr(self) -> str:
         if not self._argsrepr:
-            self._argsrepr = saferepr(self._request_dict.get("args") or (), REPR_MAX)
+            # (a tuple, as Celery's sender makes it of apply_async's args: "(2, 2)")
+            self._argsrepr = saferepr(tuple(self._request_dict.get("args") or ()), REPR_MAX)
         return str(self._argsrepr)
 
     @property
