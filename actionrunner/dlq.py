@@ -25,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, Field
 
 from . import constants as C
-from .errors import ActionRunnerError
+from .errors import ActionRunnerError, error_code
 from .settings import Settings
 from .settle import ATTRIBUTE_PREFIX, REDRIVES_ATTRIBUTE, failure_attributes
 from .signing import key_of, recorded_by_worker
@@ -101,10 +101,6 @@ def _decode(message: dict[str, Any], dlq: str, source: str,
         receipt_handle=message["ReceiptHandle"], raw=message, sent_ms=int(sent) if sent else None,
     )
 
-
-def _code(exc: BaseException) -> str:
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-    return str(code or type(exc).__name__)
 
 
 def _count(value: str | None) -> int:
@@ -331,7 +327,7 @@ class DeadLetterQueue:
                 failed = {f["Id"]: f for f in self.client.send_message_batch(
                     QueueUrl=target, Entries=entries).get("Failed", [])}
             except (ClientError, BotoCoreError) as exc:
-                failed = {e["Id"]: {"Code": _code(exc)} for e in entries}
+                failed = {e["Id"]: {"Code": error_code(exc)} for e in entries}
             for index, letter in enumerate(letters):
                 failure = failed.get(str(index))
                 if failure is None and letter.group not in broken:

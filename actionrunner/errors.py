@@ -56,6 +56,17 @@ from __future__ import annotations
 from typing import Any
 
 
+def error_code(exc: BaseException) -> str:
+    """AWS's error code of ``exc`` (``ConditionalCheckFailedException``, ``ThrottlingException``…),
+    or the exception's class name when it has none (a connection error, a timeout)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = (response.get("Error") or {}).get("Code")
+        if code:
+            return str(code)
+    return type(exc).__name__
+
+
 def error_module_of(exc: BaseException | None) -> str | None:
     """The module of ``exc``'s class, or None for a builtin (or no exception)."""
     module = getattr(type(exc), "__module__", None) if exc is not None else None

@@ -20,18 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from .. import constants as C
+from ..errors import error_code
 
 T = TypeVar("T")
-
-
-def error_code(exc: BaseException) -> str:
-    """AWS's error code of ``exc`` (or the exception's class name)."""
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        code = (response.get("Error") or {}).get("Code")
-        if code:
-            return str(code)
-    return type(exc).__name__
 
 
 @dataclass

@@ -32,7 +32,7 @@ from typing import Any
 
 from .. import constants as C
 from ..backoff import backoff
-from .batch import error_code
+from ..errors import error_code
 
 logger = logging.getLogger("actionrunner.worker")
 

@@ -59,6 +59,7 @@ from ..errors import (
     ConcurrencyLimited,
     ConcurrencyLimitInvalid,
     StateUnavailable,
+    error_code,
 )
 from ..logging import get_logger
 from ..runtime import Runtime
@@ -126,9 +127,6 @@ class Occupancy:
 def _n(value: float) -> dict[str, str]:
     return {"N": repr(round(float(value), 3))}
 
-
-def _code(exc: BaseException) -> str:
-    return str(exc.response.get("Error", {}).get("Code")) if isinstance(exc, ClientError) else ""
 
 
 def read(table: str, client: Any, action: str, clock: Callable[[], float] = time.time) -> Occupancy:
@@ -266,9 +264,9 @@ class FleetLimit:
                 ConditionExpression=condition, ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values, ReturnValues="ALL_NEW")
         except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
+            if error_code(exc) == "ConditionalCheckFailedException":
                 return False
-            if _code(exc) == "ValidationException" and blind:
+            if error_code(exc) == "ValidationException" and blind:
                 return False  # no holders map yet (the item is new): the read path makes it
             raise
         self._note(answer.get("Attributes"))
@@ -301,7 +299,7 @@ class FleetLimit:
                 ReturnValues="ALL_NEW")
             self._note(answer.get("Attributes"))
         except ClientError as exc:
-            if _code(exc) != "ConditionalCheckFailedException":
+            if error_code(exc) != "ConditionalCheckFailedException":
                 log.warning("concurrency-release-failed", action=self.action, holder=lease.holder,
                             error=repr(exc)[:300], why="the lease runs out by itself")
         except Exception as exc:
@@ -320,7 +318,7 @@ class FleetLimit:
                                     ExpressionAttributeValues={
                                         ":until": _n(self.clock() + self.lease_seconds)})
         except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
+            if error_code(exc) == "ConditionalCheckFailedException":
                 return False
             raise
         return True

@@ -49,7 +49,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from ..backoff import backoff
-from ..errors import EffectRejected, StateError, StateUnavailable
+from ..errors import EffectRejected, StateError, StateUnavailable, error_code
 from ..settings import Settings
 from .record import Record, Status
 from .schema import IDEMPOTENCY_PREFIX, STATE_KEY, STATE_TTL_ATTRIBUTE
@@ -189,7 +189,7 @@ class DynamoDBStore(IdempotencyStore):
                 )
                 return None
             except ClientError as exc:
-                if _code(exc) != "ConditionalCheckFailedException":
+                if error_code(exc) != "ConditionalCheckFailedException":
                     raise
                 item = condition_item(exc)  # servers without ALL_OLD: read it
                 existing = from_item(item) if item else self._get_record(record.key)
@@ -207,7 +207,7 @@ class DynamoDBStore(IdempotencyStore):
             try:
                 self._call("update_item", **update)
             except ClientError as exc:
-                if _code(exc) != "ConditionalCheckFailedException":
+                if error_code(exc) != "ConditionalCheckFailedException":
                     raise
                 # a completion whose answer was lost finds its own write when tried again
                 return (record.status is Status.COMPLETED and _retried(exc)
@@ -227,7 +227,7 @@ class DynamoDBStore(IdempotencyStore):
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            if _code(exc) != "ConditionalCheckFailedException":
+            if error_code(exc) != "ConditionalCheckFailedException":
                 raise
             # no item left after a retry: released (a try before was applied, its answer lost)
             return _retried(exc) and "Item" not in exc.response and self._item(key) is None
@@ -255,7 +255,7 @@ class DynamoDBStore(IdempotencyStore):
                     self._call("put_item", **put)
                     return None
                 except ClientError as exc:
-                    if _code(exc) != "ConditionalCheckFailedException":
+                    if error_code(exc) != "ConditionalCheckFailedException":
                         raise
                     stored = condition_item(exc) or self._item(record.key)
             if stored is not None and stored.get("completed_by", {}).get("S") == token:
@@ -308,7 +308,7 @@ class DynamoDBStore(IdempotencyStore):
                            ClientRequestToken=token[:36])
                 return True
             except ClientError as exc:
-                if _code(exc) != "TransactionCanceledException":
+                if error_code(exc) != "TransactionCanceledException":
                     raise
                 cancelled = exc.response.get("CancellationReasons", [])
                 reasons = [r.get("Code", "None") for r in cancelled]
@@ -341,9 +341,6 @@ def _retried(exc: ClientError) -> bool:
     retries = exc.response.get("ResponseMetadata", {}).get("RetryAttempts") or 0
     return bool(retries) or getattr(exc, "actionrunner_retried", False)
 
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def _backoff(attempt: int) -> float:
