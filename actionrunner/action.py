@@ -52,6 +52,7 @@ from .errors import (
     ActionInputError,
     RetryLater,
     SchemaVersionRejected,
+    WrongArguments,
 )
 from .events import emit
 
@@ -129,7 +130,9 @@ class Action(Task):
     #: ``ACTIONRUNNER_RUN_STATUS=all`` (Celery's ``task_ignore_result`` off) or per action with
     #: ``@action(ignore_result=False)``; see actionrunner/results.py.
     ignore_result = None
-    typing = False
+    #: Celery's check of a plain task's arguments against its signature at send (``typing``,
+    #: default ``strict_typing``); an ``@action`` validates its inputs with its model instead.
+    typing = None
 
     #: MessageGroupId template / callable (``None``: the action's name).
     message_group: keys.IdSpec | None = None
@@ -385,6 +388,8 @@ class Action(Task):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not is_action(self):
+            if not self.request.called_directly:
+                _check_arguments(self, args, kwargs)
             return super().__call__(*args, **kwargs)
         request = self.request
         if not request.called_directly:
@@ -399,6 +404,21 @@ class Action(Task):
         from .state.concurrency import capped_run  # a lease of the fleet-wide cap around it
 
         return capped_run(self, lambda: guarded(self, values, lambda: self.run(**values), model))
+
+
+def _check_arguments(task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Raise :class:`WrongArguments` when a plain task's received arguments do not fit its
+    function's signature (Celery's ``__header__``, as its own check at send uses): so that the call
+    is dead-lettered at once instead of retried; a ``TypeError`` raised inside the task is not
+    this."""
+    header = getattr(task, "__header__", None)
+    if header is None:
+        return
+    try:
+        header(*args, **kwargs)
+    except TypeError as exc:
+        raise WrongArguments(f"task {task.name!r} was called with arguments that do not fit its "
+                             f"signature: {exc}") from exc
 
 
 #: Celery task options that would be silent no-ops here, and what to use instead.

@@ -90,6 +90,7 @@ def action(
             idempotency_key=staticmethod(key) if callable(key) else key,
             input_model=model,
             input_names=names,
+            typing=False,  # its inputs are validated by its model at send (not by the signature)
             **options,
         )
 

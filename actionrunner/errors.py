@@ -12,6 +12,7 @@ The tree::
     │   └── UnknownWatermark        no stream consumer ever published the watermark a pacer names
     ├── ActionError                 a call of an action is wrong; nothing was sent
     │   ├── ActionInputError        the inputs do not match the action's type hints
+    │   ├── WrongArguments          a plain task's arguments do not fit its signature (not retried)
     │   ├── SchemaVersionRejected   a message's inputs have a schema version this code does not run
     │   ├── ActionDefinitionError   the @action declaration itself is wrong
 │   │   └── ConcurrencyLimitInvalid  a max_concurrency (declared, or set live) not a whole number >= 1
@@ -71,6 +72,22 @@ def error_module_of(exc: BaseException | None) -> str | None:
     """The module of ``exc``'s class, or None for a builtin (or no exception)."""
     module = getattr(type(exc), "__module__", None) if exc is not None else None
     return module if isinstance(module, str) and module != "builtins" else None
+
+
+def error_args_of(exc: BaseException | None) -> str | None:
+    """``exc.args`` as JSON text when they are not just its message (``E("a", "b")``, ``E(3)``)
+    and JSON can hold them in a few hundred bytes: the result backend rebuilds the exception with
+    them. None otherwise (the message is enough)."""
+    import json
+
+    args = getattr(exc, "args", None) if exc is not None else None
+    if not isinstance(args, tuple) or not args or (len(args) == 1 and isinstance(args[0], str)):
+        return None
+    try:
+        text = json.dumps(list(args), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    return text if len(text) <= 500 else None
 
 
 def _rebuild(cls: type[BaseException], args: tuple[Any, ...], kwargs: dict[str, Any]) -> BaseException:
@@ -197,6 +214,12 @@ class ConcurrencyLimitInvalid(ActionDefinitionError, ValueError):
         self.owner, self.value, self.limit = owner, value, limit
         super().__init__(f"{owner}: max_concurrency must be a whole number from 1 to {limit}, "
                          f"not {value!r} ({type(value).__name__})")
+
+
+class WrongArguments(ActionError, TypeError):
+    """A plain task's call whose arguments do not fit its function's signature (a task with
+    ``typing=False``, or a message sent by name): a retry cannot fix it, so it is dead-lettered on
+    its first attempt (Celery's own ``TypeError``, a subclass of it)."""
 
 
 class ActionInputError(ActionError, ValueError):
@@ -330,9 +353,9 @@ class UnknownAction(UndecodableMessage):
 
 class BuiltinTaskRefused(UnknownAction):
     """One of Celery's built-in tasks (``celery.starmap``, ``celery.chunks``, ``celery.map``,
-    ``celery.accumulate``, ``celery.backend_cleanup``...) arrived on the queue: it would run
-    actions in-process without their lifecycle, guard, rate limit or time limit, so it is never run
-    (:mod:`actionrunner.runnable`)."""
+    ``celery.backend_cleanup``...) arrived on the queue: it would run actions in-process without
+    their lifecycle, guard, rate limit or time limit, so it is never run
+    (:mod:`actionrunner.runnable`; ``celery.accumulate``, which calls nothing, runs)."""
 
 
 class EtaTooFar(UndecodableMessage):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
+import json
 import sys
 import time
 from typing import Any
@@ -41,10 +42,10 @@ from typing import Any
 from celery import states
 from celery.backends.base import KeyValueStoreBackend
 from celery.exceptions import ChordError
-from celery.result import AsyncResult, GroupResult, allow_join_result
+from celery.result import AsyncResult, GroupResult, ResultSet, allow_join_result
 from celery.utils.log import get_logger as celery_logger
 
-from .errors import ResultsNotKept, error_module_of
+from .errors import ResultsNotKept, error_args_of, error_module_of
 from .state.schema import CELERY_PREFIX
 
 logger = celery_logger(__name__)
@@ -89,6 +90,20 @@ def _exception_module(name: str, stored_module: str | None = None) -> str | None
     return None
 
 
+def _exception_args(run: dict[str, Any]) -> list[Any]:
+    """The arguments to rebuild a run's exception with: those the worker stored when they were
+    more than the message (``error_args``, JSON), else the message."""
+    stored = run.get("error_args")
+    if stored:
+        try:
+            args = json.loads(str(stored))
+        except ValueError:
+            args = None
+        if isinstance(args, list):
+            return args
+    return [str(run.get("error") or "")]
+
+
 def meta_of_run(run_id: str, run: dict[str, Any] | None) -> dict[str, Any]:
     """The Celery task meta (undecoded: an exception as a dict) of a run record."""
     if not run:
@@ -105,7 +120,7 @@ def meta_of_run(run_id: str, run: dict[str, Any] | None) -> dict[str, Any]:
         result = run.get("result")
     elif state in states.EXCEPTION_STATES and run.get("error_type"):
         error_type = str(run["error_type"])
-        result = {"exc_type": error_type, "exc_message": [str(run.get("error") or "")],
+        result = {"exc_type": error_type, "exc_message": _exception_args(run),
                   "exc_module": _exception_module(error_type, run.get("error_module"))}
     finished = run.get("finished_at")
     done = (dt.datetime.fromtimestamp(float(finished), dt.UTC).isoformat()
@@ -220,9 +235,27 @@ class RunResultBackend(KeyValueStoreBackend):
         self.runs.client.delete_item(TableName=self.runs.table, Key=self.runs.key(task_id))
 
     # -- chords ------------------------------------------------------------------------------
+    def set_chord_size(self, group_id: str, chord_size: int) -> None:
+        """The number of header parts that end the chord (Celery counts them when it sends the
+        header: a chain in the header counts its last step, a nested group each member). Kept on
+        the chord's progress item; members already counted stay counted."""
+        self.runs.client.update_item(
+            TableName=self.runs.table, Key=self._item_key(self.get_key_for_chord(group_id)),
+            UpdateExpression="SET parts = :n, expires_at = :exp",
+            ExpressionAttributeValues={":n": {"N": str(int(chord_size))},
+                                       ":exp": self._expires_at()})
+
+    def add_to_chord(self, chord_id: str, result: Any) -> None:
+        """``Task.add_to_chord``: one more part for the chord to wait for."""
+        self.runs.client.update_item(
+            TableName=self.runs.table, Key=self._item_key(self.get_key_for_chord(chord_id)),
+            UpdateExpression="ADD added :one SET expires_at = :exp",
+            ExpressionAttributeValues={":one": {"N": "1"}, ":exp": self._expires_at()})
+
     def on_chord_part_return(self, request: Any, state: str, result: Any, **kwargs: Any) -> None:
-        """Count this header member once (a set of ids), then, once all are in, join their
-        results and send the body (its task id gives its call id: a second send is a duplicate)."""
+        """Count this header part once (a set of ids), then, once all are in, join their results
+        (bounded by ``result_chord_join_timeout``) and send the body (its task id gives its call
+        id: a second send is a duplicate)."""
         if state in states.EXCEPTION_STATES and not _final_failure(self.app, request, result):
             return  # a failed attempt that will be retried: the member is not done
         gid = getattr(request, "group", None)
@@ -237,28 +270,80 @@ class RunResultBackend(KeyValueStoreBackend):
         if deps is None:
             self.chord_error_from_stack(callback, ChordError(f"GroupResult {gid} no longer exists"))
             return
-        size = request.chord.get("chord_size") or len(deps)
         answer = self.runs.client.update_item(
             TableName=self.runs.table, Key=self._item_key(self.get_key_for_chord(gid)),
             UpdateExpression="ADD members :me SET expires_at = :exp",
             ExpressionAttributeValues={":me": {"SS": [str(request.id)]},
                                        ":exp": self._expires_at()},
-            ReturnValues="UPDATED_NEW")
-        if len(answer["Attributes"]["members"]["SS"]) < size:
-            return
+            ReturnValues="ALL_NEW")
+        progress = answer["Attributes"]
+        size = chord_size(request.chord, progress, deps)
+        if len(progress["members"]["SS"]) != size:
+            return  # not the last part (or a part counted again after the chord ended)
         try:
-            with allow_join_result():
-                ret = deps.join_native(timeout=self.app.conf.result_chord_join_timeout,
-                                       propagate=True)
+            ret = self._join(deps, timeout=self.app.conf.result_chord_join_timeout)
         except Exception as exc:
-            self.chord_error_from_stack(callback, ChordError(f"a chord member failed: {exc!r}"))
+            culprit = next((r for r in _leaves(deps) if r.id == getattr(exc, "task_id", None)),
+                           None)
+            reason = (f"Dependency {culprit.id} raised {exc!r}" if culprit is not None
+                      else repr(exc))
+            logger.error("Chord %r raised: %r", gid, reason)
+            error = ChordError(reason)
+            if isinstance(exc, Exception):
+                error.__cause__ = exc
+            self.chord_error_from_stack(callback, error)
             return
         callback.delay(ret)
+
+    def _join(self, deps: Any, timeout: float | None) -> Any:
+        """The header's results, nested as the header is (a group in it gives a list), each
+        failure raised; one poll of every part at a time, bounded by ``timeout`` in all
+        (Celery's ``join_native`` waits on a nested group's parts without a bound)."""
+        leaves = _leaves(deps)
+        metas: dict[str, Any] = {}
+        with allow_join_result():
+            for task_id, meta in self.get_many({r.id for r in leaves}, timeout=timeout,
+                                               interval=0.2):
+                metas[task_id] = meta
+
+        def build(node: Any) -> Any:
+            if isinstance(node, ResultSet):
+                return [build(child) for child in node.results]
+            meta = metas[node.id]
+            if meta["status"] in states.PROPAGATE_STATES:
+                exc = meta["result"]
+                if isinstance(exc, BaseException):
+                    exc.task_id = node.id  # type: ignore[attr-defined]  # (for the reason)
+                    raise exc
+                raise ChordError(f"Dependency {node.id} raised {exc!r}")
+            return meta["result"]
+
+        return build(deps)
 
     def _signature(self, sig: Any) -> Any:
         from celery.canvas import maybe_signature
 
         return maybe_signature(sig, app=self.app)
+
+
+def _leaves(node: Any) -> list[Any]:
+    """The task results under a (nested) group result, in order."""
+    if isinstance(node, ResultSet):
+        return [leaf for child in node.results for leaf in _leaves(child)]
+    return [node]
+
+
+def chord_size(chord: Any, progress: dict[str, Any], deps: Any) -> int:
+    """How many parts end a chord: the size the sender gave (in the request, or stored by
+    ``set_chord_size``) plus the parts ``add_to_chord`` added, else the task results under
+    the header (a chain counts its last step, a nested group each member: Celery's count)."""
+    extra = int(progress.get("added", {}).get("N", "0"))
+    given = chord.get("chord_size") if isinstance(chord, dict) else None
+    if given is None and "parts" in progress:
+        given = int(progress["parts"]["N"])
+    if given is None:
+        given = len(_leaves(deps))
+    return int(given) + extra
 
 
 def _final_failure(app: Any, request: Any, exc: Any) -> bool:
@@ -282,10 +367,13 @@ def _error_fields(result: Any) -> dict[str, Any]:
         message = result.get("exc_message")
         if isinstance(message, list | tuple):
             message = message[0] if len(message) == 1 else ", ".join(map(str, message))
+        args = result.get("exc_message")
         return {"error_type": str(result["exc_type"]), "error": str(message or "")[:1000],
-                "error_module": result.get("exc_module") or None}
+                "error_module": result.get("exc_module") or None,
+                "error_args": (json.dumps(list(args)) if isinstance(args, list | tuple)
+                               and len(args) > 1 else None)}
     return {"error_type": type(result).__name__, "error": str(result)[:1000],
-            "error_module": error_module_of(result)}
+            "error_module": error_module_of(result), "error_args": error_args_of(result)}
 
 
 class ActionResult(AsyncResult):

@@ -6,7 +6,10 @@
   ``celery.group``, ``celery.chain``, ``celery.chord``) would call actions in-process, without
   their lifecycle lines, idempotency guard, shared rate limit or time limit; a message naming one
   is dead-lettered (:class:`~actionrunner.errors.BuiltinTaskRefused`). Actions and the plain tasks
-  the deployment declares (registered, not ``celery.*``) run.
+  the deployment declares (registered, not ``celery.*``) run, and so does ``celery.accumulate``
+  (:data:`PLAIN_BUILTINS`): it calls nothing, it returns its arguments, and Celery's canvas sends
+  it as the body of a chord with an empty or one-task header and between a group and the task
+  chained after it; it runs as a plain task, with its lifecycle.
 * :func:`check_eta` — an ``eta`` further ahead than :data:`MAX_ETA_SECONDS` cannot be held (SQS
   keeps a received message hidden at most 12 hours): refused at send
   (:class:`~actionrunner.errors.EtaOutOfRange`) and dead-lettered on receipt
@@ -15,8 +18,8 @@
 
 ::
 
-    >>> is_builtin("celery.starmap"), is_builtin("tasks.demo.hello")
-    (True, False)
+    >>> is_builtin("celery.starmap"), is_builtin("tasks.demo.hello"), is_builtin("celery.accumulate")
+    (True, False, False)
 """
 
 from __future__ import annotations
@@ -35,9 +38,14 @@ BUILTIN_PREFIX = "celery."
 MAX_ETA_SECONDS = C.SQS_MAX_VISIBILITY_SECONDS - 3600
 
 
+#: Celery's built-in tasks that call no other task (they return what they are given): they run as
+#: plain tasks of the deployment.
+PLAIN_BUILTINS = frozenset({"celery.accumulate"})
+
+
 def is_builtin(name: str) -> bool:
-    """Whether ``name`` is one of Celery's built-in tasks (never run from a queue)."""
-    return name.startswith(BUILTIN_PREFIX)
+    """Whether ``name`` is one of Celery's built-in tasks that are never run from a queue."""
+    return name.startswith(BUILTIN_PREFIX) and name not in PLAIN_BUILTINS
 
 
 def is_runnable(name: str, is_registered: Callable[[str], bool]) -> bool:
@@ -105,5 +113,5 @@ def expired(headers: dict[str, Any], now: float) -> bool:
     return when is not None and when <= now
 
 
-__all__ = ["BUILTIN_PREFIX", "MAX_ETA_SECONDS", "check_eta", "check_task", "eta_seconds", "expired",
-           "is_builtin", "is_runnable"]
+__all__ = ["BUILTIN_PREFIX", "MAX_ETA_SECONDS", "PLAIN_BUILTINS", "check_eta", "check_task",
+           "eta_seconds", "expired", "is_builtin", "is_runnable"]

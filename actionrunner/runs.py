@@ -121,6 +121,7 @@ class RunStore:
         optional = {
             "group": "S", "dedup_id": "S", "attempt": "N", "receive_count": "N",
             "duration_ms": "N", "error_type": "S", "error": "S", "error_module": "S",
+            "error_args": "S",
         }
         for name, kind in optional.items():
             if fields.get(name) is not None:

@@ -41,6 +41,8 @@ from .errors import (
     IdempotencyKeyReused,
     SchemaVersionRejected,
     UndecodableMessage,
+    WrongArguments,
+    error_args_of,
     error_module_of,
 )
 from .events import emit
@@ -48,7 +50,8 @@ from .signing import PREFIX, SIGNATURE_ATTRIBUTE, SIGNATURE_CHARS, sign
 
 #: Failures that a retry cannot fix: dead-lettered (or held) on their first attempt.
 NOT_RETRYABLE: tuple[type[BaseException], ...] = (
-    ActionInputError, IdempotencyKeyReused, SchemaVersionRejected, UndecodableMessage)
+    ActionInputError, IdempotencyKeyReused, SchemaVersionRejected, UndecodableMessage,
+    WrongArguments)
 #: SQS's cap on message attributes per message.
 MAX_MESSAGE_ATTRIBUTES = 10
 #: Longest ``actionrunner.error`` text kept.
@@ -108,18 +111,23 @@ class Reason:
     #: the module of the exception's class when it is not a builtin (the result backend rebuilds
     #: the class from it if that module is already imported by the reader)
     error_module: str | None = None
+    #: the exception's arguments as JSON when they are more than its message
+    #: (:func:`~actionrunner.errors.error_args_of`): the result backend rebuilds it with them
+    error_args: str | None = None
 
     @classmethod
     def of(cls, exc: BaseException, attempt: int, receive_count: int | None = None) -> Reason:
         text = getattr(exc, "reason", None) or str(exc)
         return cls(type(exc).__name__, text[:MAX_ERROR_CHARS], attempt, receive_count,
-                    error_module_of(exc))
+                   error_module_of(exc), error_args_of(exc))
 
     def fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {"error_type": self.error_type, "error": self.error,
                                   "attempts": self.attempts}
         if self.error_module:
             fields["error_module"] = self.error_module
+        if self.error_args:
+            fields["error_args"] = self.error_args
         return fields
 
 

@@ -111,6 +111,11 @@ def test_what_a_plain_task_cannot_have_is_refused_with_the_reason() -> None:
         plain_add.apply_async((1, 2), message_group_id="g")
     with pytest.raises(ActionError, match="priority= is not supported: SQS FIFO has no priorities"):
         app.send_task("elsewhere.report", priority=3)
+    # arguments that do not fit the function: refused at send, as Celery does (strict_typing)
+    with pytest.raises(TypeError, match="missing 1 required positional argument"):
+        plain_add.delay(1)
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
+        plain_add.delay(1, 2, wrong=3)
 
 
 # -- on a real worker ------------------------------------------------------------------------
@@ -126,6 +131,7 @@ def test_plain_tasks_run_with_results_order_retries_and_dlq(
     ordered = [plain_record.delay(bucket=f"order-{run}", token=str(n)) for n in range(5)]
     flaky = plain_flaky.delay(bucket=f"flaky-{run}", fail_times=2)
     poison = plain_explode.delay(token=run)
+    wrong = app.send_task("tests.plain_tasks.plain_add", args=(1,))  # (by name: not checked)
     worker = start_worker(concurrency=2, env=IMPORTS)
     # Then results come back through AsyncResult
     assert added.get(timeout=60) == 5
@@ -147,6 +153,13 @@ def test_plain_tasks_run_with_results_order_retries_and_dlq(
     assert dead["attempt"] == 2 and dead["error_type"] == "ValueError"
     [message] = _dlq(sqs, settings, "tests.plain_tasks.plain_explode", poison.id)
     assert f"plain boom {run}" in message["MessageAttributes"]["actionrunner.error"]["StringValue"]
+    # a call whose arguments do not fit is dead-lettered on its first attempt (a retry cannot fix
+    # it), and its result raises a TypeError
+    with pytest.raises(TypeError, match="do not fit its signature"):
+        wrong.get(timeout=60)
+    assert wrong.state == "FAILURE"
+    [dead] = worker.lifecycle("dead-lettered", id=wrong.id)
+    assert dead["attempt"] == 1 and dead["error_type"] == "WrongArguments"
     # lifecycle lines name the plain task like an action
     assert worker.lifecycle("started", id=added.id)[0]["action"] == "tests.plain_tasks.plain_add"
 

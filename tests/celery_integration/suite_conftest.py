@@ -71,6 +71,7 @@ os.environ.update(ENV)
 
 from celery.contrib.testing.manager import Manager  # noqa: E402
 from celery.exceptions import TimeoutError  # noqa: E402
+from kombu.exceptions import ContentDisallowed  # noqa: E402
 
 from actionrunner import provision  # noqa: E402
 from actionrunner.app import app as actionrunner_app  # noqa: E402
@@ -219,9 +220,38 @@ def manager(app: Any, celery_session_worker: Any) -> Iterator[Manager]:
     manager = Manager(app)
     yield manager
     try:
-        manager.wait_until_idle()
+        _wait_until_idle(app, IDLE_WAIT)
     except Exception as e:
         logger.warning("Failed to stop Celery test manager cleanly: %s", e)
+
+
+#: How long a test's teardown waits for the worker to be idle (Celery's waits without a bound:
+#: one task that never ends would hold every later test).
+IDLE_WAIT = float(os.environ.get("CELERY_SUITE_IDLE_WAIT", "30"))
+
+
+def _wait_until_idle(app: Any, within: float) -> None:
+    """Celery's ``Manager.wait_until_idle`` (purge the queue, then wait for no active task),
+    with a bound: past it, says which tasks are still active and goes on."""
+    control = app.control
+    deadline = time.monotonic() + within
+    with app.connection() as connection:
+        while control.purge(connection=connection) and time.monotonic() < deadline:
+            pass
+        inspect = control.inspect(timeout=1.0)
+        inspect.connection = connection
+        while True:
+            try:
+                active = inspect.active() or {}
+            except ContentDisallowed:  # (as Celery's: test_security_task_done may cause it)
+                return
+            running = [task for tasks in active.values() for task in tasks]
+            if not running:
+                return
+            if time.monotonic() > deadline:
+                names = ", ".join(f"{t.get('name')}[{t.get('id')}]" for t in running)
+                raise TimeoutError(f"the worker is still running {names} after {within:.0f} s")
+            time.sleep(0.2)
 
 
 @pytest.fixture(autouse=True)
