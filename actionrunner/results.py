@@ -9,7 +9,8 @@ the state table by the worker (:mod:`actionrunner.runs`, ``pk = "run#{id}"``), a
     >>> r.get(timeout=10), r.state, r.ready()                  # doctest: +SKIP
     ({'tenant': 't1', 'season': 3}, 'SUCCESS', True)
 
-Run status → Celery state: ``queued`` (or no record yet) → PENDING, ``running`` → STARTED,
+Run status → Celery state: ``queued`` (or no record yet) → PENDING, ``running`` → STARTED
+(with Celery's ``task_track_started`` or the task's ``track_started``; else PENDING, as Celery),
 ``failed`` / ``retrying`` / ``held`` → RETRY (the message will run again), ``succeeded`` →
 SUCCESS with the result, ``dead-lettered`` → FAILURE with the error (``.get()`` raises it),
 ``revoked`` (expired, or revoked with ``celery control revoke``) → REVOKED.
@@ -104,12 +105,16 @@ def _exception_args(run: dict[str, Any]) -> list[Any]:
     return [str(run.get("error") or "")]
 
 
-def meta_of_run(run_id: str, run: dict[str, Any] | None) -> dict[str, Any]:
-    """The Celery task meta (undecoded: an exception as a dict) of a run record."""
+def meta_of_run(run_id: str, run: dict[str, Any] | None, *,
+                track_started: bool = True) -> dict[str, Any]:
+    """The Celery task meta (undecoded: an exception as a dict) of a run record; a running run
+    is STARTED only with ``track_started`` (Celery's ``task_track_started``), else PENDING."""
     if not run:
         return {"task_id": run_id, "status": states.PENDING, "result": None, "traceback": None,
                 "children": [], "date_done": None}
     state = STATE_OF_STATUS.get(str(run.get("status")), states.PENDING)
+    if state == states.STARTED and not track_started:
+        state = states.PENDING
     if state == states.FAILURE and run.get("error_type") == "MessageExpired":
         # its expires time passed (it is in the DLQ, marked expired): Celery's REVOKED, as stock
         # Celery reports an expired task, so .get() raises TaskRevokedError
@@ -159,12 +164,21 @@ class RunResultBackend(KeyValueStoreBackend):
         ttl = seconds if seconds else self.runs.settings.run_status_ttl_seconds
         return {"N": str(int(time.time() + ttl))}
 
+    def _tracked(self, run: dict[str, Any] | None) -> bool:
+        """Whether a run shows STARTED while it runs: Celery's ``task_track_started``, or the
+        task's own ``track_started`` (else a running task reads PENDING, as on Celery)."""
+        if self.app.conf.task_track_started:
+            return True
+        task = self.app.tasks.get(str((run or {}).get("action")))
+        return bool(getattr(task, "track_started", False))
+
     # -- KeyValueStoreBackend's primitives ---------------------------------------------------
     def get(self, key: str) -> Any:
         task_id = self._task_id(key)
         if task_id is not None:
             run = self.runs.get(task_id)
-            return self.encode(meta_of_run(task_id, run)) if run else None
+            return (self.encode(meta_of_run(task_id, run, track_started=self._tracked(run)))
+                    if run else None)
         item = self.runs.client.get_item(TableName=self.runs.table, Key=self._item_key(key),
                                          ConsistentRead=True).get("Item")
         if not item or "value" not in item:
@@ -207,7 +221,8 @@ class RunResultBackend(KeyValueStoreBackend):
 
     # -- results -----------------------------------------------------------------------------
     def _get_task_meta_for(self, task_id: str) -> dict[str, Any]:
-        meta = meta_of_run(task_id, self.runs.get(task_id))
+        run = self.runs.get(task_id)
+        meta = meta_of_run(task_id, run, track_started=self._tracked(run))
         return self.meta_from_decoded(meta)  # type: ignore[no-any-return]
 
     def task_result_exists(self, task_id: str) -> bool:

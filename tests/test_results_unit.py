@@ -54,3 +54,10 @@ def test_a_chord_ends_at_the_size_the_sender_gave_else_at_the_tasks_under_its_he
     assert chord_size({"task": "body", "chord_size": 4}, {"parts": {"N": "3"}}, deps) == 4
     # Task.add_to_chord: one more part each
     assert chord_size({"task": "body"}, {"parts": {"N": "3"}, "added": {"N": "2"}}, deps) == 5
+
+
+def test_a_running_run_is_started_only_when_tracked_as_on_celery() -> None:
+    run = {"status": "running", "action": "t.add"}
+    assert meta_of_run("id3", run)["status"] == "STARTED"
+    assert meta_of_run("id3", run, track_started=False)["status"] == "PENDING"
+    assert meta_of_run("id3", {"status": "retrying"}, track_started=False)["status"] == "RETRY"

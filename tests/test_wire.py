@@ -277,3 +277,5 @@ def test_the_worker_request_shows_the_senders_argsrepr(sqs: Any, queue_url: str)
     custom, default = requests["x"].info(safe=True), requests["y"].info(safe=True)
     assert (custom["args"], custom["kwargs"]) == ("CUSTOM ARGS", "CUSTOM KWARGS")
     assert (default["args"], default["kwargs"]) == (repr((run, "y")), "{}")
+    # and a lone call is its own root (the compact format leaves out a root_id equal to the id)
+    assert {r.root_id for r in requests.values()} == {r.id for r in requests.values()} == ids

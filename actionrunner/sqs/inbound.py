@@ -184,6 +184,10 @@ def decode_envelope(body: Any, *, max_bytes: int) -> tuple[dict[str, Any], dict[
             and isinstance(call[1], dict) and (call[2] is None or isinstance(call[2], dict))):
         raise BadEnvelope("the task body is not [args, kwargs, embed]")
     headers = {k: v for k, v in headers.items() if k != "compression"}
+    if headers.get("id") and not headers.get("root_id"):
+        # the compact format leaves out a root_id equal to the task's id (a chain's first task,
+        # a lone call); Celery's request reads it as it is (``self.request.root_id``)
+        headers["root_id"] = headers["id"]
     properties = {k: v for k, v in properties.items() if k not in ("body_encoding", "delivery_info")}
     try:
         CeleryHeaders.model_validate(headers)
