@@ -319,9 +319,23 @@ class Action(Task):
         self, args: Any = None, kwargs: Any = None, exc: BaseException | None = None,
         throw: bool = True, eta: Any = None, countdown: float | None = None, **options: Any,
     ) -> Any:
-        """Run again later *on the same message* (no republish: order and group are kept)."""
+        """Run again later *on the same message* (no republish: order and group are kept).
+
+        A plain Celery task keeps Celery's ``max_retries`` (the task's, or this call's): past it,
+        ``exc`` (or ``MaxRetriesExceededError``) is raised and the message is dead-lettered."""
         if self.request.called_directly:
             raise exc or RetryLater("retry called outside a worker")
+        if not is_action(self):
+            limit = options.get("max_retries", self.max_retries)
+            done = int(self.request.retries or 0)
+            if isinstance(limit, int) and done >= limit:
+                from .settle import RETRIES_EXHAUSTED
+
+                final = exc if exc is not None else self.MaxRetriesExceededError(
+                    f"Can't retry {self.name}[{self.request.id}] args:{self.request.args} "
+                    f"kwargs:{self.request.kwargs}")
+                setattr(final, RETRIES_EXHAUSTED, True)
+                raise final
         raise RetryLater(exc=exc, when=countdown)
 
     def continue_with(self, **changes: Any) -> AsyncResult:

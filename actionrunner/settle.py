@@ -52,6 +52,9 @@ from .signing import PREFIX, SIGNATURE_ATTRIBUTE, SIGNATURE_CHARS, sign
 NOT_RETRYABLE: tuple[type[BaseException], ...] = (
     ActionInputError, IdempotencyKeyReused, SchemaVersionRejected, UndecodableMessage,
     WrongArguments)
+#: Set on the exception a plain task's ``self.retry()`` raises once Celery's ``max_retries`` is
+#: spent (Celery raises it then): dead-lettered, not retried again.
+RETRIES_EXHAUSTED = "_actionrunner_retries_exhausted"
 #: SQS's cap on message attributes per message.
 MAX_MESSAGE_ATTRIBUTES = 10
 #: Longest ``actionrunner.error`` text kept.
@@ -77,9 +80,10 @@ class Policy:
 
     @classmethod
     def of(cls, task: Any) -> Policy:
-        """The policy an action (or any task with the same attributes) declares."""
+        """The policy an action (or any task with the same attributes) declares. A plain Celery
+        task that declares no ``max_attempts`` gets Celery's ``max_retries`` + 1 runs."""
         return cls(
-            max_attempts=int(getattr(task, "max_attempts", cls.max_attempts)),
+            max_attempts=_max_attempts(task, cls.max_attempts),
             retry_for=tuple(getattr(task, "retry_for", cls.retry_for)),
             on_exhausted=getattr(task, "on_exhausted", cls.on_exhausted),
             hold_seconds=int(getattr(task, "hold_seconds", cls.hold_seconds)),
@@ -94,6 +98,20 @@ class Policy:
         use_jitter = self.retry_jitter if jitter is None else jitter
         return backoff(attempt, base=self.retry_backoff, cap=self.retry_backoff_max,
                        jitter="half" if use_jitter else "none")
+
+
+def _max_attempts(task: Any, default: int) -> int:
+    """``task``'s runs of one message: its ``max_attempts``; for a plain Celery task (no input
+    model) that does not declare one, Celery's ``max_retries`` (default 3) + 1."""
+    task = task._get_current_object() if hasattr(task, "_get_current_object") else task  # (a proxy)
+    declared = "max_attempts" in vars(task) or any(
+        "max_attempts" in vars(cls) for cls in type(task).__mro__
+        if cls.__module__ != "actionrunner.action")
+    retries = getattr(task, "max_retries", None)
+    if (not declared and getattr(task, "input_model", None) is None
+            and isinstance(retries, int) and not isinstance(retries, bool) and retries >= 0):
+        return retries + 1
+    return int(getattr(task, "max_attempts", default))
 
 
 #: The policy of a message that is not a call of a known action (nothing to retry).
@@ -187,6 +205,8 @@ def decide(policy: Policy, failure: BaseException, *, attempt: int, receive_coun
 
     ``countdown``: the delay the action asked for (``self.retry(countdown=...)``).
     """
+    if getattr(failure, RETRIES_EXHAUSTED, False):  # a plain task's self.retry() past max_retries
+        return DeadLetter(Reason.of(failure, attempt, receive_count))
     reason = Reason.of(failure, attempt, receive_count)
     if isinstance(failure, Reject):
         return Release(reason) if failure.requeue else DeadLetter(reason)
@@ -197,6 +217,8 @@ def decide(policy: Policy, failure: BaseException, *, attempt: int, receive_coun
     if retryable and attempt < policy.max_attempts:
         delay = countdown if countdown is not None else policy.backoff(attempt, jitter=jitter)
         return Retry(max(0.0, float(delay)), reason)
+    if isinstance(failure, CeleryRetry) and isinstance(failure.exc, BaseException):
+        reason = Reason.of(failure.exc, attempt, receive_count)  # the failure it retried on
     if policy.on_exhausted == "hold" and not isinstance(failure, UndecodableMessage):
         return Hold(policy.hold_seconds, reason)
     return DeadLetter(reason)

@@ -150,7 +150,7 @@ KINDS: dict[str, tuple[Callable[[Context], Hostile], str]] = {
     **{f"Celery built-in {name}": (
         lambda c, name=name: Hostile(json.dumps(envelope(c, task=name, kwargs={}))),
         "BuiltinTaskRefused")
-       for name in ("celery.starmap", "celery.chunks", "celery.map", "celery.accumulate",
+       for name in ("celery.starmap", "celery.chunks", "celery.map", "celery.chord_unlock",
                     "celery.backend_cleanup")},
     "eta beyond what SQS can hold": (
         lambda c: Hostile(json.dumps(envelope(c, eta="2099-01-01T00:00:00+00:00"))), "EtaTooFar"),

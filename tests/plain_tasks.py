@@ -47,6 +47,16 @@ def plain_explode(token: str) -> None:
     raise ValueError(f"plain boom {token}")
 
 
+class PlainGaveUp(Exception):
+    pass
+
+
+@shared_task(bind=True, ignore_result=False, max_retries=1)
+def plain_retries_once(self: Task, token: str) -> None:
+    """Always asks for a retry; Celery's ``max_retries=1``: two runs, then its exception."""
+    raise self.retry(exc=PlainGaveUp(token, "gave up"), countdown=0.1)
+
+
 class PlainClassTask(Task):  # type: ignore[misc]
     """A class-based task on Celery's own ``Task`` (registered below)."""
 

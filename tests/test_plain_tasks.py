@@ -18,7 +18,15 @@ from actionrunner import keys
 from actionrunner.app import app
 from actionrunner.errors import ActionDefinitionError, ActionError
 from tests.conftest import Worker, message_text, receive_all
-from tests.plain_tasks import plain_add, plain_class_task, plain_explode, plain_flaky, plain_record
+from tests.plain_tasks import (
+    PlainGaveUp,
+    plain_add,
+    plain_class_task,
+    plain_explode,
+    plain_flaky,
+    plain_record,
+    plain_retries_once,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -132,6 +140,7 @@ def test_plain_tasks_run_with_results_order_retries_and_dlq(
     flaky = plain_flaky.delay(bucket=f"flaky-{run}", fail_times=2)
     poison = plain_explode.delay(token=run)
     wrong = app.send_task("tests.plain_tasks.plain_add", args=(1,))  # (by name: not checked)
+    gave_up = plain_retries_once.delay(run)
     worker = start_worker(concurrency=2, env=IMPORTS)
     # Then results come back through AsyncResult
     assert added.get(timeout=60) == 5
@@ -160,6 +169,12 @@ def test_plain_tasks_run_with_results_order_retries_and_dlq(
     assert wrong.state == "FAILURE"
     [dead] = worker.lifecycle("dead-lettered", id=wrong.id)
     assert dead["attempt"] == 1 and dead["error_type"] == "WrongArguments"
+    # Celery's max_retries=1: one retry, then the exception it retried on (its own arguments)
+    with pytest.raises(PlainGaveUp) as raised:
+        gave_up.get(timeout=60)
+    assert raised.value.args == (run, "gave up")
+    [dead] = worker.lifecycle("dead-lettered", id=gave_up.id)
+    assert dead["attempt"] == 2 and dead["error_type"] == "PlainGaveUp"
     # lifecycle lines name the plain task like an action
     assert worker.lifecycle("started", id=added.id)[0]["action"] == "tests.plain_tasks.plain_add"
 

@@ -65,6 +65,38 @@ def test_policy_of_an_action_reads_its_options() -> None:
     assert Policy.of(fragile_head).on_exhausted == "hold" and Policy.of(fragile_head).hold_seconds == 2
 
 
+def test_a_plain_task_keeps_celerys_max_retries_unless_it_declares_max_attempts() -> None:
+    from celery import shared_task
+
+    from tests.plain_tasks import plain_explode, plain_flaky
+
+    @shared_task(name="tests.settle_unit.plain_default")
+    def plain_default() -> None: ...
+
+    @shared_task(name="tests.settle_unit.plain_retries", max_retries=1)
+    def plain_retries() -> None: ...
+
+    # Celery's max_retries (default 3): that many retries after the first run
+    assert Policy.of(app.tasks["tests.settle_unit.plain_default"]).max_attempts == 4
+    assert Policy.of(app.tasks["tests.settle_unit.plain_retries"]).max_attempts == 2
+    # a declared max_attempts wins; an @action's is its own (max_retries is refused there)
+    assert Policy.of(plain_explode).max_attempts == 2 and Policy.of(plain_flaky).max_attempts == 3
+    from tests.actions import boom
+
+    assert Policy.of(boom).max_attempts == 2
+
+
+def test_a_retry_past_max_retries_is_dead_lettered_with_the_failure_it_retried_on() -> None:
+    # a plain task's self.retry() past max_retries raises its exc, marked: dead-lettered now
+    exc = ValueError("tried enough")
+    setattr(exc, settle.RETRIES_EXHAUSTED, True)
+    outcome = decide(Policy(max_attempts=9), exc, attempt=2)
+    assert isinstance(outcome, DeadLetter) and outcome.reason.error_type == "ValueError"
+    # a retry that runs out of attempts reports the exception it retried on, not the Retry
+    outcome = decide(Policy(max_attempts=2), RetryLater(exc=KeyError("k"), when=1.0), attempt=2)
+    assert isinstance(outcome, DeadLetter) and outcome.reason.error_type == "KeyError"
+
+
 # -- the dead letter --------------------------------------------------------------------------
 def _message(attributes: int = 0, body: str = "{}") -> dict[str, Any]:
     return {"MessageId": "m-1", "ReceiptHandle": "r", "Body": body,
