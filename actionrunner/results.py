@@ -115,6 +115,11 @@ def meta_of_run(run_id: str, run: dict[str, Any] | None, *,
     state = STATE_OF_STATUS.get(str(run.get("status")), states.PENDING)
     if state == states.STARTED and not track_started:
         state = states.PENDING
+    if run.get("celery_state") and state in (states.PENDING, states.STARTED):
+        # a state stored while it runs (update_state, STARTED by a worker that tracks it)
+        return {"task_id": run_id, "status": str(run["celery_state"]),
+                "result": run.get("celery_meta"), "traceback": None, "children": [],
+                "date_done": None, "name": run.get("action")}
     if state == states.FAILURE and run.get("error_type") == "MessageExpired":
         # its expires time passed (it is in the DLQ, marked expired): Celery's REVOKED, as stock
         # Celery reports an expired task, so .get() raises TaskRevokedError
@@ -230,15 +235,27 @@ class RunResultBackend(KeyValueStoreBackend):
 
     def _store_result(self, task_id: str, result: Any, state: str, traceback: Any = None,
                       request: Any = None, **kwargs: Any) -> Any:
-        """The worker writes each run's record from its lifecycle (actionrunner.runs); here only
-        a chord member's end is written at once, so that the chord's last member finds every
-        result when it joins them."""
+        """The worker writes each run's record from its lifecycle (actionrunner.runs); here are
+        written: a chord member's end at once (so that the chord's last member finds every result
+        when it joins them), a state a task stores while it runs (``update_state``), a revoke, and
+        an end stored by another process (no request)."""
         fields = {"id": task_id, "action": getattr(request, "task", None) or "?"}
         if state == states.REVOKED:  # expired or revoked: discarded without a lifecycle line
             self.runs.record("revoked", {**fields, "error_type": "TaskRevokedError",
                                          "error": str(result)[:1000]})
             return result
-        if request is None or not getattr(request, "chord", None):
+        if state not in states.READY_STATES and state not in (states.RETRY, states.PENDING):
+            # STARTED, or a state of the task's own (update_state(state="PROGRESS", meta=...)):
+            # kept beside the run's status, read back until the run ends
+            self.runs.set_state(task_id, state, result, action=fields["action"])
+            return result
+        if request is None:  # stored by another process (Celery's chord error handler...)
+            if state == states.SUCCESS:
+                self.runs.record("succeeded", fields, result)
+            elif state == states.FAILURE:
+                self.runs.record("dead-lettered", {**fields, **_error_fields(result)})
+            return result
+        if not getattr(request, "chord", None):
             return result
         if state == states.SUCCESS:
             self.runs.record("succeeded", fields, result)

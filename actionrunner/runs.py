@@ -156,6 +156,24 @@ class RunStore:
                 ExpressionAttributeNames=names, ExpressionAttributeValues=values,
             )
 
+    def set_state(self, run_id: str, state: str, meta: Any, *, action: str) -> None:
+        """Keep a Celery state a task stores while it runs (``update_state(state="PROGRESS",
+        meta=...)``, ``STARTED``) and its meta beside the run's status (which it does not
+        change): the result backend reads it back until the run ends."""
+        encoded = orjson.dumps(meta, default=str)
+        if len(encoded) > MAX_RESULT_BYTES:
+            encoded = orjson.dumps({"note": f"meta of {len(encoded)} bytes not kept"})
+        self.client.update_item(
+            TableName=self.table, Key=self.key(run_id),
+            UpdateExpression=("SET celery_state = :st, celery_meta = :m, run_id = :id, "
+                              "#a = if_not_exists(#a, :a), #s = if_not_exists(#s, :queued), "
+                              "#expires = :exp"),
+            ExpressionAttributeNames={"#a": "action", "#s": "status",
+                                      "#expires": STATE_TTL_ATTRIBUTE},
+            ExpressionAttributeValues={":st": {"S": state}, ":m": {"S": encoded.decode()},
+                                       ":id": {"S": run_id}, ":a": {"S": action},
+                                       ":queued": {"S": "queued"}, ":exp": self._expires()})
+
     def get(self, run_id: str) -> dict[str, Any] | None:
         """The run's status as plain values, or None."""
         item = self.client.get_item(TableName=self.table, Key=self.key(run_id),
@@ -167,8 +185,9 @@ class RunStore:
         plain: dict[str, Any] = _plain({k: TypeDeserializer().deserialize(v) for k, v in item.items()})
         plain.pop(STATE_KEY, None)
         plain.pop(STATE_TTL_ATTRIBUTE, None)
-        if isinstance(plain.get("result"), str):
-            plain["result"] = orjson.loads(plain["result"])
+        for name in ("result", "celery_meta"):
+            if isinstance(plain.get(name), str):
+                plain[name] = orjson.loads(plain[name])
         return plain
 
 

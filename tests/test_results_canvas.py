@@ -122,3 +122,23 @@ def test_writes_per_action_with_results_kept(aws: object, monkeypatch: pytest.Mo
     print(f"writes per action: results kept {kept}, not kept {not_kept}")
     assert sorted(kept) == ["PutItem", "UpdateItem", "UpdateItem", "UpdateItem"]
     assert sorted(not_kept) == ["PutItem", "UpdateItem"]
+
+
+def test_a_state_stored_while_running_and_an_end_stored_elsewhere_are_read_back(queue_url: str) -> None:
+    from actionrunner.app import app
+
+    backend = app.backend
+    progress, elsewhere, failed = (str(uuid.uuid4()) for _ in range(3))
+    # update_state(state="PROGRESS", meta=...) from inside a task: the state and its meta
+    backend.store_result(progress, {"current": 3, "total": 10}, "PROGRESS")
+    result = app.AsyncResult(progress)
+    assert (result.state, result.info) == ("PROGRESS", {"current": 3, "total": 10})
+    # STARTED stored by a worker that tracks it (another process): STARTED, not PENDING
+    backend.store_result(elsewhere, {"hostname": "other@host"}, "STARTED")
+    assert app.AsyncResult(elsewhere).state == "STARTED"
+    # an end stored by another process (no request): SUCCESS with its value, FAILURE with its error
+    backend.store_result(elsewhere, {"answer": 42}, "SUCCESS")
+    assert app.AsyncResult(elsewhere).get(timeout=5) == {"answer": 42}
+    backend.store_result(failed, KeyError("gone"), "FAILURE")
+    with pytest.raises(KeyError, match="gone"):
+        app.AsyncResult(failed).get(timeout=5)
