@@ -533,7 +533,7 @@ def fill_fifo_ids(name: str, headers: dict[str, Any], options: dict[str, Any]) -
     (the task's name, when neither the call, nor the task's ``message_group``, nor a route gave
     one) and a MessageDeduplicationId from its call id (header ``ar_call``: the task id, unless
     the message carries one; a Celery retry, a new message of the same call, gets one of its
-    own). Returns True when the ids were made here (the message is not an ``@action``'s)."""
+    own, and so does a ``Task.replace`` replacement). Returns True when the ids were made here (the message is not an ``@action``'s)."""
     for wrong, right in _MISSPELLED_SEND_OPTIONS.items():
         if wrong in options:
             raise ActionError(f"task {name!r}: {wrong}= is not an SQS option; use {right}=")
@@ -546,7 +546,14 @@ def fill_fifo_ids(name: str, headers: dict[str, Any], options: dict[str, Any]) -
         made = True
     if options.get("MessageDeduplicationId") is None:
         extra = options.get("headers") or {}
-        call_id = extra.get(C.CALL_ID_HEADER) or headers.get(C.CALL_ID_HEADER) or headers["id"]
+        call_id = extra.get(C.CALL_ID_HEADER) or headers.get(C.CALL_ID_HEADER)
+        if not call_id:
+            call_id = headers["id"]
+            nesting = headers.get("replaced_task_nesting") or 0
+            if isinstance(nesting, int) and nesting > 0:
+                # Task.replace sends its replacement with the replaced task's id: a call of its
+                # own (else SQS drops it as a duplicate, and the group waits for it forever)
+                call_id = f"{call_id}:replaced:{nesting}"
         headers[C.CALL_ID_HEADER] = call_id
         dedup_id = keys.call_dedup_id(name, str(call_id))
         retries = headers.get("retries") or 0

@@ -77,13 +77,16 @@ class Policy:
     retry_backoff: float = 1.0
     retry_backoff_max: float = 60.0
     retry_jitter: bool = True
+    #: A plain Celery task: its ``self.retry()`` is bounded by Celery's ``max_retries`` (checked
+    #: where it is called), its other failures by ``max_attempts``.
+    retries_by_task: bool = False
 
     @classmethod
     def of(cls, task: Any) -> Policy:
-        """The policy an action (or any task with the same attributes) declares. A plain Celery
-        task that declares no ``max_attempts`` gets Celery's ``max_retries`` + 1 runs."""
+        """The policy an action (or any task with the same attributes) declares."""
         return cls(
-            max_attempts=_max_attempts(task, cls.max_attempts),
+            max_attempts=int(getattr(task, "max_attempts", cls.max_attempts)),
+            retries_by_task=_retries_by_task(task),
             retry_for=tuple(getattr(task, "retry_for", cls.retry_for)),
             on_exhausted=getattr(task, "on_exhausted", cls.on_exhausted),
             hold_seconds=int(getattr(task, "hold_seconds", cls.hold_seconds)),
@@ -100,18 +103,12 @@ class Policy:
                        jitter="half" if use_jitter else "none")
 
 
-def _max_attempts(task: Any, default: int) -> int:
-    """``task``'s runs of one message: its ``max_attempts``; for a plain Celery task (no input
-    model) that does not declare one, Celery's ``max_retries`` (default 3) + 1."""
+def _retries_by_task(task: Any) -> bool:
+    """Whether ``task``'s ``self.retry()`` is bounded by Celery's ``max_retries`` (a plain
+    Celery task: :meth:`actionrunner.action.Action.retry` raises its exception past it), not by
+    ``max_attempts``."""
     task = task._get_current_object() if hasattr(task, "_get_current_object") else task  # (a proxy)
-    declared = "max_attempts" in vars(task) or any(
-        "max_attempts" in vars(cls) for cls in type(task).__mro__
-        if cls.__module__ != "actionrunner.action")
-    retries = getattr(task, "max_retries", None)
-    if (not declared and getattr(task, "input_model", None) is None
-            and isinstance(retries, int) and not isinstance(retries, bool) and retries >= 0):
-        return retries + 1
-    return int(getattr(task, "max_attempts", default))
+    return getattr(task, "input_model", None) is None and hasattr(task, "max_retries")
 
 
 #: The policy of a message that is not a call of a known action (nothing to retry).
@@ -212,6 +209,9 @@ def decide(policy: Policy, failure: BaseException, *, attempt: int, receive_coun
         return Release(reason) if failure.requeue else DeadLetter(reason)
     if isinstance(failure, CeleryRetry) and not getattr(failure, "counts_as_attempt", True):
         return Wait(countdown if countdown is not None else 1.0, reason)
+    if isinstance(failure, CeleryRetry) and policy.retries_by_task:
+        delay = countdown if countdown is not None else policy.backoff(attempt, jitter=jitter)
+        return Retry(max(0.0, float(delay)), reason)
     retryable = isinstance(failure, CeleryRetry) or (
         isinstance(failure, policy.retry_for) and not isinstance(failure, NOT_RETRYABLE))
     if retryable and attempt < policy.max_attempts:

@@ -65,25 +65,19 @@ def test_policy_of_an_action_reads_its_options() -> None:
     assert Policy.of(fragile_head).on_exhausted == "hold" and Policy.of(fragile_head).hold_seconds == 2
 
 
-def test_a_plain_task_keeps_celerys_max_retries_unless_it_declares_max_attempts() -> None:
-    from celery import shared_task
-
-    from tests.plain_tasks import plain_explode, plain_flaky
-
-    @shared_task(name="tests.settle_unit.plain_default")
-    def plain_default() -> None: ...
-
-    @shared_task(name="tests.settle_unit.plain_retries", max_retries=1)
-    def plain_retries() -> None: ...
-
-    # Celery's max_retries (default 3): that many retries after the first run
-    assert Policy.of(app.tasks["tests.settle_unit.plain_default"]).max_attempts == 4
-    assert Policy.of(app.tasks["tests.settle_unit.plain_retries"]).max_attempts == 2
-    # a declared max_attempts wins; an @action's is its own (max_retries is refused there)
-    assert Policy.of(plain_explode).max_attempts == 2 and Policy.of(plain_flaky).max_attempts == 3
+def test_a_plain_tasks_retry_is_bounded_by_celerys_max_retries_its_failures_by_max_attempts() -> None:
     from tests.actions import boom
+    from tests.plain_tasks import plain_explode
 
-    assert Policy.of(boom).max_attempts == 2
+    plain = Policy.of(plain_explode)
+    assert plain.retries_by_task and plain.max_attempts == 2
+    assert not Policy.of(boom).retries_by_task
+    # self.retry() of a plain task: again, whatever the attempt (Action.retry checks max_retries)
+    assert isinstance(decide(plain, RetryLater(exc=KeyError("k"), when=0.1), attempt=5), Retry)
+    # its other failures: max_attempts
+    assert isinstance(decide(plain, KeyError("k"), attempt=2), DeadLetter)
+    # an action's self.retry(): max_attempts
+    assert isinstance(decide(Policy.of(boom), RetryLater(when=0.1), attempt=2), DeadLetter)
 
 
 def test_a_retry_past_max_retries_is_dead_lettered_with_the_failure_it_retried_on() -> None:
