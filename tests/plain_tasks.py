@@ -57,6 +57,14 @@ def plain_retries_once(self: Task, token: str) -> None:
     raise self.retry(exc=PlainGaveUp(token, "gave up"), countdown=0.1)
 
 
+@shared_task(ignore_result=False)
+def plain_reject(token: str) -> None:
+    """Rejects its message without requeueing it (Celery's ``Reject``)."""
+    from celery.exceptions import Reject
+
+    raise Reject(f"refused {token}", requeue=False)
+
+
 class PlainClassTask(Task):  # type: ignore[misc]
     """A class-based task on Celery's own ``Task`` (registered below)."""
 

@@ -25,6 +25,7 @@ from tests.plain_tasks import (
     plain_explode,
     plain_flaky,
     plain_record,
+    plain_reject,
     plain_retries_once,
 )
 
@@ -141,6 +142,7 @@ def test_plain_tasks_run_with_results_order_retries_and_dlq(
     poison = plain_explode.delay(token=run)
     wrong = app.send_task("tests.plain_tasks.plain_add", args=(1,))  # (by name: not checked)
     gave_up = plain_retries_once.delay(run)
+    rejected = plain_reject.delay(run)
     worker = start_worker(concurrency=2, env=IMPORTS)
     # Then results come back through AsyncResult
     assert added.get(timeout=60) == 5
@@ -175,6 +177,14 @@ def test_plain_tasks_run_with_results_order_retries_and_dlq(
     assert raised.value.args == (run, "gave up")
     [dead] = worker.lifecycle("dead-lettered", id=gave_up.id)
     assert dead["attempt"] == 2 and dead["error_type"] == "PlainGaveUp"
+    # Reject(requeue=False): dead-lettered at once, its result FAILURE with the task's Reject
+    from celery.exceptions import Reject
+
+    with pytest.raises(Reject):
+        rejected.get(timeout=60)
+    assert rejected.state == "FAILURE"
+    [dead] = worker.lifecycle("dead-lettered", id=rejected.id)
+    assert dead["attempt"] == 1 and dead["error_type"] == "Reject"
     # lifecycle lines name the plain task like an action
     assert worker.lifecycle("started", id=added.id)[0]["action"] == "tests.plain_tasks.plain_add"
 

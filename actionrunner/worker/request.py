@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from billiard.einfo import ExceptionWithTraceback
-from celery.exceptions import Ignore, Reject, Retry, Terminated, WorkerLostError
+from celery.exceptions import Ignore, Retry, Terminated, WorkerLostError
 from celery.utils.saferepr import saferepr
 from celery.worker.request import Request
 from celery.worker.state import task_ready
@@ -173,7 +173,9 @@ class ActionRequest(Request):
     def on_failure(self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False) -> None:
         exc = exc_info.exception
         exc = exc.exc if isinstance(exc, ExceptionWithTraceback) else exc
-        special = (Terminated, Reject, Ignore, Retry, MemoryError, SystemExit, KeyboardInterrupt)
+        # (a Reject is settled here too: requeue=True releases the message, with its group
+        # behind it; requeue=False dead-letters it, its result FAILURE with the task's Reject)
+        special = (Terminated, Ignore, Retry, MemoryError, SystemExit, KeyboardInterrupt)
         if self._channel() is None or isinstance(exc, special):
             return super().on_failure(exc_info, send_failed_event, return_ok)  # type: ignore[no-any-return]
         if isinstance(exc, WorkerLostError):
