@@ -533,7 +533,8 @@ def fill_fifo_ids(name: str, headers: dict[str, Any], options: dict[str, Any]) -
     (the task's name, when neither the call, nor the task's ``message_group``, nor a route gave
     one) and a MessageDeduplicationId from its call id (header ``ar_call``: the task id, unless
     the message carries one; a Celery retry, a new message of the same call, gets one of its
-    own, and so does a ``Task.replace`` replacement). Returns True when the ids were made here (the message is not an ``@action``'s)."""
+    own, and so does a ``Task.replace`` replacement). Returns True when the ids were made here
+    (the message is not an ``@action``'s)."""
     for wrong, right in _MISSPELLED_SEND_OPTIONS.items():
         if wrong in options:
             raise ActionError(f"task {name!r}: {wrong}= is not an SQS option; use {right}=")

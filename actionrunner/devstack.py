@@ -193,7 +193,7 @@ class DevStack:
         table.add_column("part")
         table.add_column("where")
         for server in aws.servers:
-            table.add_row(server.name, f"{server.url}  (pid {server.process.pid}, log {server.log_path})")  # type: ignore[union-attr]
+            table.add_row(server.name, f"{server.url}  (pid {server.pid}, log {server.log_path})")
         table.add_row("queue", f"{settings.queue_name} → DLQ {settings.dlq_name} "
                                f"(maxReceiveCount {settings.max_receive_count})")
         for name, proc in children:

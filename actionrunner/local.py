@@ -116,6 +116,11 @@ class Server:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """Its process's id (None before :meth:`start`, after :meth:`stop`)."""
+        return self.process.pid if self.process is not None else None
+
     def start(self) -> None:
         if not port_is_free(self.host, self.port):
             raise ConfigurationError(

@@ -80,7 +80,7 @@ def formatter(fmt: str = "json") -> logging.Formatter:
     )
 
 
-class Line(dict):  # type: ignore[type-arg]
+class Line(dict[str, Any]):
     """The fields of one of our log records, as structlog hands them to a formatter: our
     :func:`formatter` renders them (JSON, console); any other formatter (a host application's
     ``%(message)s``) gets ``event key=value ...`` text from ``str()``, never a dict's repr."""
@@ -267,7 +267,7 @@ def _timestamp() -> str:
     return f"{_second[1]}.{min(999_999, int((now - second) * 1_000_000)):06d}Z"
 
 
-def _direct_handler(level: int) -> logging.Handler | None:
+def _direct_handler(level: int) -> logging.StreamHandler[Any] | None:
     """The JSON handler of :func:`configure` if a lifecycle line at ``level`` reaches it and
     nothing else: no other handler or filter on the way, nothing disabled, its formatter ours."""
     handler = _direct
@@ -303,8 +303,9 @@ def _write_direct(event: str, level: int, present: dict[str, Any], extra: dict[s
     line["logger"] = LIFECYCLE_LOGGER
     line["timestamp"] = _timestamp()
     text = _orjson_dumps(line) + "\n"
-    stream = handler.stream  # type: ignore[attr-defined]
-    with handler.lock:  # type: ignore[union-attr]
+    stream, lock = handler.stream, handler.lock
+    assert lock is not None  # (every Handler makes its lock in __init__)
+    with lock:
         try:
             stream.write(text)
             stream.flush()

@@ -40,13 +40,19 @@ def _enabled(value: Any) -> bool:
     return value is True or str(value).lower() == "true"
 
 
+def _patch(cls: type, name: str, value: Any) -> None:
+    """Set ``cls.name`` to ``value``: one of moto's classes, patched in its server process (an
+    assignment to a method, or a marker attribute, that mypy would refuse on the class)."""
+    setattr(cls, name, value)
+
+
 def patch_cloudformation_table_ttl() -> None:
     from moto.dynamodb.models import dynamodb_backends
     from moto.dynamodb.models.table import Table
 
     if getattr(Table, "_actionrunner_ttl_patch", False):
         return
-    create = Table.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+    create = Table.__dict__["create_from_cloudformation_json"].__func__  # (the classmethod's function)
 
     def create_from_cloudformation_json(cls: type[Table], /, resource_name: str,
                                         cloudformation_json: dict[str, Any], account_id: str,
@@ -59,8 +65,8 @@ def patch_cloudformation_table_ttl() -> None:
                              "Enabled": _enabled(spec.get("Enabled"))})
         return table
 
-    Table.create_from_cloudformation_json = classmethod(create_from_cloudformation_json)  # type: ignore[method-assign,assignment]
-    Table._actionrunner_ttl_patch = True  # type: ignore[attr-defined]
+    _patch(Table, "create_from_cloudformation_json", classmethod(create_from_cloudformation_json))
+    _patch(Table, "_actionrunner_ttl_patch", True)
 
 
 def patch_sqs_fifo_redelivery_order() -> None:
@@ -79,9 +85,9 @@ def patch_sqs_fifo_redelivery_order() -> None:
     def pending_message_groups(self: Queue) -> set[str]:
         return {m.group_id for m in self.pending_messages if m.group_id is not None and not m.visible}
 
-    SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
-    Queue.pending_message_groups = property(pending_message_groups)  # type: ignore[assignment,method-assign]
-    SQSBackend._actionrunner_fifo_patch = True  # type: ignore[attr-defined]
+    _patch(SQSBackend, "receive_message", receive_message)
+    _patch(Queue, "pending_message_groups", property(pending_message_groups))
+    _patch(SQSBackend, "_actionrunner_fifo_patch", True)
 
 
 #: DynamoDB calls that read or write items: one at a time (see the module docstring).
@@ -105,7 +111,7 @@ def patch_dynamodb_transaction_isolation() -> None:
 
     for name in _DYNAMODB_ITEM_CALLS:
         setattr(DynamoDBBackend, name, serialized(getattr(DynamoDBBackend, name)))
-    DynamoDBBackend._actionrunner_lock_patch = True  # type: ignore[attr-defined]
+    _patch(DynamoDBBackend, "_actionrunner_lock_patch", True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -168,7 +168,8 @@ def apply(settings: Settings, client: Any | None = None) -> list[Change]:
         urls = {n: _queue_url(client, n, settings.sqs_endpoint_url)
                 for n in queue_names(settings)}
         attributes = desired_attributes(settings, _account_of(client, urls))[name]
-        if urls[name] is None:
+        url = urls[name]
+        if url is None:
             try:
                 client.create_queue(QueueName=name, Attributes=attributes)
             except ClientError as exc:  # a server that refuses an optional attribute
@@ -179,7 +180,7 @@ def apply(settings: Settings, client: Any | None = None) -> list[Change]:
                 client.create_queue(QueueName=name, Attributes=optional)
             done.append(Change(name, "create"))
             continue
-        current = _current(client, urls[name])  # type: ignore[arg-type]
+        current = _current(client, url)
         for attribute, want in attributes.items():
             have = current.get(attribute)
             if have is None and attribute in EMULATOR_OPTIONAL and settings.sqs_endpoint_url:
@@ -188,7 +189,7 @@ def apply(settings: Settings, client: Any | None = None) -> list[Change]:
                 continue
             if attribute == "FifoQueue":
                 raise QueueMisconfigured(name, ["is not a FIFO queue; delete and re-create it"])
-            client.set_queue_attributes(QueueUrl=urls[name], Attributes={attribute: want})
+            client.set_queue_attributes(QueueUrl=url, Attributes={attribute: want})
             done.append(Change(name, "update", attribute, have, want))
     return done
 
@@ -306,7 +307,9 @@ def check_queues(settings: Settings, client: Any | None = None) -> None:
             raise QueueMissing(name, settings.sqs_endpoint_url)
     for queue in settings.queues:
         url = _queue_url(client, queue, settings.sqs_endpoint_url)
-        attrs = _current(client, url)  # type: ignore[arg-type]
+        if url is None:  # (deleted since the names were checked above)
+            raise QueueMissing(queue, settings.sqs_endpoint_url)
+        attrs = _current(client, url)
         problems = []
         if attrs.get("FifoQueue", "").lower() != "true":
             problems.append("it is not a FIFO queue")

@@ -38,7 +38,7 @@ import datetime as dt
 import json
 import sys
 import time
-from typing import Any
+from typing import Any, cast
 
 from celery import states
 from celery.backends.base import KeyValueStoreBackend
@@ -62,6 +62,8 @@ STATE_OF_STATUS = {
     "dead-lettered": states.FAILURE,
     "revoked": states.REVOKED,
 }
+#: Set on a chord member's exception when the join raises it: the member's id (the reason's).
+_DEPENDENCY = "_actionrunner_chord_dependency"
 #: Prefix of the items this backend keeps besides run records (group members, chord progress).
 ITEM_PREFIX = CELERY_PREFIX
 
@@ -228,7 +230,7 @@ class RunResultBackend(KeyValueStoreBackend):
     def _get_task_meta_for(self, task_id: str) -> dict[str, Any]:
         run = self.runs.get(task_id)
         meta = meta_of_run(task_id, run, track_started=self._tracked(run))
-        return self.meta_from_decoded(meta)  # type: ignore[no-any-return]
+        return cast("dict[str, Any]", self.meta_from_decoded(meta))  # (Celery's backend is untyped)
 
     def task_result_exists(self, task_id: str) -> bool:
         return self.runs.get(task_id) is not None
@@ -315,10 +317,8 @@ class RunResultBackend(KeyValueStoreBackend):
         try:
             ret = self._join(deps, timeout=self.app.conf.result_chord_join_timeout)
         except Exception as exc:
-            culprit = next((r for r in _leaves(deps) if r.id == getattr(exc, "task_id", None)),
-                           None)
-            reason = (f"Dependency {culprit.id} raised {exc!r}" if culprit is not None
-                      else repr(exc))
+            culprit = getattr(exc, _DEPENDENCY, None)
+            reason = f"Dependency {culprit} raised {exc!r}" if culprit else repr(exc)
             logger.error("Chord %r raised: %r", gid, reason)
             error = ChordError(reason)
             if isinstance(exc, Exception):
@@ -345,7 +345,7 @@ class RunResultBackend(KeyValueStoreBackend):
             if meta["status"] in states.PROPAGATE_STATES:
                 exc = meta["result"]
                 if isinstance(exc, BaseException):
-                    exc.task_id = node.id  # type: ignore[attr-defined]  # (for the reason)
+                    setattr(exc, _DEPENDENCY, node.id)  # (for the reason)
                     raise exc
                 raise ChordError(f"Dependency {node.id} raised {exc!r}")
             return meta["result"]

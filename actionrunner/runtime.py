@@ -26,9 +26,9 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable, Hashable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from .settings import Settings, get_settings
+from .settings import Service, Settings, get_settings
 from .state.throttling import state_client_config
 
 T = TypeVar("T")
@@ -59,9 +59,9 @@ class Runtime:
         return f"<Runtime pid={self.pid} parts={sorted(map(str, self._parts))}>"
 
     # -- clients -------------------------------------------------------------------------------
-    def client(self, service: str) -> Any:
+    def client(self, service: Service) -> Any:
         """This runtime's boto3 client for ``service``, with the settings' defaults."""
-        return self._client(service, service, lambda: self.settings.client(service))  # type: ignore[arg-type]
+        return self._client(service, service, lambda: self.settings.client(service))
 
     def state_client(self, max_attempts: int = 4) -> Any:
         """The state table's client (:func:`~actionrunner.state.throttling.state_client_config`:
@@ -97,14 +97,15 @@ class Runtime:
     # -- what the process builds on them -------------------------------------------------------
     def part(self, key: Hashable, build: Callable[[Runtime], T]) -> T:
         """The object named ``key``, built once with ``build(self)`` (thread-safe)."""
+        # (cast: each key holds what its ``build`` made; the dict holds parts of every type)
         try:
-            return self._parts[key]  # type: ignore[no-any-return]
+            return cast(T, self._parts[key])
         except KeyError:
             pass
         with self._lock:
             if key not in self._parts:
                 self._parts[key] = build(self)
-            return self._parts[key]  # type: ignore[no-any-return]
+            return cast(T, self._parts[key])
 
     def set_part(self, key: Hashable, value: Any) -> None:
         """Use ``value`` as ``key`` (``None``: build it again when next asked for)."""

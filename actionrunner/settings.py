@@ -30,6 +30,8 @@ from . import constants as C
 
 #: What an admin API token may do.
 Scope = Literal["submit", "admin"]
+#: The AWS services a :meth:`Settings.client` is made for.
+Service = Literal["sqs", "dynamodb", "s3", "sns", "cloudwatch"]
 #: Every :data:`Scope`.
 SCOPES: tuple[Scope, ...] = ("submit", "admin")
 
@@ -311,7 +313,7 @@ class Settings(BaseSettings):
         seen: dict[str, None] = dict.fromkeys([*self.default_imports, *self.imports])
         return list(seen)
 
-    def client(self, service: Literal["sqs", "dynamodb", "s3", "sns", "cloudwatch"],
+    def client(self, service: Service,
                config: Any = None, **kw: Any) -> Any:
         """A boto3 client for ``service`` at the configured endpoint and region (``config``: a
         botocore ``Config`` merged over the defaults)."""

@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -209,11 +210,9 @@ def test_the_janitor_deletes_an_event_queue_nobody_reads(sqs: Any, settings: Any
 def test_mailbox_receives_hide_messages_until_they_expire() -> None:
     """kombu's async receive passes the SQS name: a control message must stay hidden past its
     60 s retention, or a worker would run it again 30 s later (one inspect, three replies)."""
-    from actionrunner.sqs.monitor import RETENTION_SECONDS, MonitorRouting
+    from actionrunner.sqs.monitor import RETENTION_SECONDS, MonitorChannel
 
-    class Channel(MonitorRouting):
-        transport_options: dict[str, Any] = {}
-        wait_time_seconds = 20
+    channel = SimpleNamespace(transport_options={}, wait_time_seconds=20)
 
     class Connection:
         def make_request(self, operation: str, params: dict[str, Any], *args: Any,
@@ -221,7 +220,7 @@ def test_mailbox_receives_hide_messages_until_they_expire() -> None:
             return {"operation": operation, **params}
 
     for name in ("actionrunner-mon-box-w1-host-ab12cd34", "w1@host.celery.pidbox"):
-        asked = Channel()._get_from_sqs(name, "http://q", Connection(), 10)
+        asked = MonitorChannel(channel).get_from_sqs(name, "http://q", Connection(), 10)
         assert asked["operation"] == "ReceiveMessage" and asked["MaxNumberOfMessages"] == 10
         assert asked["VisibilityTimeout"] > RETENTION_SECONDS
 

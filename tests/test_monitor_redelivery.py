@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from actionrunner.sqs.monitor import MonitorRouting
+from actionrunner.sqs.monitor import MonitorChannel
 
 
 @pytest.mark.integration
@@ -53,15 +54,13 @@ def _receive(channel: Any, name: str) -> list[dict[str, Any]]:
 
 
 def test_the_workers_receives_ask_for_the_receive_count() -> None:
-    class Channel(MonitorRouting):
-        transport_options: dict[str, Any] = {}
-        wait_time_seconds = 20
+    channel = SimpleNamespace(transport_options={}, wait_time_seconds=20)
 
     class Connection:
         def make_request(self, operation: str, params: dict[str, Any], *args: Any,
                          protocol_params: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
             return protocol_params
 
-    asked = Channel()._get_from_sqs("w1@host.celery.pidbox", "http://q", Connection(), 10)
+    asked = MonitorChannel(channel).get_from_sqs("w1@host.celery.pidbox", "http://q", Connection(), 10)
     assert asked["json"] == {"MessageSystemAttributeNames": ["ApproximateReceiveCount"]}
     assert asked["query"] == {"MessageSystemAttributeName.1": "ApproximateReceiveCount"}

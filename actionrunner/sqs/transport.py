@@ -11,8 +11,9 @@ What it adds to ``kombu.transport.SQS``:
 * :meth:`Channel.batch` collects the messages published inside it and sends them with
   SendMessageBatch, retrying the entries SQS refused;
 * its FIFO queues are consumed by the :class:`~.consumer.Consumer` it holds (made when Celery
-  first consumes one): the channel only hands it kombu's calls (this module is the adapter);
-  the monitoring queues by :class:`~.monitor.MonitorRouting`.
+  first consumes one), its monitoring queues (Celery's remote control and events) by the
+  :class:`~.monitor.MonitorChannel` it holds: the channel only hands them kombu's calls (this
+  module is the adapter).
 
 Select it with ``broker_url = "actionrunner://"`` (the alias is registered on import).
 """
@@ -20,6 +21,7 @@ Select it with ``broker_url = "actionrunner://"`` (the alias is registered on im
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -40,7 +42,7 @@ from ..settle import MessageSettler, Outcome
 from . import claimcheck, codec
 from .batch import in_batches
 from .consumer import Consumer
-from .monitor import MonitorRouting
+from .monitor import Monitor, MonitorChannel
 from .options import ConsumerOptions
 
 #: Error codes of a batch entry that are worth sending again.
@@ -122,15 +124,37 @@ class _Port:
         return list(names) if names else None
 
 
-class Channel(MonitorRouting, SQSChannel, MessageSettler):
+class Channel(SQSChannel, MessageSettler):
     """SQS channel with settings-driven endpoint, strict queues, size checks and batching; its
-    FIFO queues consumed by the :class:`~.consumer.Consumer` it holds."""
+    FIFO queues consumed by the :class:`~.consumer.Consumer` it holds, its monitoring queues
+    handled by its :class:`~.monitor.MonitorChannel`.
+
+    kombu's own handling is called as ``SQSChannel.<method>(self, ...)`` (the next class in the
+    MRO that has them, as ``super()`` would; mypy's ``untyped_calls_exclude`` covers these calls
+    into kombu's unannotated methods, not ``super()``'s)."""
 
     _batch: _Batch | None = None
     #: the consumer of this channel's FIFO queues (None until Celery consumes one)
     consumer: Consumer | None = None
 
-    # -- consuming: kombu's calls, handed to the consumer ----------------------------------
+    @functools.cached_property
+    def monitoring(self) -> MonitorChannel:
+        """What kombu's calls do for this channel's monitoring queues (made when first needed)."""
+        return MonitorChannel(self)
+
+    @property
+    def monitor(self) -> Monitor:
+        """This process's :class:`~.monitor.Monitor` (the event dispatcher asks it first)."""
+        return self.monitoring.monitor
+
+    def _is_monitoring(self, queue: str) -> bool:
+        return self.monitoring.kind(queue) is not None
+
+    def _is_closed(self) -> bool:
+        """The channel closed: an answer that arrives now has nobody to go to (a clean stop)."""
+        return bool(getattr(self, "closed", False)) or getattr(self, "connection", None) is None
+
+    # -- consuming: kombu's calls, handed to the consumer or the monitoring ------------------
     @cached_property
     def consumer_options(self) -> ConsumerOptions:
         return ConsumerOptions.of(self.transport_options,
@@ -138,34 +162,50 @@ class Channel(MonitorRouting, SQSChannel, MessageSettler):
                                   polling_interval=float(self.connection.polling_interval or 0))
 
     def _is_action_queue(self, queue: str) -> bool:
-        return queue.endswith(".fifo") and not self._kind(queue)
+        return queue.endswith(".fifo") and not self._is_monitoring(queue)
 
     def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
-        if self.consumer is None and not self._kind(queue):
+        if self._is_monitoring(queue):
+            tag = SQSChannel.basic_consume(self, queue, no_ack, *args, **kwargs)
+            self.monitoring.consuming(queue)
+            return tag
+        if self.consumer is None:
             self.consumer = Consumer(_Port(self), self.consumer_options,
-                                     hub=getattr(self, "hub", None), on_work=self._work_arrived)
+                                     hub=getattr(self, "hub", None),
+                                     on_work=self.monitoring.work_arrived)
             self.consumer.start()
-        return super().basic_consume(queue, no_ack, *args, **kwargs)
+        return SQSChannel.basic_consume(self, queue, no_ack, *args, **kwargs)
 
     def _schedule_queue(self, queue: str) -> None:
         if not (self.consumer is not None and self._is_action_queue(queue)
                 and self.consumer.start_receiving(queue)):
-            super()._schedule_queue(queue)  # type: ignore[no-untyped-call]
+            SQSChannel._schedule_queue(self, queue)
+
+    def _loop1(self, queue: str, messages_fetched: Any = None) -> Any:
+        if self._is_closed():
+            return None  # a receive that ended after the channel closed: nothing to poll again
+        if self._is_monitoring(queue):
+            return self.monitoring.loop1(queue, messages_fetched)
+        return SQSChannel._loop1(self, queue, messages_fetched)
 
     def _on_messages_ready(self, queue: str, qname: str, messages: Any) -> Any:
-        if self.consumer is None or self._kind(qname):
-            return super()._on_messages_ready(queue, qname, messages)
-        if getattr(self, "closed", False) or getattr(self, "connection", None) is None:
+        if self._is_closed():
             return 0  # an answer that arrives after the channel closed (a clean stop)
-        return self.consumer.on_messages_ready(queue, qname, messages)
+        if self._is_monitoring(qname):
+            return self.monitoring.on_messages_ready(queue, qname, messages)
+        if self.consumer is not None:
+            return self.consumer.on_messages_ready(queue, qname, messages)
+        if not isinstance(messages, dict):  # kombu answers a 5xx or a timeout with a list
+            messages = {}
+        return SQSChannel._on_messages_ready(self, queue, qname, messages)
 
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
         if self.consumer is None or not self.consumer.ack(delivery_tag):
-            super().basic_ack(delivery_tag, multiple)  # type: ignore[no-untyped-call]
+            SQSChannel.basic_ack(self, delivery_tag, multiple)
 
     def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
         if self.consumer is None or not self.consumer.reject(delivery_tag, requeue):
-            super().basic_reject(delivery_tag, requeue)  # type: ignore[no-untyped-call]
+            SQSChannel.basic_reject(self, delivery_tag, requeue)
 
     def mark_running(self, delivery_tag: str) -> None:
         if self.consumer is not None:
@@ -181,7 +221,84 @@ class Channel(MonitorRouting, SQSChannel, MessageSettler):
     def close(self) -> None:
         if self.consumer is not None:
             self.consumer.close()
-        super().close()
+        monitoring: MonitorChannel | None = self.__dict__.get("monitoring")  # (if it was made)
+        if monitoring is not None:
+            monitoring.close()
+        SQSChannel.close(self)
+
+    # -- the monitoring queues: kombu's calls for them, handed to the monitoring -------------
+    def canonical_queue_name(self, queue_name: str) -> str:
+        if self._is_monitoring(queue_name):
+            return self.monitoring.sqs_name(queue_name)
+        return str(SQSChannel.canonical_queue_name(self, queue_name))
+
+    def _new_queue(self, queue: str, **kwargs: Any) -> str:
+        if self._is_monitoring(queue):
+            return self.monitoring.declare(queue)
+        return str(SQSChannel._new_queue(self, queue, **kwargs))
+
+    def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
+        if self._is_monitoring(queue):
+            self.monitoring.delete(queue)
+        else:
+            SQSChannel._delete(self, queue, *args, **kwargs)
+
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        if not self._is_monitoring(queue):  # (a monitoring queue's binding is its name)
+            SQSChannel._queue_bind(self, exchange, routing_key, pattern, queue)
+
+    def _size(self, queue: str) -> int:
+        if self._is_monitoring(queue):
+            return 0  # (kombu asks on each declaration; nobody reads a monitoring queue's depth)
+        return int(SQSChannel._size(self, queue))
+
+    def sqs(self, queue: str | None = None) -> Any:
+        if queue is not None and self._is_monitoring(queue):
+            return self.monitoring.client()
+        return SQSChannel.sqs(self, queue)
+
+    def asynsqs(self, queue: str | None = None) -> Any:
+        if queue is not None and self._is_monitoring(queue):
+            return self.monitoring.async_client()
+        return SQSChannel.asynsqs(self, queue)
+
+    def basic_publish(self, message: dict[str, Any], exchange: str, routing_key: str,
+                      **kwargs: Any) -> Any:
+        if self.monitoring.is_exchange(exchange):  # (actions: no monitor lookup)
+            return self.monitoring.publish(message, exchange, routing_key)
+        return SQSChannel.basic_publish(self, message, exchange, routing_key, **kwargs)
+
+    def _receive_message(self, queue: str, max_number_of_messages: int = 1,
+                         wait_time_seconds: int | None = None) -> Any:
+        if self._is_monitoring(queue):
+            return self.monitoring.receive_message(queue, max_number_of_messages, wait_time_seconds)
+        return SQSChannel._receive_message(self, queue, max_number_of_messages, wait_time_seconds)
+
+    def _get_bulk(self, queue: str, *args: Any, **kwargs: Any) -> Any:
+        if self._is_monitoring(queue):
+            return self.monitoring.get_bulk(queue, *args, **kwargs)
+        return SQSChannel._get_bulk(self, queue, *args, **kwargs)
+
+    def _get_from_sqs(self, queue_name: str, queue_url: str, connection: Any, count: int = 1,
+                      callback: Any = None) -> Any:
+        if self._is_monitoring(queue_name):
+            return self.monitoring.get_from_sqs(queue_name, queue_url, connection, count, callback)
+        return SQSChannel._get_from_sqs(self, queue_name, queue_url, connection, count, callback)
+
+    def _message_to_python(self, message: Any, queue_name: str, q_url: str) -> Any:
+        if self._is_monitoring(queue_name):
+            return self.monitoring.message_to_python(message, queue_name, q_url)
+        return SQSChannel._message_to_python(self, message, queue_name, q_url)
+
+    def _delete_message(self, queue_name: str, message: dict[str, Any]) -> None:
+        if not self._is_monitoring(queue_name):  # (received monitoring messages expire)
+            SQSChannel._delete_message(self, queue_name, message)
+
+    def after_reply_message_received(self, queue: str) -> None:
+        if self._is_monitoring(queue):
+            self.monitoring.after_reply_message_received(queue)
+        else:
+            SQSChannel.after_reply_message_received(self, queue)
 
     # -- configuration ---------------------------------------------------------------------
     @cached_property

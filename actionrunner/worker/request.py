@@ -15,7 +15,7 @@ applies (:mod:`actionrunner.aws_lambda.runner`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from billiard.einfo import ExceptionWithTraceback
 from celery.exceptions import Ignore, Retry, Terminated, WorkerLostError
@@ -76,7 +76,7 @@ class ActionRequest(Request):
     def info(self, safe: bool = False) -> dict[str, Any]:
         if safe:
             self.argsrepr, self.kwargsrepr  # noqa: B018  (made before Celery reads them)
-        return super().info(safe)  # type: ignore[no-any-return]
+        return cast("dict[str, Any]", super().info(safe))  # (Celery's Request is untyped)
 
     # -- helpers ---------------------------------------------------------------------------
     def _channel(self) -> MessageSettler | None:
@@ -125,7 +125,8 @@ class ActionRequest(Request):
         (error type ``MessageExpired``) unless ``ACTIONRUNNER_EXPIRED=discard``."""
         channel = self._channel()
         if not expired or channel is None:
-            return super()._announce_revoked(reason, terminated, signum, expired)  # type: ignore[no-any-return]
+            super()._announce_revoked(reason, terminated, signum, expired)
+            return
         from ..settings import get_settings
 
         setting = get_settings().expired
@@ -135,7 +136,8 @@ class ActionRequest(Request):
         outcome = expired_outcome(setting, self._request_dict, attempt=int(self.sqs.get("attempt") or 1),
                                   receive_count=self.sqs.get("receive_count"))
         if outcome is None:
-            return super()._announce_revoked(reason, terminated, signum, expired)  # type: ignore[no-any-return]
+            super()._announce_revoked(reason, terminated, signum, expired)
+            return
         task_ready(self)
         self.send_event("task-revoked", terminated=terminated, signum=signum, expired=expired)
         self._already_revoked = True
@@ -163,7 +165,8 @@ class ActionRequest(Request):
 
     def on_retry(self, exc_info: Any) -> None:
         if self._channel() is None:
-            return super().on_retry(exc_info)  # type: ignore[no-any-return]
+            super().on_retry(exc_info)
+            return
         exc = exc_info.exception
         exc = exc.exc if isinstance(exc, ExceptionWithTraceback) else exc
         when = getattr(exc, "when", None)
@@ -177,7 +180,8 @@ class ActionRequest(Request):
         # behind it; requeue=False dead-letters it, its result FAILURE with the task's Reject)
         special = (Terminated, Ignore, Retry, MemoryError, SystemExit, KeyboardInterrupt)
         if self._channel() is None or isinstance(exc, special):
-            return super().on_failure(exc_info, send_failed_event, return_ok)  # type: ignore[no-any-return]
+            super().on_failure(exc_info, send_failed_event, return_ok)
+            return
         if isinstance(exc, WorkerLostError):
             emit("failed", **self._fields(), outcome="failed", error_type="WorkerLostError",
                       error=str(exc)[:500], level=40)

@@ -43,20 +43,24 @@ received for a minute).
 Modules, one job each:
 
 * :mod:`.names` — the kinds of monitoring queue, their SQS names, their timings;
+* :mod:`.channel` — :class:`MonitorChannel`: what kombu's calls do for the monitoring queues of
+  one channel (names, declarations, publishing, receiving); the transport's channel holds one
+  and hands it every call about a monitoring queue or exchange;
+* :mod:`.mailbox` — :class:`Mailbox`: a worker's mailbox, its watchdog and its doze;
 * :mod:`.listeners` — :class:`Monitor`: the listener queues a process knows and where a message
   goes (one per process and endpoint, :func:`monitor_for`);
 * :mod:`.sender` — :class:`Sender`: the thread that sends, batched per queue;
 * :mod:`.janitor` — :class:`Janitor`: deletes event queues whose listener died;
-* :mod:`.routing` — :class:`MonitorRouting`: the channel's names, declarations and publishing;
-* :mod:`.mailbox` — its receiving: mailbox (with a watchdog), replies, events;
 * :mod:`.replies` — a control client's commands awaiting replies (when the collection is done);
 * :mod:`.commands` — the worker's remote-control commands that differ from Celery's.
 """
 
 from __future__ import annotations
 
+from .channel import MonitorChannel
 from .janitor import Janitor
 from .listeners import Monitor, monitor_for
+from .mailbox import Mailbox
 from .names import (
     DEFAULT_PREFIX,
     FAILURE_EVENTS,
@@ -72,10 +76,9 @@ from .names import (
     kind_of,
     sqs_queue_name,
 )
-from .routing import MonitorRouting
 from .sender import Sender
 
 __all__ = ["DEFAULT_PREFIX", "FAILURE_EVENTS", "JANITOR_INTERVAL_SECONDS", "KINDS",
            "LISTING_TTL_SECONDS", "MAX_QUEUE_NAME", "REPLY_WAIT_SECONDS", "RETENTION_SECONDS",
-           "VISIBILITY_SECONDS", "Janitor", "Kind", "Monitor", "MonitorRouting", "Sender",
+           "VISIBILITY_SECONDS", "Janitor", "Kind", "Mailbox", "Monitor", "MonitorChannel", "Sender",
            "is_monitoring_exchange", "kind_of", "monitor_for", "sqs_queue_name"]

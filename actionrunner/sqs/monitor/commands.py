@@ -9,7 +9,7 @@ worker exits).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from celery.exceptions import WorkerShutdown
 from celery.platforms import EX_OK
@@ -24,14 +24,14 @@ def shutdown(state: Any, msg: str = "Got shutdown from remote", **kwargs: Any) -
     """Shutdown worker(s)."""
     hub = getattr(state.consumer, "hub", None)
     if hub is None:  # no event loop to stop from: Celery's own (no reply)
-        return _celery_shutdown(state, msg=msg, **kwargs)  # type: ignore[no-any-return]
+        return cast("dict[str, str]", _celery_shutdown(state, msg=msg, **kwargs))  # (Celery: untyped)
     logger.warning(msg)
 
     def stop() -> None:
         raise WorkerShutdown(EX_OK)
 
     hub.call_soon(stop)
-    return control.ok("shutting down")  # type: ignore[no-any-return]
+    return cast("dict[str, str]", control.ok("shutting down"))  # (Celery: untyped)
 
 
 def install() -> None:

@@ -17,6 +17,8 @@ import json
 import time
 from typing import Any
 
+from kombu.utils.json import loads
+
 from .names import sqs_queue_name
 
 
@@ -36,6 +38,15 @@ class Awaited:
     replied: set[str] = dataclasses.field(default_factory=set)
     #: replies so far (two workers started with one node name answer twice)
     answers: int = 0
+
+    @classmethod
+    def of(cls, command: dict[str, Any], urls: list[str]) -> Awaited:
+        """The wait for the replies to ``command`` (see :func:`command_of`), sent to ``urls``."""
+        destination = command.get("destination")
+        nodes = destination if isinstance(destination, list) and destination else None
+        reply_to = command["reply_to"]
+        return cls(f"{reply_to.get('routing_key')}.{reply_to.get('exchange')}", urls,
+                   len(nodes) if nodes else len(urls), nodes)
 
     def heard(self, nodes: list[str]) -> None:
         self.answers += 1
@@ -60,6 +71,16 @@ def addressed(urls: list[str], destination: Any, prefix: str) -> list[str]:
               if isinstance(node, str) and node]
     chosen = [url for url in urls if any(url.rsplit("/", 1)[-1].startswith(start) for start in starts)]
     return chosen or urls
+
+
+def command_of(message: dict[str, Any]) -> dict[str, Any] | None:
+    """The remote-control command of a pidbox message (kombu's Mailbox puts ``reply_to`` and
+    ``destination`` in the body, still serialized here; commands are JSON), or None."""
+    try:
+        body = loads(message.get("body") or "{}")
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def reply_of(payload: Any) -> tuple[str | None, list[str]]:
