@@ -51,6 +51,16 @@ API_RUN_HEADER = "ar_api_run"
 MAX_RESULT_BYTES = 100_000
 
 
+def _json_default(value: Any) -> Any:
+    """What JSON cannot hold as it is: a Celery result (a task that returns the AsyncResult or
+    GroupResult of what it sent) as Celery's backends store it, ``as_tuple()``; else its text."""
+    from celery.result import ResultBase
+
+    if isinstance(value, ResultBase) and callable(getattr(value, "as_tuple", None)):
+        return value.as_tuple()
+    return str(value)
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
@@ -139,7 +149,7 @@ class RunStore:
         if status in ("succeeded", "dead-lettered", "held", "revoked"):
             sets.append("finished_at = :now")
         if status == "succeeded":
-            encoded = orjson.dumps(result, default=str)
+            encoded = orjson.dumps(result, default=_json_default)
             if len(encoded) > MAX_RESULT_BYTES:
                 encoded = orjson.dumps({"note": f"result of {len(encoded)} bytes not kept"})
             sets.append("#r = :r")
@@ -160,7 +170,7 @@ class RunStore:
         """Keep a Celery state a task stores while it runs (``update_state(state="PROGRESS",
         meta=...)``, ``STARTED``) and its meta beside the run's status (which it does not
         change): the result backend reads it back until the run ends."""
-        encoded = orjson.dumps(meta, default=str)
+        encoded = orjson.dumps(meta, default=_json_default)
         if len(encoded) > MAX_RESULT_BYTES:
             encoded = orjson.dumps({"note": f"meta of {len(encoded)} bytes not kept"})
         self.client.update_item(

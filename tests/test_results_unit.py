@@ -61,3 +61,14 @@ def test_a_running_run_is_started_only_when_tracked_as_on_celery() -> None:
     assert meta_of_run("id3", run)["status"] == "STARTED"
     assert meta_of_run("id3", run, track_started=False)["status"] == "PENDING"
     assert meta_of_run("id3", {"status": "retrying"}, track_started=False)["status"] == "RETRY"
+
+
+def test_a_result_that_is_a_celery_result_is_kept_as_celerys_backends_keep_it() -> None:
+    import orjson
+
+    from actionrunner.runs import _json_default
+
+    group_result = GroupResult("g1", _results("a", "b"))
+    assert orjson.loads(orjson.dumps(group_result, default=_json_default)) == \
+        orjson.loads(orjson.dumps(group_result.as_tuple()))
+    assert _json_default(ValueError("x")) == "x"  # anything else: its text
