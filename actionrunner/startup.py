@@ -17,18 +17,15 @@ order, and stops at the first step that fails with one sentence naming the probl
 
 What differs between kinds is said by their :class:`Kind`, nowhere else:
 
-==========  ========================================  ================
-kind        logging                                   runs actions
-==========  ========================================  ================
-``worker``  in Celery's ``setup_logging`` (the config  yes (each pool process starts
-            module's ``logging_config`` wins)          its own runtime: :func:`pool_process`)
-``beat``    as the worker's                           no
-``lambda``  JSON lines; the Lambda runtime's own root  yes
-            handler removed (no line written twice)
-``api``     JSON lines                                no
-==========  ========================================  ================
+* :data:`WORKER` (``celery worker``): logging in Celery's ``setup_logging`` signal (a config
+  module's ``logging_config`` wins); runs actions; each pool process starts its own runtime
+  (:func:`pool_process`);
+* :data:`BEAT`: logging as the worker's; runs no action;
+* :data:`LAMBDA` (the cold start): JSON lines, the Lambda runtime's own root handler removed (no
+  line written twice); runs actions;
+* :data:`API` (``actionrunner api``): JSON lines; runs no action.
 
-    >>> from actionrunner.app import app
+    >>> from actionrunner.app import app       # doctest: +SKIP
     >>> rt = start(API, app)                  # doctest: +SKIP
 """
 
