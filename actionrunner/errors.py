@@ -113,8 +113,8 @@ class InvalidSettings(ConfigurationError):
     @classmethod
     def of(cls, exc: Any) -> InvalidSettings:
         """The error of pydantic's ``ValidationError`` ``exc``."""
-        return cls([f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
-                    for e in exc.errors(include_url=False)])
+        return cls([f"{'.'.join(map(str, e['loc'])) or 'settings'}: "
+                    f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors(include_url=False)])
 
 
 class EndpointUnreachable(ConfigurationError):

@@ -37,9 +37,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import ValidationError
-
-from .errors import ConfigurationError, InvalidSettings
+from .errors import ConfigurationError
 from .runtime import Runtime
 from .settings import Settings, get_settings
 
@@ -70,12 +68,7 @@ API = Kind("api", logging="plain", runs_actions=False)
 def read_settings(settings: Settings | None = None) -> Settings:
     """``settings``, or the environment's; a value that does not validate is an
     :class:`~actionrunner.errors.InvalidSettings` naming every field that is wrong."""
-    if settings is not None:
-        return settings
-    try:
-        return get_settings()
-    except ValidationError as exc:
-        raise InvalidSettings.of(exc) from None
+    return settings or get_settings()
 
 
 def configure_logging(kind: Kind, settings: Settings, level: str | int | None = None,
