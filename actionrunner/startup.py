@@ -9,8 +9,9 @@ order, and stops at the first step that fails with one sentence naming the probl
 2. **logging**: ActionRunner's JSON lines on stderr (:func:`configure_logging`);
 3. **AWS credentials** found (not botocore's traceback at the first request);
 4. **action modules** imported (``ACTIONRUNNER_IMPORTS``, Celery's ``imports``/``include``);
-5. **queues and table**: every queue and its DLQ exist (FIFO, with a redrive policy), and the
-   state table exists (:func:`~actionrunner.provision.check_queues`, ``check_table``);
+5. **queues and table**, in the kinds that need them to start: every queue and its DLQ exist
+   (FIFO, with a redrive policy), and the state table exists
+   (:func:`~actionrunner.provision.check_queues`, ``check_table``);
 6. **runtime**: the process's :class:`~actionrunner.runtime.Runtime` installed (its clients);
 7. **run status**, in processes that run actions: the lifecycle observer that writes it
    (:func:`~actionrunner.runs.install_worker_observer`).
@@ -23,7 +24,9 @@ What differs between kinds is said by their :class:`Kind`, nowhere else:
 * :data:`BEAT`: logging as the worker's; runs no action;
 * :data:`LAMBDA` (the cold start): JSON lines, the Lambda runtime's own root handler removed (no
   line written twice); runs actions;
-* :data:`API` (``actionrunner api``): JSON lines; runs no action.
+* :data:`API` (``actionrunner api``): JSON lines; runs no action; starts without the queues and
+  the table (it serves while SQS or DynamoDB does not answer: a request that needs them gets a
+  503, and ``/readyz`` says whether SQS answers).
 
     >>> from actionrunner.app import app       # doctest: +SKIP
     >>> rt = start(API, app)                  # doctest: +SKIP
@@ -57,12 +60,14 @@ class Kind:
     logging: Logging
     #: It runs actions: the run-status observer is installed.
     runs_actions: bool
+    #: The queues and the state table must be there (and answer) before it starts.
+    needs_aws: bool = True
 
 
 WORKER = Kind("worker", logging="celery", runs_actions=True)
 BEAT = Kind("beat", logging="celery", runs_actions=False)
 LAMBDA = Kind("lambda", logging="lambda", runs_actions=True)
-API = Kind("api", logging="plain", runs_actions=False)
+API = Kind("api", logging="plain", runs_actions=False, needs_aws=False)
 
 
 def read_settings(settings: Settings | None = None) -> Settings:
@@ -90,8 +95,8 @@ def configure_logging(kind: Kind, settings: Settings, level: str | int | None = 
                 root.removeHandler(handler)
 
 
-def check(settings: Settings, celery: Celery) -> None:
-    """Steps 3–5 (credentials, action modules, queues and table): a
+def check(settings: Settings, celery: Celery, *, aws: bool = True) -> None:
+    """Steps 3–5 (credentials, action modules, with ``aws`` the queues and the table): a
     :class:`~actionrunner.errors.ConfigurationError` saying what to do, or nothing."""
     from .devsession import missing_credentials
     from .provision import check_queues, check_table
@@ -99,8 +104,9 @@ def check(settings: Settings, celery: Celery) -> None:
     if (sentence := missing_credentials()) is not None:  # not botocore's 60-line traceback
         raise ConfigurationError(sentence)
     import_action_modules(celery)
-    check_queues(settings)
-    check_table(settings)
+    if aws:
+        check_queues(settings)
+        check_table(settings)
 
 
 def action_modules(celery: Celery) -> list[str]:
@@ -139,7 +145,7 @@ def start(kind: Kind, celery: Celery, settings: Settings | None = None, *,
     settings = read_settings(settings)
     if kind.logging != "celery":  # Celery's own signal did it before (setup_logging)
         configure_logging(kind, settings, level)
-    check(settings, celery)
+    check(settings, celery, aws=kind.needs_aws)
     rt = runtime.start(settings, **clients)
     if kind.runs_actions:
         from .runs import install_worker_observer

@@ -106,11 +106,11 @@ def beat(lanes: Sequence[QueuePair] = ()) -> list[dict[str, Any]]:
 
 def api(lanes: Sequence[QueuePair] = ()) -> list[dict[str, Any]]:
     """Validate and send (redrive sends too); read run status; inspect, redrive and purge the
-    DLQs; check the table at start (startup.py, as every process)."""
+    DLQs."""
     return [allow(SQS_SEND, _queues(lanes), "SendActions"),
             allow([*SQS_CONSUME, "sqs:PurgeQueue"], _dlqs(lanes), "ManageDeadLetterQueue"),
-            allow(["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
-                   "dynamodb:DescribeTable"], TABLE, "RunStatusAndIdempotencyKeys"),
+            allow(["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], TABLE,
+                  "RunStatusAndIdempotencyKeys"),
             allow(["cloudwatch:GetMetricStatistics"], "*", "QueueAge"),
             payloads(["PutObject"])]
 
