@@ -23,6 +23,14 @@ from .celery_config import celery_config
 from .errors import ConfigurationError
 from .events import emit
 from .settings import get_settings
+from .startup import (
+    BEAT,
+    WORKER,
+    celery_start,
+    configure_logging,
+    import_action_modules,
+    pool_process,
+)
 from .worker import lifecycle, shutdown  # noqa: F401  (connect the lifecycle and shutdown signals)
 
 
@@ -92,28 +100,6 @@ def create_app() -> Celery:
 app = create_app()
 
 
-def action_modules(celery: Celery = app) -> list[str]:
-    """The modules of actions and tasks the app imports: Celery's ``imports``, then ``include``."""
-    modules: dict[str, None] = {}
-    for setting in ("imports", "include"):
-        value = celery.conf.get(setting) or ()
-        modules.update(dict.fromkeys([value] if isinstance(value, str) else value))
-    return list(modules)
-
-
-def import_action_modules(celery: Celery = app) -> None:
-    """Import every module of actions; a clear error for one that cannot be imported."""
-    for module in action_modules(celery):
-        try:
-            import_from_cwd(module)
-        except ImportError as exc:
-            raise ConfigurationError(
-                f"cannot import action module {module!r} (from ACTIONRUNNER_IMPORTS or Celery's "
-                f"imports/include): {exc}; check the name, and that its directory is on "
-                "PYTHONPATH or is the working directory"
-            ) from exc
-
-
 @signals.import_modules.connect
 def _import_action_modules(sender: Any = None, **_: Any) -> None:
     """Before Celery's loader imports the task modules (``celery worker``/``beat`` at start):
@@ -132,51 +118,25 @@ def _setup_logging(loglevel: Any = None, **_: Any) -> None:
     """The logging of ``celery worker``/``beat``: ActionRunner's JSON lines on stderr, unless the
     config module brings its own (``logging_config``: a :func:`logging.config.dictConfig` dict;
     levels, handlers and formats are then all the project's, ``-l`` included)."""
-    from .logging import configure, use_own_logging
-
-    own = app.conf.get("logging_config")
-    if own:
-        import logging.config
-
-        logging.config.dictConfig(own)
-        use_own_logging()
-        return
-    settings = get_settings()
-    configure(loglevel or settings.log_level, settings.log_format, actions_level=settings.log_level)
+    configure_logging(WORKER, get_settings(), loglevel, own=app.conf.get("logging_config"))
 
 
 @signals.worker_init.connect
+def _start_worker(**_: Any) -> None:
+    """The worker's start-up (:mod:`actionrunner.startup`): the checks (credentials, action
+    modules, queues, table: fail fast with what to do), its runtime, run status."""
+    celery_start(WORKER, app)
+
+
 @signals.beat_init.connect
-def _preflight(sender: Any = None, **_: Any) -> None:
-    """Fail fast, with what to do, when the queue is missing or the endpoint is unreachable."""
-    from .devsession import missing_credentials
-    from .provision import check_queues, check_table
-
-    if (sentence := missing_credentials()) is not None:  # not botocore's 60-line traceback
-        raise SystemExit(f"actionrunner: {sentence}")
-    try:
-        import_action_modules(app)
-        check_queues(get_settings())
-        check_table(get_settings())
-    except ConfigurationError as exc:
-        raise SystemExit(f"actionrunner: {exc}") from None
+def _start_beat(**_: Any) -> None:
+    celery_start(BEAT, app)
 
 
-@signals.worker_init.connect
 @signals.worker_process_init.connect
-def _start_runtime(**_: Any) -> None:
-    """This process's runtime (:mod:`actionrunner.runtime`): the main process's, then each pool
-    process's own (built lazily: no client is made before it is used)."""
-    from . import runtime
-
-    runtime.start(get_settings())
-
-
-@signals.worker_init.connect
-def _worker_observers(**_: Any) -> None:
-    from .runs import install_worker_observer
-
-    install_worker_observer()
+def _start_pool_process(**_: Any) -> None:
+    """Each pool process's own runtime (built lazily: no client is made before it is used)."""
+    pool_process()
 
 
 @signals.worker_init.connect

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import constants as C
-from .errors import ActionRunnerError
+from .errors import ActionRunnerError, InvalidSettings
 
 cli = typer.Typer(
     help="ActionRunner: Celery-style actions over Amazon SQS FIFO.",
@@ -129,7 +129,8 @@ def submit(
     group: Annotated[str | None, typer.Option(help="MessageGroupId override.")] = None,
 ) -> None:
     """Send one action and print its id."""
-    from .app import app, import_action_modules
+    from .app import app
+    from .startup import import_action_modules
 
     import_action_modules(app)
     task = app.tasks.get(name)
@@ -186,16 +187,13 @@ def api(
     import uvicorn
 
     from .api import create_app
-    from .logging import configure
+    from .app import app
+    from .startup import API, start
 
-    settings = _settings()
-    configure(settings.log_level, settings.log_format)
+    settings = start(API, app, _settings()).settings  # every process's start-up (startup.py)
     if not settings.api_tokens:
         console.print("note: no ACTIONRUNNER_API_TOKENS: every request will get 401; make one with "
                       "`actionrunner api-token`", markup=False)
-    from .runtime import start
-
-    start(settings)  # the process's runtime: the API's clients
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
 
 
@@ -337,7 +335,8 @@ cli.add_typer(concurrency_cli, name="concurrency")
 def _capped(name: str | None) -> tuple[Any, Any, list[Any]]:
     """(settings, state-table client, the capped actions named: ``name`` or every one)."""
     from .action import is_action
-    from .app import app, import_action_modules
+    from .app import app
+    from .startup import import_action_modules
     from .state.concurrency import capped_action
 
     settings = _settings()
@@ -463,9 +462,7 @@ def main() -> None:
     try:
         cli()
     except ValidationError as exc:
-        details = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
-                            for e in exc.errors(include_url=False))
-        console.print(f"actionrunner: invalid settings: {details}", style="red", markup=False)
+        console.print(f"actionrunner: {InvalidSettings.of(exc)}", style="red", markup=False)
         sys.exit(2)
     except ActionRunnerError as exc:
         console.print(f"actionrunner: {exc}", style="red", markup=False)

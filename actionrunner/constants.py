@@ -18,7 +18,7 @@ SQS_MAX_MESSAGE_BYTES = 1_048_576
 DEFAULT_MAX_DECODED_BYTES = 8 * SQS_MAX_MESSAGE_BYTES
 #: SQS bills every started chunk of this many bytes as one request.
 SQS_BILLING_CHUNK_BYTES = 65_536
-#: Entries per SendMessageBatch / DeleteMessageBatch / ChangeMessageVisibilityBatch.
+#: Entries per SendMessageBatch / DeleteMessageBatch / ChangeMessageVisibilityBatch (and SNS PublishBatch).
 SQS_MAX_BATCH = 10
 #: Longest long poll SQS allows.
 SQS_MAX_WAIT_SECONDS = 20

@@ -25,11 +25,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, Field
 
 from . import constants as C
+from .batch import in_batches
 from .errors import ActionRunnerError, error_code
 from .settings import Settings
 from .settle import ATTRIBUTE_PREFIX, REDRIVES_ATTRIBUTE, failure_attributes
 from .signing import key_of, recorded_by_worker
-from .sqs.batch import in_batches
 
 #: How long a listing or redrive keeps the DLQ messages it looked at hidden.
 PEEK_VISIBILITY = 60

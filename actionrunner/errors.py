@@ -4,6 +4,7 @@ The tree::
 
     ActionRunnerError
     ├── ConfigurationError          settings or infrastructure are not usable
+    │   ├── InvalidSettings         a setting (ACTIONRUNNER_*) does not validate
     │   ├── EndpointUnreachable     nothing answers at the configured AWS endpoint
     │   ├── QueueMissing            the queue or DLQ does not exist (run `actionrunner provision`)
     │   ├── TableMissing            the DynamoDB state table does not exist (same remedy)
@@ -117,6 +118,20 @@ class ActionRunnerError(Exception):
 # -- configuration -------------------------------------------------------------------------------
 class ConfigurationError(ActionRunnerError):
     """The settings or the infrastructure they point at are not usable."""
+
+
+class InvalidSettings(ConfigurationError):
+    """A setting does not validate; ``details``: ``field: what is wrong``, one per field."""
+
+    def __init__(self, details: list[str]):
+        self.details = details
+        super().__init__(f"invalid settings: {'; '.join(details)}")
+
+    @classmethod
+    def of(cls, exc: Any) -> InvalidSettings:
+        """The error of pydantic's ``ValidationError`` ``exc``."""
+        return cls([f"{'.'.join(map(str, e['loc'])) or 'settings'}: "
+                    f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors(include_url=False)])
 
 
 class EndpointUnreachable(ConfigurationError):

@@ -133,8 +133,8 @@ def _install_metrics(*, asked: bool = False) -> None:
 
 def use_own_logging() -> None:
     """This process's logging is configured by its owner (a project's ``logging_config`` in its
-    celeryconfig, see :func:`actionrunner.app._setup_logging`): ActionRunner adds no handler and
-    sets no level; its records go to the ``actionrunner`` loggers (lifecycle lines to
+    celeryconfig, see :func:`actionrunner.startup.configure_logging`): ActionRunner adds no
+    handler and sets no level; its records go to the ``actionrunner`` loggers (lifecycle lines to
     ``actionrunner.lifecycle``) and from there wherever that configuration sends them, as
     ``event key=value`` text under a formatter of the project's, as JSON under
     :func:`formatter`. CloudWatch EMF blocks only with ``ACTIONRUNNER_METRICS=emf``."""

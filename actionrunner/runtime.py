@@ -2,9 +2,9 @@
 built on them (the idempotency store, the shared rate limiters, the lease keeper, the run store,
 the monitoring :class:`~actionrunner.sqs.monitor.Monitor`), each built once, when first needed.
 
-It is made where a process starts: the worker's main process (Celery's ``worker_init``) and
-each pool process (``worker_process_init``), Lambda's cold start, the admin API's
-``create_app``; the code below them asks for :func:`current` and passes what it got down.
+It is made where a process starts (:mod:`actionrunner.startup`: the worker's main process and
+each pool process, beat, Lambda's cold start, ``actionrunner api``); the code below them asks for
+:func:`current` and passes what it got down.
 
     >>> rt = Runtime.from_settings(get_settings(), dynamodb=stub)    # doctest: +SKIP
     >>> use(rt)                                                      # doctest: +SKIP

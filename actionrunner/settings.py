@@ -340,15 +340,11 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process's settings, read once from the environment.
 
-    Invalid values raise :class:`~actionrunner.errors.ConfigurationError` naming each variable.
+    Invalid values raise :class:`~actionrunner.errors.InvalidSettings` naming each variable.
     """
-    from .errors import ConfigurationError
+    from .errors import InvalidSettings
 
     try:
         return Settings()
     except ValidationError as exc:
-        details = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors(include_url=False)
-        )
-        raise ConfigurationError(f"invalid settings: {details}") from None
+        raise InvalidSettings.of(exc) from None

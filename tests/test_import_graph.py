@@ -117,7 +117,7 @@ def test_the_package_does_not_import_bench() -> None:
 #: (``ChannelPort``), and neither it nor the Lambda runtime reaches into the monitoring queues;
 #: the monitoring knows nothing of the consumer (it is told of work through a callback).
 CONSUMER_MODULES = {"actionrunner.sqs.consumer", "actionrunner.sqs.delivery", "actionrunner.sqs.options",
-                    "actionrunner.sqs.batch", "actionrunner.sqs.receiver", "actionrunner.sqs.dispatch",
+                    "actionrunner.sqs.receiver", "actionrunner.sqs.dispatch",
                     "actionrunner.sqs.housekeeper", "actionrunner.sqs.inbound"}
 FORBIDDEN = [
     (CONSUMER_MODULES, ("actionrunner.sqs.transport", "actionrunner.sqs.monitor", "actionrunner.sqs")),

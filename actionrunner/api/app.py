@@ -16,7 +16,8 @@ from .routers import actions, concurrency, dlq, health, queues, runs
 
 
 def _registry() -> dict[str, Action]:
-    from ..app import app, import_action_modules
+    from ..app import app
+    from ..startup import import_action_modules
 
     import_action_modules(app)
     return {name: task for name, task in app.tasks.items() if is_action(task)}

@@ -18,42 +18,22 @@ idempotency key, and every retry, costs a receive of the message, which the queu
 
 from __future__ import annotations
 
-import logging
-import os
 from typing import Any
 
-from ..settings import Settings, get_settings
+from ..settings import Settings
 from .runner import LambdaRunner
 
 _runner: LambdaRunner | None = None
 
 
-def _configure_logging(settings: Settings) -> None:
-    """One JSON line per record on stderr, as on a worker; inside Lambda, the runtime's own
-    handler on the root logger is removed so that lines are not written twice."""
-    from ..logging import configure
-
-    configure(settings.log_level, settings.log_format)
-    if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
-        root = logging.getLogger()
-        for handler_ in list(root.handlers):
-            if handler_.get_name() != "actionrunner":
-                root.removeHandler(handler_)
-
-
 def cold_start(settings: Settings | None = None) -> LambdaRunner:
-    """Everything a worker does at start-up: settings, logs, action modules, the process's
-    runtime (:mod:`actionrunner.runtime`: its clients and stores), run status."""
-    from .. import runtime
-    from ..app import app, import_action_modules
-    from ..runs import install_worker_observer
+    """The worker's start-up (:func:`actionrunner.startup.start`: settings, logs, the checks,
+    the process's runtime, run status), then the runner on the runtime's clients."""
+    from ..app import app
+    from ..startup import LAMBDA, start
 
-    settings = settings or get_settings()
-    _configure_logging(settings)
-    import_action_modules(app)
-    rt = runtime.start(settings)
-    install_worker_observer()
-    return LambdaRunner(app, settings, sqs=rt.sqs, dynamodb=rt.client("dynamodb"))
+    rt = start(LAMBDA, app, settings)
+    return LambdaRunner(app, rt.settings, sqs=rt.sqs, dynamodb=rt.client("dynamodb"))
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -51,6 +51,7 @@ from celery.states import IGNORED
 
 from .. import constants as C
 from ..action import is_action
+from ..batch import in_batches
 from ..errors import UndecodableMessage
 from ..events import emit
 from ..logging import get_logger
@@ -71,7 +72,6 @@ from ..settle import (
 )
 from ..signing import key_of
 from ..sqs import claimcheck
-from ..sqs.batch import in_batches
 from ..sqs.delivery import Delivery
 from ..sqs.inbound import describe
 from ..state.concurrency import waiting_until

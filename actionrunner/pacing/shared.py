@@ -5,7 +5,8 @@ The item ``bucket#{name}`` of the state table is the GCRA bucket of
 :mod:`actionrunner.state.ratelimit` (``tat``, the earliest time the next write may start), and
 ``rate`` is no constant: adaptive pacers store their decisions there and every taker reads it
 back with its token, so every worker and Lambda invocation of the downstream writes at one
-rate between them. Taking ``units`` is one conditional UpdateItem (no read)::
+rate between them. Taking ``units`` is the shared rate limit's own take, one conditional
+UpdateItem (no read), that keeps the stored rate and reads it back::
 
     busy (tat >= now):   SET tat = tat + units/rate   IF tat >= :now  → start at tat - units/rate
     idle (tat <  now):   SET tat = :now + units/rate  IF tat <  :now  → start now
@@ -25,10 +26,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..errors import StateUnavailable
-from ..state.ratelimit import BUCKET_TTL_SECONDS
-from ..state.schema import STATE_TTL_ATTRIBUTE, bucket_pk, key
-from ..state.throttling import backoff_delay, condition_failed, is_transient
+from ..state.ratelimit import BUCKET_TTL_SECONDS, SharedRateLimit
+from ..state.schema import STATE_TTL_ATTRIBUTE
+from ..state.throttling import condition_failed
 from .watermark import check_name
 
 
@@ -36,73 +36,28 @@ def _n(value: float) -> dict[str, str]:
     return {"N": repr(float(value))}
 
 
-class SharedPace:
-    """One moving-rate bucket (see the module docstring)."""
+class SharedPace(SharedRateLimit):
+    """One moving-rate bucket (see the module docstring): the GCRA of
+    :class:`~actionrunner.state.ratelimit.SharedRateLimit`, keeping the stored rate on a take."""
+
+    RATE_ON_TAKE = "#rate = if_not_exists(#rate, :rate)"
+    KIND = "pace bucket"
 
     def __init__(self, name: str, rate: float, *, table: str, client: Any,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        self.name, self.rate, self.table, self.client = check_name(name, "bucket"), rate, table, client
-        self.clock, self.sleep = clock, sleep
-        self.key = key(bucket_pk(name))
-        self._busy = False
-        #: Requests made, and the throttled or failed answers among them.
-        self.requests = self.failures = 0
+        super().__init__(check_name(name, "bucket"), rate, table=table, client=client, clock=clock,
+                         sleep=sleep)
 
-    def acquire(self, units: int = 1) -> float:
-        """Wait for the slot of ``units`` writes; returns the seconds waited."""
-        busy, failing = self._busy, None
-        for attempt in range(1, 30):
-            now = self.clock()
-            try:
-                slot = self._take(now, busy, units)
-            except Exception as exc:
-                if condition_failed(exc):
-                    busy = not busy
-                    continue
-                if not is_transient(exc):
-                    raise
-                self.failures += 1
-                failing = exc
-                if attempt >= 6:
-                    break
-                self.sleep(backoff_delay(attempt))
-                continue
-            self._busy = busy
-            wait = slot - self.clock()
-            if wait > 0:
-                self.sleep(wait)
-            return max(0.0, wait)
-        raise StateUnavailable("UpdateItem", f"pace bucket {self.name!r}: {failing!r}"[:300], when=2.0)
-
-    def _take(self, now: float, busy: bool, units: int) -> float:
-        self.requests += 1
-        step = units / self.rate
-        values = {":now": _n(now), ":step": _n(step), ":rate": _n(self.rate),
-                  ":expires": {"N": str(int(now) + BUCKET_TTL_SECONDS)}}
-        if busy:
-            expression, condition = "SET tat = tat + :step", "tat >= :now"
-        else:
-            expression, condition = "SET tat = :next", "attribute_not_exists(tat) OR tat < :now"
-            values[":next"] = _n(now + step)
-            del values[":step"]
-        response = self.client.update_item(
-            TableName=self.table, Key=self.key,
-            UpdateExpression=expression + ", #rate = if_not_exists(#rate, :rate), #expires = :expires",
-            ConditionExpression=condition,
-            ExpressionAttributeNames={"#rate": "rate", "#expires": STATE_TTL_ATTRIBUTE},
-            ExpressionAttributeValues=values, ReturnValues="ALL_NEW")
-        attributes = response["Attributes"]
+    def _took(self, attributes: dict[str, Any]) -> None:
         self.rate = float(attributes["rate"]["N"])
-        return float(attributes["tat"]["N"]) - step if busy else now
 
     def read_rate(self) -> float | None:
         """The rate stored now (None: the bucket has none yet)."""
         self.requests += 1
-        item = self.client.get_item(TableName=self.table, Key=self.key,
+        item = self.client.get_item(TableName=self.table, Key=self._key,
                                     ConsistentRead=True).get("Item") or {}
         return float(item["rate"]["N"]) if "rate" in item else None
-
     def set_rate(self, new: float, decided_from: float, reason: str) -> float:
         """Store ``new`` (decided from the rate ``decided_from``); returns the rate stored
         after it (another pacer's, if that one won)."""
@@ -116,7 +71,7 @@ class SharedPace:
         self.requests += 1
         try:
             self.client.update_item(
-                TableName=self.table, Key=self.key,
+                TableName=self.table, Key=self._key,
                 UpdateExpression="SET #rate = :new, rate_reason = :reason, rate_at = :now, "
                                  "#expires = :expires",
                 ConditionExpression=condition,

@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import constants as C
+from ..batch import in_batches
 from ..events import emit
-from .batch import in_batches
 from .receiver import Episode, backoff, error_code
 
 logger = logging.getLogger("actionrunner.worker")

@@ -36,11 +36,11 @@ from kombu.utils.objects import cached_property
 from .. import constants as C
 from .. import runtime
 from ..backoff import backoff
+from ..batch import in_batches
 from ..errors import EndpointUnreachable, PayloadTooLarge, QueueMissing, SendError
 from ..runnable import check_eta
 from ..settle import MessageSettler, Outcome
 from . import claimcheck, codec
-from .batch import in_batches
 from .consumer import Consumer
 from .monitor import Monitor, MonitorChannel
 from .options import ConsumerOptions

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import shutil
 import socket
 import tempfile
@@ -52,7 +51,7 @@ import orjson
 from ..logging import get_logger
 from .record import Record, Status
 from .schema import STATE_KEY
-from .throttling import is_transient
+from .throttling import backoff_delay, is_transient
 
 log = get_logger("actionrunner.state")
 
@@ -231,7 +230,7 @@ class HotPath:
             request = answer.get("UnprocessedKeys") or {}
             if not request:
                 return found
-            time.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))
+            time.sleep(backoff_delay(attempt, base=0.02, cap=1.0))
         raise RuntimeError(f"BatchGetItem left {len(request[self.table]['Keys'])} keys unread")
 
     def _call(self, operation: str, **params: Any) -> Any:
@@ -246,7 +245,7 @@ class HotPath:
             except Exception as exc:
                 if not is_transient(exc) or time.monotonic() >= deadline:
                     raise
-            time.sleep(random.uniform(0, min(2.0, 0.02 * 2**attempt)))
+            time.sleep(backoff_delay(attempt, base=0.02, cap=2.0))
 
     # -- writes ----------------------------------------------------------------------------
     def write(self, fields: dict[str, Any], *, fresh: Callable[[], bool],
@@ -321,7 +320,7 @@ class HotPath:
                     log.warning("completion-write-failed", completions=len(writes),
                                 error="UnprocessedItems", why="their messages run again")
                     return False
-                time.sleep(random.uniform(0, min(2.0, 0.02 * 2**attempt)))
+                time.sleep(backoff_delay(attempt, base=0.02, cap=2.0))
         return True
 
     def _write_conditionally(self, w: _Write) -> bool:

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -54,6 +53,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from .. import runtime
+from ..backoff import jittered
 from ..errors import (
     ActionError,
     ConcurrencyLimited,
@@ -64,7 +64,7 @@ from ..errors import (
 from ..logging import get_logger
 from ..runtime import Runtime
 from .schema import CONCURRENCY_PREFIX, concurrency_pk, key
-from .throttling import backoff_delay, is_transient
+from .throttling import backoff_delay, is_transient, unavailable_wait
 
 log = get_logger("actionrunner.state")
 
@@ -361,7 +361,7 @@ def _acquire(limit: FleetLimit) -> Lease | None:
                 raise
             if attempt == 3:
                 raise StateUnavailable("UpdateItem", f"max_concurrency of {limit.action!r}: "
-                                       f"{exc!r}"[:300], when=round(random.uniform(2.0, 6.0), 3)) from exc
+                                       f"{exc!r}"[:300], when=unavailable_wait()) from exc
             time.sleep(backoff_delay(attempt, base=0.2, cap=2.0))
     return None
 
@@ -377,10 +377,10 @@ def capped_run(task: Any, run: Callable[[], Any], *, sleep: Callable[[float], No
     lease = _acquire(limit)
     deadline = _deadline.get()
     while lease is None and deadline is not None and time.monotonic() < deadline:
-        sleep(min(max(0.0, deadline - time.monotonic()), poll * random.uniform(0.25, 0.75)))
+        sleep(min(max(0.0, deadline - time.monotonic()), jittered(poll / 2)))
         lease = _acquire(limit)
     if lease is None:
-        raise ConcurrencyLimited(task.name, limit.limit, when=round(poll * random.uniform(0.5, 1.5), 3))
+        raise ConcurrencyLimited(task.name, limit.limit, when=round(jittered(poll), 3))
     from .lease import keeper
 
     try:

@@ -41,20 +41,18 @@ holds the key" nor a lost lease.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..backoff import backoff
 from ..errors import EffectRejected, StateError, StateUnavailable, error_code
 from ..settings import Settings
 from .record import Record, Status
 from .schema import IDEMPOTENCY_PREFIX, STATE_KEY, STATE_TTL_ATTRIBUTE
 from .store import Effect, IdempotencyStore
-from .throttling import condition_item, is_transient
+from .throttling import backoff_delay, condition_item, is_transient, unavailable_wait
 
 #: The item is free to claim: no record, or it expired, or it is a claim whose lease ran out.
 _CLAIMABLE = ("attribute_not_exists(#pk) OR #expires <= :now OR "
@@ -157,8 +155,8 @@ class DynamoDBStore(IdempotencyStore):
                 if time.monotonic() >= deadline:
                     api = "".join(part.title() for part in operation.split("_"))
                     raise StateUnavailable(api, repr(exc)[:300],
-                                           when=round(random.uniform(2.0, 6.0), 3)) from exc
-            self.sleep(_backoff(attempt))
+                                           when=unavailable_wait()) from exc
+            self.sleep(backoff_delay(attempt, base=0.02, cap=2.0))
 
     def _item(self, key: str) -> dict[str, Any] | None:
         item: dict[str, Any] | None = self._call(
@@ -323,10 +321,10 @@ class DynamoDBStore(IdempotencyStore):
                         raise EffectRejected(index, reason, detail) from None
                 if set(reasons) - {"None"} <= _TRANSIENT_REASONS:
                     if attempt < 8:
-                        self.sleep(_backoff(attempt))
+                        self.sleep(backoff_delay(attempt, base=0.02, cap=2.0))
                         continue
                     raise StateUnavailable("TransactWriteItems", f"cancelled: {reasons}",
-                                           when=round(random.uniform(2.0, 6.0), 3)) from exc
+                                           when=unavailable_wait()) from exc
                 raise StateError(f"the completion transaction was cancelled: {reasons}") from exc
         raise StateError("the completion transaction kept conflicting")  # pragma: no cover
 
@@ -340,8 +338,3 @@ def _retried(exc: ClientError) -> bool:
     can its condition have failed because of its own earlier try."""
     retries = exc.response.get("ResponseMetadata", {}).get("RetryAttempts") or 0
     return bool(retries) or getattr(exc, "actionrunner_retried", False)
-
-
-
-def _backoff(attempt: int) -> float:
-    return backoff(attempt + 1, base=0.02, cap=2.0, jitter="full")

@@ -44,7 +44,6 @@ the staged writes. Called from :meth:`actionrunner.action.Action.__call__` in th
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -63,7 +62,7 @@ from .ratelimit import SharedRateLimit, current_limiter, drawing_from, parse_rat
 from .record import Replay, encode_result
 from .schema import idempotency_pk
 from .store import IdempotencyStore
-from .throttling import is_throttling, is_transient
+from .throttling import is_throttling, is_transient, unavailable_wait
 
 log = get_logger("actionrunner.state")
 
@@ -299,7 +298,7 @@ def _state_call(operation: str, call: Callable[[], Any]) -> Any:
         if not is_transient(exc):
             raise
         raise StateUnavailable(operation, repr(exc)[:300],
-                               when=round(random.uniform(2.0, 6.0), 3)) from exc
+                               when=unavailable_wait()) from exc
 
 
 def _release(store: IdempotencyStore, claim: Any, cause: BaseException) -> None:

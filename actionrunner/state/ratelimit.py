@@ -17,7 +17,9 @@ compare-and-swap retries however many workers draw at once::
     bucket idle (tat <  now):   SET tat = :now + :interval IF tat <  :now  → start now
 
 The run then sleeps until its slot. Slots are ``1/rate`` apart, so the workers' combined rate is
-the bucket's; at most one slot is reserved per worker process, so a wait is short.
+the bucket's; at most one slot is reserved per worker process, so a wait is short. This is the
+package's one GCRA: :class:`actionrunner.pacing.shared.SharedPace` is this bucket with a rate
+that moves (a take keeps the stored rate and reads it back: ``RATE_ON_TAKE``, ``_took``).
 
 Throttling, two ways:
 
@@ -41,7 +43,7 @@ from botocore.exceptions import ClientError
 
 from ..errors import StateError, StateUnavailable
 from .schema import STATE_KEY, STATE_TTL_ATTRIBUTE, bucket_pk
-from .throttling import backoff_delay, condition_failed, is_throttling, is_transient
+from .throttling import backoff_delay, condition_failed, is_throttling, is_transient, unavailable_wait
 
 #: First pause of a bucket after its action was throttled; it doubles up to MAX_PENALTY.
 BASE_PENALTY = 0.5
@@ -74,12 +76,16 @@ def parse_rate(text: str | float) -> float:
 class SharedRateLimit:
     """One bucket of the state table (see the module docstring)."""
 
+    #: What a take writes into the item's ``rate``: this bucket's fixed rate, every time.
+    RATE_ON_TAKE = "#rate = :rate"
+    #: What the bucket calls its item in errors.
+    KIND = "rate-limit bucket"
+
     def __init__(self, name: str, rate: float, *, table: str, client: Any,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.name, self.rate, self.table, self.client = name, rate, table, client
         self.clock, self.sleep = clock, sleep
-        self.interval = 1.0 / rate
         self._busy = False  # which branch to try first: the one that worked last time
         #: Requests made, throttled answers, and penalties applied (for benchmarks and tests).
         self.requests = self.throttled = self.penalties = 0
@@ -88,15 +94,20 @@ class SharedRateLimit:
     def _key(self) -> dict[str, Any]:
         return {STATE_KEY: {"S": bucket_pk(self.name)}}
 
-    def acquire(self) -> float:
-        """Wait for this run's slot; returns the seconds waited."""
+    @property
+    def interval(self) -> float:
+        """Seconds between two slots (at the rate known now)."""
+        return 1.0 / self.rate
+
+    def acquire(self, units: int = 1) -> float:
+        """Wait for the slot of ``units`` runs (or writes); returns the seconds waited."""
         busy = self._busy
         failing: BaseException | None = None  # the last transient failure
         failures = 0  # transient failures other than throttling
         for attempt in range(1, 30):
             now = self.clock()
             try:
-                slot = self._take(now, busy)
+                slot = self._take(now, busy, units)
             except Exception as exc:
                 if is_throttling(exc):
                     self.throttled += 1
@@ -120,30 +131,35 @@ class SharedRateLimit:
                 self.sleep(wait)
             return max(0.0, wait)
         if failing is not None:  # the table is unavailable: the run waits, using no attempt
-            raise StateUnavailable("UpdateItem", f"rate-limit bucket {self.name!r}: {failing!r}"[:300],
-                                   when=round(backoff_delay(3, base=1.0, cap=6.0) + 1.0, 3))
-        raise StateError(f"rate-limit bucket {self.name!r}: could not take a token")
+            raise StateUnavailable("UpdateItem", f"{self.KIND} {self.name!r}: {failing!r}"[:300],
+                                   when=unavailable_wait())
+        raise StateError(f"{self.KIND} {self.name!r}: could not take a token")
 
-    def _take(self, now: float, busy: bool) -> float:
+    def _take(self, now: float, busy: bool, units: int = 1) -> float:
         """One UpdateItem; the start time of the slot it reserved."""
         self.requests += 1
+        step = units / self.rate
         values = {":now": _n(now), ":rate": _n(self.rate),
                   ":expires": _n(int(now) + BUCKET_TTL_SECONDS)}
         if busy:
-            expression, condition = "SET tat = tat + :interval", "tat >= :now"
-            values[":interval"] = _n(self.interval)
+            expression, condition = "SET tat = tat + :step", "tat >= :now"
+            values[":step"] = _n(step)
         else:
             expression = "SET tat = :next"
             condition = "attribute_not_exists(tat) OR tat < :now"
-            values[":next"] = _n(now + self.interval)
+            values[":next"] = _n(now + step)
         response = self.client.update_item(
             TableName=self.table, Key=self._key,
-            UpdateExpression=expression + ", #rate = :rate, #expires = :expires",
+            UpdateExpression=f"{expression}, {self.RATE_ON_TAKE}, #expires = :expires",
             ConditionExpression=condition,
             ExpressionAttributeNames={"#rate": "rate", "#expires": STATE_TTL_ATTRIBUTE},
-            ExpressionAttributeValues=values, ReturnValues="UPDATED_NEW",
+            ExpressionAttributeValues=values, ReturnValues="ALL_NEW",
         )
-        return float(response["Attributes"]["tat"]["N"]) - self.interval if busy else now
+        self._took(response["Attributes"])
+        return float(response["Attributes"]["tat"]["N"]) - step if busy else now
+
+    def _took(self, attributes: dict[str, Any]) -> None:
+        """A take's answer (the item's ``tat`` and ``rate`` after it): a fixed rate ignores it."""
 
     def report_throttling(self) -> float:
         """DynamoDB throttled an action of this bucket: push the bucket's schedule back (for

@@ -7,7 +7,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..backoff import backoff
+from ..backoff import backoff, jittered
 
 #: Error codes with which DynamoDB says "too fast".
 THROTTLING_CODES = frozenset({
@@ -46,6 +46,15 @@ def condition_item(exc: ClientError) -> dict[str, Any] | None:
 def backoff_delay(attempt: int, base: float = 0.05, cap: float = 5.0) -> float:
     """Seconds to wait before try ``attempt + 1`` (1-based): exponential, full jitter."""
     return backoff(attempt + 1, base=base, cap=cap, jitter="full")
+
+
+#: Seconds a message waits (about: :func:`unavailable_wait`) when the state table cannot answer.
+UNAVAILABLE_WAIT_SECONDS = 4.0
+
+
+def unavailable_wait() -> float:
+    """The ``when`` of a :class:`~actionrunner.errors.StateUnavailable`: 2–6 s, spread."""
+    return round(jittered(UNAVAILABLE_WAIT_SECONDS), 3)
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -4,7 +4,8 @@
     outcome = processor.process(records)          # Lambda's event["Records"] or GetRecords'
     outcome.batch_item_failures                    # → Lambda's {"batchItemFailures": [...]}
 
-* **Batches**: PublishBatch, 10 entries a call.
+* **Batches**: PublishBatch, 10 entries a call (:func:`actionrunner.batch.in_batches`, as SQS's
+  batch calls).
 * **Order per item key**: a key's changes are published in sequence order; on a FIFO topic with
   the key's hash as message group and the event id as deduplication id (a retried record is not
   published twice within SNS's five-minute window). One batch holds at most one change of a key,
@@ -32,6 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import constants as C
+from ..batch import in_batches
 from ..errors import MalformedStreamRecord
 from ..logging import get_logger
 from ..pacing.watermark import WatermarkPublisher
@@ -39,8 +42,8 @@ from .records import StreamChange, parse
 
 log = get_logger("actionrunner.streams")
 
-#: SNS's cap on one PublishBatch call, and on one message.
-MAX_PUBLISH_BATCH = 10
+#: SNS's cap on one PublishBatch call (as SQS's batch calls), and on one message.
+MAX_PUBLISH_BATCH = C.SQS_MAX_BATCH
 MAX_MESSAGE_BYTES = 256 * 1024
 
 #: ``dead_letter(record, reason)``: keep a record that cannot be published, with why.
@@ -160,8 +163,8 @@ class StreamProcessor:
                     later.append(change)
                     in_batch.add(change.key)  # a key's later changes stay behind its first
             waiting = later
-            entries, by_id = [], {}
-            for i, change in enumerate(batch):
+            ready: list[tuple[StreamChange, str]] = []
+            for change in batch:
                 try:
                     message = change.message()
                 except Exception as exc:
@@ -176,36 +179,37 @@ class StreamProcessor:
                         outcome.failed.append(change.sequence)
                         blocked.add(change.key)
                     continue
-                entry = {"Id": str(i), "Message": message, "MessageAttributes": {
-                    "eventName": {"DataType": "String", "StringValue": change.event_name}}}
-                if self.fifo:
-                    entry["MessageGroupId"] = change.group
-                    entry["MessageDeduplicationId"] = change.event_id[:128]
-                entries.append(entry)
-                by_id[str(i)] = change
-            if not entries:
+                ready.append((change, message))
+            if not ready:
                 continue
-            try:
-                self.calls += 1
-                response = self.sns.publish_batch(TopicArn=self.topic_arn,
-                                                  PublishBatchRequestEntries=entries)
-            except Exception as exc:
-                log.warning("stream-publish-failed", entries=len(entries), error=repr(exc)[:300])
-                refused = set(by_id)
-            else:
-                refused = {f["Id"] for f in response.get("Failed", [])}
-                for failure in response.get("Failed", []):
-                    log.warning("stream-publish-refused", sequence=by_id[failure["Id"]].sequence,
-                                code=failure.get("Code"), message=failure.get("Message"))
-            now = self.clock()
-            for entry_id, change in by_id.items():
-                if entry_id in refused:
+            for chunk in in_batches(self._publish_batch, ready, self._entry):
+                if chunk.error is not None:
+                    log.warning("stream-publish-failed", entries=len(chunk.items),
+                                error=repr(chunk.error)[:300])
+                for (change, _), failure in chunk.failed():
+                    if chunk.error is None:
+                        log.warning("stream-publish-refused", sequence=change.sequence,
+                                    code=failure.get("Code"), message=failure.get("Message"))
                     outcome.failed.append(change.sequence)
                     blocked.add(change.key)
-                else:
+                now = self.clock()
+                for change, _ in chunk.succeeded():
                     outcome.published += 1
                     outcome.finished.append((change.sequence, change.created, now))
         return outcome
+
+    def _publish_batch(self, entries: list[dict[str, Any]]) -> Any:
+        self.calls += 1
+        return self.sns.publish_batch(TopicArn=self.topic_arn, PublishBatchRequestEntries=entries)
+
+    def _entry(self, item: tuple[StreamChange, str]) -> dict[str, Any]:
+        change, message = item
+        entry: dict[str, Any] = {"Message": message, "MessageAttributes": {
+            "eventName": {"DataType": "String", "StringValue": change.event_name}}}
+        if self.fifo:
+            entry["MessageGroupId"] = change.group
+            entry["MessageDeduplicationId"] = change.event_id[:128]
+        return entry
 
 
 def _sequence_of(record: Any) -> str | None:

@@ -1,10 +1,11 @@
-"""SQS's batch calls, ten entries at a time, with each entry's fate sorted out once.
+"""AWS's batch calls, ten entries at a time, with each entry's fate sorted out once.
 
 Every ``*Batch`` call of SQS (SendMessageBatch, DeleteMessageBatch,
-ChangeMessageVisibilityBatch) takes at most ten entries, each with an ``Id``, and answers with
-the ``Failed`` ones; a whole call may fail too. :func:`in_batches` makes the calls and yields one
-:class:`Chunk` per call, which says which items went through and which did not (and why); each
-caller decides only what to do with the failures (retry, give up, report)::
+ChangeMessageVisibilityBatch) and SNS's PublishBatch takes at most ten entries, each with an
+``Id``, and answers with the ``Failed`` ones; a whole call may fail too. :func:`in_batches`
+makes the calls and yields one :class:`Chunk` per call, which says which items went through and
+which did not (and why); each caller decides only what to do with the failures (retry, give up,
+report)::
 
     >>> def call(entries):
     ...     return {"Failed": [{"Id": "1", "Code": "ReceiptHandleIsInvalid", "SenderFault": True}]}
@@ -19,8 +20,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from .. import constants as C
-from ..errors import error_code
+from . import constants as C
+from .errors import error_code
 
 T = TypeVar("T")
 
