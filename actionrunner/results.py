@@ -424,8 +424,17 @@ class ActionResult(AsyncResult):
             raise ResultsNotKept(self.action or "?")
 
     def get(self, *args: Any, **kwargs: Any) -> Any:
+        """Celery's ``get``; when it raises and a parent failed too (a chord's body failed
+        because a header member did), the parent's failure is raised: the cause, not the
+        ``ChordError`` that wraps it, whichever of the two was stored first."""
         self._check_kept()
-        return super().get(*args, **kwargs)
+        try:
+            return super().get(*args, **kwargs)
+        except Exception:
+            if (kwargs.get("propagate", True) and kwargs.get("follow_parents", True)
+                    and not args and self.parent is not None):
+                self._maybe_reraise_parent_error()
+            raise
 
     wait = get
 
