@@ -251,7 +251,9 @@ class RunResultBackend(KeyValueStoreBackend):
             # kept beside the run's status, read back until the run ends
             self.runs.set_state(task_id, state, result, action=fields["action"])
             return result
-        if request is None:  # stored by another process (Celery's chord error handler...)
+        if request is None or _for_another_task(task_id):
+            # stored by another process, or by a task for another (Celery's chord error handler
+            # fails a chord's body and the tasks chained after it): no lifecycle writes these
             if state == states.SUCCESS:
                 self.runs.record("succeeded", fields, result)
             elif state == states.FAILURE:
@@ -356,6 +358,15 @@ class RunResultBackend(KeyValueStoreBackend):
         from celery.canvas import maybe_signature
 
         return maybe_signature(sig, app=self.app)
+
+
+def _for_another_task(task_id: str) -> bool:
+    """Whether a task of this process is running and ``task_id`` is not its own id (its own
+    end is written by its lifecycle)."""
+    from celery._state import get_current_worker_task
+
+    running = get_current_worker_task()
+    return running is not None and getattr(running.request, "id", None) != task_id
 
 
 def _leaves(node: Any) -> list[Any]:
