@@ -32,11 +32,14 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def _commands(block: str) -> list[list[str]]:
-    """The simple commands of a block: lines joined until their quotes balance, comments cut,
-    split at ``;`` / ``&&`` / ``||``."""
+    """The simple commands of a block: lines joined while they end in ``\\`` or until their quotes
+    balance, comments cut, split at ``;`` / ``&&`` / ``||``."""
     commands: list[list[str]] = []
     pending = ""
     for line in block.splitlines():
+        if line.endswith("\\"):  # a continued line: the command goes on
+            pending += line[:-1] + " "
+            continue
         pending += line + "\n"
         try:
             lexer = shlex.shlex(pending, posix=True, punctuation_chars=";&|")
