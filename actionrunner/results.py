@@ -254,6 +254,9 @@ class RunResultBackend(KeyValueStoreBackend):
         if request is None or _for_another_task(task_id):
             # stored by another process, or by a task for another (Celery's chord error handler
             # fails a chord's body and the tasks chained after it): no lifecycle writes these
+            if state == states.FAILURE and request is not None and \
+                    _attempt_runs_again(self.app, result):
+                return result  # the running task's failure handed on to its chain: not an end yet
             if state == states.SUCCESS:
                 self.runs.record("succeeded", fields, result)
             elif state == states.FAILURE:
@@ -292,7 +295,8 @@ class RunResultBackend(KeyValueStoreBackend):
         """Count this header part once (a set of ids), then, once all are in, join their results
         (bounded by ``result_chord_join_timeout``) and send the body (its task id gives its call
         id: a second send is a duplicate)."""
-        if state in states.EXCEPTION_STATES and not _final_failure(self.app, request, result):
+        if state in states.EXCEPTION_STATES and (not _final_failure(self.app, request, result)
+                                                 or _attempt_runs_again(self.app, result)):
             return  # a failed attempt that will be retried: the member is not done
         gid = getattr(request, "group", None)
         if not gid:
@@ -367,6 +371,20 @@ def _for_another_task(task_id: str) -> bool:
 
     running = get_current_worker_task()
     return running is not None and getattr(running.request, "id", None) != task_id
+
+
+def _attempt_runs_again(app: Any, exc: Any) -> bool:
+    """Whether ``exc`` is the failure of the running task's attempt and that attempt will run
+    again. Celery hands a task's every failure on to the tasks chained after it (and to their
+    chords) as if it ended the chain; an attempt that is retried on its message does not."""
+    from celery._state import get_current_worker_task
+
+    running = get_current_worker_task()
+    if not isinstance(exc, BaseException):  # encoded for the store (a dict): the one being handled
+        exc = sys.exc_info()[1]
+    if running is None or exc is None:
+        return False
+    return not _final_failure(app, running.request, exc)
 
 
 def _leaves(node: Any) -> list[Any]:

@@ -41,6 +41,18 @@ def plain_flaky(self: Task, bucket: str, fail_times: int) -> int:
     return runs
 
 
+@shared_task(ignore_result=False, max_attempts=3, retry_backoff=3)
+def plain_fails_once(bucket: str) -> int:
+    """Raises on its first run (no ``self.retry()``: the worker's policy runs it again), then
+    returns the run count."""
+    _append(bucket, "run")
+    runs = len((Path(os.environ["ACTIONRUNNER_TEST_RECORD_DIR"]) / f"{bucket}.txt")
+               .read_text().splitlines())
+    if runs == 1:
+        raise RuntimeError(f"first run of {bucket} fails")
+    return runs
+
+
 @shared_task(max_attempts=2, retry_backoff=0.1)
 def plain_explode(token: str) -> None:
     """Always fails: dead-lettered after two attempts."""

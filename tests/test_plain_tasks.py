@@ -23,6 +23,7 @@ from tests.plain_tasks import (
     plain_add,
     plain_class_task,
     plain_explode,
+    plain_fails_once,
     plain_flaky,
     plain_record,
     plain_reject,
@@ -143,6 +144,9 @@ def test_plain_tasks_run_with_results_order_retries_and_dlq(
     wrong = app.send_task("tests.plain_tasks.plain_add", args=(1,))  # (by name: not checked)
     gave_up = plain_retries_once.delay(run)
     rejected = plain_reject.delay(run)
+    # a chain whose first step fails once: Celery hands each failure on to what is chained after
+    # it; a failure that will run again must not fail (and so end) the next step
+    chained = (plain_fails_once.s(f"chained-{run}") | plain_add.s(10)).delay()
     worker = start_worker(concurrency=2, env=IMPORTS)
     # Then results come back through AsyncResult
     assert added.get(timeout=60) == 5
@@ -185,6 +189,15 @@ def test_plain_tasks_run_with_results_order_retries_and_dlq(
     assert rejected.state == "FAILURE"
     [dead] = worker.lifecycle("dead-lettered", id=rejected.id)
     assert dead["attempt"] == 1 and dead["error_type"] == "Reject"
+    # while the first step waits for its second run, the next step is not failed
+    worker.wait_for(lambda: worker.lifecycle("retrying", id=chained.parent.id), timeout=60,
+                    what="the chain's first step to fail once")
+    assert chained.state == "PENDING"
+    # the chain's next step ran on the retried step's result, and ran once
+    assert chained.get(timeout=60) == 12
+    assert chained.parent.get(timeout=60) == 2
+    assert len(worker.lifecycle("succeeded", id=chained.id)) == 1
+    assert not worker.lifecycle("dead-lettered", id=chained.id)
     # lifecycle lines name the plain task like an action
     assert worker.lifecycle("started", id=added.id)[0]["action"] == "tests.plain_tasks.plain_add"
 
