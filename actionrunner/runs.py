@@ -158,11 +158,18 @@ class RunStore:
         # Events come from two processes (the pool process: running, failed; the main one:
         # retrying, dead-lettered); the later event wins, whichever write lands last (an earlier
         # one that lands after it fails its condition and is dropped).
+        condition = "(attribute_not_exists(updated_at) OR updated_at <= :now)"
+        if status == "failed":
+            # a chord member's final failure is stored (dead-lettered) before the pool's
+            # "failed" line: that line must not make a run that ended look unfinished again
+            # (a redriven run is "running" first, which this does not block)
+            condition += " AND (attribute_not_exists(#s) OR #s <> :dead)"
+            values[":dead"] = {"S": "dead-lettered"}
         with contextlib.suppress(self.client.exceptions.ConditionalCheckFailedException):
             self.client.update_item(
                 TableName=self.table, Key=self.key(run_id),
                 UpdateExpression="SET " + ", ".join(sets),
-                ConditionExpression="attribute_not_exists(updated_at) OR updated_at <= :now",
+                ConditionExpression=condition,
                 ExpressionAttributeNames=names, ExpressionAttributeValues=values,
             )
 

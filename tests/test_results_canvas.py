@@ -142,3 +142,26 @@ def test_a_state_stored_while_running_and_an_end_stored_elsewhere_are_read_back(
     backend.store_result(failed, KeyError("gone"), "FAILURE")
     with pytest.raises(KeyError, match="gone"):
         app.AsyncResult(failed).get(timeout=5)
+
+
+def test_the_pool_failed_line_after_a_stored_final_failure_leaves_the_run_ended(
+    queue_url: str,
+) -> None:
+    """A chord member's final failure is stored (dead-lettered) as Celery marks it failed, before
+    the pool process writes its "failed" lifecycle line: that later line must not turn an ended
+    run back into an unfinished one (the chord's body would read its ChordError while the member
+    looked still running: Celery's suite, test_chord_error_propagation_with_different_body_types).
+    A run redriven from the DLQ starts again ("running"), which is still written."""
+    from actionrunner.app import app
+    from actionrunner.runs import run_store
+
+    runs, run_id = run_store(), str(uuid.uuid4())
+    fields = {"id": run_id, "action": "tests.actions.kept_fail", "attempt": 3}
+    error = {"error_type": "ExpectedException", "error": "boom"}
+    runs.record("dead-lettered", {**fields, **error})
+    runs.record("failed", {**fields, **error})
+    assert (runs.get(run_id) or {})["status"] == "dead-lettered"
+    assert app.AsyncResult(run_id).state == "FAILURE"
+    runs.record("started", {**fields, "attempt": 1})  # redriven: it runs again
+    runs.record("failed", {**fields, **error, "attempt": 1})
+    assert (runs.get(run_id) or {})["status"] == "failed"
