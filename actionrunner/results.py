@@ -291,6 +291,14 @@ class RunResultBackend(KeyValueStoreBackend):
             UpdateExpression="ADD added :one SET expires_at = :exp",
             ExpressionAttributeValues={":one": {"N": "1"}, ":exp": self._expires_at()})
 
+    def _fail_chain(self, chain: Any, exc: Any, traceback: Any = None, store_result: bool = True,
+                    state: str = states.FAILURE) -> None:
+        """Celery's: a failure handed on to what is chained after the failed task, and also to
+        the tasks of a group in that chain (Celery skips a group, which has no task of its own,
+        so ``(a | fail | group(b, c)).get()`` waits for members that never run: its issue #6437)."""
+        super()._fail_chain(_with_group_members(chain), exc, traceback,
+                            store_result=store_result, state=state)
+
     def on_chord_part_return(self, request: Any, state: str, result: Any, **kwargs: Any) -> None:
         """Count this header part once (a set of ids), then, once all are in, join their results
         (bounded by ``result_chord_join_timeout``) and send the body (its task id gives its call
@@ -385,6 +393,24 @@ def _attempt_runs_again(app: Any, exc: Any) -> bool:
     if running is None or exc is None:
         return False
     return not _final_failure(app, running.request, exc)
+
+
+def _with_group_members(chain: Any) -> Any:
+    """A request's chain (signature dicts) with the tasks of each group in it, and of the
+    groups and chains nested in those, added after the group (each frozen with its task id)."""
+    try:
+        elements = list(chain)
+    except TypeError:
+        return chain
+    out: list[Any] = []
+    pending = list(elements)
+    while pending:
+        element = pending.pop(0)
+        out.append(element)
+        if isinstance(element, dict) and element.get("subtask_type") in ("group", "chain"):
+            tasks = (element.get("kwargs") or {}).get("tasks") or []
+            pending[:0] = [task for task in tasks if isinstance(task, dict)]
+    return out
 
 
 def _leaves(node: Any) -> list[Any]:

@@ -79,6 +79,22 @@ def test_chain_group_chord_and_immutable_signatures_run_on_a_real_worker(
     assert len(worker.lifecycle("succeeded", id=body.id)) == 1
 
 
+def test_a_failure_reaches_the_group_chained_after_it(
+    start_worker: Callable[..., Worker], queue_url: str
+) -> None:
+    """``a | fail | group(b, chain(c, d))``: the group's tasks never run; each is failed with the
+    error (Celery skips the group and its .get() waits on members that never run: #6437)."""
+    start_worker(concurrency=2)
+    token = uuid.uuid4().hex[:8]
+    sig = (kept_add.s(a=1, b=1) | kept_fail.si(token=token)
+           | group(kept_add.s(b=1), chain(kept_add.s(b=2), kept_add.s(b=3))))
+    res = sig.delay()
+    with pytest.raises(ValueError, match=f"kept failure {token}"):
+        res.get(timeout=60)
+    assert [leaf.state for leaf in res.results] == ["FAILURE", "FAILURE"]
+    assert res.results[1].parent is not None
+
+
 def test_what_the_canvas_does_not_support_fails_when_sent(queue_url: str) -> None:
     with pytest.raises(ActionError, match=r"task.chunks\(\)\) is not supported on SQS FIFO"):
         kept_add.chunks([(1, 2), (3, 4)], 1).apply_async()
