@@ -53,12 +53,16 @@ MAX_RESULT_BYTES = 100_000
 
 def _json_default(value: Any) -> Any:
     """What JSON cannot hold as it is: a Celery result (a task that returns the AsyncResult or
-    GroupResult of what it sent) as Celery's backends store it, ``as_tuple()``; else its text."""
+    GroupResult of what it sent) as Celery's backends store it, ``as_tuple()``; a subclass of a
+    JSON type (a namedtuple, a lazy list) as its plain value; else its text."""
     from celery.result import ResultBase
+
+    from .sqs.codec import as_builtin
 
     if isinstance(value, ResultBase) and callable(getattr(value, "as_tuple", None)):
         return value.as_tuple()
-    return str(value)
+    plain = as_builtin(value)
+    return str(value) if plain is NotImplemented else plain
 
 
 def _plain(value: Any) -> Any:
@@ -149,7 +153,8 @@ class RunStore:
         if status in ("succeeded", "dead-lettered", "held", "revoked"):
             sets.append("finished_at = :now")
         if status == "succeeded":
-            encoded = orjson.dumps(result, default=_json_default)
+            encoded = orjson.dumps(result, default=_json_default,
+                                   option=orjson.OPT_PASSTHROUGH_SUBCLASS)
             if len(encoded) > MAX_RESULT_BYTES:
                 encoded = orjson.dumps({"note": f"result of {len(encoded)} bytes not kept"})
             sets.append("#r = :r")

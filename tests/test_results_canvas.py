@@ -95,6 +95,21 @@ def test_a_failure_reaches_the_group_chained_after_it(
     assert res.results[1].parent is not None
 
 
+def test_a_group_at_a_chains_end_runs_after_the_chain(
+    start_worker: Callable[..., Worker], queue_url: str
+) -> None:
+    """``a | b | group(<generator>)``: the group is sent when b ends and each member runs (the
+    lazy list of a generator's group was sent as ``[]``: nothing ran, and .get() waited; Celery's
+    suite, test_group::test_parent_ids, checks the members' parent and root ids)."""
+    start_worker(concurrency=2)
+    res = (kept_add.si(a=1, b=1) | kept_add.si(a=2, b=2)
+           | group(kept_add.si(a=n, b=0) for n in range(5)))()
+    assert res.get(timeout=60) == [0, 1, 2, 3, 4]
+    parent = res.parent
+    assert parent is not None and parent.get(timeout=5) == 4
+    assert parent.parent is not None and parent.parent.get(timeout=5) == 2
+
+
 def test_what_the_canvas_does_not_support_fails_when_sent(queue_url: str) -> None:
     with pytest.raises(ActionError, match=r"task.chunks\(\)\) is not supported on SQS FIFO"):
         kept_add.chunks([(1, 2), (3, 4)], 1).apply_async()

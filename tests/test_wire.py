@@ -73,6 +73,22 @@ def test_compression_applies_over_the_threshold_and_decodes() -> None:
     assert json.loads(zlib.decompress(base64.b64decode(envelope["body"]))) == {"text": "a" * 5000}
 
 
+def test_subclasses_of_json_types_are_written_as_the_stdlib_writes_them() -> None:
+    """orjson writes a list subclass from its C storage: Celery's lazy ``regen`` (the tasks of
+    ``group(<generator>)``) came out ``[]``, and the group sent nothing."""
+    from collections import OrderedDict, namedtuple
+
+    from celery import group, signature
+    from celery.utils.functional import regen
+
+    point = namedtuple("point", "x y")
+    value = {"lazy": regen(iter([1, 2])), "point": point(3, 4), "ordered": OrderedDict(a=1),
+             "sig": signature("t.add", args=(1,))}
+    assert json.loads(codec.dumps(value)) == json.loads(json.dumps(value))
+    lazy = group(signature("t.add", args=(n,)) for n in range(3))
+    assert [t["args"] for t in json.loads(codec.dumps(lazy))["kwargs"]["tasks"]] == [[0], [1], [2]]
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53)
     | st.floats(allow_nan=False, allow_infinity=False) | st.text(),

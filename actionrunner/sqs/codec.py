@@ -42,6 +42,27 @@ FORMAT_PROPERTY, FORMAT_VERSION = "ar", 1
 ZLIB = "application/x-gzip"
 
 _kombu_default = JSONEncoder().default
+
+
+_BUILTINS: tuple[tuple[type, Any], ...] = ((dict, dict), (list, list), (tuple, list), (str, str),
+                                           (int, int))
+
+
+def as_builtin(obj: Any) -> Any:
+    """A subclass of dict, list, tuple, str or int as its plain value, as the stdlib's encoder
+    writes it; ``NotImplemented`` for anything else. For orjson with ``OPT_PASSTHROUGH_SUBCLASS``:
+    orjson alone writes a list subclass from its C storage, and Celery's lazy ``regen`` (the
+    tasks of ``group(<generator>)``) came out ``[]``, a group that sent nothing; a namedtuple
+    was refused."""
+    for base, plain in _BUILTINS:
+        if isinstance(obj, base):
+            return plain(obj)
+    return NotImplemented
+
+
+def _default(obj: Any) -> Any:
+    plain = as_builtin(obj)
+    return _kombu_default(obj) if plain is NotImplemented else plain
 #: Characters JSON may carry raw but SQS refuses in a body: escaped instead.
 _SQS_REFUSED = {"\ufffe": "\\ufffe", "\uffff": "\\uffff"}
 
@@ -66,7 +87,8 @@ def dumps(obj: Any) -> str:
     if (type(obj) is tuple and len(obj) == 3 and type(obj[2]) is dict and obj[2]
             and obj[2].keys() <= _EMBED_KEYS and not any(obj[2].values())):
         obj = (obj[0], obj[1], {})
-    return orjson.dumps(obj, default=_kombu_default, option=orjson.OPT_NON_STR_KEYS).decode()
+    return orjson.dumps(obj, default=_default,
+                        option=orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS).decode()
 
 
 def loads(text: Any) -> Any:
