@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -41,11 +42,8 @@ FORMAT_PROPERTY, FORMAT_VERSION = "ar", 1
 #: kombu's name for zlib compression.
 ZLIB = "application/x-gzip"
 
-_kombu_default = JSONEncoder().default
-
-
-_BUILTINS: tuple[tuple[type, Any], ...] = ((dict, dict), (list, list), (tuple, list), (str, str),
-                                           (int, int))
+#: kombu's encoder for what JSON has no type for (datetime, UUID, Decimal...); kombu is untyped.
+_kombu_default: Callable[[Any], Any] = JSONEncoder().default
 
 
 def as_builtin(obj: Any) -> Any:
@@ -54,15 +52,22 @@ def as_builtin(obj: Any) -> Any:
     orjson alone writes a list subclass from its C storage, and Celery's lazy ``regen`` (the
     tasks of ``group(<generator>)``) came out ``[]``, a group that sent nothing; a namedtuple
     was refused."""
-    for base, plain in _BUILTINS:
-        if isinstance(obj, base):
-            return plain(obj)
+    if isinstance(obj, dict):
+        return dict(obj)
+    if isinstance(obj, (list, tuple)):
+        return list(obj)
+    if isinstance(obj, str):
+        return str(obj)
+    if isinstance(obj, int):
+        return int(obj)
     return NotImplemented
 
 
 def _default(obj: Any) -> Any:
     plain = as_builtin(obj)
     return _kombu_default(obj) if plain is NotImplemented else plain
+
+
 #: Characters JSON may carry raw but SQS refuses in a body: escaped instead.
 _SQS_REFUSED = {"\ufffe": "\\ufffe", "\uffff": "\\uffff"}
 
