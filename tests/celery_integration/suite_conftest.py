@@ -200,8 +200,31 @@ def celery_session_worker(celery_session_app: Any) -> Iterator[subprocess.Popen[
 
 
 @pytest.fixture
-def celery_app(celery_session_app: Any) -> Any:
-    return celery_session_app
+def celery_app(celery_session_app: Any) -> Iterator[Any]:
+    """The session's app, started afresh for each test as Celery's own ``celery_app`` (a new app
+    per test, celery.contrib.pytest) would be: what the test changes with ``app.conf.update`` is
+    undone after it, and the task sender and event dispatcher Celery builds from the conf once
+    (``app.amqp.send_task_message``, ``app.amqp._event_dispatcher``: cached) are built again from
+    the test's conf. Without this, ``test_task_sent_event_respects_publish_retry_limit`` sent
+    with the retry policy of an earlier test's sender (``max_retries`` 3 for its 0) and a
+    test's ``task_send_sent_event=True`` stayed on for every later test."""
+    app = celery_session_app
+    changes = app.conf.changes
+    before = dict(changes)
+    _drop_cached_senders(app)
+    yield app
+    for key in [k for k in changes if k not in before]:
+        del changes[key]
+    changes.update({k: v for k, v in before.items() if changes.get(k, _MISSING) is not v})
+    _drop_cached_senders(app)
+
+
+_MISSING = object()
+
+
+def _drop_cached_senders(app: Any) -> None:
+    for name in ("send_task_message", "_event_dispatcher"):
+        app.amqp.__dict__.pop(name, None)
 
 
 @pytest.fixture
