@@ -215,11 +215,8 @@ def celery_app(celery_session_app: Any) -> Iterator[Any]:
     yield app
     for key in [k for k in changes if k not in before]:
         del changes[key]
-    changes.update({k: v for k, v in before.items() if changes.get(k, _MISSING) is not v})
-    _drop_cached_senders(app)
-
-
-_MISSING = object()
+    changes.update(before)
+    _drop_cached_senders(app)  # (for a later test that uses celery_session_app alone)
 
 
 def _drop_cached_senders(app: Any) -> None:
